@@ -1,3 +1,179 @@
-fn main() {
-    println!("Hello, world!");
+//! `launcher`: parse the command line, set up logging, dispatch. Exit codes: 0 success or clean
+//! shutdown; 1 runtime failure (or `health`: not healthy); 2 bad input (usage, config,
+//! environment); 3 data interfaces missing after the wait; otherwise qemu's own exit code, or
+//! 128 + the signal that killed it.
+
+mod cli;
+mod config;
+mod console;
+mod control;
+mod datapath;
+mod lifecycle;
+mod netdev;
+mod qemu;
+mod qmp;
+mod supervisor;
+mod tap;
+
+use clap::Parser;
+use cli::{Cli, Cmd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn init_tracing(trace: bool) {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(f) if !f.is_empty() => tracing_subscriber::EnvFilter::new(f),
+        _ => tracing_subscriber::EnvFilter::new(if trace { "debug" } else { "info" }),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stdout)
+        .init();
+}
+
+/// Prints an error with its whole source chain, once.
+fn report(e: &dyn std::error::Error) {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        src = s.source();
+    }
+    eprintln!("launcher: {msg}");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn load_plan(cli: &Cli) -> Result<config::Plan, config::ConfigError> {
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(cli::DEFAULT_CONFIG));
+    let env: config::Env = std::env::vars().collect();
+    let over = config::Overrides {
+        credentials: config::Credentials {
+            username: cli.username.clone(),
+            password: cli.password.clone(),
+            hostname: cli.hostname.clone(),
+        },
+    };
+    config::load(&path, &env, &over)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(mode) = &cli.connection_mode {
+        if mode != "tc" {
+            eprintln!("launcher: --connection-mode {mode:?}: only \"tc\" is supported (tc mirred passes LACP, STP and LLDP; bridges and macvtap do not)");
+            return ExitCode::from(2);
+        }
+    }
+    let code = match cli.command.as_ref().unwrap_or(&Cmd::Run) {
+        Cmd::Check => match load_plan(&cli) {
+            Err(e) => {
+                report(&e);
+                2
+            }
+            Ok(plan) => {
+                // `check` does not probe the system: the argv is shown for the accel asked for
+                // (auto shows as tcg, the safe choice).
+                let accel = qemu::AccelChoice {
+                    kvm: plan.accel == config::Accel::Kvm,
+                    warning: None,
+                };
+                for a in qemu::argv(&plan, &accel) {
+                    println!("{}", a.to_string_lossy());
+                }
+                0
+            }
+        },
+        Cmd::Run => {
+            init_tracing(cli.trace);
+            match load_plan(&cli) {
+                Err(e) => {
+                    report(&e);
+                    2
+                }
+                Ok(plan) => match runtime().block_on(supervisor::run(plan)) {
+                    Ok(code) => code,
+                    Err(e) => {
+                        report(&e);
+                        e.exit_code()
+                    }
+                },
+            }
+        }
+        Cmd::Status { json } => {
+            match runtime().block_on(control::query(&control::socket_path(), "status")) {
+                Ok(r) => {
+                    if *json {
+                        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    } else {
+                        print!("{}", control::render(&r));
+                    }
+                    0
+                }
+                Err(e) => {
+                    report(&e);
+                    1
+                }
+            }
+        }
+        Cmd::Health => {
+            match runtime().block_on(control::query(&control::socket_path(), "health")) {
+                Ok(r) => {
+                    println!("{}: {}", r.name, r.state);
+                    if r.healthy {
+                        0
+                    } else {
+                        1
+                    }
+                }
+                Err(e) => {
+                    report(&e);
+                    1
+                }
+            }
+        }
+        Cmd::Wire { mtu, pairs } => wire_cmd(pairs, |p| {
+            runtime().block_on(datapath::wire_pairs(&p, *mtu))
+        }),
+        Cmd::Unwire { pairs } => {
+            wire_cmd(pairs, |p| runtime().block_on(datapath::unwire_pairs(&p)))
+        }
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn wire_cmd(
+    args: &[String],
+    f: impl FnOnce(Vec<datapath::Pair>) -> Result<Vec<String>, datapath::WireError>,
+) -> i32 {
+    let res = datapath::parse_pairs(args).and_then(f);
+    match res {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            0
+        }
+        Err(e) => {
+            report(&e);
+            if matches!(e, datapath::WireError::Usage { .. }) {
+                2
+            } else {
+                1
+            }
+        }
+    }
 }

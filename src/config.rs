@@ -1,0 +1,1091 @@
+//! Configuration: the TOML schema, the containerlab/vrnetlab environment overrides, validation,
+//! and the resulting [`Plan`]. Everything here is pure: the caller reads the file and hands over
+//! its text, the environment as a map, and the CLI overrides; nothing on the system is touched.
+//! Every error names the key or variable and the bad value.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration error: which key (or environment variable), which value, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{key} = {value:?}: {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+fn invalid(key: &str, value: impl fmt::Display, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The environment as seen by the launcher (a plain map so tests need no process env).
+pub type Env = BTreeMap<String, String>;
+
+// ---------------------------------------------------------------------------------------------
+// The file schema. `deny_unknown_fields` everywhere: a typo is an error, never a silent default.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    vm: VmSection,
+    kernel: Option<KernelSection>,
+    #[serde(default, rename = "disk")]
+    disks: Vec<DiskSection>,
+    #[serde(default)]
+    nics: NicSection,
+    #[serde(default)]
+    management: MgmtSection,
+    #[serde(default)]
+    restart: RestartSection,
+    #[serde(default)]
+    console: ConsoleSection,
+    #[serde(default)]
+    paths: PathsSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct VmSection {
+    name: String,
+    qemu: String,
+    machine: String,
+    cpu: String,
+    smp: u32,
+    memory: u64,
+    accel: String,
+    extra_args: Vec<String>,
+    boot_timeout: u64,
+    shutdown_timeout: u64,
+    boot_delay: u64,
+    startup_config: Option<String>,
+}
+
+impl Default for VmSection {
+    fn default() -> Self {
+        Self {
+            name: "router".into(),
+            qemu: "qemu-system-x86_64".into(),
+            machine: "pc".into(),
+            cpu: "max".into(),
+            smp: 1,
+            memory: 1024,
+            accel: "auto".into(),
+            extra_args: vec![],
+            boot_timeout: 600,
+            shutdown_timeout: 30,
+            boot_delay: 0,
+            startup_config: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KernelSection {
+    path: String,
+    initrd: Option<String>,
+    #[serde(default)]
+    append: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiskSection {
+    path: String,
+    #[serde(default = "default_format")]
+    format: String,
+    #[serde(default = "default_disk_if")]
+    interface: String,
+    #[serde(default = "yes")]
+    overlay: bool,
+}
+fn default_format() -> String {
+    "qcow2".into()
+}
+fn default_disk_if() -> String {
+    "virtio".into()
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct NicSection {
+    model: String,
+    count: u32,
+    names: Vec<String>,
+    prefix: String,
+    tap_prefix: String,
+    wait_timeout: u64,
+    on_timeout: String,
+    mtu: u32,
+}
+
+impl Default for NicSection {
+    fn default() -> Self {
+        Self {
+            model: "virtio-net-pci".into(),
+            count: 0,
+            names: vec![],
+            prefix: "eth".into(),
+            tap_prefix: "tap".into(),
+            wait_timeout: 120,
+            on_timeout: "fail".into(),
+            mtu: 9500,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct MgmtSection {
+    mode: String,
+    model: Option<String>,
+    forwards: Vec<String>,
+}
+
+impl Default for MgmtSection {
+    fn default() -> Self {
+        Self {
+            mode: "user".into(),
+            model: None,
+            forwards: DEFAULT_FORWARDS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// vrnetlab's management forwards: the container's ports that reach the guest.
+pub const DEFAULT_FORWARDS: &[&str] = &[
+    "tcp:22",
+    "tcp:80",
+    "tcp:443",
+    "tcp:830",
+    "tcp:6030",
+    "tcp:8080",
+    "tcp:9339",
+    "tcp:32767",
+    "tcp:50051",
+    "tcp:57400",
+    "udp:161",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RestartSection {
+    policy: String,
+    max: u32,
+    backoff: u64,
+}
+
+impl Default for RestartSection {
+    fn default() -> Self {
+        Self {
+            policy: "on-failure".into(),
+            max: 3,
+            backoff: 2,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ConsoleSection {
+    log: String,
+    ready_pattern: Option<String>,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        Self {
+            log: "/var/log/launcher/console.log".into(),
+            ready_pattern: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct PathsSection {
+    run_dir: String,
+    state_dir: String,
+    health_file: String,
+}
+
+impl Default for PathsSection {
+    fn default() -> Self {
+        Self {
+            run_dir: "/run/launcher".into(),
+            state_dir: "/var/lib/launcher".into(),
+            health_file: "/health".into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated plan.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kernel {
+    pub path: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub append: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskInterface {
+    Virtio,
+    Ide,
+    Scsi,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub path: PathBuf,
+    pub format: String,
+    pub interface: DiskInterface,
+    /// When set, qemu runs on `overlay` (a qcow2 backed by `path`), kept across restarts.
+    pub overlay: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    Fail,
+    Continue,
+}
+
+/// One data interface: the container side, the tap, and the guest port number (ethN -> N).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataLink {
+    pub index: u32,
+    pub eth: String,
+    pub tap: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub proto: Protocol,
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Management {
+    None,
+    User {
+        model: String,
+        forwards: Vec<Forward>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Never,
+    OnFailure { max: u32, backoff: Duration },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub hostname: Option<String>,
+}
+
+/// Everything the launcher needs, validated, with paths resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub name: String,
+    pub qemu: PathBuf,
+    pub machine: String,
+    pub cpu: String,
+    pub smp: u32,
+    pub memory_mib: u64,
+    pub accel: Accel,
+    pub kernel: Option<Kernel>,
+    pub disks: Vec<Disk>,
+    pub nic_model: String,
+    pub links: Vec<DataLink>,
+    pub link_wait: Duration,
+    pub on_timeout: OnTimeout,
+    pub min_tap_mtu: u32,
+    pub management: Management,
+    pub extra_args: Vec<String>,
+    pub boot_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub boot_delay: Duration,
+    pub restart: RestartPolicy,
+    pub console_log: PathBuf,
+    pub ready_pattern: Option<String>,
+    pub startup_config: Option<PathBuf>,
+    pub run_dir: PathBuf,
+    pub health_file: PathBuf,
+    pub credentials: Credentials,
+}
+
+impl Plan {
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.run_dir.join("qmp.sock")
+    }
+    pub fn serial_socket(&self) -> PathBuf {
+        self.run_dir.join("serial0.sock")
+    }
+}
+
+/// CLI values that take precedence over file and environment (vrnetlab's flags).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub credentials: Credentials,
+}
+
+/// Reads the config file, then [`parse`]s it. A missing file is an error naming the path.
+pub fn load(path: &Path, env: &Env, over: &Overrides) -> Result<Plan, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let base = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
+    parse(&text, path, base, env, over)
+}
+
+/// Pure: parse the TOML text, apply environment overrides, validate, resolve relative paths
+/// against `base`.
+pub fn parse(
+    text: &str,
+    origin: &Path,
+    base: &Path,
+    env: &Env,
+    over: &Overrides,
+) -> Result<Plan, ConfigError> {
+    let f: File = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: origin.to_path_buf(),
+        message: e.to_string().trim().replace('\n', " "),
+    })?;
+    build(f, base, env, over)
+}
+
+fn env_num<T: std::str::FromStr>(
+    env: &Env,
+    var: &str,
+    what: &str,
+) -> Result<Option<T>, ConfigError> {
+    match env.get(var) {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<T>()
+            .map(Some)
+            .map_err(|_| invalid(var, v, format!("expected {what}"))),
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn valid_ifname(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains(['/', ' ', ':', '\0'])
+        || name == "."
+        || name == ".."
+    {
+        return Err(invalid(
+            key,
+            name,
+            "not a valid interface name (1-15 characters, no '/', ':' or spaces)",
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `tcp:22` or `tcp:2022:22` (host:guest).
+pub fn parse_forward(key: &str, s: &str) -> Result<Forward, ConfigError> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let proto = match parts.first().copied() {
+        Some("tcp") => Protocol::Tcp,
+        Some("udp") => Protocol::Udp,
+        _ => {
+            return Err(invalid(
+                key,
+                s,
+                "expected tcp:PORT or udp:PORT[:GUEST_PORT]",
+            ))
+        }
+    };
+    let port = |p: &str| -> Result<u16, ConfigError> {
+        p.parse::<u16>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| invalid(key, s, format!("{p:?} is not a port number (1-65535)")))
+    };
+    let (host_port, guest_port) = match parts.len() {
+        2 => (port(parts[1])?, port(parts[1])?),
+        3 => (port(parts[1])?, port(parts[2])?),
+        _ => {
+            return Err(invalid(
+                key,
+                s,
+                "expected tcp:PORT or udp:PORT[:GUEST_PORT]",
+            ))
+        }
+    };
+    Ok(Forward {
+        proto,
+        host_port,
+        guest_port,
+    })
+}
+
+fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, ConfigError> {
+    let vm = f.vm;
+    if vm.name.is_empty()
+        || !vm
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(invalid(
+            "vm.name",
+            &vm.name,
+            "use letters, digits, '-', '_' or '.'",
+        ));
+    }
+    if vm.qemu.is_empty() {
+        return Err(invalid("vm.qemu", &vm.qemu, "must name the qemu binary"));
+    }
+    if vm.machine.is_empty() || vm.machine.contains(char::is_whitespace) {
+        return Err(invalid(
+            "vm.machine",
+            &vm.machine,
+            "must be a qemu machine type such as pc or q35",
+        ));
+    }
+
+    let mut smp = vm.smp;
+    let mut smp_key = "vm.smp";
+    if let Some(n) = env_num::<u32>(env, "QEMU_SMP", "a number of vCPUs")? {
+        smp = n;
+        smp_key = "QEMU_SMP";
+    }
+    if !(1..=256).contains(&smp) {
+        return Err(invalid(smp_key, smp, "vCPUs must be between 1 and 256"));
+    }
+    let mut memory = vm.memory;
+    let mut mem_key = "vm.memory";
+    if let Some(m) = env_num::<u64>(env, "QEMU_MEMORY", "memory in MiB")? {
+        memory = m;
+        mem_key = "QEMU_MEMORY";
+    }
+    if !(16..=1 << 22).contains(&memory) {
+        return Err(invalid(
+            mem_key,
+            memory,
+            "memory in MiB must be between 16 and 4194304",
+        ));
+    }
+    let mut cpu = vm.cpu;
+    let mut cpu_key = "vm.cpu";
+    if let Some(c) = env.get("QEMU_CPU").filter(|c| !c.trim().is_empty()) {
+        cpu = c.trim().to_string();
+        cpu_key = "QEMU_CPU";
+    }
+    if cpu.is_empty() || cpu.contains(char::is_whitespace) {
+        return Err(invalid(
+            cpu_key,
+            &cpu,
+            "must be a qemu CPU model without spaces",
+        ));
+    }
+
+    let (accel_key, accel_s) = match env.get("LAUNCHER_ACCEL").filter(|s| !s.is_empty()) {
+        Some(a) => ("LAUNCHER_ACCEL", a.clone()),
+        None => ("vm.accel", vm.accel.clone()),
+    };
+    let accel = match accel_s.as_str() {
+        "auto" => Accel::Auto,
+        "kvm" => Accel::Kvm,
+        "tcg" => Accel::Tcg,
+        _ => return Err(invalid(accel_key, accel_s, "expected auto, kvm or tcg")),
+    };
+
+    let mut extra_args = vm.extra_args;
+    if let Some(a) = env.get("QEMU_ADDITIONAL_ARGS") {
+        let words = shell_words::split(a).map_err(|e| {
+            invalid(
+                "QEMU_ADDITIONAL_ARGS",
+                a,
+                format!("cannot split into words: {e}"),
+            )
+        })?;
+        extra_args.extend(words);
+    }
+
+    let boot_delay = match env_num::<u64>(env, "BOOT_DELAY", "a number of seconds")? {
+        Some(d) if d > 3600 => return Err(invalid("BOOT_DELAY", d, "at most 3600 seconds")),
+        Some(d) => d,
+        None => vm.boot_delay,
+    };
+    if vm.boot_timeout == 0 {
+        return Err(invalid("vm.boot_timeout", 0, "must be at least 1 second"));
+    }
+    if vm.shutdown_timeout == 0 || vm.shutdown_timeout > 3600 {
+        return Err(invalid(
+            "vm.shutdown_timeout",
+            vm.shutdown_timeout,
+            "must be between 1 and 3600 seconds",
+        ));
+    }
+
+    let kernel = match f.kernel {
+        None => None,
+        Some(k) => {
+            if k.path.is_empty() {
+                return Err(invalid("kernel.path", "", "must name a kernel image"));
+            }
+            Some(Kernel {
+                path: resolve(base, &k.path),
+                initrd: k.initrd.as_deref().map(|i| resolve(base, i)),
+                append: k.append,
+            })
+        }
+    };
+
+    let state_dir = resolve(base, &f.paths.state_dir);
+    let mut disks = Vec::new();
+    for (i, d) in f.disks.iter().enumerate() {
+        let key = |k: &str| format!("disk[{i}].{k}");
+        if d.path.is_empty() {
+            return Err(invalid(&key("path"), "", "must name a disk image"));
+        }
+        if !["qcow2", "raw", "vmdk", "vdi", "vhdx"].contains(&d.format.as_str()) {
+            return Err(invalid(
+                &key("format"),
+                &d.format,
+                "expected qcow2, raw, vmdk, vdi or vhdx",
+            ));
+        }
+        let interface = match d.interface.as_str() {
+            "virtio" => DiskInterface::Virtio,
+            "ide" => DiskInterface::Ide,
+            "scsi" => DiskInterface::Scsi,
+            other => {
+                return Err(invalid(
+                    &key("interface"),
+                    other,
+                    "expected virtio, ide or scsi",
+                ))
+            }
+        };
+        let path = resolve(base, &d.path);
+        let overlay = d.overlay.then(|| {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            state_dir.join(format!("{stem}-overlay.qcow2"))
+        });
+        disks.push(Disk {
+            path,
+            format: d.format.clone(),
+            interface,
+            overlay,
+        });
+    }
+    if kernel.is_none() && disks.is_empty() {
+        return Err(invalid(
+            "disk",
+            "[]",
+            "nothing to boot: give at least one [[disk]] or a [kernel]",
+        ));
+    }
+
+    // Data interfaces: explicit names, else CLAB_INTFS, else nics.count.
+    let nics = f.nics;
+    let prefix = match env.get("CLAB_INTF_PREFIX").filter(|p| !p.is_empty()) {
+        Some(p) => {
+            valid_ifname("CLAB_INTF_PREFIX", p)?;
+            p.clone()
+        }
+        None => nics.prefix.clone(),
+    };
+    valid_ifname("nics.prefix", &prefix)?;
+    valid_ifname("nics.tap_prefix", &nics.tap_prefix)?;
+    let mut links = Vec::new();
+    if !nics.names.is_empty() {
+        for (i, n) in nics.names.iter().enumerate() {
+            valid_ifname(&format!("nics.names[{i}]"), n)?;
+            let index = n
+                .strip_prefix(prefix.as_str())
+                .and_then(|s| s.parse::<u32>().ok())
+                .filter(|&n| n >= 1)
+                .ok_or_else(|| {
+                    invalid(
+                        &format!("nics.names[{i}]"),
+                        n,
+                        format!("expected {prefix}N with N >= 1"),
+                    )
+                })?;
+            if links.iter().any(|l: &DataLink| l.index == index) {
+                return Err(invalid(&format!("nics.names[{i}]"), n, "listed twice"));
+            }
+            links.push(DataLink {
+                index,
+                eth: n.clone(),
+                tap: format!("{}{index}", nics.tap_prefix),
+            });
+        }
+        links.sort_by_key(|l| l.index);
+    } else {
+        let count = match env_num::<u32>(env, "CLAB_INTFS", "a number of data interfaces")? {
+            Some(c) => (c, "CLAB_INTFS"),
+            None => (nics.count, "nics.count"),
+        };
+        if count.0 > 512 {
+            return Err(invalid(count.1, count.0, "at most 512 data interfaces"));
+        }
+        for index in 1..=count.0 {
+            links.push(DataLink {
+                index,
+                eth: format!("{prefix}{index}"),
+                tap: format!("{}{index}", nics.tap_prefix),
+            });
+        }
+    }
+    for l in &links {
+        valid_ifname("nics.tap_prefix", &l.tap)?;
+        valid_ifname("nics.prefix", &l.eth)?;
+    }
+    if nics.model.is_empty() || nics.model.contains([',', ' ']) {
+        return Err(invalid(
+            "nics.model",
+            &nics.model,
+            "must be a qemu NIC device such as virtio-net-pci or e1000",
+        ));
+    }
+    let on_timeout = match nics.on_timeout.as_str() {
+        "fail" => OnTimeout::Fail,
+        "continue" => OnTimeout::Continue,
+        o => return Err(invalid("nics.on_timeout", o, "expected fail or continue")),
+    };
+    if !(68..=65535).contains(&nics.mtu) {
+        return Err(invalid(
+            "nics.mtu",
+            nics.mtu,
+            "must be between 68 and 65535",
+        ));
+    }
+
+    let passthrough = env.get("CLAB_MGMT_PASSTHROUGH").map(|s| s.as_str());
+    if matches!(passthrough, Some("true") | Some("1")) {
+        return Err(invalid(
+            "CLAB_MGMT_PASSTHROUGH",
+            passthrough.unwrap(),
+            "passthrough management is not supported yet; unset it to use user mode",
+        ));
+    }
+    let management = match f.management.mode.as_str() {
+        "none" => Management::None,
+        "user" => {
+            let mut forwards = Vec::new();
+            for (i, s) in f.management.forwards.iter().enumerate() {
+                let fw = parse_forward(&format!("management.forwards[{i}]"), s)?;
+                if forwards
+                    .iter()
+                    .any(|o: &Forward| o.proto == fw.proto && o.host_port == fw.host_port)
+                {
+                    return Err(invalid(
+                        &format!("management.forwards[{i}]"),
+                        s,
+                        "port forwarded twice",
+                    ));
+                }
+                forwards.push(fw);
+            }
+            Management::User {
+                model: f.management.model.unwrap_or_else(|| nics.model.clone()),
+                forwards,
+            }
+        }
+        "passthrough" => {
+            return Err(invalid(
+                "management.mode",
+                "passthrough",
+                "not supported yet; use user or none",
+            ))
+        }
+        o => return Err(invalid("management.mode", o, "expected user or none")),
+    };
+
+    let restart = match f.restart.policy.as_str() {
+        "never" => RestartPolicy::Never,
+        "on-failure" => {
+            if f.restart.backoff > 600 {
+                return Err(invalid(
+                    "restart.backoff",
+                    f.restart.backoff,
+                    "at most 600 seconds",
+                ));
+            }
+            RestartPolicy::OnFailure {
+                max: f.restart.max,
+                backoff: Duration::from_secs(f.restart.backoff),
+            }
+        }
+        o => return Err(invalid("restart.policy", o, "expected never or on-failure")),
+    };
+
+    if let Some(p) = &f.console.ready_pattern {
+        if p.is_empty() {
+            return Err(invalid(
+                "console.ready_pattern",
+                "",
+                "must not be empty (leave it out instead)",
+            ));
+        }
+    }
+
+    let username = over
+        .credentials
+        .username
+        .clone()
+        .or_else(|| env.get("USERNAME").cloned());
+    let password = over
+        .credentials
+        .password
+        .clone()
+        .or_else(|| env.get("PASSWORD").cloned());
+    let hostname = over
+        .credentials
+        .hostname
+        .clone()
+        .or_else(|| env.get("HOSTNAME").cloned());
+    if let Some(h) = &hostname {
+        if h.is_empty()
+            || h.len() > 63
+            || !h
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(invalid("hostname", h, "not a valid host name"));
+        }
+    }
+
+    Ok(Plan {
+        name: vm.name,
+        qemu: PathBuf::from(vm.qemu),
+        machine: vm.machine,
+        cpu,
+        smp,
+        memory_mib: memory,
+        accel,
+        kernel,
+        disks,
+        nic_model: nics.model,
+        links,
+        link_wait: Duration::from_secs(nics.wait_timeout),
+        on_timeout,
+        min_tap_mtu: nics.mtu,
+        management,
+        extra_args,
+        boot_timeout: Duration::from_secs(vm.boot_timeout),
+        shutdown_timeout: Duration::from_secs(vm.shutdown_timeout),
+        boot_delay: Duration::from_secs(boot_delay),
+        restart,
+        console_log: resolve(base, &f.console.log),
+        ready_pattern: f.console.ready_pattern,
+        startup_config: vm.startup_config.as_deref().map(|p| resolve(base, p)),
+        run_dir: resolve(base, &f.paths.run_dir),
+        health_file: resolve(base, &f.paths.health_file),
+        credentials: Credentials {
+            username,
+            password,
+            hostname,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "[kernel]\npath = \"k\"\n";
+
+    fn p(text: &str, env: &[(&str, &str)]) -> Result<Plan, ConfigError> {
+        let env: Env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse(
+            text,
+            Path::new("/cfg/launcher.toml"),
+            Path::new("/cfg"),
+            &env,
+            &Overrides::default(),
+        )
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let plan = p("[kernel]\npath = \"k\"\ninitrd = \"/abs/i\"\n", &[]).unwrap();
+        assert_eq!(plan.kernel.as_ref().unwrap().path, PathBuf::from("/cfg/k"));
+        assert_eq!(plan.kernel.unwrap().initrd, Some(PathBuf::from("/abs/i")));
+        assert_eq!(plan.memory_mib, 1024);
+        assert_eq!(plan.accel, Accel::Auto);
+        assert!(plan.links.is_empty());
+        assert_eq!(
+            plan.restart,
+            RestartPolicy::OnFailure {
+                max: 3,
+                backoff: Duration::from_secs(2)
+            }
+        );
+    }
+
+    #[test]
+    fn env_overrides() {
+        let plan = p(
+            MIN,
+            &[
+                ("QEMU_MEMORY", "2048"),
+                ("QEMU_SMP", "2"),
+                ("QEMU_CPU", "host"),
+                ("CLAB_INTFS", "3"),
+                ("QEMU_ADDITIONAL_ARGS", "-device 'foo,bar=a b' -x"),
+                ("LAUNCHER_ACCEL", "tcg"),
+                ("BOOT_DELAY", "5"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(plan.memory_mib, 2048);
+        assert_eq!(plan.smp, 2);
+        assert_eq!(plan.cpu, "host");
+        assert_eq!(plan.accel, Accel::Tcg);
+        assert_eq!(plan.boot_delay, Duration::from_secs(5));
+        assert_eq!(plan.extra_args, vec!["-device", "foo,bar=a b", "-x"]);
+        let names: Vec<_> = plan
+            .links
+            .iter()
+            .map(|l| (l.eth.as_str(), l.tap.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![("eth1", "tap1"), ("eth2", "tap2"), ("eth3", "tap3")]
+        );
+    }
+
+    #[test]
+    fn explicit_names_keep_their_index() {
+        let plan = p(
+            "[kernel]\npath=\"k\"\n[nics]\nnames=[\"eth4\",\"eth2\"]\n",
+            &[],
+        )
+        .unwrap();
+        let idx: Vec<_> = plan
+            .links
+            .iter()
+            .map(|l| (l.index, l.tap.as_str()))
+            .collect();
+        assert_eq!(idx, vec![(2, "tap2"), (4, "tap4")]);
+    }
+
+    #[test]
+    fn disk_overlay_lands_in_state_dir() {
+        let plan = p(
+            "[[disk]]\npath = \"img/vmx.qcow2\"\n[paths]\nstate_dir=\"/var/lib/x\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(plan.disks[0].path, PathBuf::from("/cfg/img/vmx.qcow2"));
+        assert_eq!(
+            plan.disks[0].overlay,
+            Some(PathBuf::from("/var/lib/x/vmx-overlay.qcow2"))
+        );
+    }
+
+    /// Every broken config or environment value is rejected, and the message names the key.
+    #[test]
+    fn broken_inputs_name_their_key() {
+        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+            ("[vm]\nmemroy = 5\n[kernel]\npath=\"k\"", &[], "memroy"),
+            (
+                "[vm]\nmemory = \"lots\"\n[kernel]\npath=\"k\"",
+                &[],
+                "memory",
+            ),
+            ("[vm]\nmemory = 4\n[kernel]\npath=\"k\"", &[], "vm.memory"),
+            ("[vm]\nsmp = 0\n[kernel]\npath=\"k\"", &[], "vm.smp"),
+            (
+                "[vm]\naccel = \"hvf\"\n[kernel]\npath=\"k\"",
+                &[],
+                "vm.accel",
+            ),
+            ("[vm]\nname = \"a b\"\n[kernel]\npath=\"k\"", &[], "vm.name"),
+            (
+                "[vm]\nshutdown_timeout = 0\n[kernel]\npath=\"k\"",
+                &[],
+                "vm.shutdown_timeout",
+            ),
+            (
+                "[vm]\nboot_timeout = 0\n[kernel]\npath=\"k\"",
+                &[],
+                "vm.boot_timeout",
+            ),
+            ("[vm]\ncpu = \"a b\"\n[kernel]\npath=\"k\"", &[], "vm.cpu"),
+            ("", &[], "disk"),
+            (
+                "[[disk]]\npath=\"d\"\nformat=\"qcow3\"",
+                &[],
+                "disk[0].format",
+            ),
+            (
+                "[[disk]]\npath=\"d\"\ninterface=\"sata\"",
+                &[],
+                "disk[0].interface",
+            ),
+            ("[[disk]]\npath=\"d\"\ntypo=1", &[], "typo"),
+            (
+                "[kernel]\npath=\"k\"\n[nics]\nnames=[\"eth0\"]",
+                &[],
+                "nics.names[0]",
+            ),
+            (
+                "[kernel]\npath=\"k\"\n[nics]\nnames=[\"eth1\",\"eth1\"]",
+                &[],
+                "nics.names[1]",
+            ),
+            (
+                "[kernel]\npath=\"k\"\n[nics]\non_timeout=\"maybe\"",
+                &[],
+                "nics.on_timeout",
+            ),
+            ("[kernel]\npath=\"k\"\n[nics]\nmtu=10", &[], "nics.mtu"),
+            (
+                "[kernel]\npath=\"k\"\n[nics]\nprefix=\"a/b\"",
+                &[],
+                "nics.prefix",
+            ),
+            (
+                "[kernel]\npath=\"k\"\n[nics]\nmodel=\"e1000,x=1\"",
+                &[],
+                "nics.model",
+            ),
+            (
+                "[kernel]\npath=\"k\"\n[management]\nmode=\"bridge\"",
+                &[],
+                "management.mode",
+            ),
+            (
+                "[kernel]\npath=\"k\"\n[management]\nforwards=[\"tcp:99999\"]",
+                &[],
+                "management.forwards[0]",
+            ),
+            (
+                "[kernel]\npath=\"k\"\n[management]\nforwards=[\"sctp:22\"]",
+                &[],
+                "management.forwards[0]",
+            ),
+            (
+                "[kernel]\npath=\"k\"\n[restart]\npolicy=\"always\"",
+                &[],
+                "restart.policy",
+            ),
+            (
+                "[kernel]\npath=\"k\"\n[restart]\nbackoff=9999",
+                &[],
+                "restart.backoff",
+            ),
+            (
+                "[kernel]\npath=\"k\"\n[console]\nready_pattern=\"\"",
+                &[],
+                "console.ready_pattern",
+            ),
+            ("[kernel]\npath=\"\"", &[], "kernel.path"),
+            ("[kernal]\npath=\"k\"", &[], "kernal"),
+            ("not toml at all [", &[], "launcher.toml"),
+            (MIN, &[("QEMU_MEMORY", "2G")], "QEMU_MEMORY"),
+            (MIN, &[("QEMU_MEMORY", "1")], "QEMU_MEMORY"),
+            (MIN, &[("QEMU_SMP", "two")], "QEMU_SMP"),
+            (MIN, &[("QEMU_SMP", "0")], "QEMU_SMP"),
+            (MIN, &[("QEMU_CPU", "host x")], "QEMU_CPU"),
+            (MIN, &[("CLAB_INTFS", "-1")], "CLAB_INTFS"),
+            (MIN, &[("CLAB_INTFS", "100000")], "CLAB_INTFS"),
+            (MIN, &[("BOOT_DELAY", "soon")], "BOOT_DELAY"),
+            (MIN, &[("LAUNCHER_ACCEL", "xen")], "LAUNCHER_ACCEL"),
+            (
+                MIN,
+                &[("QEMU_ADDITIONAL_ARGS", "-device 'unterminated")],
+                "QEMU_ADDITIONAL_ARGS",
+            ),
+            (
+                MIN,
+                &[("CLAB_INTF_PREFIX", "way-too-long-prefix")],
+                "CLAB_INTF_PREFIX",
+            ),
+            (MIN, &[("HOSTNAME", "bad host")], "hostname"),
+        ];
+        assert!(cases.len() >= 20);
+        for (text, env, key) in cases {
+            match p(text, env) {
+                Ok(_) => panic!("accepted broken input {text:?} {env:?}"),
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains(key),
+                        "error for {text:?} {env:?} does not name {key:?}: {msg}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../launcher.toml.example");
+        // The example documents every key; with a kernel so it is bootable as written.
+        p(text, &[]).expect("launcher.toml.example must be a valid config");
+    }
+}

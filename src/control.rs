@@ -1,0 +1,368 @@
+//! The control socket: `launcher status` and `launcher health` (run through `docker exec`) ask
+//! the running launcher over a Unix socket (mode 0600). The server answers from one shared
+//! snapshot plus fresh link counters; it never changes state.
+
+use crate::datapath::{LinkStatus, Table};
+use crate::lifecycle::{Lifecycle, State};
+use crate::netdev::{LinkInfo, Netlink};
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+pub const DEFAULT_SOCKET: &str = "/run/launcher/control.sock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot listen on control socket {path}: {source}")]
+    Listen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot reach the launcher at {path}: {source} (is it running? LAUNCHER_SOCKET overrides the path)")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bad answer from the launcher at {path}: {why}")]
+    Answer { path: PathBuf, why: String },
+}
+
+/// What the supervisor publishes.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub name: String,
+    pub lifecycle: Lifecycle,
+    pub accel: String,
+    pub qemu_pid: Option<i32>,
+}
+
+pub type Shared = Arc<Mutex<Snapshot>>;
+
+/// One data link with its live counters. "to_vm" counts what entered ethN (and went to the VM),
+/// "from_vm" what the VM sent into tapN.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkReport {
+    pub port: u32,
+    pub eth: String,
+    pub tap: String,
+    pub eth_ifindex: Option<u32>,
+    pub tap_ifindex: u32,
+    pub link_up: bool,
+    pub mtu: u32,
+    pub tap_mtu: u32,
+    pub wired: bool,
+    pub wirings: u32,
+    pub to_vm_packets: u64,
+    pub to_vm_bytes: u64,
+    pub from_vm_packets: u64,
+    pub from_vm_bytes: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub name: String,
+    pub state: String,
+    pub since: f64,
+    pub reason: String,
+    pub restarts: u32,
+    pub healthy: bool,
+    pub accel: String,
+    pub qemu_pid: Option<i32>,
+    pub links: Vec<LinkReport>,
+}
+
+fn secs(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Joins the link table with a fresh dump of the links (pure, for testing).
+pub fn link_reports(rows: &[LinkStatus], live: &[LinkInfo]) -> Vec<LinkReport> {
+    rows.iter()
+        .map(|r| {
+            let eth = r
+                .eth_ifindex
+                .and_then(|i| live.iter().find(|l| l.index == i));
+            let tap = live.iter().find(|l| l.index == r.tap_ifindex);
+            LinkReport {
+                port: r.port,
+                eth: r.eth.clone(),
+                tap: r.tap.clone(),
+                eth_ifindex: r.eth_ifindex,
+                tap_ifindex: r.tap_ifindex,
+                link_up: eth.map(|e| e.up && e.lower_up).unwrap_or(false),
+                mtu: eth.map(|e| e.mtu).unwrap_or(0),
+                tap_mtu: tap.map(|t| t.mtu).unwrap_or(0),
+                wired: r.wired,
+                wirings: r.wirings,
+                to_vm_packets: eth.map(|e| e.rx_packets).unwrap_or(0),
+                to_vm_bytes: eth.map(|e| e.rx_bytes).unwrap_or(0),
+                from_vm_packets: tap.map(|t| t.rx_packets).unwrap_or(0),
+                from_vm_bytes: tap.map(|t| t.rx_bytes).unwrap_or(0),
+                error: r.last_error.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The socket path: LAUNCHER_SOCKET, else the default.
+pub fn socket_path() -> PathBuf {
+    std::env::var_os("LAUNCHER_SOCKET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+/// Serves status/health until the task is dropped.
+pub async fn serve(
+    path: PathBuf,
+    snap: Shared,
+    table: Option<Table>,
+    nl: Option<Netlink>,
+) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| ControlError::Listen {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(|source| ControlError::Listen {
+        path: path.clone(),
+        source,
+    })?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        ControlError::Listen {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((conn, _)) = listener.accept().await else {
+                continue;
+            };
+            let snap = snap.clone();
+            let table = table.clone();
+            let nl = nl.clone();
+            tokio::spawn(async move {
+                if let Err(e) = answer(conn, snap, table, nl).await {
+                    tracing::debug!(error = %e, "control client");
+                }
+            });
+        }
+    }))
+}
+
+async fn answer(
+    conn: UnixStream,
+    snap: Shared,
+    table: Option<Table>,
+    nl: Option<Netlink>,
+) -> std::io::Result<()> {
+    let (r, mut w) = conn.into_split();
+    let mut line = String::new();
+    BufReader::new(r).take(256).read_line(&mut line).await?;
+    let report = build_report(&snap, table.as_ref(), nl.as_ref()).await;
+    let body = match line.trim() {
+        "status" | "health" => serde_json::to_string(&report).unwrap_or_default(),
+        other => serde_json::json!({ "error": format!("unknown request {other:?}") }).to_string(),
+    };
+    w.write_all(body.as_bytes()).await?;
+    w.write_all(b"\n").await?;
+    w.shutdown().await
+}
+
+async fn build_report(snap: &Shared, table: Option<&Table>, nl: Option<&Netlink>) -> Report {
+    let s = snap.lock().unwrap().clone();
+    let rows = table.map(|t| t.lock().unwrap().clone()).unwrap_or_default();
+    let live = match (nl, rows.is_empty()) {
+        (Some(nl), false) => nl.links().await.unwrap_or_default(),
+        _ => vec![],
+    };
+    Report {
+        name: s.name,
+        state: s.lifecycle.state.as_str().into(),
+        since: secs(s.lifecycle.since),
+        reason: s.lifecycle.reason,
+        restarts: s.lifecycle.restarts,
+        healthy: s.lifecycle.state == State::Ready,
+        accel: s.accel,
+        qemu_pid: s.qemu_pid,
+        links: link_reports(&rows, &live),
+    }
+}
+
+/// Client side: asks the launcher at `path`.
+pub async fn query(path: &Path, what: &str) -> Result<Report, ControlError> {
+    let mut c = UnixStream::connect(path)
+        .await
+        .map_err(|source| ControlError::Connect {
+            path: path.into(),
+            source,
+        })?;
+    let io = |e: std::io::Error| ControlError::Answer {
+        path: path.into(),
+        why: e.to_string(),
+    };
+    c.write_all(format!("{what}\n").as_bytes())
+        .await
+        .map_err(io)?;
+    let mut buf = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        c.read_to_string(&mut buf),
+    )
+    .await
+    .map_err(|_| ControlError::Answer {
+        path: path.into(),
+        why: "timed out".into(),
+    })?
+    .map_err(io)?;
+    serde_json::from_str(&buf).map_err(|e| ControlError::Answer {
+        path: path.into(),
+        why: format!("{e}: {buf:?}"),
+    })
+}
+
+/// The human rendering of a report.
+pub fn render(r: &Report) -> String {
+    let age = (secs(SystemTime::now()) - r.since).max(0.0);
+    let mut out = format!(
+        "{}: {} for {:.0}s ({}), accel {}, qemu pid {}, restarts {}\n",
+        r.name,
+        r.state,
+        age,
+        r.reason,
+        r.accel,
+        r.qemu_pid
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into()),
+        r.restarts
+    );
+    if !r.links.is_empty() {
+        out.push_str(&format!(
+            "{:<5} {:<10} {:>7} {:<10} {:>7} {:<5} {:>5} {:<6} {:>20} {:>20}\n",
+            "PORT",
+            "ETH",
+            "IFINDEX",
+            "TAP",
+            "IFINDEX",
+            "LINK",
+            "MTU",
+            "WIRED",
+            "TO-VM pkts/bytes",
+            "FROM-VM pkts/bytes"
+        ));
+        for l in &r.links {
+            out.push_str(&format!(
+                "{:<5} {:<10} {:>7} {:<10} {:>7} {:<5} {:>5} {:<6} {:>20} {:>20}{}\n",
+                l.port,
+                l.eth,
+                l.eth_ifindex
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "gone".into()),
+                l.tap,
+                l.tap_ifindex,
+                if l.eth_ifindex.is_none() {
+                    "gone"
+                } else if l.link_up {
+                    "up"
+                } else {
+                    "down"
+                },
+                l.mtu,
+                if l.wired { "yes" } else { "no" },
+                format!("{}/{}", l.to_vm_packets, l.to_vm_bytes),
+                format!("{}/{}", l.from_vm_packets, l.from_vm_bytes),
+                l.error
+                    .as_ref()
+                    .map(|e| format!("  error: {e}"))
+                    .unwrap_or_default(),
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_join_counters_and_mark_gone_links() {
+        let rows = vec![
+            LinkStatus {
+                port: 1,
+                eth: "eth1".into(),
+                tap: "tap1".into(),
+                eth_ifindex: Some(5),
+                tap_ifindex: 3,
+                wired: true,
+                wirings: 2,
+                last_error: None,
+            },
+            LinkStatus {
+                port: 2,
+                eth: "eth2".into(),
+                tap: "tap2".into(),
+                eth_ifindex: None,
+                tap_ifindex: 4,
+                wired: false,
+                wirings: 1,
+                last_error: None,
+            },
+        ];
+        let live = vec![
+            LinkInfo {
+                index: 5,
+                name: "eth1".into(),
+                mtu: 9500,
+                up: true,
+                lower_up: true,
+                rx_packets: 10,
+                rx_bytes: 1000,
+                ..Default::default()
+            },
+            LinkInfo {
+                index: 3,
+                name: "tap1".into(),
+                mtu: 9500,
+                up: true,
+                rx_packets: 7,
+                rx_bytes: 700,
+                ..Default::default()
+            },
+        ];
+        let r = link_reports(&rows, &live);
+        assert_eq!(
+            (
+                r[0].to_vm_packets,
+                r[0].from_vm_bytes,
+                r[0].link_up,
+                r[0].mtu
+            ),
+            (10, 700, true, 9500)
+        );
+        assert!(!r[1].link_up && !r[1].wired);
+        let rep = Report {
+            name: "r1".into(),
+            state: "ready".into(),
+            since: 0.0,
+            reason: "x".into(),
+            restarts: 0,
+            healthy: true,
+            accel: "tcg".into(),
+            qemu_pid: Some(9),
+            links: r,
+        };
+        let text = render(&rep);
+        assert!(text.contains("eth2") && text.contains("gone"), "{text}");
+        assert!(text.contains("10/1000"), "{text}");
+    }
+}

@@ -1,0 +1,335 @@
+//! The qemu command line, as pure data: [`argv`] turns a validated [`Plan`] plus the accel that
+//! was decided and the fixed fd numbers of the taps into a `Vec<OsString>`. Nothing here opens a
+//! file or spawns a process; [`decide_accel`] takes what the caller read from the system.
+
+use crate::config::{Accel, DiskInterface, Management, Plan, Protocol};
+use std::ffi::OsString;
+
+/// Tap fds are handed to qemu at `TAP_FD_BASE + position` (position in `plan.links`).
+pub const TAP_FD_BASE: i32 = 10;
+
+/// The guest's management address in user mode (vrnetlab's convention).
+pub const GUEST_MGMT_IP: &str = "10.0.0.15";
+
+/// The acceleration actually used, with the reason when it differs from what was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccelChoice {
+    pub kvm: bool,
+    pub warning: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("accel = \"kvm\" was asked for, but {0}")]
+pub struct AccelError(String);
+
+/// Decides KVM or TCG. `kvm_opens`: /dev/kvm could be opened read-write; `cpuinfo`: the text
+/// of /proc/cpuinfo. A PVM-only KVM (a /dev/kvm without vmx/svm in cpuinfo) hangs real guests,
+/// so `auto` picks TCG there.
+pub fn decide_accel(
+    asked: Accel,
+    kvm_opens: bool,
+    cpuinfo: &str,
+) -> Result<AccelChoice, AccelError> {
+    let virt = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    match asked {
+        Accel::Tcg => Ok(AccelChoice {
+            kvm: false,
+            warning: None,
+        }),
+        Accel::Kvm if kvm_opens => Ok(AccelChoice {
+            kvm: true,
+            warning: None,
+        }),
+        Accel::Kvm => Err(AccelError(
+            "/dev/kvm cannot be opened (pass --device /dev/kvm)".into(),
+        )),
+        Accel::Auto => {
+            let why = match (kvm_opens, virt) {
+                (true, true) => return Ok(AccelChoice { kvm: true, warning: None }),
+                (false, _) => "/dev/kvm cannot be opened",
+                (true, false) => "/dev/kvm opens but /proc/cpuinfo shows no vmx/svm (a PVM-only or nested-less KVM hangs guests)",
+            };
+            Ok(AccelChoice {
+                kvm: false,
+                warning: Some(format!(
+                    "using TCG software emulation, the VM will be slow: {why}"
+                )),
+            })
+        }
+    }
+}
+
+/// A stable, locally administered unicast MAC for NIC `index` (0 = management) of VM `name`:
+/// the same after a restart, different between routers.
+pub fn mac(name: &str, index: u32) -> String {
+    // FNV-1a, 64 bit: small, stable across Rust versions (unlike DefaultHasher).
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    let b = h.to_be_bytes();
+    format!(
+        "0c:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0],
+        b[1],
+        b[2],
+        (index >> 8) & 0xff,
+        index & 0xff
+    )
+}
+
+struct Argv(Vec<OsString>);
+
+impl Argv {
+    fn push(&mut self, a: impl Into<OsString>) -> &mut Self {
+        self.0.push(a.into());
+        self
+    }
+    fn opt(&mut self, flag: &str, value: impl Into<OsString>) -> &mut Self {
+        self.push(flag).push(value)
+    }
+}
+
+fn path_opt(prefix: &str, p: &std::path::Path) -> OsString {
+    // qemu option values escape ',' by doubling it.
+    let s = p.to_string_lossy().replace(',', ",,");
+    OsString::from(format!("{prefix}{s}"))
+}
+
+/// The whole qemu argv (argv[0] included).
+pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
+    let mut a = Argv(Vec::new());
+    a.push(plan.qemu.clone());
+    a.opt("-name", format!("{},debug-threads=on", plan.name));
+    a.push("-nodefaults").push("-no-user-config");
+    a.opt("-display", "none");
+    a.opt("-machine", plan.machine.clone());
+    a.opt("-accel", if accel.kvm { "kvm" } else { "tcg" });
+    // `host` exists only under KVM; under TCG `max` is its closest equivalent.
+    let cpu = if !accel.kvm && plan.cpu == "host" {
+        "max".to_string()
+    } else {
+        plan.cpu.clone()
+    };
+    a.opt("-cpu", cpu);
+    a.opt("-smp", plan.smp.to_string());
+    a.opt("-m", format!("{}M", plan.memory_mib));
+    a.opt(
+        "-qmp",
+        path_opt("unix:", &plan.qmp_socket())
+            .into_string()
+            .unwrap_or_default()
+            + ",server=on,wait=off",
+    );
+    // The launcher listens on the serial socket; qemu connects to it, so no output is lost and
+    // the console outlives a qemu restart.
+    a.opt(
+        "-chardev",
+        path_opt("socket,id=serial0,server=off,path=", &plan.serial_socket()),
+    );
+    a.opt("-serial", "chardev:serial0");
+
+    if let Some(k) = &plan.kernel {
+        a.opt("-kernel", k.path.clone());
+        if let Some(i) = &k.initrd {
+            a.opt("-initrd", i.clone());
+        }
+        if !k.append.is_empty() {
+            a.opt("-append", k.append.clone());
+        }
+    }
+
+    let mut scsi = false;
+    for (i, d) in plan.disks.iter().enumerate() {
+        let (file, format) = match &d.overlay {
+            Some(o) => (o, "qcow2"),
+            None => (&d.path, d.format.as_str()),
+        };
+        let mut drive = path_opt(&format!("if=none,id=disk{i},format={format},file="), file);
+        drive.push(",cache=unsafe,discard=unmap");
+        a.opt("-drive", drive);
+        match d.interface {
+            DiskInterface::Virtio => a.opt("-device", format!("virtio-blk-pci,drive=disk{i}")),
+            DiskInterface::Ide => a.opt(
+                "-device",
+                format!("ide-hd,drive=disk{i},bus=ide.{}", i / 2 % 2),
+            ),
+            DiskInterface::Scsi => {
+                if !scsi {
+                    scsi = true;
+                    a.opt("-device", "virtio-scsi-pci,id=scsi0");
+                }
+                a.opt("-device", format!("scsi-hd,drive=disk{i},bus=scsi0.0"))
+            }
+        };
+    }
+
+    match &plan.management {
+        Management::None => {}
+        Management::User { model, forwards } => {
+            let mut nd = String::from("user,id=mgmt,net=10.0.0.0/24,dhcpstart=10.0.0.15");
+            for f in forwards {
+                let p = match f.proto {
+                    Protocol::Tcp => "tcp",
+                    Protocol::Udp => "udp",
+                };
+                nd.push_str(&format!(
+                    ",hostfwd={p}::{}-{GUEST_MGMT_IP}:{}",
+                    f.host_port, f.guest_port
+                ));
+            }
+            a.opt("-netdev", nd);
+            a.opt(
+                "-device",
+                format!("{model},netdev=mgmt,mac={}", mac(&plan.name, 0)),
+            );
+        }
+    }
+
+    // Data NICs in ethN order; a gap in the numbering gets a NIC with no backend so the guest's
+    // port N still is the container's ethN.
+    let max = plan.links.iter().map(|l| l.index).max().unwrap_or(0);
+    let mut pos = 0usize;
+    for index in 1..=max {
+        match plan.links.get(pos).filter(|l| l.index == index) {
+            Some(_) => {
+                a.opt(
+                    "-netdev",
+                    format!("tap,id=net{index},fd={}", TAP_FD_BASE + pos as i32),
+                );
+                a.opt(
+                    "-device",
+                    format!(
+                        "{},netdev=net{index},mac={}",
+                        plan.nic_model,
+                        mac(&plan.name, index)
+                    ),
+                );
+                pos += 1;
+            }
+            None => {
+                a.opt(
+                    "-device",
+                    format!(
+                        "{},id=placeholder{index},mac={}",
+                        plan.nic_model,
+                        mac(&plan.name, index)
+                    ),
+                );
+            }
+        }
+    }
+
+    if let Some(sc) = &plan.startup_config {
+        a.opt(
+            "-fw_cfg",
+            path_opt("name=opt/launcher/startup-config,file=", sc),
+        );
+    }
+    for x in &plan.extra_args {
+        a.push(x.clone());
+    }
+    a.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, Env, Overrides};
+    use std::path::Path;
+
+    const CPUINFO_VMX: &str = "processor : 0\nflags\t\t: fpu vme de pse vmx sse\n";
+    const CPUINFO_PLAIN: &str = "processor : 0\nflags\t\t: fpu vme de pse sse hypervisor\n";
+
+    #[test]
+    fn accel_auto() {
+        assert!(decide_accel(Accel::Auto, true, CPUINFO_VMX).unwrap().kvm);
+        let pvm = decide_accel(Accel::Auto, true, CPUINFO_PLAIN).unwrap();
+        assert!(!pvm.kvm);
+        assert!(pvm.warning.unwrap().contains("no vmx/svm"));
+        let none = decide_accel(Accel::Auto, false, CPUINFO_VMX).unwrap();
+        assert!(!none.kvm && none.warning.unwrap().contains("cannot be opened"));
+        assert!(decide_accel(Accel::Kvm, false, CPUINFO_VMX).is_err());
+        assert_eq!(
+            decide_accel(Accel::Tcg, true, CPUINFO_VMX).unwrap(),
+            AccelChoice {
+                kvm: false,
+                warning: None
+            }
+        );
+    }
+
+    #[test]
+    fn macs_are_stable_and_distinct() {
+        assert_eq!(mac("r1", 1), mac("r1", 1));
+        assert_ne!(mac("r1", 1), mac("r2", 1));
+        assert_ne!(mac("r1", 1), mac("r1", 2));
+        assert_eq!(mac("r1", 300).len(), 17);
+        // Locally administered, unicast: first octet 0c has bit 0 clear.
+        assert_eq!(u8::from_str_radix(&mac("x", 0)[..2], 16).unwrap() & 1, 0);
+    }
+
+    fn golden(name: &str, toml: &str, env: &[(&str, &str)], kvm: bool) {
+        let env: Env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let plan = parse(
+            toml,
+            Path::new("/etc/launcher/launcher.toml"),
+            Path::new("/etc/launcher"),
+            &env,
+            &Overrides::default(),
+        )
+        .unwrap();
+        let got: Vec<String> = argv(&plan, &AccelChoice { kvm, warning: None })
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        let got = got.join("\n") + "\n";
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(format!("{name}.argv"));
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+        assert_eq!(got, want, "argv differs from {}", path.display());
+    }
+
+    #[test]
+    fn golden_tinylinux_kernel_boot() {
+        golden(
+            "tinylinux",
+            "[vm]\nname=\"r1\"\nmemory=256\n[kernel]\npath=\"build/vmlinuz\"\ninitrd=\"build/initramfs.cpio.gz\"\nappend=\"console=ttyS0\"\n[management]\nforwards=[\"tcp:22\",\"udp:161\",\"tcp:2022:22\"]\n",
+            &[("CLAB_INTFS", "2")],
+            false,
+        );
+    }
+
+    #[test]
+    fn golden_vmx_like_disks_kvm() {
+        golden(
+            "disks-kvm",
+            "[vm]\nname=\"vmx1\"\ncpu=\"host\"\nsmp=4\nmemory=4096\n[[disk]]\npath=\"/images/vmx.qcow2\"\n[[disk]]\npath=\"cfg.img\"\nformat=\"raw\"\ninterface=\"ide\"\noverlay=false\n[[disk]]\npath=\"d3.qcow2\"\ninterface=\"scsi\"\n[nics]\nmodel=\"e1000\"\ncount=3\n[management]\nmode=\"none\"\n",
+            &[("QEMU_ADDITIONAL_ARGS", "-device 'pvpanic' -rtc base=utc")],
+            true,
+        );
+    }
+
+    #[test]
+    fn golden_host_cpu_under_tcg_and_gaps() {
+        golden(
+            "gaps-tcg",
+            "[vm]\nname=\"csr\"\ncpu=\"host\"\nstartup_config=\"/config/startup-config.cfg\"\n[[disk]]\npath=\"csr,1.qcow2\"\n[nics]\nnames=[\"eth1\",\"eth4\"]\n[management]\nforwards=[]\n",
+            &[],
+            false,
+        );
+    }
+}

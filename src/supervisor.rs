@@ -1,0 +1,534 @@
+//! The launcher's life as PID 1: set up (console, control socket, datapath), spawn qemu with
+//! the tap fds at fixed numbers, reap every child (the one owner of exit statuses: a
+//! `waitpid(-1, WNOHANG)` loop on SIGCHLD), follow QMP events, restart qemu per policy, and shut
+//! down on SIGTERM/SIGINT: ACPI powerdown, then `quit`, then SIGKILL.
+
+use crate::config::{Plan, RestartPolicy};
+use crate::console::{self, ConsoleEvent};
+use crate::control::{self, Shared, Snapshot};
+use crate::datapath::Datapath;
+use crate::lifecycle::State;
+use crate::qemu::{self, AccelChoice, TAP_FD_BASE};
+use crate::qmp::{Event, Qmp};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, Signal as SigStream, SignalKind};
+use tokio::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error(transparent)]
+    Accel(#[from] qemu::AccelError),
+    #[error(transparent)]
+    Datapath(#[from] crate::datapath::DatapathError),
+    #[error(transparent)]
+    Console(#[from] console::ConsoleError),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create disk overlay {overlay} over {base}: {why}")]
+    Overlay {
+        overlay: std::path::PathBuf,
+        base: std::path::PathBuf,
+        why: String,
+    },
+    #[error("cannot start qemu {qemu}: {source}")]
+    Spawn {
+        qemu: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl SupervisorError {
+    /// The documented exit code: 2 for the user's input, 3 for missing interfaces, else 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SupervisorError::Accel(_) => 2,
+            SupervisorError::Datapath(crate::datapath::DatapathError::Missing { .. }) => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// How a child ended, as an exit code: its code, or 128 + the signal.
+pub fn exit_code_of(ws: WaitStatus) -> Option<i32> {
+    match ws {
+        WaitStatus::Exited(_, c) => Some(c),
+        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
+        _ => None,
+    }
+}
+
+/// The signals PID 1 listens to, registered before any child exists.
+struct Signals {
+    term: SigStream,
+    int: SigStream,
+    chld: SigStream,
+}
+
+impl Signals {
+    fn new() -> Result<Self, SupervisorError> {
+        let s = |k| signal(k).map_err(SupervisorError::Signals);
+        Ok(Self {
+            term: s(SignalKind::terminate())?,
+            int: s(SignalKind::interrupt())?,
+            chld: s(SignalKind::child())?,
+        })
+    }
+    /// The next SIGTERM or SIGINT.
+    async fn stop(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Reaps every exited child; returns qemu's status if it was among them.
+fn reap(qemu: Option<Pid>) -> Option<WaitStatus> {
+    let mut found = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return found,
+            Ok(ws) => {
+                let pid = ws.pid();
+                if pid.is_some() && pid == qemu {
+                    found = Some(ws);
+                } else {
+                    tracing::debug!(?ws, "reaped orphan");
+                }
+            }
+        }
+    }
+}
+
+/// The shared snapshot plus the health file, moved together.
+struct Status {
+    shared: Shared,
+    health_file: std::path::PathBuf,
+}
+
+impl Status {
+    fn go(&self, to: State, reason: impl Into<String>) {
+        let reason = reason.into();
+        let mut s = self.shared.lock().unwrap();
+        let from = s.lifecycle.state;
+        match s.lifecycle.go(to, reason.clone()) {
+            Ok(true) => {
+                tracing::info!(from = from.as_str(), to = to.as_str(), %reason, "state");
+                if let Err(e) = std::fs::write(&self.health_file, format!("{}\n", to.health_line()))
+                {
+                    tracing::debug!(path = %self.health_file.display(), error = %e, "cannot write health file");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "ignored"),
+        }
+    }
+    fn state(&self) -> State {
+        self.shared.lock().unwrap().lifecycle.state
+    }
+    fn set_pid(&self, pid: Option<i32>) {
+        self.shared.lock().unwrap().qemu_pid = pid;
+    }
+}
+
+/// Creates missing disk overlays with `qemu-img create -b`. Runs before qemu exists; the status
+/// is collected by std's own waitpid on that pid, which the reaper loop cannot race because both
+/// run on this one thread.
+fn make_overlays(plan: &Plan) -> Result<(), SupervisorError> {
+    for d in &plan.disks {
+        let Some(o) = &d.overlay else { continue };
+        if o.exists() {
+            tracing::info!(overlay = %o.display(), "reusing disk overlay");
+            continue;
+        }
+        if let Some(dir) = o.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| SupervisorError::Dir {
+                path: dir.into(),
+                source,
+            })?;
+        }
+        let out = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", &d.format, "-b"])
+            .arg(&d.path)
+            .arg(o)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| SupervisorError::Overlay {
+                overlay: o.clone(),
+                base: d.path.clone(),
+                why: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(SupervisorError::Overlay {
+                overlay: o.clone(),
+                base: d.path.clone(),
+                why: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        tracing::info!(overlay = %o.display(), base = %d.path.display(), "created disk overlay");
+    }
+    Ok(())
+}
+
+/// Spawns qemu with each tap fd dup'ed to TAP_FD_BASE + i, in its own process group (a ^C on
+/// the terminal reaches the launcher, which shuts qemu down properly).
+fn spawn_qemu(argv: &[OsString], fds: &[RawFd]) -> std::io::Result<u32> {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).stdin(Stdio::null());
+    let fds = fds.to_vec();
+    // SAFETY: only async-signal-safe calls (fcntl, dup2, setpgid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut tmp = Vec::with_capacity(fds.len());
+            for &fd in &fds {
+                let t = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 1024);
+                if t < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                tmp.push(t);
+            }
+            for (i, &t) in tmp.iter().enumerate() {
+                if libc::dup2(t, TAP_FD_BASE + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            libc::setpgid(0, 0);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    // Dropping `Child` neither waits nor kills: the reaper collects its status.
+    Ok(child.id())
+}
+
+fn read_accel_inputs() -> (bool, String) {
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    (kvm, cpuinfo)
+}
+
+/// How one qemu run ended.
+enum RunEnd {
+    /// qemu exited; `stopping` says whether we asked it to; `clean` whether the guest powered off.
+    Exited {
+        code: i32,
+        stopping: bool,
+        clean: bool,
+    },
+}
+
+/// Runs the router until it is shut down or gives up. Returns the process exit code.
+pub async fn run(plan: Plan) -> Result<i32, SupervisorError> {
+    let t0 = Instant::now();
+    let mut sig = Signals::new()?;
+    if std::process::id() != 1 {
+        // Orphans of qemu's helpers get re-parented to us, as they would to PID 1.
+        // SAFETY: prctl with an integer argument.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    std::fs::create_dir_all(&plan.run_dir).map_err(|source| SupervisorError::Dir {
+        path: plan.run_dir.clone(),
+        source,
+    })?;
+
+    let (kvm_opens, cpuinfo) = read_accel_inputs();
+    let accel: AccelChoice = qemu::decide_accel(plan.accel, kvm_opens, &cpuinfo)?;
+    if let Some(w) = &accel.warning {
+        tracing::warn!("{w}");
+    }
+    let shared: Shared = Arc::new(std::sync::Mutex::new(Snapshot {
+        name: plan.name.clone(),
+        accel: if accel.kvm { "kvm" } else { "tcg" }.into(),
+        ..Default::default()
+    }));
+    let status = Status {
+        shared: shared.clone(),
+        health_file: plan.health_file.clone(),
+    };
+    status.go(State::Starting, "launcher started");
+    let _ = std::fs::write(
+        &plan.health_file,
+        format!("{}\n", State::Starting.health_line()),
+    );
+
+    let mut console_rx = console::start(
+        &plan.serial_socket(),
+        &plan.console_log,
+        plan.ready_pattern.clone(),
+    )?;
+    make_overlays(&plan)?;
+
+    // Datapath: taps first, then wait for every ethN (bounded), SIGTERM still honoured.
+    let mut tap_fds = Vec::new();
+    let mut datapath = None;
+    let (table, nl) = if plan.links.is_empty() {
+        (None, None)
+    } else {
+        let dp = Datapath::new(&plan.links, plan.min_tap_mtu).await?;
+        let parts = (Some(dp.table()), Some(dp.netlink()));
+        datapath = Some(dp);
+        parts
+    };
+    let _ctl = control::serve(control::socket_path(), shared.clone(), table, nl).await?;
+    if let Some(mut dp) = datapath {
+        status.go(
+            State::WaitingForInterfaces,
+            format!("waiting for {} data interfaces", plan.links.len()),
+        );
+        tokio::select! {
+            r = dp.wait_all(plan.link_wait, plan.on_timeout) => r?,
+            s = sig.stop() => {
+                tracing::info!(signal = s, "stopped while waiting for interfaces");
+                status.go(State::Stopping, s);
+                status.go(State::Stopped, "stopped before qemu started");
+                return Ok(0);
+            }
+        }
+        tap_fds = dp.taps().iter().map(|t| t.fd.as_raw_fd()).collect();
+        // The watcher owns the datapath (and so the tap fds) for the launcher's whole life.
+        tokio::spawn(dp.watch());
+    }
+
+    if !plan.boot_delay.is_zero() {
+        tracing::info!(delay_s = plan.boot_delay.as_secs(), "BOOT_DELAY");
+        tokio::select! {
+            _ = tokio::time::sleep(plan.boot_delay) => {}
+            s = sig.stop() => {
+                status.go(State::Stopping, s);
+                status.go(State::Stopped, "stopped before qemu started");
+                return Ok(0);
+            }
+        }
+    }
+
+    let argv = qemu::argv(&plan, &accel);
+    let mut failures = 0u32;
+    loop {
+        let pid = match spawn_qemu(&argv, &tap_fds) {
+            Ok(p) => p as i32,
+            Err(source) => {
+                status.go(State::Failed, format!("cannot start qemu: {source}"));
+                return Err(SupervisorError::Spawn {
+                    qemu: plan.qemu.clone(),
+                    source,
+                });
+            }
+        };
+        tracing::info!(
+            pid,
+            since_start_ms = t0.elapsed().as_millis() as u64,
+            "qemu started"
+        );
+        status.set_pid(Some(pid));
+        status.go(State::Booting, format!("qemu pid {pid} started"));
+
+        let RunEnd::Exited {
+            code,
+            stopping,
+            clean,
+        } = run_once(
+            &plan,
+            &status,
+            &mut sig,
+            &mut console_rx,
+            Pid::from_raw(pid),
+        )
+        .await;
+        status.set_pid(None);
+
+        if stopping {
+            if clean {
+                status.go(State::Stopped, "guest powered off");
+                tracing::info!("clean shutdown");
+                return Ok(0);
+            }
+            status.go(
+                State::Failed,
+                format!("qemu ended with {code} during shutdown"),
+            );
+            return Ok(if code == 0 { 1 } else { code });
+        }
+        if clean && code == 0 {
+            status.go(State::Stopping, "guest powered itself off");
+            status.go(State::Stopped, "guest powered itself off");
+            return Ok(0);
+        }
+        failures += 1;
+        match plan.restart {
+            RestartPolicy::OnFailure { max, backoff } if failures <= max => {
+                let wait = backoff * (1 << (failures - 1).min(6));
+                status.go(
+                    State::Restarting,
+                    format!(
+                        "qemu exited with {code}; restart {failures}/{max} in {}s",
+                        wait.as_secs()
+                    ),
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    s = sig.stop() => {
+                        status.go(State::Stopping, s);
+                        status.go(State::Stopped, "stopped while waiting to restart qemu");
+                        return Ok(0);
+                    }
+                }
+            }
+            _ => {
+                status.go(
+                    State::Failed,
+                    format!("qemu exited with {code}; not restarting (restart policy)"),
+                );
+                return Ok(if code == 0 { 1 } else { code });
+            }
+        }
+    }
+}
+
+/// Supervises one qemu process until it exits.
+async fn run_once(
+    plan: &Plan,
+    status: &Status,
+    sig: &mut Signals,
+    console_rx: &mut mpsc::UnboundedReceiver<ConsoleEvent>,
+    pid: Pid,
+) -> RunEnd {
+    // QMP connects in the background; events and the handle come back over channels.
+    let (qmp_tx, mut qmp_rx) = mpsc::unbounded_channel::<Arc<Qmp>>();
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
+    let path = plan.qmp_socket();
+    let qmp_task = tokio::spawn(async move {
+        match Qmp::connect(&path, Duration::from_secs(30)).await {
+            Ok((q, mut events)) => {
+                let q = Arc::new(q);
+                if let Ok(st) = q.query_status().await {
+                    if st == "running" {
+                        let _ = ev_tx.send(Event::Resume);
+                    }
+                }
+                let _ = qmp_tx.send(q.clone());
+                while let Some(e) = events.recv().await {
+                    if ev_tx.send(e).is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "QMP unavailable"),
+        }
+    });
+
+    let mut qmp: Option<Arc<Qmp>> = None;
+    let mut stopping = false;
+    let mut quit_sent = false;
+    let mut killed = false;
+    let far = tokio::time::Instant::now() + Duration::from_secs(10 * 365 * 86400);
+    let mut deadline = far;
+    let boot_deadline = tokio::time::Instant::now() + plan.boot_timeout;
+    let mut booted = false;
+    // Drain console readiness left over from a previous run.
+    while console_rx.try_recv().is_ok() {}
+
+    let Signals { term, int, chld } = sig;
+    let end = loop {
+        tokio::select! {
+            _ = chld.recv() => {
+                if let Some(ws) = reap(Some(pid)) {
+                    let code = exit_code_of(ws).unwrap_or(1);
+                    tracing::info!(?ws, code, "qemu exited");
+                    break RunEnd::Exited { code, stopping, clean: code == 0 && !quit_sent && !killed };
+                }
+            }
+            s = async { tokio::select! { _ = term.recv() => "SIGTERM", _ = int.recv() => "SIGINT" } } => {
+                if !stopping {
+                    stopping = true;
+                    status.go(State::Stopping, format!("{s}: ACPI powerdown"));
+                    deadline = tokio::time::Instant::now() + plan.shutdown_timeout;
+                    match &qmp {
+                        Some(q) => if let Err(e) = q.execute("system_powerdown", None, Duration::from_secs(5)).await {
+                            tracing::warn!(error = %e, "system_powerdown failed; quitting qemu");
+                            deadline = tokio::time::Instant::now();
+                        },
+                        None => deadline = tokio::time::Instant::now(),
+                    }
+                } else {
+                    tracing::info!(signal = s, "second stop signal: quitting qemu now");
+                    deadline = tokio::time::Instant::now();
+                }
+            }
+            Some(q) = qmp_rx.recv() => { qmp = Some(q); }
+            Some(e) = ev_rx.recv() => {
+                tracing::debug!(?e, "QMP event");
+                match e {
+                    Event::Resume if !stopping => {
+                        if status.state() == State::Booting {
+                            status.go(State::Running, "qemu reports the guest running");
+                            if plan.ready_pattern.is_none() {
+                                booted = true;
+                                status.go(State::Ready, "guest running (no readiness probe configured)");
+                            }
+                        }
+                    }
+                    Event::Reset { guest } if !stopping => {
+                        booted = false;
+                        status.go(State::Booting, if guest { "guest rebooted" } else { "VM reset" });
+                        status.go(State::Running, "guest running after reset");
+                    }
+                    Event::Shutdown { guest, reason } => {
+                        tracing::info!(guest, %reason, "qemu reports shutdown");
+                    }
+                    Event::GuestPanicked { action } => tracing::error!(%action, "guest panicked"),
+                    Event::Stop => tracing::info!("VM paused"),
+                    _ => {}
+                }
+            }
+            Some(ConsoleEvent::ReadyPattern(p)) = console_rx.recv() => {
+                if !stopping && matches!(status.state(), State::Running | State::Booting) {
+                    status.go(State::Running, "guest running");
+                    booted = true;
+                    status.go(State::Ready, format!("console showed {p:?}"));
+                }
+            }
+            _ = tokio::time::sleep_until(boot_deadline), if !booted && !stopping => {
+                tracing::error!(timeout_s = plan.boot_timeout.as_secs(), "guest not ready within the boot timeout; killing qemu");
+                booted = true; // fire once
+                let _ = kill(pid, Signal::SIGKILL);
+                killed = true;
+            }
+            _ = tokio::time::sleep_until(deadline), if stopping => {
+                if !quit_sent {
+                    quit_sent = true;
+                    tracing::warn!("guest did not power off in time: QMP quit");
+                    if let Some(q) = &qmp {
+                        let _ = q.execute("quit", None, Duration::from_secs(2)).await;
+                    }
+                    deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                } else if !killed {
+                    killed = true;
+                    tracing::warn!("qemu still alive after quit: SIGKILL");
+                    let _ = kill(pid, Signal::SIGKILL);
+                    deadline = far;
+                }
+            }
+        }
+    };
+    qmp_task.abort();
+    end
+}
