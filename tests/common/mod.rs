@@ -1,0 +1,399 @@
+//! Shared helpers for the root tests: throwaway network namespaces behind an RAII guard, raw
+//! packet sockets and taps opened *inside* a namespace, and running the launcher binary there.
+#![allow(dead_code)]
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const LAUNCHER: &str = env!("CARGO_BIN_EXE_launcher");
+
+/// Fails loudly (never skips) when the test cannot run here.
+pub fn require_root() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests need root (network namespaces, tc, taps)"
+    );
+    for tool in ["ip"] {
+        assert!(
+            Command::new(tool).arg("-V").output().is_ok(),
+            "{tool} is missing: run the README test command, which installs it"
+        );
+    }
+}
+
+pub fn sh(cmd: &str) -> Output {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+    out
+}
+
+/// Runs a shell command and panics with its output when it fails.
+pub fn must(cmd: &str) -> String {
+    let out = sh(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A throwaway network namespace, deleted (with everything in it) on drop.
+pub struct Netns {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        require_root();
+        let name = format!(
+            "lt-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        must(&format!("ip netns add {name}"));
+        must(&format!("ip -n {name} link set lo up"));
+        let dir = std::env::temp_dir().join(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Netns { name, dir }
+    }
+
+    /// `ip -n NS ...`
+    pub fn ip(&self, args: &str) -> String {
+        must(&format!("ip -n {} {args}", self.name))
+    }
+
+    /// A shell command inside the namespace.
+    pub fn exec(&self, cmd: &str) -> Output {
+        sh(&format!(
+            "ip netns exec {} sh -c '{}'",
+            self.name,
+            cmd.replace('\'', "'\\''")
+        ))
+    }
+
+    /// The launcher binary inside the namespace, with its control socket in our temp dir.
+    pub fn launcher(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, LAUNCHER]).args(args);
+        c.env("LAUNCHER_SOCKET", self.dir.join("control.sock"));
+        c
+    }
+
+    /// Moves the calling thread into the namespace (until `leave`); sockets opened after this
+    /// live in it.
+    pub fn enter(&self) -> NsGuard {
+        let orig = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
+        let target = std::fs::File::open(format!("/run/netns/{}", self.name)).unwrap();
+        assert_eq!(
+            unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns"
+        );
+        NsGuard { orig }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh(&format!("ip netns pids {} | xargs -r kill -9", self.name));
+        let _ = sh(&format!("ip netns del {}", self.name));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Returns the thread to its original namespace on drop.
+pub struct NsGuard {
+    orig: std::fs::File,
+}
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        unsafe { libc::setns(self.orig.as_raw_fd(), libc::CLONE_NEWNET) };
+    }
+}
+
+pub fn ifindex(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).unwrap();
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    assert!(i != 0, "no interface {name} in this namespace");
+    i
+}
+
+/// A raw AF_PACKET socket bound to one interface (in the current thread's namespace), with
+/// PACKET_AUXDATA so VLAN tags the kernel lifted out of the frame can be put back.
+pub struct PacketSock {
+    fd: OwnedFd,
+    ifindex: u32,
+}
+
+const ETH_P_ALL: u16 = 0x0003;
+
+impl PacketSock {
+    pub fn open(ifname: &str) -> Self {
+        let ifindex = ifindex(ifname);
+        unsafe {
+            let fd = libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                ETH_P_ALL.to_be() as i32,
+            );
+            assert!(
+                fd >= 0,
+                "packet socket: {}",
+                std::io::Error::last_os_error()
+            );
+            let fd = OwnedFd::from_raw_fd(fd);
+            let mut sa: libc::sockaddr_ll = std::mem::zeroed();
+            sa.sll_family = libc::AF_PACKET as u16;
+            sa.sll_protocol = ETH_P_ALL.to_be();
+            sa.sll_ifindex = ifindex as i32;
+            assert_eq!(
+                libc::bind(
+                    fd.as_raw_fd(),
+                    &sa as *const _ as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32
+                ),
+                0
+            );
+            let one: libc::c_int = 1;
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_AUXDATA,
+                &one as *const _ as *const _,
+                4,
+            );
+            let big: libc::c_int = 8 << 20;
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                &big as *const _ as *const _,
+                4,
+            );
+            PacketSock { fd, ifindex }
+        }
+    }
+
+    pub fn send(&self, frame: &[u8]) {
+        let n = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                frame.as_ptr() as *const _,
+                frame.len(),
+                0,
+            )
+        };
+        assert_eq!(
+            n as usize,
+            frame.len(),
+            "send on ifindex {}: {}",
+            self.ifindex,
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Frames received (not our own outgoing ones) until `quiet` passes with nothing new.
+    pub fn recv_all(&self, quiet: Duration) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let mut cbuf = [0u64; 32];
+        loop {
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if unsafe { libc::poll(&mut pfd, 1, quiet.as_millis() as i32) } <= 0 {
+                return out;
+            }
+            let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr() as *mut _,
+                iov_len: buf.len(),
+            };
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_name = &mut sa as *mut _ as *mut _;
+            msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = cbuf.as_mut_ptr() as *mut _;
+            msg.msg_controllen = std::mem::size_of_val(&cbuf);
+            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, 0) };
+            assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
+            if sa.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+                continue;
+            }
+            let mut frame = buf[..n as usize].to_vec();
+            // Put back a VLAN tag the kernel handed over as metadata (PACKET_AUXDATA).
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&msg);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == libc::PACKET_AUXDATA
+                    {
+                        let aux = &*(libc::CMSG_DATA(c) as *const libc::tpacket_auxdata);
+                        if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
+                            let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                                aux.tp_vlan_tpid
+                            } else {
+                                0x8100
+                            };
+                            let mut tag = tpid.to_be_bytes().to_vec();
+                            tag.extend_from_slice(&aux.tp_vlan_tci.to_be_bytes());
+                            frame.splice(12..12, tag);
+                        }
+                    }
+                    c = libc::CMSG_NXTHDR(&msg, c);
+                }
+            }
+            out.push(frame);
+        }
+    }
+}
+
+/// A tap opened the way a VM would (IFF_TAP | IFF_NO_PI, no vnet header), in the current
+/// thread's namespace: what we write the "VM" sends; what we read the "VM" receives.
+pub struct TapSock {
+    fd: OwnedFd,
+}
+
+impl TapSock {
+    pub fn attach(name: &str) -> Self {
+        #[repr(C)]
+        struct IfReq {
+            name: [u8; 16],
+            flags: libc::c_short,
+            _pad: [u8; 22],
+        }
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .expect("/dev/net/tun");
+        let mut req = IfReq {
+            name: [0; 16],
+            flags: 0x0002 | 0x1000,
+            _pad: [0; 22],
+        };
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        let rc = unsafe { libc::ioctl(f.as_raw_fd(), 0x400454ca, &mut req) };
+        assert_eq!(
+            rc,
+            0,
+            "attach tap {name}: {}",
+            std::io::Error::last_os_error()
+        );
+        TapSock { fd: f.into() }
+    }
+
+    pub fn send(&self, frame: &[u8]) {
+        let n =
+            unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr() as *const _, frame.len()) };
+        assert_eq!(
+            n as usize,
+            frame.len(),
+            "tap write: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    pub fn recv_all(&self, quiet: Duration) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if unsafe { libc::poll(&mut pfd, 1, quiet.as_millis() as i32) } <= 0 {
+                return out;
+            }
+            let n =
+                unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut _, buf.len()) };
+            assert!(n >= 0);
+            out.push(buf[..n as usize].to_vec());
+        }
+    }
+}
+
+/// Waits until `f` returns Some, or panics after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The tinylinux build (images/tinylinux/build), built by the test command beforehand.
+pub fn tinylinux_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/tinylinux/build");
+    assert!(
+        d.join("vmlinuz").exists() && d.join("initramfs.cpio.gz").exists(),
+        "{} is not built: run images/tinylinux/build.sh (the README test command does)",
+        d.display()
+    );
+    d
+}
+
+/// A launcher.toml for tinylinux with every path inside `ns.dir`.
+pub fn tinylinux_config(ns: &Netns, name: &str, vm_extra: &str, extra: &str) -> PathBuf {
+    let b = tinylinux_dir();
+    let d = &ns.dir;
+    let text = format!(
+        r#"[vm]
+name = "{name}"
+machine = "q35"
+memory = 256
+shutdown_timeout = 20
+boot_timeout = 120
+{extra_vm}
+[kernel]
+path = "{k}"
+initrd = "{i}"
+append = "console=ttyS0 panic=-1 tl.mgmt=user tl.hostname={name}"
+[management]
+forwards = []
+[console]
+ready_pattern = "TINYLINUX-READY"
+log = "{d}/console.log"
+[paths]
+run_dir = "{d}/run"
+state_dir = "{d}/state"
+health_file = "{d}/health"
+{extra}
+"#,
+        k = b.join("vmlinuz").display(),
+        i = b.join("initramfs.cpio.gz").display(),
+        d = d.display(),
+        extra_vm = vm_extra,
+    );
+    let p = d.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// `launcher status --json` of the launcher in `ns`, parsed; None while it does not answer.
+pub fn status(ns: &Netns) -> Option<serde_json::Value> {
+    let out = ns.launcher(&["status", "--json"]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
