@@ -1,0 +1,468 @@
+//! The launcher with real qemu (TCG) booting images/tinylinux, each test in its own network
+//! namespace: lifecycle and status, ACPI shutdown on SIGTERM, restart after kill -9, orphan
+//! reaping, interfaces arriving late / renamed, and live re-wiring under traffic.
+
+mod common;
+use common::*;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A launcher running in a namespace; killed (with its qemu) if the test fails half way.
+struct Running {
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+impl Running {
+    fn start(ns: &Netns, config: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        let log = ns.dir.join("launcher.out");
+        let f = std::fs::File::create(&log).unwrap();
+        let mut c = ns.launcher(&["run", "--config", config.to_str().unwrap()]);
+        c.stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Running {
+            child: Some(c.spawn().unwrap()),
+            log,
+        }
+    }
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// Sends SIGTERM and waits (bounded) for the exit code.
+    fn stop(&mut self, within: Duration) -> (i32, Duration) {
+        let t = Instant::now();
+        // `ip netns exec` execs the launcher, so this pid is the launcher itself.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let mut child = self.child.take().unwrap();
+        let code = wait_for(within, "the launcher to exit after SIGTERM", || {
+            child.try_wait().unwrap()
+        })
+        .code()
+        .unwrap_or(-1);
+        (code, t.elapsed())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            eprintln!("launcher output:\n{}", self.output());
+        }
+    }
+}
+
+fn state(ns: &Netns) -> Option<String> {
+    status(ns).map(|s| s["state"].as_str().unwrap_or_default().to_string())
+}
+
+fn wait_state(ns: &Netns, want: &str, within: Duration) -> serde_json::Value {
+    wait_for(within, &format!("state {want}"), || {
+        status(ns).filter(|s| s["state"] == want)
+    })
+}
+
+fn pid_alive(pid: i64) -> bool {
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+fn veth_pair(ns: &Netns, eth: &str, peer: &str) {
+    ns.ip(&format!("link add {peer} type veth peer name {eth}"));
+    ns.ip(&format!("link set {peer} up"));
+}
+
+#[test]
+fn boots_to_ready_then_sigterm_powers_off_through_acpi() {
+    let ns = Netns::new("boot");
+    veth_pair(&ns, "eth1", "p1");
+    veth_pair(&ns, "eth2", "p2");
+    let cfg = tinylinux_config(&ns, "r1", "", "");
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "2")]);
+    // Status answers while booting, then shows running, then ready.
+    let mut seen = Vec::new();
+    wait_for(Duration::from_secs(90), "ready", || {
+        let s = state(&ns)?;
+        if seen.last() != Some(&s) {
+            seen.push(s.clone());
+        }
+        (s == "ready").then_some(())
+    });
+    println!("states seen: {seen:?}");
+    assert!(
+        seen.iter().any(|s| s == "running" || s == "booting"),
+        "no boot state before ready: {seen:?}"
+    );
+    let st = status(&ns).unwrap();
+    assert_eq!(st["healthy"], true);
+    assert_eq!(
+        st["accel"], "tcg",
+        "this machine's KVM is PVM-only: auto must pick TCG"
+    );
+    let links = st["links"].as_array().unwrap();
+    assert_eq!(links.len(), 2);
+    assert!(links.iter().all(|l| l["wired"] == true), "{st}");
+    assert_eq!(
+        std::fs::read_to_string(ns.dir.join("health"))
+            .unwrap()
+            .trim(),
+        "0 running"
+    );
+    let health = ns.launcher(&["health"]).output().unwrap();
+    assert!(health.status.success());
+    assert!(
+        r.output().contains("using TCG"),
+        "one warning line says why TCG"
+    );
+    // The guest's NICs got the MACs derived from the name, in ethN order.
+    let console = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
+    assert!(console.contains("TINYLINUX-READY r1"), "{console}");
+
+    let qemu_pid = st["qemu_pid"].as_i64().unwrap();
+    let (code, took) = r.stop(Duration::from_secs(30));
+    println!("SIGTERM to exit: {took:?}");
+    assert_eq!(code, 0, "clean shutdown exits 0\n{}", r.output());
+    let console = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
+    assert!(
+        console.contains("ACPI power button pressed, powering off"),
+        "the guest powered off through ACPI:\n{console}"
+    );
+    assert!(!pid_alive(qemu_pid), "qemu {qemu_pid} is still alive");
+    assert!(r.output().contains("clean shutdown"));
+}
+
+#[test]
+fn qemu_killed_is_restarted_per_policy_and_then_given_up() {
+    let ns = Netns::new("restart");
+    let cfg = tinylinux_config(
+        &ns,
+        "r2",
+        "",
+        "[restart]\npolicy = \"on-failure\"\nmax = 1\nbackoff = 1\n",
+    );
+    let mut r = Running::start(&ns, &cfg, &[]);
+    let st = wait_state(&ns, "ready", Duration::from_secs(90));
+    let first = st["qemu_pid"].as_i64().unwrap();
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    // Visible in status: restarting, then ready again with restarts = 1 and a new pid.
+    let st = wait_for(Duration::from_secs(90), "ready after restart", || {
+        status(&ns).filter(|s| s["state"] == "ready" && s["restarts"] == 1)
+    });
+    let second = st["qemu_pid"].as_i64().unwrap();
+    assert_ne!(first, second);
+    assert!(r.output().contains("restart 1/1"), "{}", r.output());
+    // The console log carried on across the restart: two boots in one file.
+    let console = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
+    assert_eq!(console.matches("TINYLINUX-READY").count(), 2, "{console}");
+    // Over the limit: the launcher gives up with 128+9 so Docker's restart policy applies.
+    unsafe { libc::kill(second as i32, libc::SIGKILL) };
+    let mut child = r.child.take().unwrap();
+    let code = wait_for(Duration::from_secs(30), "launcher exit", || {
+        child.try_wait().unwrap()
+    })
+    .code();
+    assert_eq!(code, Some(137), "{}", r.output());
+    assert_eq!(
+        std::fs::read_to_string(ns.dir.join("health"))
+            .unwrap()
+            .trim(),
+        "1 VM failed"
+    );
+}
+
+#[test]
+fn a_hundred_orphaned_grandchildren_are_reaped() {
+    let ns = Netns::new("orphans");
+    // qemu is started through a wrapper that leaves 100 double-forked (orphaned) children
+    // behind, then execs the real qemu. Orphans are re-parented to the launcher.
+    let wrapper = ns.dir.join("qemu-wrapper.sh");
+    std::fs::write(&wrapper, "#!/bin/sh\ni=0\nwhile [ $i -lt 100 ]; do (sleep 1 &) ; i=$((i+1)); done\nexec qemu-system-x86_64 \"$@\"\n").unwrap();
+    must(&format!("chmod +x {}", wrapper.display()));
+    let cfg = tinylinux_config(&ns, "r3", &format!("qemu = \"{}\"", wrapper.display()), "");
+    let mut r = Running::start(&ns, &cfg, &[]);
+    wait_state(&ns, "ready", Duration::from_secs(90));
+    let launcher = r.pid();
+    // By now every sleep has ended: no zombie child may remain under the launcher.
+    let zombies = wait_for(Duration::from_secs(10), "orphans reaped", || {
+        let out = must(&format!("ps -o stat=,pid= --ppid {launcher} || true"));
+        let z: Vec<String> = out
+            .lines()
+            .filter(|l| l.trim_start().starts_with('Z'))
+            .map(String::from)
+            .collect();
+        z.is_empty().then_some(z)
+    });
+    assert!(zombies.is_empty());
+    let children = must(&format!("ps -o comm= --ppid {launcher} || true"));
+    assert_eq!(
+        children.lines().filter(|l| l.contains("sleep")).count(),
+        0,
+        "{children}"
+    );
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn interfaces_arriving_late_in_random_order_and_renamed_are_wired() {
+    let ns = Netns::new("late");
+    let cfg = tinylinux_config(&ns, "r4", "", "");
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "3")]);
+    wait_state(&ns, "waiting-for-interfaces", Duration::from_secs(10));
+    // eth3 first, a gap, then eth1 arriving under another name and renamed, then eth2.
+    std::thread::sleep(Duration::from_millis(300));
+    veth_pair(&ns, "eth3", "p3");
+    std::thread::sleep(Duration::from_millis(400));
+    ns.ip("link add p1 type veth peer name tmp-xyz");
+    std::thread::sleep(Duration::from_millis(200));
+    let st = status(&ns).unwrap();
+    assert_eq!(st["state"], "waiting-for-interfaces", "{st}");
+    let wired: Vec<bool> = st["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["wired"] == true)
+        .collect();
+    assert_eq!(
+        wired,
+        vec![false, false, true],
+        "only eth3 is there yet: {st}"
+    );
+    ns.ip("link set tmp-xyz name eth1");
+    std::thread::sleep(Duration::from_millis(300));
+    veth_pair(&ns, "eth2", "p2");
+    let st = wait_for(Duration::from_secs(90), "booting after all arrived", || {
+        status(&ns).filter(|s| {
+            s["links"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l["wired"] == true)
+        })
+    });
+    assert!(st["links"][0]["eth_ifindex"].as_u64().is_some());
+    wait_state(&ns, "ready", Duration::from_secs(90));
+    // eth1 renamed away: status says so.
+    ns.ip("link set eth1 name gone1");
+    let st = wait_for(Duration::from_secs(5), "eth1 shown gone", || {
+        status(&ns).filter(|s| s["links"][0]["wired"] == false)
+    });
+    assert!(st["links"][0]["eth_ifindex"].is_null(), "{st}");
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn missing_interfaces_time_out_with_a_clear_error() {
+    let ns = Netns::new("missing");
+    veth_pair(&ns, "eth1", "p1");
+    let cfg = tinylinux_config(&ns, "r5", "", "[nics]\nwait_timeout = 1\n");
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "3")]);
+    let mut child = r.child.take().unwrap();
+    let code = wait_for(Duration::from_secs(20), "exit", || {
+        child.try_wait().unwrap()
+    })
+    .code();
+    let out = r.output();
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("eth2, eth3") && !out.contains("eth1,"),
+        "the error lists exactly what is missing: {out}"
+    );
+}
+
+#[test]
+fn ethn_recreated_fifty_times_is_rewired_every_time_under_traffic() {
+    let ns = Netns::new("rewire");
+    let sc = ns.dir.join("startup-config.cfg");
+    std::fs::write(&sc, "ip addr add 192.0.2.2/24 dev eth1\n").unwrap();
+    let cfg = tinylinux_config(
+        &ns,
+        "r6",
+        &format!("startup_config = \"{}\"", sc.display()),
+        "",
+    );
+    let mk = || {
+        ns.ip("link add p1 address 02:00:00:00:00:01 type veth peer name eth1");
+        ns.ip("link set p1 up");
+        ns.ip("addr add 192.0.2.1/24 dev p1");
+    };
+    mk();
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "1")]);
+    wait_state(&ns, "ready", Duration::from_secs(90));
+    let ping = || ns.exec("ping -c 1 -W 2 192.0.2.2").status.success();
+    let t = Instant::now();
+    while !ping() {
+        let console = std::fs::read_to_string(ns.dir.join("console.log")).unwrap_or_default();
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no ping through the VM; console:\n{console}"
+        );
+    }
+    let mut gaps = Vec::new();
+    for round in 1..=50 {
+        ns.ip("link del p1");
+        let t = Instant::now();
+        mk();
+        // The gap: from the link's creation until status shows it wired to the new ifindex.
+        wait_for(Duration::from_secs(5), "re-wired", || {
+            status(&ns)
+                .filter(|s| s["links"][0]["wired"] == true && s["links"][0]["wirings"] == round + 1)
+        });
+        gaps.push(t.elapsed());
+        assert!(ping(), "round {round}: no ping through the re-wired link");
+    }
+    gaps.sort();
+    println!(
+        "re-wire gaps over 50 rounds (creation to wired, status polled): min {:?} median {:?} max {:?}",
+        gaps[0], gaps[25], gaps[49]
+    );
+    let st = status(&ns).unwrap();
+    assert_eq!(st["links"][0]["wirings"], 51);
+    assert!(st["links"][0]["to_vm_packets"].as_u64().unwrap() > 0);
+    assert!(st["links"][0]["from_vm_packets"].as_u64().unwrap() > 0);
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn broken_configs_and_environment_exit_2_naming_the_key_and_touch_nothing() {
+    let ns = Netns::new("badcfg");
+    let ok = tinylinux_config(&ns, "r7", "", "");
+    let base = std::fs::read_to_string(&ok).unwrap();
+    let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+        (
+            base.replace("memory = 256", "memroy = 256"),
+            vec![],
+            "memroy",
+        ),
+        (
+            base.replace("memory = 256", "memory = 1"),
+            vec![],
+            "vm.memory",
+        ),
+        (
+            base.replace("memory = 256", "memory = \"big\""),
+            vec![],
+            "memory",
+        ),
+        (
+            base.replace("machine = \"q35\"", "machine = \"\""),
+            vec![],
+            "vm.machine",
+        ),
+        (
+            base.replace("[management]", "[management]\nmode = \"bridge\""),
+            vec![],
+            "management.mode",
+        ),
+        (
+            base.replace("forwards = []", "forwards = [\"tcp:70000\"]"),
+            vec![],
+            "management.forwards[0]",
+        ),
+        (
+            base.replace("[vm]", "[vm]\naccel = \"hvf\""),
+            vec![],
+            "vm.accel",
+        ),
+        (base.replace("[vm]", "[vm]\nsmp = 0"), vec![], "vm.smp"),
+        (
+            base.replace("name = \"r7\"", "name = \"has space\""),
+            vec![],
+            "vm.name",
+        ),
+        (
+            base.clone() + "[restart]\npolicy = \"sometimes\"\n",
+            vec![],
+            "restart.policy",
+        ),
+        (
+            base.clone() + "[nics]\non_timeout = \"pray\"\n",
+            vec![],
+            "nics.on_timeout",
+        ),
+        (
+            base.clone() + "[nics]\nnames = [\"eth0\"]\n",
+            vec![],
+            "nics.names[0]",
+        ),
+        (
+            base.clone() + "[[disk]]\npath = \"x\"\nformat = \"qcow9\"\n",
+            vec![],
+            "disk[0].format",
+        ),
+        (base.clone() + "[typo]\n", vec![], "typo"),
+        (base.clone(), vec![("QEMU_MEMORY", "lots")], "QEMU_MEMORY"),
+        (base.clone(), vec![("QEMU_SMP", "-2")], "QEMU_SMP"),
+        (base.clone(), vec![("QEMU_CPU", "a b")], "QEMU_CPU"),
+        (base.clone(), vec![("CLAB_INTFS", "three")], "CLAB_INTFS"),
+        (base.clone(), vec![("BOOT_DELAY", "later")], "BOOT_DELAY"),
+        (
+            base.clone(),
+            vec![("LAUNCHER_ACCEL", "whpx")],
+            "LAUNCHER_ACCEL",
+        ),
+        (
+            base.clone(),
+            vec![("QEMU_ADDITIONAL_ARGS", "-x 'open")],
+            "QEMU_ADDITIONAL_ARGS",
+        ),
+        (
+            base.clone(),
+            vec![("CLAB_MGMT_PASSTHROUGH", "true")],
+            "CLAB_MGMT_PASSTHROUGH",
+        ),
+    ];
+    assert!(cases.len() >= 20);
+    for (i, (text, env, key)) in cases.iter().enumerate() {
+        let p = ns.dir.join(format!("bad{i}.toml"));
+        std::fs::write(&p, text).unwrap();
+        for cmd in ["check", "run"] {
+            let mut c = ns.launcher(&[cmd, "--config", p.to_str().unwrap()]);
+            for (k, v) in env {
+                c.env(k, v);
+            }
+            let out = c.output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd} case {i} ({key}): {err}");
+            assert!(
+                err.contains(key),
+                "{cmd} case {i}: the error does not name {key}: {err}"
+            );
+        }
+    }
+    let out = ns
+        .launcher(&["run", "--config", "/nonexistent/launcher.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/launcher.toml"));
+    let out = ns
+        .launcher(&["--connection-mode", "bridge"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // Nothing was touched: no health file, no run dir, no taps.
+    assert!(!ns.dir.join("health").exists() && !ns.dir.join("run").exists());
+    assert!(!ns.ip("-o link show").contains("tap"));
+    // And `check` on the good config prints the argv without touching anything either.
+    let out = ns
+        .launcher(&["check", "--config", ok.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .contains("qemu-system-x86_64"));
+    assert!(!ns.dir.join("run").exists());
+}
