@@ -356,6 +356,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Who this router is: the hostname (--hostname, HOSTNAME: Docker and containerlab set it
+    /// per container) or else vm.name. MAC addresses and status derive from it.
+    pub fn identity(&self) -> &str {
+        self.credentials.hostname.as_deref().unwrap_or(&self.name)
+    }
     pub fn qmp_socket(&self) -> PathBuf {
         self.run_dir.join("qmp.sock")
     }

@@ -185,7 +185,7 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
             a.opt("-netdev", nd);
             a.opt(
                 "-device",
-                format!("{model},netdev=mgmt,mac={}", mac(&plan.name, 0)),
+                format!("{model},netdev=mgmt,mac={}", mac(plan.identity(), 0)),
             );
         }
     }
@@ -206,7 +206,7 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
                     format!(
                         "{},netdev=net{index},mac={}",
                         plan.nic_model,
-                        mac(&plan.name, index)
+                        mac(plan.identity(), index)
                     ),
                 );
                 pos += 1;
@@ -217,7 +217,7 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
                     format!(
                         "{},id=placeholder{index},mac={}",
                         plan.nic_model,
-                        mac(&plan.name, index)
+                        mac(plan.identity(), index)
                     ),
                 );
             }

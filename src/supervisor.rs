@@ -237,7 +237,7 @@ enum RunEnd {
 }
 
 /// Runs the router until it is shut down or gives up. Returns the process exit code.
-pub async fn run(plan: Plan) -> Result<i32, SupervisorError> {
+pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
     let t0 = Instant::now();
     let mut sig = Signals::new()?;
     if std::process::id() != 1 {
@@ -250,13 +250,19 @@ pub async fn run(plan: Plan) -> Result<i32, SupervisorError> {
         source,
     })?;
 
+    if let Some(sc) = &plan.startup_config {
+        if !sc.exists() {
+            tracing::info!(path = %sc.display(), "no startup config there; booting without one");
+            plan.startup_config = None;
+        }
+    }
     let (kvm_opens, cpuinfo) = read_accel_inputs();
     let accel: AccelChoice = qemu::decide_accel(plan.accel, kvm_opens, &cpuinfo)?;
     if let Some(w) = &accel.warning {
         tracing::warn!("{w}");
     }
     let shared: Shared = Arc::new(std::sync::Mutex::new(Snapshot {
-        name: plan.name.clone(),
+        name: plan.identity().to_string(),
         accel: if accel.kvm { "kvm" } else { "tcg" }.into(),
         ..Default::default()
     }));

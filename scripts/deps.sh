@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need (Debian packages), if missing, and starts dockerd
+# when no Docker engine answers. Sourced by test.sh and demo.sh.
+set -euo pipefail
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have qemu-system-x86_64 || need_pkgs+=(qemu-system-x86)
+have qemu-img || need_pkgs+=(qemu-utils)
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx acpid || need_pkgs+=(busybox-static)
+have cpio || need_pkgs+=(cpio)
+have depmod || need_pkgs+=(kmod)
+have ip || need_pkgs+=(iproute2)
+have tc || need_pkgs+=(iproute2)
+have ping || need_pkgs+=(iputils-ping)
+have ps || need_pkgs+=(procps)
+have openssl || need_pkgs+=(openssl)
+have nsenter || need_pkgs+=(util-linux)
+if [ "${NEED_DOCKER:-1}" = 1 ]; then
+  have dockerd || need_pkgs+=(docker.io)
+  have debootstrap || need_pkgs+=(debootstrap)
+fi
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "deps: installing ${need_pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+[ -c /dev/net/tun ] || { echo "deps: /dev/net/tun is missing" >&2; exit 1; }
+if [ "${NEED_DOCKER:-1}" = 1 ] && ! docker info >/dev/null 2>&1; then
+  echo "deps: starting dockerd"
+  (dockerd >/var/log/dockerd-launcher-tests.log 2>&1 &)
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { echo "deps: dockerd did not start, see /var/log/dockerd-launcher-tests.log" >&2; exit 1; }
+fi

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds the container images: debian:bookworm-slim (locally if needed), launcher-base from
+# Dockerfile.base with the release binary, and the tinylinux router image.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+[ -x target/release/launcher ] || cargo build --release
+scripts/debian-base.sh
+docker build -q --network host -f Dockerfile.base -t launcher-base:latest . >/dev/null
+docker build -q --network host -t launcher-tinylinux:latest images/tinylinux >/dev/null
+docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^(debian:bookworm-slim|launcher-base|launcher-tinylinux)'
