@@ -6,7 +6,6 @@ need_pkgs=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have qemu-system-x86_64 || need_pkgs+=(qemu-system-x86)
 have qemu-img || need_pkgs+=(qemu-utils)
-[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx acpid || need_pkgs+=(busybox-static)
 have cpio || need_pkgs+=(cpio)
 have depmod || need_pkgs+=(kmod)
 have ip || need_pkgs+=(iproute2)

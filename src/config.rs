@@ -704,11 +704,11 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         valid_ifname("nics.tap_prefix", &l.tap)?;
         valid_ifname("nics.prefix", &l.eth)?;
     }
-    if nics.model.is_empty() || nics.model.contains([',', ' ']) {
+    if nics.model.is_empty() || nics.model.starts_with(',') || nics.model.contains(char::is_whitespace) {
         return Err(invalid(
             "nics.model",
             &nics.model,
-            "must be a qemu NIC device such as virtio-net-pci or e1000",
+            "must be a qemu NIC device such as virtio-net-pci or e1000, optionally with ,key=value properties",
         ));
     }
     let on_timeout = match nics.on_timeout.as_str() {
@@ -1014,7 +1014,7 @@ mod tests {
                 "nics.prefix",
             ),
             (
-                "[kernel]\npath=\"k\"\n[nics]\nmodel=\"e1000,x=1\"",
+                "[kernel]\npath=\"k\"\n[nics]\nmodel=\"e1000 x\"",
                 &[],
                 "nics.model",
             ),
