@@ -704,7 +704,10 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         valid_ifname("nics.tap_prefix", &l.tap)?;
         valid_ifname("nics.prefix", &l.eth)?;
     }
-    if nics.model.is_empty() || nics.model.starts_with(',') || nics.model.contains(char::is_whitespace) {
+    if nics.model.is_empty()
+        || nics.model.starts_with(',')
+        || nics.model.contains(char::is_whitespace)
+    {
         return Err(invalid(
             "nics.model",
             &nics.model,
