@@ -49,6 +49,8 @@ pub enum Cmd {
     },
     /// Exit 0 when the router is ready, 1 otherwise.
     Health,
+    /// Attach to the router's serial console (for `docker exec -it`); Ctrl-] detaches.
+    Console,
     /// Wire ETH=TAP pairs with tc mirred both ways (creates missing taps as persistent taps).
     Wire {
         /// MTU for created or existing taps (default: the ETH's MTU).

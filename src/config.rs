@@ -60,6 +60,36 @@ struct File {
     console: ConsoleSection,
     #[serde(default)]
     paths: PathsSection,
+    bootstrap: Option<BootstrapSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BootstrapSection {
+    #[serde(default = "default_on_boot_timeout")]
+    on_timeout: String,
+    #[serde(default = "default_attempts")]
+    attempts: u32,
+    username: Option<String>,
+    password: Option<String>,
+    #[serde(default)]
+    steps: Vec<StepSection>,
+}
+fn default_on_boot_timeout() -> String {
+    "retry".into()
+}
+fn default_attempts() -> u32 {
+    3
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepSection {
+    expect: Option<String>,
+    send: Option<String>,
+    send_config: Option<String>,
+    wait: Option<f64>,
+    timeout: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,6 +242,7 @@ impl Default for RestartSection {
 struct ConsoleSection {
     log: String,
     ready_pattern: Option<String>,
+    telnet_port: u16,
 }
 
 impl Default for ConsoleSection {
@@ -219,6 +250,7 @@ impl Default for ConsoleSection {
         Self {
             log: "/var/log/launcher/console.log".into(),
             ready_pattern: None,
+            telnet_port: 5000,
         }
     }
 }
@@ -324,6 +356,30 @@ pub struct Credentials {
     pub hostname: Option<String>,
 }
 
+/// What a bootstrap time-out leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootAction {
+    Retry,
+    Restart,
+    Fail,
+}
+
+/// One bootstrap step (see `bootstrap`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Expect { pattern: String, timeout: Duration },
+    Send(String),
+    SendConfig { prompt: String, timeout: Duration },
+    Wait(Duration),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrap {
+    pub steps: Vec<Step>,
+    pub on_timeout: BootAction,
+    pub attempts: u32,
+}
+
 /// Everything the launcher needs, validated, with paths resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -349,6 +405,8 @@ pub struct Plan {
     pub restart: RestartPolicy,
     pub console_log: PathBuf,
     pub ready_pattern: Option<String>,
+    pub telnet_port: u16,
+    pub bootstrap: Option<Bootstrap>,
     pub startup_config: Option<PathBuf>,
     pub run_dir: PathBuf,
     pub health_file: PathBuf,
@@ -796,16 +854,24 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         }
     }
 
+    let bootstrap = match &f.bootstrap {
+        None => None,
+        Some(b) => Some(build_bootstrap(b)?),
+    };
+    let default_user = f.bootstrap.as_ref().and_then(|b| b.username.clone());
+    let default_pass = f.bootstrap.as_ref().and_then(|b| b.password.clone());
     let username = over
         .credentials
         .username
         .clone()
-        .or_else(|| env.get("USERNAME").cloned());
+        .or_else(|| env.get("USERNAME").cloned())
+        .or(default_user);
     let password = over
         .credentials
         .password
         .clone()
-        .or_else(|| env.get("PASSWORD").cloned());
+        .or_else(|| env.get("PASSWORD").cloned())
+        .or(default_pass);
     let hostname = over
         .credentials
         .hostname
@@ -845,6 +911,8 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         restart,
         console_log: resolve(base, &f.console.log),
         ready_pattern: f.console.ready_pattern,
+        telnet_port: f.console.telnet_port,
+        bootstrap,
         startup_config: vm.startup_config.as_deref().map(|p| resolve(base, p)),
         run_dir: resolve(base, &f.paths.run_dir),
         health_file: resolve(base, &f.paths.health_file),
@@ -853,6 +921,90 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
             password,
             hostname,
         },
+    })
+}
+
+fn build_bootstrap(b: &BootstrapSection) -> Result<Bootstrap, ConfigError> {
+    let on_timeout = match b.on_timeout.as_str() {
+        "retry" => BootAction::Retry,
+        "restart" => BootAction::Restart,
+        "fail" => BootAction::Fail,
+        o => {
+            return Err(invalid(
+                "bootstrap.on_timeout",
+                o,
+                "expected retry, restart or fail",
+            ))
+        }
+    };
+    if !(1..=100).contains(&b.attempts) {
+        return Err(invalid(
+            "bootstrap.attempts",
+            b.attempts,
+            "must be between 1 and 100",
+        ));
+    }
+    let mut steps = Vec::new();
+    for (i, s) in b.steps.iter().enumerate() {
+        let key = |k: &str| format!("bootstrap.steps[{i}].{k}");
+        let timeout = Duration::from_secs(s.timeout.unwrap_or(60));
+        if s.timeout == Some(0) {
+            return Err(invalid(&key("timeout"), 0, "must be at least 1 second"));
+        }
+        let regex = |k: &str, p: &str| -> Result<String, ConfigError> {
+            regex::Regex::new(p)
+                .map_err(|e| invalid(&key(k), p, format!("not a valid regex: {e}")))?;
+            Ok(p.to_string())
+        };
+        let step = match (&s.expect, &s.send, &s.send_config, s.wait) {
+            (Some(p), None, None, None) => Step::Expect {
+                pattern: regex("expect", p)?,
+                timeout,
+            },
+            (None, Some(t), None, None) => {
+                if let Some(u) = crate::bootstrap::unknown_placeholders(t).first() {
+                    return Err(invalid(
+                        &key("send"),
+                        t,
+                        format!(
+                            "unknown placeholder {{{u}}}; known: {}",
+                            crate::bootstrap::PLACEHOLDERS.join(", ")
+                        ),
+                    ));
+                }
+                Step::Send(t.clone())
+            }
+            (None, None, Some(p), None) => Step::SendConfig {
+                prompt: regex("send_config", p)?,
+                timeout,
+            },
+            (None, None, None, Some(w)) if (0.0..=3600.0).contains(&w) => {
+                Step::Wait(Duration::from_secs_f64(w))
+            }
+            (None, None, None, Some(w)) => {
+                return Err(invalid(&key("wait"), w, "seconds between 0 and 3600"))
+            }
+            _ => {
+                return Err(invalid(
+                    &format!("bootstrap.steps[{i}]"),
+                    "",
+                    "each step has exactly one of expect, send, send_config, wait",
+                ))
+            }
+        };
+        steps.push(step);
+    }
+    if steps.is_empty() {
+        return Err(invalid(
+            "bootstrap.steps",
+            "[]",
+            "a bootstrap needs at least one step",
+        ));
+    }
+    Ok(Bootstrap {
+        steps,
+        on_timeout,
+        attempts: b.attempts,
     })
 }
 
@@ -1074,6 +1226,26 @@ mod tests {
                 "CLAB_INTF_PREFIX",
             ),
             (MIN, &[("HOSTNAME", "bad host")], "hostname"),
+            (
+                "[kernel]\npath=\"k\"\n[bootstrap]\nsteps=[{expect=\"(\"}]",
+                &[],
+                "bootstrap.steps[0].expect",
+            ),
+            (
+                "[kernel]\npath=\"k\"\n[bootstrap]\nsteps=[{send=\"{hostnme}\"}]",
+                &[],
+                "bootstrap.steps[0].send",
+            ),
+            (
+                "[kernel]\npath=\"k\"\n[bootstrap]\nsteps=[{send=\"a\", wait=1.0}]",
+                &[],
+                "bootstrap.steps[0]",
+            ),
+            (
+                "[kernel]\npath=\"k\"\n[bootstrap]\non_timeout=\"panic\"\nsteps=[{wait=1.0}]",
+                &[],
+                "bootstrap.on_timeout",
+            ),
         ];
         assert!(cases.len() >= 20);
         for (text, env, key) in cases {

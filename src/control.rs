@@ -2,6 +2,7 @@
 //! the running launcher over a Unix socket (mode 0600). The server answers from one shared
 //! snapshot plus fresh link counters; it never changes state.
 
+use crate::console::Hub;
 use crate::datapath::{LinkStatus, Table};
 use crate::lifecycle::{Lifecycle, State};
 use crate::netdev::{LinkInfo, Netlink};
@@ -10,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
 pub const DEFAULT_SOCKET: &str = "/run/launcher/control.sock";
@@ -118,12 +119,13 @@ pub fn socket_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
 }
 
-/// Serves status/health until the task is dropped.
+/// Serves status, health and console sessions until the task is dropped.
 pub async fn serve(
     path: PathBuf,
     snap: Shared,
     table: Option<Table>,
     nl: Option<Netlink>,
+    console: Option<Hub>,
 ) -> Result<tokio::task::JoinHandle<()>, ControlError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| ControlError::Listen {
@@ -150,8 +152,9 @@ pub async fn serve(
             let snap = snap.clone();
             let table = table.clone();
             let nl = nl.clone();
+            let console = console.clone();
             tokio::spawn(async move {
-                if let Err(e) = answer(conn, snap, table, nl).await {
+                if let Err(e) = answer(conn, snap, table, nl, console).await {
                     tracing::debug!(error = %e, "control client");
                 }
             });
@@ -160,22 +163,39 @@ pub async fn serve(
 }
 
 async fn answer(
-    conn: UnixStream,
+    mut conn: UnixStream,
     snap: Shared,
     table: Option<Table>,
     nl: Option<Netlink>,
+    console: Option<Hub>,
 ) -> std::io::Result<()> {
-    let (r, mut w) = conn.into_split();
-    let mut line = String::new();
-    BufReader::new(r).take(256).read_line(&mut line).await?;
-    let report = build_report(&snap, table.as_ref(), nl.as_ref()).await;
-    let body = match line.trim() {
-        "status" | "health" => serde_json::to_string(&report).unwrap_or_default(),
+    // The request line, read byte by byte so nothing after it is consumed (a console session
+    // continues on the same stream).
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < 256 && conn.read(&mut b).await? == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    let req = String::from_utf8_lossy(&line).trim().to_string();
+    let body = match req.as_str() {
+        "console" => match console {
+            Some(hub) => {
+                tracing::info!("console client attached");
+                hub.attach(conn, false).await;
+                tracing::info!("console client left");
+                return Ok(());
+            }
+            None => serde_json::json!({ "error": "no console" }).to_string(),
+        },
+        "status" | "health" => {
+            let report = build_report(&snap, table.as_ref(), nl.as_ref()).await;
+            serde_json::to_string(&report).unwrap_or_default()
+        }
         other => serde_json::json!({ "error": format!("unknown request {other:?}") }).to_string(),
     };
-    w.write_all(body.as_bytes()).await?;
-    w.write_all(b"\n").await?;
-    w.shutdown().await
+    conn.write_all(body.as_bytes()).await?;
+    conn.write_all(b"\n").await?;
+    conn.shutdown().await
 }
 
 async fn build_report(snap: &Shared, table: Option<&Table>, nl: Option<&Netlink>) -> Report {
@@ -228,6 +248,92 @@ pub async fn query(path: &Path, what: &str) -> Result<Report, ControlError> {
         path: path.into(),
         why: format!("{e}: {buf:?}"),
     })
+}
+
+/// `launcher console`: attaches this terminal to the VM's console until Ctrl-] (or EOF).
+pub async fn console(path: &Path) -> Result<(), ControlError> {
+    let mut c = UnixStream::connect(path)
+        .await
+        .map_err(|source| ControlError::Connect {
+            path: path.into(),
+            source,
+        })?;
+    let io = |e: std::io::Error| ControlError::Answer {
+        path: path.into(),
+        why: e.to_string(),
+    };
+    c.write_all(b"console\n").await.map_err(io)?;
+    let (mut r, mut w) = c.into_split();
+    let raw = RawTerminal::enter();
+    eprint!("launcher: attached to the router console; Ctrl-] detaches\r\n");
+    // stdin is read on a blocking thread; bytes arrive here.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 1024];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let mut out = std::io::stdout();
+    let mut buf = [0u8; 4096];
+    loop {
+        tokio::select! {
+            n = r.read(&mut buf) => match n {
+                Ok(0) | Err(_) => break,
+                Ok(n) => { std::io::Write::write_all(&mut out, &buf[..n]).map_err(io)?; std::io::Write::flush(&mut out).map_err(io)?; }
+            },
+            input = rx.recv() => match input {
+                // Ctrl-] detaches, as in telnet.
+                Some(bytes) => match bytes.iter().position(|&b| b == 0x1d) {
+                    Some(i) => { w.write_all(&bytes[..i]).await.map_err(io)?; break; }
+                    None => w.write_all(&bytes).await.map_err(io)?,
+                },
+                // stdin closed (a pipe): keep showing output briefly, then leave.
+                None => { tokio::time::sleep(std::time::Duration::from_millis(500)).await; break; }
+            },
+        }
+    }
+    drop(raw);
+    eprintln!("\r\nlauncher: detached");
+    Ok(())
+}
+
+/// Puts the terminal in raw mode while alive (only when stdin is a terminal).
+struct RawTerminal(Option<nix::sys::termios::Termios>);
+
+impl RawTerminal {
+    fn enter() -> Self {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let Ok(orig) = tcgetattr(&stdin) else {
+            return RawTerminal(None);
+        };
+        let mut raw = orig.clone();
+        cfmakeraw(&mut raw);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+        RawTerminal(Some(orig))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(orig) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                orig,
+            );
+        }
+    }
 }
 
 /// The human rendering of a report.

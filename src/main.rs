@@ -3,6 +3,7 @@
 //! environment); 3 data interfaces missing after the wait; otherwise qemu's own exit code, or
 //! 128 + the signal that killed it.
 
+mod bootstrap;
 mod cli;
 mod config;
 mod console;
@@ -146,6 +147,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Console => match runtime().block_on(control::console(&control::socket_path())) {
+            Ok(()) => 0,
+            Err(e) => {
+                report(&e);
+                1
+            }
+        },
         Cmd::Wire { mtu, pairs } => wire_cmd(pairs, |p| {
             runtime().block_on(datapath::wire_pairs(&p, *mtu))
         }),

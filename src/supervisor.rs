@@ -3,6 +3,7 @@
 //! `waitpid(-1, WNOHANG)` loop on SIGCHLD), follow QMP events, restart qemu per policy, and shut
 //! down on SIGTERM/SIGINT: ACPI powerdown, then `quit`, then SIGKILL.
 
+use crate::bootstrap;
 use crate::config::{Plan, RestartPolicy};
 use crate::console::{self, ConsoleEvent};
 use crate::control::{self, Shared, Snapshot};
@@ -233,7 +234,42 @@ enum RunEnd {
         code: i32,
         stopping: bool,
         clean: bool,
+        /// The bootstrap failed with on_timeout = fail: no restart.
+        give_up: bool,
     },
+}
+
+/// The values bootstrap templates see.
+fn bootstrap_values(plan: &Plan) -> bootstrap::Values {
+    let mut v = bootstrap::Values::new();
+    v.insert("hostname", plan.identity().to_string());
+    v.insert("name", plan.name.clone());
+    v.insert(
+        "username",
+        plan.credentials.username.clone().unwrap_or_default(),
+    );
+    v.insert(
+        "password",
+        plan.credentials.password.clone().unwrap_or_default(),
+    );
+    let user = matches!(plan.management, crate::config::Management::User { .. });
+    v.insert(
+        "mgmt_ip",
+        if user {
+            format!("{}/24", qemu::GUEST_MGMT_IP)
+        } else {
+            String::new()
+        },
+    );
+    v.insert(
+        "mgmt_gateway",
+        if user {
+            "10.0.0.2".into()
+        } else {
+            String::new()
+        },
+    );
+    v
 }
 
 /// Runs the router until it is shut down or gives up. Returns the process exit code.
@@ -276,11 +312,13 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
         format!("{}\n", State::Starting.health_line()),
     );
 
-    let mut console_rx = console::start(
+    let (hub, mut console_rx) = console::start(
         &plan.serial_socket(),
         &plan.console_log,
         plan.ready_pattern.clone(),
-    )?;
+        plan.telnet_port,
+    )
+    .await?;
     make_overlays(&plan)?;
 
     // Datapath: taps first, then wait for every ethN (bounded), SIGTERM still honoured.
@@ -294,7 +332,14 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
         datapath = Some(dp);
         parts
     };
-    let _ctl = control::serve(control::socket_path(), shared.clone(), table, nl).await?;
+    let _ctl = control::serve(
+        control::socket_path(),
+        shared.clone(),
+        table,
+        nl,
+        Some(hub.clone()),
+    )
+    .await?;
     if let Some(mut dp) = datapath {
         status.go(
             State::WaitingForInterfaces,
@@ -351,11 +396,12 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
             code,
             stopping,
             clean,
+            give_up,
         } = run_once(
             &plan,
             &status,
             &mut sig,
-            &mut console_rx,
+            (&hub, &mut console_rx),
             Pid::from_raw(pid),
         )
         .await;
@@ -379,6 +425,13 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
             return Ok(0);
         }
         failures += 1;
+        if give_up {
+            status.go(
+                State::Failed,
+                "bootstrap failed; not restarting (bootstrap.on_timeout = \"fail\")",
+            );
+            return Ok(1);
+        }
         match plan.restart {
             RestartPolicy::OnFailure { max, backoff } if failures <= max => {
                 let wait = backoff * (1 << (failures - 1).min(6));
@@ -414,9 +467,25 @@ async fn run_once(
     plan: &Plan,
     status: &Status,
     sig: &mut Signals,
-    console_rx: &mut mpsc::UnboundedReceiver<ConsoleEvent>,
+    (hub, console_rx): (&console::Hub, &mut mpsc::UnboundedReceiver<ConsoleEvent>),
     pid: Pid,
 ) -> RunEnd {
+    // The bootstrap, when configured, runs against this qemu's console; its verdict comes back
+    // over a channel.
+    let (boot_tx, mut boot_rx) = mpsc::unbounded_channel();
+    let boot_task = plan.bootstrap.clone().map(|b| {
+        let hub = hub.clone();
+        let values = bootstrap_values(plan);
+        let startup = plan
+            .startup_config
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        tokio::spawn(async move {
+            let r = bootstrap::run(&b, &hub, &values, startup.as_deref()).await;
+            let _ = boot_tx.send(r);
+        })
+    });
+    let mut give_up = false;
     // QMP connects in the background; events and the handle come back over channels.
     let (qmp_tx, mut qmp_rx) = mpsc::unbounded_channel::<Arc<Qmp>>();
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
@@ -459,7 +528,7 @@ async fn run_once(
                 if let Some(ws) = reap(Some(pid)) {
                     let code = exit_code_of(ws).unwrap_or(1);
                     tracing::info!(?ws, code, "qemu exited");
-                    break RunEnd::Exited { code, stopping, clean: code == 0 && !quit_sent && !killed };
+                    break RunEnd::Exited { code, stopping, clean: code == 0 && !quit_sent && !killed, give_up };
                 }
             }
             s = async { tokio::select! { _ = term.recv() => "SIGTERM", _ = int.recv() => "SIGINT" } } => {
@@ -486,7 +555,7 @@ async fn run_once(
                     Event::Resume if !stopping => {
                         if status.state() == State::Booting {
                             status.go(State::Running, "qemu reports the guest running");
-                            if plan.ready_pattern.is_none() {
+                            if plan.ready_pattern.is_none() && plan.bootstrap.is_none() {
                                 booted = true;
                                 status.go(State::Ready, "guest running (no readiness probe configured)");
                             }
@@ -505,8 +574,26 @@ async fn run_once(
                     _ => {}
                 }
             }
+            Some(r) = boot_rx.recv() => match r {
+                Ok(()) if !stopping => {
+                    status.go(State::Running, "guest running");
+                    booted = true;
+                    status.go(State::Ready, "bootstrap finished");
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "bootstrap failed");
+                    if !stopping {
+                        give_up = e.action == crate::config::BootAction::Fail;
+                        let _ = kill(pid, Signal::SIGKILL);
+                        killed = true;
+                    }
+                }
+            },
             Some(ConsoleEvent::ReadyPattern(p)) = console_rx.recv() => {
-                if !stopping && matches!(status.state(), State::Running | State::Booting) {
+                if plan.bootstrap.is_some() {
+                    tracing::debug!(pattern = %p, "ready pattern seen; readiness waits for the bootstrap");
+                } else if !stopping && matches!(status.state(), State::Running | State::Booting) {
                     status.go(State::Running, "guest running");
                     booted = true;
                     status.go(State::Ready, format!("console showed {p:?}"));
@@ -536,5 +623,9 @@ async fn run_once(
         }
     };
     qmp_task.abort();
+    if let Some(t) = boot_task {
+        t.abort();
+        hub.hold(false);
+    }
     end
 }

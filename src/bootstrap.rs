@@ -1,0 +1,242 @@
+//! The bootstrap runner, the console's scripted user: a declarative sequence of steps (expect a
+//! regex within a time-out, send a templated line, send the startup config line by line waiting
+//! for the prompt, wait). While it runs it holds the console's write side, so a human typing on
+//! telnet cannot race it; readers still see everything. What a time-out leads to (retry, restart
+//! qemu, fail) is returned to the supervisor.
+
+use crate::config::{BootAction, Bootstrap, Step};
+use crate::console::Hub;
+use regex::Regex;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// The values templates may use: `{hostname}`, `{username}`, `{password}`, `{mgmt_ip}`,
+/// `{mgmt_gateway}`, `{name}`.
+pub type Values = BTreeMap<&'static str, String>;
+
+pub const PLACEHOLDERS: &[&str] = &[
+    "hostname",
+    "username",
+    "password",
+    "mgmt_ip",
+    "mgmt_gateway",
+    "name",
+];
+
+/// Replaces `{key}` with its value; `{{` and `}}` are literal braces.
+pub fn render(template: &str, values: &Values) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            out.push_str(&tail[..1]);
+            rest = &tail[2..];
+        } else if let (true, Some(end)) = (tail.starts_with('{'), tail.find('}')) {
+            let key = &tail[1..end];
+            match values.get(key) {
+                Some(v) => out.push_str(v),
+                None => out.push_str(&tail[..=end]),
+            }
+            rest = &tail[end + 1..];
+        } else {
+            out.push_str(&tail[..1]);
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The placeholders a template uses that do not exist (for validation).
+pub fn unknown_placeholders(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template.replace("{{", "").replace("}}", "");
+    while let Some(i) = rest.find('{') {
+        let Some(end) = rest[i..].find('}') else {
+            break;
+        };
+        let key = rest[i + 1..i + end].to_string();
+        if !PLACEHOLDERS.contains(&key.as_str()) {
+            out.push(key);
+        }
+        rest = rest[i + end + 1..].to_string();
+    }
+    out
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("bootstrap step {step} ({what}) timed out after {timeout:?} on attempt {attempt}")]
+pub struct StepTimeout {
+    pub step: usize,
+    pub what: String,
+    pub timeout: Duration,
+    pub attempt: u32,
+    pub action: BootAction,
+}
+
+/// Reads the console into a text buffer and matches regexes against it.
+struct Reader {
+    rx: broadcast::Receiver<std::sync::Arc<[u8]>>,
+    buf: String,
+}
+
+impl Reader {
+    /// Waits until `re` matches what arrived since the last match; consumes up to the match.
+    async fn expect(&mut self, re: &Regex, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(m) = re.find(&self.buf) {
+                self.buf.drain(..m.end());
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Err(_) => return false,
+                Ok(Ok(bytes)) => {
+                    self.buf
+                        .push_str(&String::from_utf8_lossy(&bytes).replace('\r', ""));
+                    if self.buf.len() > 65536 {
+                        let cut = self.buf.len() - 32768;
+                        let cut = (cut..self.buf.len())
+                            .find(|&i| self.buf.is_char_boundary(i))
+                            .unwrap_or(0);
+                        self.buf.drain(..cut);
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) => return false,
+            }
+        }
+    }
+}
+
+fn send_line(hub: &Hub, line: &str) {
+    let mut b = line.as_bytes().to_vec();
+    b.push(b'\r');
+    hub.write(&b);
+}
+
+/// Runs the bootstrap to the end, retrying per its policy. Holds the console while it runs.
+pub async fn run(
+    b: &Bootstrap,
+    hub: &Hub,
+    values: &Values,
+    startup_config: Option<&str>,
+) -> Result<(), StepTimeout> {
+    let mut reader = Reader {
+        rx: hub.subscribe(),
+        buf: String::new(),
+    };
+    hub.hold(true);
+    let result = run_attempts(b, hub, values, startup_config, &mut reader).await;
+    hub.hold(false);
+    result
+}
+
+async fn run_attempts(
+    b: &Bootstrap,
+    hub: &Hub,
+    values: &Values,
+    startup_config: Option<&str>,
+    reader: &mut Reader,
+) -> Result<(), StepTimeout> {
+    let mut attempt = 1;
+    loop {
+        match run_steps(b, hub, values, startup_config, reader, attempt).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.action == BootAction::Retry && attempt < b.attempts => {
+                tracing::warn!(error = %e, "bootstrap: retrying from the first step");
+                attempt += 1;
+                // Provoke a fresh prompt.
+                hub.write(b"\r");
+            }
+            Err(mut e) => {
+                if e.action == BootAction::Retry {
+                    e.action = BootAction::Fail;
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+async fn run_steps(
+    b: &Bootstrap,
+    hub: &Hub,
+    values: &Values,
+    startup_config: Option<&str>,
+    reader: &mut Reader,
+    attempt: u32,
+) -> Result<(), StepTimeout> {
+    for (i, step) in b.steps.iter().enumerate() {
+        let fail = |what: String, timeout| StepTimeout {
+            step: i,
+            what,
+            timeout,
+            attempt,
+            action: b.on_timeout,
+        };
+        match step {
+            Step::Expect { pattern, timeout } => {
+                let re = Regex::new(pattern).expect("validated in config");
+                tracing::debug!(step = i, %pattern, "bootstrap: expect");
+                if !reader.expect(&re, *timeout).await {
+                    return Err(fail(format!("expect {pattern:?}"), *timeout));
+                }
+            }
+            Step::Send(t) => {
+                let line = render(t, values);
+                tracing::debug!(step = i, "bootstrap: send");
+                send_line(hub, &line);
+            }
+            Step::SendConfig { prompt, timeout } => {
+                let Some(cfg) = startup_config else {
+                    tracing::info!("bootstrap: no startup config to send");
+                    continue;
+                };
+                let re = Regex::new(prompt).expect("validated in config");
+                let lines: Vec<&str> = cfg.lines().filter(|l| !l.trim().is_empty()).collect();
+                tracing::info!(lines = lines.len(), "bootstrap: sending the startup config");
+                for (n, l) in lines.iter().enumerate() {
+                    send_line(hub, l);
+                    if !reader.expect(&re, *timeout).await {
+                        return Err(fail(
+                            format!("prompt {prompt:?} after startup config line {}", n + 1),
+                            *timeout,
+                        ));
+                    }
+                }
+            }
+            Step::Wait(d) => tokio::time::sleep(*d).await,
+        }
+    }
+    tracing::info!(attempt, "bootstrap finished");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates() {
+        let mut v = Values::new();
+        v.insert("hostname", "r1".into());
+        v.insert("username", "admin".into());
+        assert_eq!(
+            render("hostname {hostname}; user {username}", &v),
+            "hostname r1; user admin"
+        );
+        assert_eq!(
+            render("awk '{{print $1}}' {nothing}", &v),
+            "awk '{print $1}' {nothing}"
+        );
+        assert_eq!(render("{", &v), "{");
+        assert_eq!(
+            unknown_placeholders("{hostname} {hostnme} {{x}}"),
+            vec!["hostnme".to_string()]
+        );
+    }
+}
