@@ -67,6 +67,33 @@ pub fn unknown_placeholders(template: &str) -> Vec<String> {
     out
 }
 
+/// Console text as a pattern should see it: no carriage returns, no terminal escape sequences
+/// (a shell's prompt may be followed by a cursor-position query such as ESC [ 6 n).
+pub fn strip_escapes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\r' => {}
+            '\x1b' => {
+                if it.peek() == Some(&'[') {
+                    it.next();
+                    // CSI: parameters, then one final byte in 0x40..=0x7e.
+                    for c in it.by_ref() {
+                        if ('\x40'..='\x7e').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    it.next();
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("bootstrap step {step} ({what}) timed out after {timeout:?} on attempt {attempt}")]
 pub struct StepTimeout {
@@ -96,7 +123,7 @@ impl Reader {
                 Err(_) => return false,
                 Ok(Ok(bytes)) => {
                     self.buf
-                        .push_str(&String::from_utf8_lossy(&bytes).replace('\r', ""));
+                        .push_str(&strip_escapes(&String::from_utf8_lossy(&bytes)));
                     if self.buf.len() > 65536 {
                         let cut = self.buf.len() - 32768;
                         let cut = (cut..self.buf.len())
@@ -234,6 +261,10 @@ mod tests {
             "awk '{print $1}' {nothing}"
         );
         assert_eq!(render("{", &v), "{");
+        assert_eq!(
+            strip_escapes("r1# \x1b[6n\r\n\x1b[1;32mok\x1b[0m"),
+            "r1# \nok"
+        );
         assert_eq!(
             unknown_placeholders("{hostname} {hostnme} {{x}}"),
             vec!["hostnme".to_string()]

@@ -224,7 +224,14 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
         }
     }
 
-    if let Some(sc) = &plan.startup_config {
+    // The startup config reaches the guest as an fw_cfg entry, unless the bootstrap types it
+    // on the console.
+    let by_console = plan.bootstrap.as_ref().is_some_and(|b| {
+        b.steps
+            .iter()
+            .any(|s| matches!(s, crate::config::Step::SendConfig { .. }))
+    });
+    if let (Some(sc), false) = (&plan.startup_config, by_console) {
         a.opt(
             "-fw_cfg",
             path_opt("name=opt/launcher/startup-config,file=", sc),

@@ -374,6 +374,8 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
     let argv = qemu::argv(&plan, &accel);
     let mut failures = 0u32;
     loop {
+        // With a bootstrap, humans can watch from the first byte but type only after it.
+        hub.hold(plan.bootstrap.is_some());
         let pid = match spawn_qemu(&argv, &tap_fds) {
             Ok(p) => p as i32,
             Err(source) => {

@@ -1,0 +1,276 @@
+//! Console and bootstrap on real qemu + tinylinux: the bootstrap logs in and applies a startup
+//! config over the console while a human types on telnet; readiness waits for it; telnet (two
+//! clients) and `launcher console` see the same output; a bootstrap time-out takes its action.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const LOGIN: &str = r##"
+[bootstrap]
+on_timeout = "fail"
+attempts = 1
+username = "admin"
+password = "admin"
+steps = [
+  { expect = "login: ", timeout = 90 },
+  { send = "{username}" },
+  { expect = "Password: ", timeout = 10 },
+  { send = "{password}" },
+  { expect = "# ", timeout = 10 },
+  { send = "hostname {hostname}" },
+  { expect = "# ", timeout = 10 },
+  { send_config = "# ", timeout = 10 },
+  { send = "echo CHECK-$(hostname)-$(ip -o addr show dev lo | grep -c 198.51.100.7)" },
+  { expect = "CHECK-r-sc-1", timeout = 10 },
+]
+"##;
+
+struct Launcher(Child, std::path::PathBuf);
+
+impl Launcher {
+    fn start(ns: &Netns, cfg: &std::path::Path) -> Self {
+        let log = ns.dir.join("launcher.out");
+        let child = ns
+            .launcher(&["run", "--config", cfg.to_str().unwrap()])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Launcher(child, log)
+    }
+    fn out(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+    fn stop(mut self) -> Option<i32> {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let st = wait_for(Duration::from_secs(30), "exit", || {
+            self.0.try_wait().unwrap()
+        });
+        std::mem::forget(self);
+        st.code()
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        eprintln!("launcher output:\n{}", self.out());
+    }
+}
+
+/// A telnet client inside the namespace, collecting what it reads on a thread.
+struct Telnet {
+    stream: TcpStream,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Telnet {
+    fn connect(ns: &Netns) -> Self {
+        let _g = ns.enter();
+        let stream = wait_for(Duration::from_secs(10), "telnet port", || {
+            TcpStream::connect("127.0.0.1:5000").ok()
+        });
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut r, s2) = (stream.try_clone().unwrap(), seen.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s2.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Telnet { stream, seen }
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned()
+    }
+}
+
+#[test]
+fn bootstrap_logs_in_and_applies_the_startup_config_while_a_human_types() {
+    let ns = Netns::new("boot");
+    let sc = ns.dir.join("startup-config.cfg");
+    std::fs::write(&sc, "hostname r-sc\nip addr add 198.51.100.7/32 dev lo\n").unwrap();
+    let cfg = tinylinux_config(
+        &ns,
+        "rb",
+        &format!("startup_config = \"{}\"", sc.display()),
+        LOGIN,
+    );
+    let l = Launcher::start(&ns, &cfg);
+    // A human on telnet types all through the bootstrap.
+    let mut human = Telnet::connect(&ns);
+    let t = Instant::now();
+    let mut states = Vec::new();
+    while t.elapsed() < Duration::from_secs(90) {
+        let _ = human.stream.write_all(b"HUMAN-NOISE-xyz\r");
+        if let Some(s) = status(&ns) {
+            let st = s["state"].as_str().unwrap().to_string();
+            if states.last() != Some(&st) {
+                states.push(st.clone());
+            }
+            if st == "ready" {
+                assert_eq!(s["reason"], "bootstrap finished", "{s}");
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("states: {states:?}");
+    let console = std::fs::read_to_string(ns.dir.join("console.log")).unwrap_or_default();
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("ready"),
+        "{}\nconsole.log:\n{console:?}",
+        l.out()
+    );
+    assert!(
+        states.iter().any(|s| s == "running"),
+        "running came before ready: {states:?}"
+    );
+    let console = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
+    assert!(
+        console.contains("CHECK-r-sc-1"),
+        "startup config applied over the console:\n{console}"
+    );
+    // Human input reached the VM only after the bootstrap's last step, never during it.
+    let done_at = console.find("CHECK-r-sc-1").unwrap();
+    if let Some(noise_at) = console.find("HUMAN-NOISE") {
+        assert!(
+            noise_at > done_at,
+            "human input reached the VM during the bootstrap:\n{console}"
+        );
+    }
+    // Readers saw everything meanwhile.
+    assert!(human.text().contains("CHECK-r-sc-1"));
+    // After the bootstrap, the human may type.
+    human.stream.write_all(b"echo HUMAN-$((40+2))\r").unwrap();
+    wait_for(Duration::from_secs(10), "human command echoed", || {
+        human.text().contains("HUMAN-42").then_some(())
+    });
+    assert_eq!(l.stop(), Some(0));
+}
+
+#[test]
+fn telnet_clients_and_launcher_console_see_the_same_output() {
+    let ns = Netns::new("tel");
+    let cfg = tinylinux_config(&ns, "rt", "", "");
+    let l = Launcher::start(&ns, &cfg);
+    wait_for(Duration::from_secs(90), "ready", || {
+        status(&ns).filter(|s| s["state"] == "ready")
+    });
+    let mut a = Telnet::connect(&ns);
+    let b = Telnet::connect(&ns);
+    // Both got the recent history on attach (the login prompt).
+    wait_for(Duration::from_secs(5), "history", || {
+        (a.text().contains("login:") && b.text().contains("login:")).then_some(())
+    });
+    let mut console: Child = ns
+        .launcher(&["console"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut cin = console.stdin.take().unwrap();
+    let mut cout = console.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = cout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            s2.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Log in through telnet client a; everyone sees the shell's answer.
+    a.stream.write_all(b"admin\r").unwrap();
+    wait_for(Duration::from_secs(10), "password prompt", || {
+        a.text().contains("Password").then_some(())
+    });
+    a.stream.write_all(b"admin\r").unwrap();
+    wait_for(Duration::from_secs(10), "shell prompt", || {
+        a.text().contains("rt# ").then_some(())
+    });
+    // Then type through `launcher console`.
+    cin.write_all(b"echo MARK-$((6*7))\r").unwrap();
+    let marked = |t: &str| t.contains("MARK-42");
+    wait_for(
+        Duration::from_secs(10),
+        "all clients see the output",
+        || {
+            let c = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+            (marked(&a.text()) && marked(&b.text()) && marked(&c)).then_some(())
+        },
+    );
+    // Ctrl-] detaches `launcher console` with exit 0.
+    cin.write_all(&[0x1d]).unwrap();
+    let st = wait_for(Duration::from_secs(5), "console detach", || {
+        console.try_wait().unwrap()
+    });
+    assert!(st.success());
+    let log = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
+    assert!(log.contains("MARK-42"));
+    assert!(
+        l.out().contains("console: MARK-42"),
+        "docker logs get console lines too"
+    );
+    assert_eq!(l.stop(), Some(0));
+}
+
+#[test]
+fn a_bootstrap_that_times_out_takes_its_configured_action() {
+    // retry twice, then give up: exit 1, no qemu restart.
+    let ns = Netns::new("btime");
+    let cfg = tinylinux_config(
+        &ns,
+        "rf",
+        "",
+        "[bootstrap]\non_timeout = \"retry\"\nattempts = 2\nsteps = [{ expect = \"NEVER-SHOWS\", timeout = 2 }]\n",
+    );
+    let mut l = Launcher::start(&ns, &cfg);
+    let st = wait_for(Duration::from_secs(90), "launcher exit", || {
+        l.0.try_wait().unwrap()
+    });
+    let out = l.out();
+    assert_eq!(st.code(), Some(1), "{out}");
+    assert!(out.contains("bootstrap: retrying"), "{out}");
+    assert!(out.contains("timed out after 2s on attempt 2"), "{out}");
+    assert!(
+        !out.contains("restart 1/"),
+        "fail does not restart qemu: {out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ns.dir.join("health"))
+            .unwrap()
+            .trim(),
+        "1 VM failed"
+    );
+    drop(l);
+
+    // restart: qemu is restarted per the restart policy.
+    let ns = Netns::new("brest");
+    let cfg = tinylinux_config(
+        &ns,
+        "rr",
+        "",
+        "[bootstrap]\non_timeout = \"restart\"\nsteps = [{ expect = \"NEVER-SHOWS\", timeout = 2 }]\n[restart]\nmax = 1\nbackoff = 0\n",
+    );
+    let mut l = Launcher::start(&ns, &cfg);
+    let st = wait_for(Duration::from_secs(120), "launcher exit", || {
+        l.0.try_wait().unwrap()
+    });
+    let out = l.out();
+    assert!(out.contains("restart 1/1"), "{out}");
+    assert_eq!(st.code(), Some(137), "{out}");
+}
