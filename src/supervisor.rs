@@ -109,7 +109,7 @@ fn reap(qemu: Option<Pid>) -> Option<WaitStatus> {
                 if pid.is_some() && pid == qemu {
                     found = Some(ws);
                 } else {
-                    tracing::debug!(?ws, "reaped orphan");
+                    tracing::info!(?ws, "reaped orphan");
                 }
             }
         }

@@ -466,3 +466,57 @@ fn broken_configs_and_environment_exit_2_naming_the_key_and_touch_nothing() {
         .contains("qemu-system-x86_64"));
     assert!(!ns.dir.join("run").exists());
 }
+
+#[test]
+fn a_guest_ignoring_acpi_is_quit_after_the_shutdown_timeout() {
+    let ns = Netns::new("noacpi");
+    let cfg = tinylinux_config(&ns, "r8", "", "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("tl.hostname=r8", "tl.hostname=r8 tl.acpi=off")
+        .replace("shutdown_timeout = 20", "shutdown_timeout = 2");
+    std::fs::write(&cfg, text).unwrap();
+    let mut r = Running::start(&ns, &cfg, &[]);
+    let st = wait_state(&ns, "ready", Duration::from_secs(90));
+    let qemu_pid = st["qemu_pid"].as_i64().unwrap();
+    let (code, took) = r.stop(Duration::from_secs(30));
+    println!("SIGTERM to exit with a deaf guest: {took:?}");
+    assert_eq!(code, 1, "not a clean shutdown: exit 1\n{}", r.output());
+    assert!(
+        took >= Duration::from_secs(2),
+        "waited the shutdown timeout: {took:?}"
+    );
+    assert!(
+        r.output()
+            .contains("guest did not power off in time: QMP quit"),
+        "{}",
+        r.output()
+    );
+    assert!(!pid_alive(qemu_pid));
+}
+
+#[test]
+fn a_second_sigterm_skips_to_quit() {
+    let ns = Netns::new("twice");
+    let cfg = tinylinux_config(&ns, "r9", "", "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("tl.hostname=r9", "tl.hostname=r9 tl.acpi=off")
+        .replace("shutdown_timeout = 20", "shutdown_timeout = 60");
+    std::fs::write(&cfg, text).unwrap();
+    let mut r = Running::start(&ns, &cfg, &[]);
+    wait_state(&ns, "ready", Duration::from_secs(90));
+    unsafe { libc::kill(r.pid(), libc::SIGTERM) };
+    wait_state(&ns, "stopping", Duration::from_secs(5));
+    let (code, took) = r.stop(Duration::from_secs(20));
+    assert!(
+        took < Duration::from_secs(10),
+        "the second SIGTERM did not wait for the 60 s timeout: {took:?}"
+    );
+    assert_eq!(code, 1, "{}", r.output());
+    assert!(
+        r.output().contains("second stop signal: quitting qemu now"),
+        "{}",
+        r.output()
+    );
+}
