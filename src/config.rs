@@ -169,6 +169,7 @@ struct NicSection {
     wait_timeout: u64,
     on_timeout: String,
     mtu: u32,
+    per_bridge: u32,
 }
 
 impl Default for NicSection {
@@ -182,6 +183,7 @@ impl Default for NicSection {
             wait_timeout: 120,
             on_timeout: "fail".into(),
             mtu: 9500,
+            per_bridge: 26,
         }
     }
 }
@@ -393,6 +395,8 @@ pub struct Plan {
     pub kernel: Option<Kernel>,
     pub disks: Vec<Disk>,
     pub nic_model: String,
+    /// Data NICs per PCI bridge once there are more than this many.
+    pub nics_per_bridge: u32,
     pub links: Vec<DataLink>,
     pub link_wait: Duration,
     pub on_timeout: OnTimeout,
@@ -777,6 +781,13 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         "continue" => OnTimeout::Continue,
         o => return Err(invalid("nics.on_timeout", o, "expected fail or continue")),
     };
+    if !(1..=31).contains(&nics.per_bridge) {
+        return Err(invalid(
+            "nics.per_bridge",
+            nics.per_bridge,
+            "a PCI bridge has slots 1 to 31",
+        ));
+    }
     if !(68..=65535).contains(&nics.mtu) {
         return Err(invalid(
             "nics.mtu",
@@ -899,6 +910,7 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         kernel,
         disks,
         nic_model: nics.model,
+        nics_per_bridge: nics.per_bridge,
         links,
         link_wait: Duration::from_secs(nics.wait_timeout),
         on_timeout,

@@ -91,6 +91,7 @@ fn main() -> ExitCode {
                 // (auto shows as tcg, the safe choice).
                 let accel = qemu::AccelChoice {
                     kvm: plan.accel == config::Accel::Kvm,
+                    vhost: false,
                     warning: None,
                 };
                 for a in qemu::argv(&plan, &accel) {

@@ -15,6 +15,8 @@ pub const GUEST_MGMT_IP: &str = "10.0.0.15";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccelChoice {
     pub kvm: bool,
+    /// vhost-net for the data taps (only with KVM and a usable /dev/vhost-net).
+    pub vhost: bool,
     pub warning: Option<String>,
 }
 
@@ -37,10 +39,12 @@ pub fn decide_accel(
     match asked {
         Accel::Tcg => Ok(AccelChoice {
             kvm: false,
+            vhost: false,
             warning: None,
         }),
         Accel::Kvm if kvm_opens => Ok(AccelChoice {
             kvm: true,
+            vhost: false,
             warning: None,
         }),
         Accel::Kvm => Err(AccelError(
@@ -48,12 +52,13 @@ pub fn decide_accel(
         )),
         Accel::Auto => {
             let why = match (kvm_opens, virt) {
-                (true, true) => return Ok(AccelChoice { kvm: true, warning: None }),
+                (true, true) => return Ok(AccelChoice { kvm: true, vhost: false, warning: None }),
                 (false, _) => "/dev/kvm cannot be opened",
                 (true, false) => "/dev/kvm opens but /proc/cpuinfo shows no vmx/svm (a PVM-only or nested-less KVM hangs guests)",
             };
             Ok(AccelChoice {
                 kvm: false,
+                vhost: false,
                 warning: Some(format!(
                     "using TCG software emulation, the VM will be slow: {why}"
                 )),
@@ -191,22 +196,46 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
     }
 
     // Data NICs in ethN order; a gap in the numbering gets a NIC with no backend so the guest's
-    // port N still is the container's ethN.
+    // port N still is the container's ethN. Past `nics_per_bridge` NICs, they sit on PCI
+    // bridges, that many per bridge (a root bus has too few free slots for dozens of ports).
     let max = plan.links.iter().map(|l| l.index).max().unwrap_or(0);
+    let per = plan.nics_per_bridge.max(1);
+    let bridged = max > per;
+    if bridged {
+        for b in 1..=max.div_ceil(per) {
+            a.opt(
+                "-device",
+                format!("pci-bridge,chassis_nr={b},id=pci.{b},shpc=off"),
+            );
+        }
+    }
+    let place = |index: u32| -> String {
+        if bridged {
+            format!(
+                ",bus=pci.{},addr=0x{:x}",
+                (index - 1) / per + 1,
+                (index - 1) % per + 1
+            )
+        } else {
+            String::new()
+        }
+    };
+    let vhost = if accel.vhost { ",vhost=on" } else { "" };
     let mut pos = 0usize;
     for index in 1..=max {
+        let mac = mac(plan.identity(), index);
         match plan.links.get(pos).filter(|l| l.index == index) {
             Some(_) => {
                 a.opt(
                     "-netdev",
-                    format!("tap,id=net{index},fd={}", TAP_FD_BASE + pos as i32),
+                    format!("tap,id=net{index},fd={}{vhost}", TAP_FD_BASE + pos as i32),
                 );
                 a.opt(
                     "-device",
                     format!(
-                        "{},netdev=net{index},mac={}",
+                        "{},netdev=net{index},mac={mac}{}",
                         plan.nic_model,
-                        mac(plan.identity(), index)
+                        place(index)
                     ),
                 );
                 pos += 1;
@@ -215,9 +244,9 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
                 a.opt(
                     "-device",
                     format!(
-                        "{},id=placeholder{index},mac={}",
+                        "{},id=placeholder{index},mac={mac}{}",
                         plan.nic_model,
-                        mac(plan.identity(), index)
+                        place(index)
                     ),
                 );
             }
@@ -265,6 +294,7 @@ mod tests {
             decide_accel(Accel::Tcg, true, CPUINFO_VMX).unwrap(),
             AccelChoice {
                 kvm: false,
+                vhost: false,
                 warning: None
             }
         );
@@ -293,10 +323,17 @@ mod tests {
             &Overrides::default(),
         )
         .unwrap();
-        let got: Vec<String> = argv(&plan, &AccelChoice { kvm, warning: None })
-            .into_iter()
-            .map(|s| s.into_string().unwrap())
-            .collect();
+        let got: Vec<String> = argv(
+            &plan,
+            &AccelChoice {
+                kvm,
+                vhost: kvm,
+                warning: None,
+            },
+        )
+        .into_iter()
+        .map(|s| s.into_string().unwrap())
+        .collect();
         let got = got.join("\n") + "\n";
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/golden")
@@ -327,6 +364,16 @@ mod tests {
             "[vm]\nname=\"vmx1\"\ncpu=\"host\"\nsmp=4\nmemory=4096\n[[disk]]\npath=\"/images/vmx.qcow2\"\n[[disk]]\npath=\"cfg.img\"\nformat=\"raw\"\ninterface=\"ide\"\noverlay=false\n[[disk]]\npath=\"d3.qcow2\"\ninterface=\"scsi\"\n[nics]\nmodel=\"e1000\"\ncount=3\n[management]\nmode=\"none\"\n",
             &[("QEMU_ADDITIONAL_ARGS", "-device 'pvpanic' -rtc base=utc")],
             true,
+        );
+    }
+
+    #[test]
+    fn golden_sixty_nics_on_pci_bridges() {
+        golden(
+            "sixty-nics",
+            "[vm]\nname=\"big\"\nmachine=\"q35\"\n[kernel]\npath=\"k\"\n[management]\nforwards=[]\n",
+            &[("CLAB_INTFS", "60")],
+            false,
         );
     }
 

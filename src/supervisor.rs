@@ -293,9 +293,24 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
         }
     }
     let (kvm_opens, cpuinfo) = read_accel_inputs();
-    let accel: AccelChoice = qemu::decide_accel(plan.accel, kvm_opens, &cpuinfo)?;
+    let mut accel: AccelChoice = qemu::decide_accel(plan.accel, kvm_opens, &cpuinfo)?;
     if let Some(w) = &accel.warning {
         tracing::warn!("{w}");
+    }
+    // vhost-net moves the data path into the kernel; it only helps (and only works) with KVM.
+    let vhost_opens = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/vhost-net")
+        .is_ok();
+    accel.vhost = accel.kvm && vhost_opens && !plan.links.is_empty();
+    if !plan.links.is_empty() {
+        let why = match (accel.kvm, vhost_opens) {
+            (true, true) => "on",
+            (false, _) => "off (TCG)",
+            (true, false) => "off (/dev/vhost-net not available; pass --device /dev/vhost-net)",
+        };
+        tracing::info!("vhost-net for data NICs: {why}");
     }
     let shared: Shared = Arc::new(std::sync::Mutex::new(Snapshot {
         name: plan.identity().to_string(),

@@ -520,3 +520,53 @@ fn a_second_sigterm_skips_to_quit() {
         r.output()
     );
 }
+
+#[test]
+fn sixty_data_nics_boot_on_pci_bridges() {
+    let ns = Netns::new("sixty");
+    let mut batch = String::new();
+    for i in 1..=60 {
+        batch.push_str(&format!("link add p{i} type veth peer name eth{i}\n"));
+    }
+    std::fs::write(ns.dir.join("batch"), batch).unwrap();
+    must(&format!(
+        "ip -n {} -batch {}",
+        ns.name,
+        ns.dir.join("batch").display()
+    ));
+    let cfg = tinylinux_config(&ns, "r60", "", "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("tl.hostname=r60", "tl.hostname=r60 tl.nics=61");
+    std::fs::write(&cfg, text).unwrap();
+    let check = ns
+        .launcher(&["check", "--config", cfg.to_str().unwrap()])
+        .env("CLAB_INTFS", "60")
+        .output()
+        .unwrap();
+    let argv = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(
+        argv.matches("pci-bridge,").count(),
+        3,
+        "60 NICs, 26 per bridge: 3 bridges"
+    );
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "60")]);
+    let st = wait_state(&ns, "ready", Duration::from_secs(180));
+    assert!(st["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["wired"] == true));
+    let console = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
+    let line = console
+        .lines()
+        .find(|l| l.contains("NICs:"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("tinylinux: 61 NICs:"),
+        "the guest sees management + 60 data NICs: {line}"
+    );
+    assert!(line.contains(&format!("eth60={}", "0c:")), "{line}");
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0);
+}
