@@ -244,6 +244,7 @@ impl Default for RestartSection {
 struct ConsoleSection {
     log: String,
     ready_pattern: Option<String>,
+    ready_tcp: Option<u16>,
     telnet_port: u16,
 }
 
@@ -252,6 +253,7 @@ impl Default for ConsoleSection {
         Self {
             log: "/var/log/launcher/console.log".into(),
             ready_pattern: None,
+            ready_tcp: None,
             telnet_port: 5000,
         }
     }
@@ -410,6 +412,8 @@ pub struct Plan {
     pub console_log: PathBuf,
     pub ready_pattern: Option<String>,
     pub telnet_port: u16,
+    /// Ready only once this container port answers (through the management forward).
+    pub ready_tcp: Option<u16>,
     pub bootstrap: Option<Bootstrap>,
     pub startup_config: Option<PathBuf>,
     pub run_dir: PathBuf,
@@ -855,6 +859,21 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         o => return Err(invalid("restart.policy", o, "expected never or on-failure")),
     };
 
+    if let Some(port) = f.console.ready_tcp {
+        let forwarded = match &management {
+            Management::User { forwards, .. } => forwards
+                .iter()
+                .any(|fw| fw.proto == Protocol::Tcp && fw.host_port == port),
+            Management::None => false,
+        };
+        if !forwarded {
+            return Err(invalid(
+                "console.ready_tcp",
+                port,
+                "must be a TCP port in management.forwards (user mode)",
+            ));
+        }
+    }
     if let Some(p) = &f.console.ready_pattern {
         if p.is_empty() {
             return Err(invalid(
@@ -924,6 +943,7 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         console_log: resolve(base, &f.console.log),
         ready_pattern: f.console.ready_pattern,
         telnet_port: f.console.telnet_port,
+        ready_tcp: f.console.ready_tcp,
         bootstrap,
         startup_config: vm.startup_config.as_deref().map(|p| resolve(base, p)),
         run_dir: resolve(base, &f.paths.run_dir),
@@ -1238,6 +1258,11 @@ mod tests {
                 "CLAB_INTF_PREFIX",
             ),
             (MIN, &[("HOSTNAME", "bad host")], "hostname"),
+            (
+                "[kernel]\npath=\"k\"\n[console]\nready_tcp=2222",
+                &[],
+                "console.ready_tcp",
+            ),
             (
                 "[kernel]\npath=\"k\"\n[bootstrap]\nsteps=[{expect=\"(\"}]",
                 &[],

@@ -139,6 +139,65 @@ impl Lifecycle {
     }
 }
 
+/// A readiness probe that passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// qemu reports the guest running.
+    Running,
+    /// The console showed the ready pattern.
+    Pattern,
+    /// The bootstrap finished.
+    Bootstrap,
+    /// The TCP port answered through the management forward.
+    Tcp,
+}
+
+/// Which of the configured probes one boot still waits for. Ready = all of them passed (with
+/// none configured: running is enough).
+#[derive(Debug, Clone, Default)]
+pub struct Readiness {
+    running: bool,
+    pattern: Option<bool>,
+    bootstrap: Option<bool>,
+    tcp: Option<bool>,
+}
+
+impl Readiness {
+    pub fn new(pattern: bool, bootstrap: bool, tcp: bool) -> Self {
+        let want = |on: bool| on.then_some(false);
+        Self {
+            running: false,
+            pattern: want(pattern),
+            bootstrap: want(bootstrap),
+            tcp: want(tcp),
+        }
+    }
+
+    /// Records a probe; true when this one completed the set.
+    pub fn mark(&mut self, p: Probe) -> bool {
+        let before = self.is_ready();
+        // Console output or a login means the guest runs, whatever QMP said so far.
+        self.running = true;
+        let slot = match p {
+            Probe::Running => None,
+            Probe::Pattern => self.pattern.as_mut(),
+            Probe::Bootstrap => self.bootstrap.as_mut(),
+            Probe::Tcp => self.tcp.as_mut(),
+        };
+        if let Some(s) = slot {
+            *s = true;
+        }
+        !before && self.is_ready()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.running
+            && [self.pattern, self.bootstrap, self.tcp]
+                .iter()
+                .all(|p| p.unwrap_or(true))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +237,21 @@ mod tests {
         for s in [State::Stopped, State::Failed] {
             assert!(ALL.iter().all(|&t| !s.valid_transition(t)));
         }
+    }
+
+    #[test]
+    fn readiness_needs_every_configured_probe() {
+        let mut r = Readiness::new(false, false, false);
+        assert!(r.mark(Probe::Running));
+        assert!(!r.mark(Probe::Running), "only the completing mark reports");
+        let mut r = Readiness::new(true, true, false);
+        assert!(!r.mark(Probe::Running));
+        assert!(!r.mark(Probe::Pattern));
+        assert!(!r.mark(Probe::Tcp), "an unconfigured probe changes nothing");
+        assert!(r.mark(Probe::Bootstrap));
+        assert!(r.is_ready());
+        let mut r = Readiness::new(false, false, true);
+        assert!(r.mark(Probe::Tcp), "a TCP answer implies the guest runs");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::config::{Plan, RestartPolicy};
 use crate::console::{self, ConsoleEvent};
 use crate::control::{self, Shared, Snapshot};
 use crate::datapath::Datapath;
-use crate::lifecycle::State;
+use crate::lifecycle::{Probe, Readiness, State};
 use crate::qemu::{self, AccelChoice, TAP_FD_BASE};
 use crate::qmp::{Event, Qmp};
 use nix::sys::signal::{kill, Signal};
@@ -237,6 +237,23 @@ enum RunEnd {
         /// The bootstrap failed with on_timeout = fail: no restart.
         give_up: bool,
     },
+}
+
+/// Whether a service answers on `port` through qemu's user-mode forward. slirp accepts every
+/// connection itself (and holds it open while the guest is unreachable), so only bytes from the
+/// service count: it is sent an empty line and must say something back (an SSH banner, an HTTP
+/// error, ...) within two seconds.
+async fn tcp_answers(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let conn = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await;
+    let Ok(Ok(mut s)) = conn else { return false };
+    let _ = s.write_all(b"\r\n").await;
+    let mut b = [0u8; 64];
+    matches!(tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await, Ok(Ok(n)) if n > 0)
 }
 
 /// The values bootstrap templates see.
@@ -534,7 +551,28 @@ async fn run_once(
     let far = tokio::time::Instant::now() + Duration::from_secs(10 * 365 * 86400);
     let mut deadline = far;
     let boot_deadline = tokio::time::Instant::now() + plan.boot_timeout;
+    let new_readiness = || {
+        Readiness::new(
+            plan.ready_pattern.is_some(),
+            plan.bootstrap.is_some(),
+            plan.ready_tcp.is_some(),
+        )
+    };
+    let mut readiness = new_readiness();
     let mut booted = false;
+    // The TCP probe: until the port answers through the management forward.
+    let (tcp_tx, mut tcp_rx) = mpsc::unbounded_channel::<u16>();
+    let tcp_task = plan.ready_tcp.map(|port| {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if tcp_answers(port).await {
+                    let _ = tcp_tx.send(port);
+                    return;
+                }
+            }
+        })
+    });
     // Drain console readiness left over from a previous run.
     while console_rx.try_recv().is_ok() {}
 
@@ -572,14 +610,15 @@ async fn run_once(
                     Event::Resume if !stopping => {
                         if status.state() == State::Booting {
                             status.go(State::Running, "qemu reports the guest running");
-                            if plan.ready_pattern.is_none() && plan.bootstrap.is_none() {
-                                booted = true;
-                                status.go(State::Ready, "guest running (no readiness probe configured)");
-                            }
+                        }
+                        if readiness.mark(Probe::Running) {
+                            booted = true;
+                            status.go(State::Ready, "guest running (no readiness probe configured)");
                         }
                     }
                     Event::Reset { guest } if !stopping => {
                         booted = false;
+                        readiness = new_readiness();
                         status.go(State::Booting, if guest { "guest rebooted" } else { "VM reset" });
                         status.go(State::Running, "guest running after reset");
                     }
@@ -592,12 +631,13 @@ async fn run_once(
                 }
             }
             Some(r) = boot_rx.recv() => match r {
-                Ok(()) if !stopping => {
-                    status.go(State::Running, "guest running");
-                    booted = true;
-                    status.go(State::Ready, "bootstrap finished");
+                Ok(()) => {
+                    if readiness.mark(Probe::Bootstrap) && !stopping {
+                        booted = true;
+                        status.go(State::Running, "guest running");
+                        status.go(State::Ready, "bootstrap finished");
+                    }
                 }
-                Ok(()) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "bootstrap failed");
                     if !stopping {
@@ -608,12 +648,19 @@ async fn run_once(
                 }
             },
             Some(ConsoleEvent::ReadyPattern(p)) = console_rx.recv() => {
-                if plan.bootstrap.is_some() {
-                    tracing::debug!(pattern = %p, "ready pattern seen; readiness waits for the bootstrap");
-                } else if !stopping && matches!(status.state(), State::Running | State::Booting) {
-                    status.go(State::Running, "guest running");
+                tracing::debug!(pattern = %p, "ready pattern seen");
+                if readiness.mark(Probe::Pattern) && !stopping {
                     booted = true;
+                    status.go(State::Running, "guest running");
                     status.go(State::Ready, format!("console showed {p:?}"));
+                }
+            }
+            Some(port) = tcp_rx.recv() => {
+                tracing::debug!(port, "TCP probe answered");
+                if readiness.mark(Probe::Tcp) && !stopping {
+                    booted = true;
+                    status.go(State::Running, "guest running");
+                    status.go(State::Ready, format!("TCP port {port} answers"));
                 }
             }
             _ = tokio::time::sleep_until(boot_deadline), if !booted && !stopping => {
@@ -640,6 +687,9 @@ async fn run_once(
         }
     };
     qmp_task.abort();
+    if let Some(t) = tcp_task {
+        t.abort();
+    }
     if let Some(t) = boot_task {
         t.abort();
         hub.hold(false);

@@ -570,3 +570,45 @@ fn sixty_data_nics_boot_on_pci_bridges() {
     let (code, _) = r.stop(Duration::from_secs(30));
     assert_eq!(code, 0);
 }
+
+#[test]
+fn readiness_waits_for_the_tcp_probe_through_the_management_forward() {
+    let ns = Netns::new("tcpready");
+    let cfg = tinylinux_config(&ns, "rp", "", "");
+    // Container port 8080 forwards to guest port 8081, where nothing listens at boot.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("forwards = []", "forwards = [\"tcp:8080:8081\"]")
+        .replace("[console]", "[console]\nready_tcp = 8080");
+    std::fs::write(&cfg, text).unwrap();
+    let mut r = Running::start(&ns, &cfg, &[]);
+    wait_for(Duration::from_secs(90), "the ready marker", || {
+        std::fs::read_to_string(ns.dir.join("console.log"))
+            .ok()?
+            .contains("TINYLINUX-READY")
+            .then_some(())
+    });
+    // slirp accepts every connection on 8080 by itself: the probe must not be fooled.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        state(&ns).as_deref(),
+        Some("running"),
+        "ready before the port answered"
+    );
+    // Start a banner service (as SSH is) by hand on the console.
+    let _g = ns.enter();
+    let mut t = std::net::TcpStream::connect("127.0.0.1:5000").unwrap();
+    for line in [
+        "admin\r",
+        "admin\r",
+        "nc -ll -p 8081 -e /bin/echo SSH-2.0-tinylinux &\r",
+    ] {
+        std::thread::sleep(Duration::from_millis(700));
+        std::io::Write::write_all(&mut t, line.as_bytes()).unwrap();
+    }
+    drop(_g);
+    let st = wait_state(&ns, "ready", Duration::from_secs(30));
+    assert_eq!(st["reason"], "TCP port 8080 answers", "{st}");
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0);
+}
