@@ -246,6 +246,7 @@ struct ConsoleSection {
     ready_pattern: Option<String>,
     ready_tcp: Option<u16>,
     telnet_port: u16,
+    extra_serials: u32,
 }
 
 impl Default for ConsoleSection {
@@ -255,6 +256,7 @@ impl Default for ConsoleSection {
             ready_pattern: None,
             ready_tcp: None,
             telnet_port: 5000,
+            extra_serials: 0,
         }
     }
 }
@@ -412,6 +414,8 @@ pub struct Plan {
     pub console_log: PathBuf,
     pub ready_pattern: Option<String>,
     pub telnet_port: u16,
+    /// Serial ports besides the console (ttyS1..); each has its log and telnet port.
+    pub extra_serials: u32,
     /// Ready only once this container port answers (through the management forward).
     pub ready_tcp: Option<u16>,
     pub bootstrap: Option<Bootstrap>,
@@ -430,8 +434,22 @@ impl Plan {
     pub fn qmp_socket(&self) -> PathBuf {
         self.run_dir.join("qmp.sock")
     }
-    pub fn serial_socket(&self) -> PathBuf {
-        self.run_dir.join("serial0.sock")
+    /// The socket of serial port `n` (0 = the console, ttyS0).
+    pub fn serial_socket(&self, n: u32) -> PathBuf {
+        self.run_dir.join(format!("serial{n}.sock"))
+    }
+    /// The log of serial port `n`: console.log for ttyS0, console.ttyS{n}.log beside it.
+    pub fn serial_log(&self, n: u32) -> PathBuf {
+        if n == 0 {
+            return self.console_log.clone();
+        }
+        let stem = self
+            .console_log
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "console".into());
+        self.console_log
+            .with_file_name(format!("{stem}.ttyS{n}.log"))
     }
 }
 
@@ -859,6 +877,22 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         o => return Err(invalid("restart.policy", o, "expected never or on-failure")),
     };
 
+    if f.console.extra_serials > 3 {
+        return Err(invalid(
+            "console.extra_serials",
+            f.console.extra_serials,
+            "at most 3 (ttyS1 to ttyS3)",
+        ));
+    }
+    if f.console.telnet_port > 0
+        && u32::from(f.console.telnet_port) + f.console.extra_serials > 65535
+    {
+        return Err(invalid(
+            "console.telnet_port",
+            f.console.telnet_port,
+            "no room for the extra serial ports' telnet ports above it",
+        ));
+    }
     if let Some(port) = f.console.ready_tcp {
         let forwarded = match &management {
             Management::User { forwards, .. } => forwards
@@ -944,6 +978,7 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         ready_pattern: f.console.ready_pattern,
         telnet_port: f.console.telnet_port,
         ready_tcp: f.console.ready_tcp,
+        extra_serials: f.console.extra_serials,
         bootstrap,
         startup_config: vm.startup_config.as_deref().map(|p| resolve(base, p)),
         run_dir: resolve(base, &f.paths.run_dir),

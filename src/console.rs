@@ -170,9 +170,11 @@ impl TelnetFilter {
     }
 }
 
-/// Starts the console owner: binds `socket` for qemu, appends to `log`, serves telnet on
-/// `telnet` (0 = off). Reports readiness on the returned channel.
+/// Starts the owner of one serial port: binds `socket` for qemu, appends to `log`, prints
+/// lines to stdout after `label`, serves telnet on `telnet` (0 = off). Reports readiness on the
+/// returned channel.
 pub async fn start(
+    label: &str,
     socket: &Path,
     log: &Path,
     ready: Option<String>,
@@ -241,8 +243,10 @@ pub async fn start(
     });
 
     let h = hub.clone();
+    let label = label.to_string();
     tokio::spawn(async move {
         let mut lines = LineSplitter {
+            label,
             file,
             line: Vec::new(),
             ready,
@@ -302,6 +306,7 @@ pub async fn start(
 /// Splits console bytes into lines for docker logs, appends raw bytes to the log file, and
 /// watches for the readiness pattern (also in a partial line: a prompt has no newline).
 struct LineSplitter {
+    label: String,
     file: std::fs::File,
     line: Vec<u8>,
     ready: Option<String>,
@@ -333,7 +338,7 @@ impl LineSplitter {
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "console: {text}");
+        let _ = writeln!(out, "{}: {text}", self.label);
         self.line.clear();
     }
     fn flush(&mut self) {

@@ -132,11 +132,16 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
     );
     // The launcher listens on the serial socket; qemu connects to it, so no output is lost and
     // the console outlives a qemu restart.
-    a.opt(
-        "-chardev",
-        path_opt("socket,id=serial0,server=off,path=", &plan.serial_socket()),
-    );
-    a.opt("-serial", "chardev:serial0");
+    for n in 0..=plan.extra_serials {
+        a.opt(
+            "-chardev",
+            path_opt(
+                &format!("socket,id=serial{n},server=off,path="),
+                &plan.serial_socket(n),
+            ),
+        );
+        a.opt("-serial", format!("chardev:serial{n}"));
+    }
 
     if let Some(k) = &plan.kernel {
         a.opt("-kernel", k.path.clone());
@@ -364,6 +369,16 @@ mod tests {
             "[vm]\nname=\"vmx1\"\ncpu=\"host\"\nsmp=4\nmemory=4096\n[[disk]]\npath=\"/images/vmx.qcow2\"\n[[disk]]\npath=\"cfg.img\"\nformat=\"raw\"\ninterface=\"ide\"\noverlay=false\n[[disk]]\npath=\"d3.qcow2\"\ninterface=\"scsi\"\n[nics]\nmodel=\"e1000\"\ncount=3\n[management]\nmode=\"none\"\n",
             &[("QEMU_ADDITIONAL_ARGS", "-device 'pvpanic' -rtc base=utc")],
             true,
+        );
+    }
+
+    #[test]
+    fn golden_four_serial_ports() {
+        golden(
+            "xrv9k-serials",
+            "[vm]\nname=\"xrv9k\"\n[[disk]]\npath=\"/images/xrv9k.qcow2\"\n[console]\nextra_serials=3\n[management]\nmode=\"none\"\n",
+            &[],
+            false,
         );
     }
 

@@ -345,12 +345,29 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
     );
 
     let (hub, mut console_rx) = console::start(
-        &plan.serial_socket(),
-        &plan.console_log,
+        "console",
+        &plan.serial_socket(0),
+        &plan.serial_log(0),
         plan.ready_pattern.clone(),
         plan.telnet_port,
     )
     .await?;
+    // Extra serial ports (XRv9k has four): logged and on telnet ports above the console's.
+    for n in 1..=plan.extra_serials {
+        let telnet = if plan.telnet_port == 0 {
+            0
+        } else {
+            plan.telnet_port + n as u16
+        };
+        console::start(
+            &format!("ttyS{n}"),
+            &plan.serial_socket(n),
+            &plan.serial_log(n),
+            None,
+            telnet,
+        )
+        .await?;
+    }
     make_overlays(&plan)?;
 
     // Datapath: taps first, then wait for every ethN (bounded), SIGTERM still honoured.

@@ -274,3 +274,40 @@ fn a_bootstrap_that_times_out_takes_its_configured_action() {
     assert!(out.contains("restart 1/1"), "{out}");
     assert_eq!(st.code(), Some(137), "{out}");
 }
+
+#[test]
+fn extra_serial_ports_have_their_own_log_and_telnet_port() {
+    let ns = Netns::new("serials");
+    let cfg = tinylinux_config(&ns, "rs", "", "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("tl.hostname=rs", "tl.hostname=rs tl.serials=3")
+        .replace("[console]", "[console]\nextra_serials = 3");
+    std::fs::write(&cfg, text).unwrap();
+    let l = Launcher::start(&ns, &cfg);
+    wait_for(Duration::from_secs(90), "ready", || {
+        status(&ns).filter(|s| s["state"] == "ready")
+    });
+    for n in 1..=3u16 {
+        let _g = ns.enter();
+        let mut t = TcpStream::connect(("127.0.0.1", 5000 + n)).unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        let want = format!("hello on ttyS{n}");
+        while !String::from_utf8_lossy(&got).contains(&want) {
+            let k = t.read(&mut buf).expect("telnet read");
+            assert!(k > 0, "ttyS{n} telnet closed");
+            got.extend_from_slice(&buf[..k]);
+        }
+        let log = std::fs::read_to_string(ns.dir.join(format!("console.ttyS{n}.log"))).unwrap();
+        assert!(log.contains(&want), "{log}");
+    }
+    assert!(l.out().contains("ttyS2: tinylinux: hello on ttyS2"));
+    let main_log = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
+    assert!(
+        !main_log.contains("hello on ttyS1"),
+        "ttyS1 output stays off the main console"
+    );
+    assert_eq!(l.stop(), Some(0));
+}
