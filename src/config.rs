@@ -170,6 +170,7 @@ struct NicSection {
     on_timeout: String,
     mtu: u32,
     per_bridge: u32,
+    queues: u32,
 }
 
 impl Default for NicSection {
@@ -184,6 +185,7 @@ impl Default for NicSection {
             on_timeout: "fail".into(),
             mtu: 9500,
             per_bridge: 26,
+            queues: 0,
         }
     }
 }
@@ -399,6 +401,8 @@ pub struct Plan {
     pub kernel: Option<Kernel>,
     pub disks: Vec<Disk>,
     pub nic_model: String,
+    /// Queues per data NIC: 0 = auto (vCPUs with vhost-net, else 1).
+    pub nic_queues: u32,
     /// Data NICs per PCI bridge once there are more than this many.
     pub nics_per_bridge: u32,
     pub links: Vec<DataLink>,
@@ -803,6 +807,20 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         "continue" => OnTimeout::Continue,
         o => return Err(invalid("nics.on_timeout", o, "expected fail or continue")),
     };
+    if nics.queues > 16 {
+        return Err(invalid(
+            "nics.queues",
+            nics.queues,
+            "at most 16 queues per NIC (0 = auto)",
+        ));
+    }
+    if nics.queues > 1 && !nics.model.starts_with("virtio-net") {
+        return Err(invalid(
+            "nics.queues",
+            nics.queues,
+            format!("multi-queue needs a virtio-net NIC, not {}", nics.model),
+        ));
+    }
     if !(1..=31).contains(&nics.per_bridge) {
         return Err(invalid(
             "nics.per_bridge",
@@ -964,6 +982,7 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         disks,
         nic_model: nics.model,
         nics_per_bridge: nics.per_bridge,
+        nic_queues: nics.queues,
         links,
         link_wait: Duration::from_secs(nics.wait_timeout),
         on_timeout,

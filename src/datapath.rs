@@ -48,19 +48,21 @@ pub struct Datapath {
 impl Datapath {
     /// Subscribes to link events first, then creates the taps. Both happen before any ethN is
     /// looked at, so no arrival can be missed.
-    pub async fn new(links: &[DataLink], min_mtu: u32) -> Result<Self, DatapathError> {
+    /// `queues` > 1 opens each tap multi-queue, that many fds per tap.
+    pub async fn new(links: &[DataLink], min_mtu: u32, queues: u32) -> Result<Self, DatapathError> {
         let events = LinkEvents::subscribe()?;
         let nl = Netlink::new()?;
         let mut taps = Vec::new();
         let mut rows = Vec::new();
         for l in links {
-            let t = tap::open(&l.tap, false)?;
+            for _ in 0..queues.max(1) {
+                taps.push(tap::open(&l.tap, queues > 1)?);
+            }
             let info = nl
                 .link(&l.tap)
                 .await?
                 .ok_or_else(|| NetError::NoSuchLink(l.tap.clone()))?;
             nl.set_up(info.index, &l.tap, Some(min_mtu)).await?;
-            taps.push(t);
             rows.push(LinkStatus {
                 port: l.index,
                 eth: l.eth.clone(),
@@ -89,7 +91,7 @@ impl Datapath {
         self.nl.clone()
     }
 
-    /// The tap fds in link order, for qemu.
+    /// The tap fds in link order (queue order within a link), for qemu.
     pub fn taps(&self) -> &[Tap] {
         &self.taps
     }

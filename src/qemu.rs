@@ -67,6 +67,16 @@ pub fn decide_accel(
     }
 }
 
+/// Queues per data NIC: as configured, or with 0 (auto) one per vCPU when vhost-net is on
+/// (virtio-net only), else one.
+pub fn queues(plan: &Plan, accel: &AccelChoice) -> u32 {
+    match plan.nic_queues {
+        0 if accel.vhost && plan.nic_model.starts_with("virtio-net") => plan.smp.min(16),
+        0 => 1,
+        n => n,
+    }
+}
+
 /// A stable, locally administered unicast MAC for NIC `index` (0 = management) of VM `name`:
 /// the same after a restart, different between routers.
 pub fn mac(name: &str, index: u32) -> String {
@@ -226,19 +236,32 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
         }
     };
     let vhost = if accel.vhost { ",vhost=on" } else { "" };
+    let q = queues(plan, accel);
+    // Tap fds: TAP_FD_BASE + position * queues + queue.
+    let fds = |pos: usize| -> String {
+        let first = TAP_FD_BASE + pos as i32 * q as i32;
+        if q == 1 {
+            format!("fd={first}")
+        } else {
+            let list: Vec<String> = (0..q as i32).map(|i| (first + i).to_string()).collect();
+            format!("fds={}", list.join(":"))
+        }
+    };
+    let mq = if q > 1 {
+        format!(",mq=on,vectors={}", 2 * q + 2)
+    } else {
+        String::new()
+    };
     let mut pos = 0usize;
     for index in 1..=max {
         let mac = mac(plan.identity(), index);
         match plan.links.get(pos).filter(|l| l.index == index) {
             Some(_) => {
-                a.opt(
-                    "-netdev",
-                    format!("tap,id=net{index},fd={}{vhost}", TAP_FD_BASE + pos as i32),
-                );
+                a.opt("-netdev", format!("tap,id=net{index},{}{vhost}", fds(pos)));
                 a.opt(
                     "-device",
                     format!(
-                        "{},netdev=net{index},mac={mac}{}",
+                        "{},netdev=net{index},mac={mac}{mq}{}",
                         plan.nic_model,
                         place(index)
                     ),
@@ -369,6 +392,16 @@ mod tests {
             "[vm]\nname=\"vmx1\"\ncpu=\"host\"\nsmp=4\nmemory=4096\n[[disk]]\npath=\"/images/vmx.qcow2\"\n[[disk]]\npath=\"cfg.img\"\nformat=\"raw\"\ninterface=\"ide\"\noverlay=false\n[[disk]]\npath=\"d3.qcow2\"\ninterface=\"scsi\"\n[nics]\nmodel=\"e1000\"\ncount=3\n[management]\nmode=\"none\"\n",
             &[("QEMU_ADDITIONAL_ARGS", "-device 'pvpanic' -rtc base=utc")],
             true,
+        );
+    }
+
+    #[test]
+    fn golden_multi_queue() {
+        golden(
+            "multi-queue",
+            "[vm]\nname=\"mq\"\nsmp=4\n[kernel]\npath=\"k\"\n[nics]\ncount=2\nqueues=4\n[management]\nmode=\"none\"\n",
+            &[],
+            false,
         );
     }
 

@@ -376,7 +376,7 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
     let (table, nl) = if plan.links.is_empty() {
         (None, None)
     } else {
-        let dp = Datapath::new(&plan.links, plan.min_tap_mtu).await?;
+        let dp = Datapath::new(&plan.links, plan.min_tap_mtu, qemu::queues(&plan, &accel)).await?;
         let parts = (Some(dp.table()), Some(dp.netlink()));
         datapath = Some(dp);
         parts

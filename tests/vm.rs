@@ -612,3 +612,50 @@ fn readiness_waits_for_the_tcp_probe_through_the_management_forward() {
     let (code, _) = r.stop(Duration::from_secs(30));
     assert_eq!(code, 0);
 }
+
+#[test]
+fn multi_queue_taps_carry_traffic() {
+    let ns = Netns::new("mq");
+    let sc = ns.dir.join("startup-config.cfg");
+    std::fs::write(&sc, "ip addr add 192.0.2.2/24 dev eth1\n").unwrap();
+    let cfg = tinylinux_config(
+        &ns,
+        "rq",
+        &format!("smp = 2\nstartup_config = \"{}\"", sc.display()),
+        "[nics]\nqueues = 2\n",
+    );
+    ns.ip("link add p1 type veth peer name eth1");
+    ns.ip("link set p1 up");
+    ns.ip("addr add 192.0.2.1/24 dev p1");
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "1")]);
+    wait_state(&ns, "ready", Duration::from_secs(120));
+    let console = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
+    let line = console
+        .lines()
+        .find(|l| l.contains("NICs:"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("eth1=")
+            && line
+                .split_whitespace()
+                .any(|w| w.starts_with("eth1=") && w.ends_with("/q2")),
+        "eth1 has 2 queues: {line}"
+    );
+    let queues = ns
+        .exec("ls /sys/class/net/tap1/queues | grep -c tx-")
+        .stdout;
+    assert_eq!(
+        String::from_utf8_lossy(&queues).trim(),
+        "2",
+        "tap1 is multi-queue on the host side"
+    );
+    let t = Instant::now();
+    while !ns.exec("ping -c 1 -W 2 192.0.2.2").status.success() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no ping over the multi-queue link"
+        );
+    }
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0);
+}
