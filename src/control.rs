@@ -218,51 +218,48 @@ async fn build_report(snap: &Shared, table: Option<&Table>, nl: Option<&Netlink>
     }
 }
 
-/// Client side: asks the launcher at `path`.
-pub async fn query(path: &Path, what: &str) -> Result<Report, ControlError> {
+/// Connects to the launcher at `path` and sends one request line.
+async fn request(path: &Path, what: &str) -> Result<UnixStream, ControlError> {
     let mut c = UnixStream::connect(path)
         .await
         .map_err(|source| ControlError::Connect {
             path: path.into(),
             source,
         })?;
-    let io = |e: std::io::Error| ControlError::Answer {
-        path: path.into(),
-        why: e.to_string(),
-    };
     c.write_all(format!("{what}\n").as_bytes())
         .await
-        .map_err(io)?;
+        .map_err(|e| ControlError::Answer {
+            path: path.into(),
+            why: e.to_string(),
+        })?;
+    Ok(c)
+}
+
+/// Client side: asks the launcher at `path` for a report.
+pub async fn query(path: &Path, what: &str) -> Result<Report, ControlError> {
+    let mut c = request(path, what).await?;
+    let answer = |why: String| ControlError::Answer {
+        path: path.into(),
+        why,
+    };
     let mut buf = String::new();
     tokio::time::timeout(
         std::time::Duration::from_secs(10),
         c.read_to_string(&mut buf),
     )
     .await
-    .map_err(|_| ControlError::Answer {
-        path: path.into(),
-        why: "timed out".into(),
-    })?
-    .map_err(io)?;
-    serde_json::from_str(&buf).map_err(|e| ControlError::Answer {
-        path: path.into(),
-        why: format!("{e}: {buf:?}"),
-    })
+    .map_err(|_| answer("timed out".into()))?
+    .map_err(|e| answer(e.to_string()))?;
+    serde_json::from_str(&buf).map_err(|e| answer(format!("{e}: {buf:?}")))
 }
 
 /// `launcher console`: attaches this terminal to the VM's console until Ctrl-] (or EOF).
 pub async fn console(path: &Path) -> Result<(), ControlError> {
-    let mut c = UnixStream::connect(path)
-        .await
-        .map_err(|source| ControlError::Connect {
-            path: path.into(),
-            source,
-        })?;
+    let c = request(path, "console").await?;
     let io = |e: std::io::Error| ControlError::Answer {
         path: path.into(),
         why: e.to_string(),
     };
-    c.write_all(b"console\n").await.map_err(io)?;
     let (mut r, mut w) = c.into_split();
     let raw = RawTerminal::enter();
     eprint!("launcher: attached to the router console; Ctrl-] detaches\r\n");

@@ -29,40 +29,6 @@ steps = [
 ]
 "##;
 
-struct Launcher(Child, std::path::PathBuf);
-
-impl Launcher {
-    fn start(ns: &Netns, cfg: &std::path::Path) -> Self {
-        let log = ns.dir.join("launcher.out");
-        let child = ns
-            .launcher(&["run", "--config", cfg.to_str().unwrap()])
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Launcher(child, log)
-    }
-    fn out(&self) -> String {
-        std::fs::read_to_string(&self.1).unwrap_or_default()
-    }
-    fn stop(mut self) -> Option<i32> {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let st = wait_for(Duration::from_secs(30), "exit", || {
-            self.0.try_wait().unwrap()
-        });
-        std::mem::forget(self);
-        st.code()
-    }
-}
-
-impl Drop for Launcher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        eprintln!("launcher output:\n{}", self.out());
-    }
-}
-
 /// A telnet client inside the namespace, collecting what it reads on a thread.
 struct Telnet {
     stream: TcpStream,
@@ -104,7 +70,7 @@ fn bootstrap_logs_in_and_applies_the_startup_config_while_a_human_types() {
         &format!("startup_config = \"{}\"", sc.display()),
         LOGIN,
     );
-    let l = Launcher::start(&ns, &cfg);
+    let mut l = Running::start(&ns, &cfg, &[]);
     // A human on telnet types all through the bootstrap.
     let mut human = Telnet::connect(&ns);
     let t = Instant::now();
@@ -129,7 +95,7 @@ fn bootstrap_logs_in_and_applies_the_startup_config_while_a_human_types() {
         states.last().map(String::as_str),
         Some("ready"),
         "{}\nconsole.log:\n{console:?}",
-        l.out()
+        l.output()
     );
     assert!(
         states.iter().any(|s| s == "running"),
@@ -155,14 +121,14 @@ fn bootstrap_logs_in_and_applies_the_startup_config_while_a_human_types() {
     wait_for(Duration::from_secs(10), "human command echoed", || {
         human.text().contains("HUMAN-42").then_some(())
     });
-    assert_eq!(l.stop(), Some(0));
+    assert_eq!(l.stop(Duration::from_secs(30)).0, 0);
 }
 
 #[test]
 fn telnet_clients_and_launcher_console_see_the_same_output() {
     let ns = Netns::new("tel");
     let cfg = tinylinux_config(&ns, "rt", "", "");
-    let l = Launcher::start(&ns, &cfg);
+    let mut l = Running::start(&ns, &cfg, &[]);
     wait_for(Duration::from_secs(90), "ready", || {
         status(&ns).filter(|s| s["state"] == "ready")
     });
@@ -222,10 +188,10 @@ fn telnet_clients_and_launcher_console_see_the_same_output() {
     let log = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
     assert!(log.contains("MARK-42"));
     assert!(
-        l.out().contains("console: MARK-42"),
+        l.output().contains("console: MARK-42"),
         "docker logs get console lines too"
     );
-    assert_eq!(l.stop(), Some(0));
+    assert_eq!(l.stop(Duration::from_secs(30)).0, 0);
 }
 
 #[test]
@@ -238,11 +204,11 @@ fn a_bootstrap_that_times_out_takes_its_configured_action() {
         "",
         "[bootstrap]\non_timeout = \"retry\"\nattempts = 2\nsteps = [{ expect = \"NEVER-SHOWS\", timeout = 2 }]\n",
     );
-    let mut l = Launcher::start(&ns, &cfg);
+    let mut l = Running::start(&ns, &cfg, &[]);
     let st = wait_for(Duration::from_secs(90), "launcher exit", || {
-        l.0.try_wait().unwrap()
+        l.child.as_mut().unwrap().try_wait().unwrap()
     });
-    let out = l.out();
+    let out = l.output();
     assert_eq!(st.code(), Some(1), "{out}");
     assert!(out.contains("bootstrap: retrying"), "{out}");
     assert!(out.contains("timed out after 2s on attempt 2"), "{out}");
@@ -266,11 +232,11 @@ fn a_bootstrap_that_times_out_takes_its_configured_action() {
         "",
         "[bootstrap]\non_timeout = \"restart\"\nsteps = [{ expect = \"NEVER-SHOWS\", timeout = 2 }]\n[restart]\nmax = 1\nbackoff = 0\n",
     );
-    let mut l = Launcher::start(&ns, &cfg);
+    let mut l = Running::start(&ns, &cfg, &[]);
     let st = wait_for(Duration::from_secs(120), "launcher exit", || {
-        l.0.try_wait().unwrap()
+        l.child.as_mut().unwrap().try_wait().unwrap()
     });
-    let out = l.out();
+    let out = l.output();
     assert!(out.contains("restart 1/1"), "{out}");
     assert_eq!(st.code(), Some(137), "{out}");
 }
@@ -284,7 +250,7 @@ fn extra_serial_ports_have_their_own_log_and_telnet_port() {
         .replace("tl.hostname=rs", "tl.hostname=rs tl.serials=3")
         .replace("[console]", "[console]\nextra_serials = 3");
     std::fs::write(&cfg, text).unwrap();
-    let l = Launcher::start(&ns, &cfg);
+    let mut l = Running::start(&ns, &cfg, &[]);
     wait_for(Duration::from_secs(90), "ready", || {
         status(&ns).filter(|s| s["state"] == "ready")
     });
@@ -303,11 +269,11 @@ fn extra_serial_ports_have_their_own_log_and_telnet_port() {
         let log = std::fs::read_to_string(ns.dir.join(format!("console.ttyS{n}.log"))).unwrap();
         assert!(log.contains(&want), "{log}");
     }
-    assert!(l.out().contains("ttyS2: tinylinux: hello on ttyS2"));
+    assert!(l.output().contains("ttyS2: tinylinux: hello on ttyS2"));
     let main_log = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
     assert!(
         !main_log.contains("hello on ttyS1"),
         "ttyS1 output stays off the main console"
     );
-    assert_eq!(l.stop(), Some(0));
+    assert_eq!(l.stop(Duration::from_secs(30)).0, 0);
 }

@@ -4,61 +4,7 @@
 
 mod common;
 use common::*;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-/// A launcher running in a namespace; killed (with its qemu) if the test fails half way.
-struct Running {
-    child: Option<Child>,
-    log: std::path::PathBuf,
-}
-
-impl Running {
-    fn start(ns: &Netns, config: &std::path::Path, env: &[(&str, &str)]) -> Self {
-        let log = ns.dir.join("launcher.out");
-        let f = std::fs::File::create(&log).unwrap();
-        let mut c = ns.launcher(&["run", "--config", config.to_str().unwrap()]);
-        c.stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .stdin(Stdio::null());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        Running {
-            child: Some(c.spawn().unwrap()),
-            log,
-        }
-    }
-    fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
-    }
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-    /// Sends SIGTERM and waits (bounded) for the exit code.
-    fn stop(&mut self, within: Duration) -> (i32, Duration) {
-        let t = Instant::now();
-        // `ip netns exec` execs the launcher, so this pid is the launcher itself.
-        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-        let mut child = self.child.take().unwrap();
-        let code = wait_for(within, "the launcher to exit after SIGTERM", || {
-            child.try_wait().unwrap()
-        })
-        .code()
-        .unwrap_or(-1);
-        (code, t.elapsed())
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-            eprintln!("launcher output:\n{}", self.output());
-        }
-    }
-}
 
 fn state(ns: &Netns) -> Option<String> {
     status(ns).map(|s| s["state"].as_str().unwrap_or_default().to_string())

@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -121,6 +121,16 @@ impl Drop for NsGuard {
     }
 }
 
+/// Whether `fd` has something to read within `within`.
+fn readable(fd: &OwnedFd, within: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    unsafe { libc::poll(&mut pfd, 1, within.as_millis() as i32) > 0 }
+}
+
 pub fn ifindex(name: &str) -> u32 {
     let c = std::ffi::CString::new(name).unwrap();
     let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
@@ -208,12 +218,7 @@ impl PacketSock {
         let mut buf = vec![0u8; 65536];
         let mut cbuf = [0u64; 32];
         loop {
-            let mut pfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            if unsafe { libc::poll(&mut pfd, 1, quiet.as_millis() as i32) } <= 0 {
+            if !readable(&self.fd, quiet) {
                 return out;
             }
             let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -310,12 +315,7 @@ impl TapSock {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 65536];
         loop {
-            let mut pfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            if unsafe { libc::poll(&mut pfd, 1, quiet.as_millis() as i32) } <= 0 {
+            if !readable(&self.fd, quiet) {
                 return out;
             }
             let n =
@@ -396,4 +396,57 @@ pub fn status(ns: &Netns) -> Option<serde_json::Value> {
         return None;
     }
     serde_json::from_slice(&out.stdout).ok()
+}
+
+/// A launcher running in a namespace; killed (with its qemu) if the test fails half way.
+pub struct Running {
+    pub child: Option<Child>,
+    pub log: std::path::PathBuf,
+}
+
+impl Running {
+    pub fn start(ns: &Netns, config: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        let log = ns.dir.join("launcher.out");
+        let f = std::fs::File::create(&log).unwrap();
+        let mut c = ns.launcher(&["run", "--config", config.to_str().unwrap()]);
+        c.stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Running {
+            child: Some(c.spawn().unwrap()),
+            log,
+        }
+    }
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// Sends SIGTERM and waits (bounded) for the exit code.
+    pub fn stop(&mut self, within: Duration) -> (i32, Duration) {
+        let t = Instant::now();
+        // `ip netns exec` execs the launcher, so this pid is the launcher itself.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let mut child = self.child.take().unwrap();
+        let code = wait_for(within, "the launcher to exit after SIGTERM", || {
+            child.try_wait().unwrap()
+        })
+        .code()
+        .unwrap_or(-1);
+        (code, t.elapsed())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            eprintln!("launcher output:\n{}", self.output());
+        }
+    }
 }
