@@ -107,6 +107,8 @@ struct VmSection {
     shutdown_timeout: u64,
     boot_delay: u64,
     startup_config: Option<String>,
+    uuid: Option<String>,
+    smbios: Vec<String>,
 }
 
 impl Default for VmSection {
@@ -124,6 +126,8 @@ impl Default for VmSection {
             shutdown_timeout: 30,
             boot_delay: 0,
             startup_config: None,
+            uuid: None,
+            smbios: vec![],
         }
     }
 }
@@ -171,6 +175,7 @@ struct NicSection {
     mtu: u32,
     per_bridge: u32,
     queues: u32,
+    offset: u32,
 }
 
 impl Default for NicSection {
@@ -186,6 +191,7 @@ impl Default for NicSection {
             mtu: 9500,
             per_bridge: 26,
             queues: 0,
+            offset: 0,
         }
     }
 }
@@ -196,6 +202,7 @@ struct MgmtSection {
     mode: String,
     model: Option<String>,
     forwards: Vec<String>,
+    tftp_root: Option<String>,
 }
 
 impl Default for MgmtSection {
@@ -203,6 +210,7 @@ impl Default for MgmtSection {
         Self {
             mode: "user".into(),
             model: None,
+            tftp_root: None,
             forwards: DEFAULT_FORWARDS.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -348,6 +356,8 @@ pub enum Management {
     User {
         model: String,
         forwards: Vec<Forward>,
+        /// Served to the guest over TFTP (licences, configs), as vrnetlab does for some platforms.
+        tftp_root: Option<PathBuf>,
     },
 }
 
@@ -401,6 +411,9 @@ pub struct Plan {
     pub kernel: Option<Kernel>,
     pub disks: Vec<Disk>,
     pub nic_model: String,
+    /// NIC slots kept empty before data NIC 1 (a platform whose first data port is not the
+    /// first NIC after management).
+    pub nic_offset: u32,
     /// Queues per data NIC: 0 = auto (vCPUs with vhost-net, else 1).
     pub nic_queues: u32,
     /// Data NICs per PCI bridge once there are more than this many.
@@ -424,6 +437,8 @@ pub struct Plan {
     pub ready_tcp: Option<u16>,
     pub bootstrap: Option<Bootstrap>,
     pub startup_config: Option<PathBuf>,
+    pub uuid: Option<String>,
+    pub smbios: Vec<String>,
     pub run_dir: PathBuf,
     pub health_file: PathBuf,
     pub credentials: Credentials,
@@ -662,6 +677,21 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         Some(d) => d,
         None => vm.boot_delay,
     };
+    if let Some(u) = &vm.uuid {
+        let lens: Vec<usize> = u.split('-').map(str::len).collect();
+        if lens != [8, 4, 4, 4, 12] || !u.chars().all(|c| c == '-' || c.is_ascii_hexdigit()) {
+            return Err(invalid("vm.uuid", u, "expected 8-4-4-4-12 hex digits"));
+        }
+    }
+    for (i, t) in vm.smbios.iter().enumerate() {
+        if !t.starts_with("type=") || t.contains(char::is_whitespace) {
+            return Err(invalid(
+                &format!("vm.smbios[{i}]"),
+                t,
+                "expected a qemu -smbios value such as type=1,product=X",
+            ));
+        }
+    }
     if vm.boot_timeout == 0 {
         return Err(invalid("vm.boot_timeout", 0, "must be at least 1 second"));
     }
@@ -807,6 +837,13 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         "continue" => OnTimeout::Continue,
         o => return Err(invalid("nics.on_timeout", o, "expected fail or continue")),
     };
+    if nics.offset > 8 {
+        return Err(invalid(
+            "nics.offset",
+            nics.offset,
+            "at most 8 empty NIC slots before data NIC 1",
+        ));
+    }
     if nics.queues > 16 {
         return Err(invalid(
             "nics.queues",
@@ -865,6 +902,7 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
             Management::User {
                 model: f.management.model.unwrap_or_else(|| nics.model.clone()),
                 forwards,
+                tftp_root: f.management.tftp_root.as_deref().map(|p| resolve(base, p)),
             }
         }
         "passthrough" => {
@@ -983,6 +1021,7 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         nic_model: nics.model,
         nics_per_bridge: nics.per_bridge,
         nic_queues: nics.queues,
+        nic_offset: nics.offset,
         links,
         link_wait: Duration::from_secs(nics.wait_timeout),
         on_timeout,
@@ -1000,6 +1039,8 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         extra_serials: f.console.extra_serials,
         bootstrap,
         startup_config: vm.startup_config.as_deref().map(|p| resolve(base, p)),
+        uuid: vm.uuid,
+        smbios: vm.smbios,
         run_dir: resolve(base, &f.paths.run_dir),
         health_file: resolve(base, &f.paths.health_file),
         credentials: Credentials {
@@ -1316,6 +1357,21 @@ mod tests {
                 "[kernel]\npath=\"k\"\n[console]\nready_tcp=2222",
                 &[],
                 "console.ready_tcp",
+            ),
+            (
+                "[vm]\nuuid=\"not-a-uuid\"\n[kernel]\npath=\"k\"",
+                &[],
+                "vm.uuid",
+            ),
+            (
+                "[vm]\nsmbios=[\"product=x\"]\n[kernel]\npath=\"k\"",
+                &[],
+                "vm.smbios[0]",
+            ),
+            (
+                "[kernel]\npath=\"k\"\n[nics]\noffset=20",
+                &[],
+                "nics.offset",
             ),
             (
                 "[kernel]\npath=\"k\"\n[bootstrap]\nsteps=[{expect=\"(\"}]",

@@ -133,6 +133,12 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
     a.opt("-cpu", cpu);
     a.opt("-smp", plan.smp.to_string());
     a.opt("-m", format!("{}M", plan.memory_mib));
+    if let Some(u) = &plan.uuid {
+        a.opt("-uuid", u.clone());
+    }
+    for t in &plan.smbios {
+        a.opt("-smbios", t.clone());
+    }
     a.opt(
         "-qmp",
         path_opt("unix:", &plan.qmp_socket())
@@ -190,8 +196,15 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
 
     match &plan.management {
         Management::None => {}
-        Management::User { model, forwards } => {
+        Management::User {
+            model,
+            forwards,
+            tftp_root,
+        } => {
             let mut nd = String::from("user,id=mgmt,net=10.0.0.0/24,dhcpstart=10.0.0.15");
+            if let Some(t) = tftp_root {
+                nd.push_str(&path_opt(",tftp=", t).to_string_lossy());
+            }
             for f in forwards {
                 let p = match f.proto {
                     Protocol::Tcp => "tcp",
@@ -213,11 +226,13 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
     // Data NICs in ethN order; a gap in the numbering gets a NIC with no backend so the guest's
     // port N still is the container's ethN. Past `nics_per_bridge` NICs, they sit on PCI
     // bridges, that many per bridge (a root bus has too few free slots for dozens of ports).
+    // Slots: `nic_offset` empty ones first, then data NIC N in slot offset + N.
     let max = plan.links.iter().map(|l| l.index).max().unwrap_or(0);
+    let off = plan.nic_offset;
     let per = plan.nics_per_bridge.max(1);
-    let bridged = max > per;
+    let bridged = max + off > per;
     if bridged {
-        for b in 1..=max.div_ceil(per) {
+        for b in 1..=(max + off).div_ceil(per) {
             a.opt(
                 "-device",
                 format!("pci-bridge,chassis_nr={b},id=pci.{b},shpc=off"),
@@ -225,6 +240,7 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
         }
     }
     let place = |index: u32| -> String {
+        let index = index + off;
         if bridged {
             format!(
                 ",bus=pci.{},addr=0x{:x}",
@@ -252,6 +268,26 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
     } else {
         String::new()
     };
+    for k in 1..=off {
+        // Outside place()'s numbering: slot k of the offset.
+        let slot = if bridged {
+            format!(
+                ",bus=pci.{},addr=0x{:x}",
+                (k - 1) / per + 1,
+                (k - 1) % per + 1
+            )
+        } else {
+            String::new()
+        };
+        a.opt(
+            "-device",
+            format!(
+                "{},id=reserved{k},mac={}{slot}",
+                plan.nic_model,
+                mac(plan.identity(), 0x100 + k)
+            ),
+        );
+    }
     let mut pos = 0usize;
     for index in 1..=max {
         let mac = mac(plan.identity(), index);
@@ -392,6 +428,16 @@ mod tests {
             "[vm]\nname=\"vmx1\"\ncpu=\"host\"\nsmp=4\nmemory=4096\n[[disk]]\npath=\"/images/vmx.qcow2\"\n[[disk]]\npath=\"cfg.img\"\nformat=\"raw\"\ninterface=\"ide\"\noverlay=false\n[[disk]]\npath=\"d3.qcow2\"\ninterface=\"scsi\"\n[nics]\nmodel=\"e1000\"\ncount=3\n[management]\nmode=\"none\"\n",
             &[("QEMU_ADDITIONAL_ARGS", "-device 'pvpanic' -rtc base=utc")],
             true,
+        );
+    }
+
+    #[test]
+    fn golden_platform_files_and_offset() {
+        golden(
+            "files-offset",
+            "[vm]\nname=\"veos\"\nuuid=\"12345678-9abc-def0-1234-56789abcdef0\"\nsmbios=[\"type=1,product=vEOS-lab\"]\n[[disk]]\npath=\"veos.qcow2\"\n[nics]\ncount=2\noffset=1\n[management]\nforwards=[\"tcp:22\"]\ntftp_root=\"/config/tftp\"\n",
+            &[],
+            false,
         );
     }
 

@@ -605,3 +605,57 @@ fn multi_queue_taps_carry_traffic() {
     let (code, _) = r.stop(Duration::from_secs(30));
     assert_eq!(code, 0);
 }
+
+#[test]
+fn platform_files_reach_the_guest_and_the_nic_offset_holds() {
+    let ns = Netns::new("files");
+    let tftp = ns.dir.join("tftp");
+    std::fs::create_dir_all(&tftp).unwrap();
+    std::fs::write(tftp.join("license.key"), "LICENSE-4242\n").unwrap();
+    let sc = ns.dir.join("startup-config.cfg");
+    std::fs::write(
+        &sc,
+        "echo DMI $(cat /sys/class/dmi/id/product_name) $(cat /sys/class/dmi/id/product_uuid)\n\
+         cd /tmp && tftp -g -r license.key 10.0.0.2 && echo TFTP $(cat license.key)\n",
+    )
+    .unwrap();
+    let cfg = tinylinux_config(
+        &ns,
+        "rfiles",
+        &format!(
+            "uuid = \"12345678-9abc-def0-1234-56789abcdef0\"\nsmbios = [\"type=1,product=tinylinux-lab\"]\nstartup_config = \"{}\"",
+            sc.display()
+        ),
+        "[nics]\noffset = 1\n",
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "forwards = []",
+        &format!("forwards = []\ntftp_root = \"{}\"", tftp.display()),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    ns.ip("link add p1 type veth peer name eth1");
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "1")]);
+    wait_state(&ns, "ready", Duration::from_secs(90));
+    let console = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
+    assert!(
+        console.contains("DMI tinylinux-lab 12345678-9abc-def0-1234-56789abcdef0"),
+        "{console}"
+    );
+    assert!(console.contains("TFTP LICENSE-4242"), "{console}");
+    // Management, one empty slot, then data NIC 1 (its MAC ends in :00:01) as the guest's eth2.
+    let line = console
+        .lines()
+        .find(|l| l.contains("NICs:"))
+        .unwrap_or_default()
+        .to_string();
+    let eth2 = line
+        .split_whitespace()
+        .find(|w| w.starts_with("eth2="))
+        .unwrap_or_default();
+    assert!(
+        line.contains("tinylinux: 3 NICs:") && eth2.contains(":00:01/"),
+        "{line}"
+    );
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0);
+}
