@@ -39,7 +39,7 @@ impl Drop for Lab {
 
 /// `LAB-BOND-UP mac=.. partner=.. aggregator=.. eth1_agg=.. eth2_agg=..` as key/value pairs.
 fn bond_line(logs: &str) -> Option<std::collections::HashMap<String, String>> {
-    let line = logs.lines().filter(|l| l.contains("LAB-BOND-UP")).last()?;
+    let line = logs.lines().rev().find(|l| l.contains("LAB-BOND-UP"))?;
     Some(
         line.split_whitespace()
             .filter_map(|kv| kv.split_once('='))
@@ -50,8 +50,8 @@ fn bond_line(logs: &str) -> Option<std::collections::HashMap<String, String>> {
 
 fn nic_line(logs: &str) -> String {
     logs.lines()
-        .filter(|l| l.contains("tinylinux: 3 NICs:"))
-        .last()
+        .rev()
+        .find(|l| l.contains("tinylinux: 3 NICs:"))
         .unwrap_or_default()
         .to_string()
 }

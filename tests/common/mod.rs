@@ -17,9 +17,14 @@ pub fn require_root() {
         0,
         "these tests need root (network namespaces, tc, taps)"
     );
-    for tool in ["ip"] {
+    for (tool, flag) in [
+        ("ip", "-V"),
+        ("tc", "-V"),
+        ("ping", "-V"),
+        ("ps", "--version"),
+    ] {
         assert!(
-            Command::new(tool).arg("-V").output().is_ok(),
+            Command::new(tool).arg(flag).output().is_ok(),
             "{tool} is missing: run the README test command, which installs it"
         );
     }
@@ -235,7 +240,7 @@ impl PacketSock {
             msg.msg_controllen = std::mem::size_of_val(&cbuf);
             let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, 0) };
             assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
-            if sa.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if sa.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             let mut frame = buf[..n as usize].to_vec();
