@@ -239,13 +239,13 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
             );
         }
     }
-    let place = |index: u32| -> String {
-        let index = index + off;
+    // Where NIC slot `slot` (1-based, offset slots included) sits.
+    let place = |slot: u32| -> String {
         if bridged {
             format!(
                 ",bus=pci.{},addr=0x{:x}",
-                (index - 1) / per + 1,
-                (index - 1) % per + 1
+                (slot - 1) / per + 1,
+                (slot - 1) % per + 1
             )
         } else {
             String::new()
@@ -269,16 +269,7 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
         String::new()
     };
     for k in 1..=off {
-        // Outside place()'s numbering: slot k of the offset.
-        let slot = if bridged {
-            format!(
-                ",bus=pci.{},addr=0x{:x}",
-                (k - 1) / per + 1,
-                (k - 1) % per + 1
-            )
-        } else {
-            String::new()
-        };
+        let slot = place(k);
         a.opt(
             "-device",
             format!(
@@ -299,7 +290,7 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
                     format!(
                         "{},netdev=net{index},mac={mac}{mq}{}",
                         plan.nic_model,
-                        place(index)
+                        place(index + off)
                     ),
                 );
                 pos += 1;
@@ -310,7 +301,7 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
                     format!(
                         "{},id=placeholder{index},mac={mac}{}",
                         plan.nic_model,
-                        place(index)
+                        place(index + off)
                     ),
                 );
             }

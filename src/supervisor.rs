@@ -139,6 +139,22 @@ impl Status {
             Err(e) => tracing::warn!(error = %e, "ignored"),
         }
     }
+    /// Records a readiness probe; when it completes the set (and no shutdown is under way),
+    /// the VM is running and ready. True when it became ready.
+    fn probe_passed(
+        &self,
+        r: &mut Readiness,
+        p: Probe,
+        stopping: bool,
+        reason: impl Into<String>,
+    ) -> bool {
+        if !r.mark(p) || stopping {
+            return false;
+        }
+        self.go(State::Running, "guest running");
+        self.go(State::Ready, reason);
+        true
+    }
     fn state(&self) -> State {
         self.shared.lock().unwrap().lifecycle.state
     }
@@ -628,10 +644,7 @@ async fn run_once(
                         if status.state() == State::Booting {
                             status.go(State::Running, "qemu reports the guest running");
                         }
-                        if readiness.mark(Probe::Running) {
-                            booted = true;
-                            status.go(State::Ready, "guest running (no readiness probe configured)");
-                        }
+                        booted |= status.probe_passed(&mut readiness, Probe::Running, stopping, "guest running (no readiness probe configured)");
                     }
                     Event::Reset { guest } if !stopping => {
                         booted = false;
@@ -649,11 +662,7 @@ async fn run_once(
             }
             Some(r) = boot_rx.recv() => match r {
                 Ok(()) => {
-                    if readiness.mark(Probe::Bootstrap) && !stopping {
-                        booted = true;
-                        status.go(State::Running, "guest running");
-                        status.go(State::Ready, "bootstrap finished");
-                    }
+                    booted |= status.probe_passed(&mut readiness, Probe::Bootstrap, stopping, "bootstrap finished");
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "bootstrap failed");
@@ -666,19 +675,11 @@ async fn run_once(
             },
             Some(ConsoleEvent::ReadyPattern(p)) = console_rx.recv() => {
                 tracing::debug!(pattern = %p, "ready pattern seen");
-                if readiness.mark(Probe::Pattern) && !stopping {
-                    booted = true;
-                    status.go(State::Running, "guest running");
-                    status.go(State::Ready, format!("console showed {p:?}"));
-                }
+                booted |= status.probe_passed(&mut readiness, Probe::Pattern, stopping, format!("console showed {p:?}"));
             }
             Some(port) = tcp_rx.recv() => {
                 tracing::debug!(port, "TCP probe answered");
-                if readiness.mark(Probe::Tcp) && !stopping {
-                    booted = true;
-                    status.go(State::Running, "guest running");
-                    status.go(State::Ready, format!("TCP port {port} answers"));
-                }
+                booted |= status.probe_passed(&mut readiness, Probe::Tcp, stopping, format!("TCP port {port} answers"));
             }
             _ = tokio::time::sleep_until(boot_deadline), if !booted && !stopping => {
                 tracing::error!(timeout_s = plan.boot_timeout.as_secs(), "guest not ready within the boot timeout; killing qemu");
