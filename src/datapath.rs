@@ -36,6 +36,18 @@ pub struct LinkStatus {
 
 pub type Table = Arc<Mutex<Vec<LinkStatus>>>;
 
+impl LinkStatus {
+    /// ethN is not (or no longer) there.
+    fn gone(&mut self) {
+        self.eth_ifindex = None;
+        self.wired = false;
+    }
+    /// `li` is this row's ethN and is not wired at its current ifindex.
+    fn needs_wiring(&self, li: &LinkInfo) -> bool {
+        self.eth == li.name && (self.eth_ifindex != Some(li.index) || !self.wired)
+    }
+}
+
 /// The live datapath: taps and the state of each link.
 pub struct Datapath {
     nl: Netlink,
@@ -167,13 +179,10 @@ impl Datapath {
                     for r in t.iter_mut() {
                         if r.eth_ifindex == Some(li.index) && r.eth != li.name {
                             tracing::warn!(eth = %r.eth, new_name = %li.name, "data interface renamed away");
-                            r.eth_ifindex = None;
-                            r.wired = false;
+                            r.gone();
                         }
                     }
-                    t.iter().position(|r| {
-                        r.eth == li.name && (r.eth_ifindex != Some(li.index) || !r.wired)
-                    })
+                    t.iter().position(|r| r.needs_wiring(&li))
                 };
                 if let Some(pos) = pos {
                     self.wire_row(pos, &li).await;
@@ -183,8 +192,7 @@ impl Datapath {
                 let mut t = self.table.lock().unwrap();
                 for r in t.iter_mut().filter(|r| r.eth_ifindex == Some(index)) {
                     tracing::warn!(eth = %r.eth, ifindex = index, "data interface gone; waiting for it to come back");
-                    r.eth_ifindex = None;
-                    r.wired = false;
+                    r.gone();
                 }
                 if let Some(r) = t.iter().find(|r| r.tap_ifindex == index) {
                     tracing::error!(tap = %r.tap, %name, "tap deleted from outside the launcher");
@@ -208,18 +216,14 @@ impl Datapath {
         };
         let n = self.table.lock().unwrap().len();
         for pos in 0..n {
-            let (eth, cur, wired) = {
-                let t = self.table.lock().unwrap();
-                (t[pos].eth.clone(), t[pos].eth_ifindex, t[pos].wired)
-            };
+            let eth = self.table.lock().unwrap()[pos].eth.clone();
             match links.iter().find(|l| l.name == eth) {
-                Some(li) if cur != Some(li.index) || !wired => self.wire_row(pos, li).await,
-                Some(_) => {}
-                None => {
-                    let mut t = self.table.lock().unwrap();
-                    t[pos].eth_ifindex = None;
-                    t[pos].wired = false;
+                Some(li) => {
+                    if self.table.lock().unwrap()[pos].needs_wiring(li) {
+                        self.wire_row(pos, li).await;
+                    }
                 }
+                None => self.table.lock().unwrap()[pos].gone(),
             }
         }
     }
