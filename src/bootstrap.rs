@@ -12,7 +12,8 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 /// The values templates may use: `{hostname}`, `{username}`, `{password}`, `{mgmt_ip}`,
-/// `{mgmt_gateway}`, `{name}`.
+/// `{mgmt_gateway}`, `{mgmt_ipv6}`, `{mgmt_gateway6}` (the management addresses the guest is to
+/// take: 10.0.0.15/24 via 10.0.0.2 in user mode, the container's own in passthrough), `{name}`.
 pub type Values = BTreeMap<&'static str, String>;
 
 pub const PLACEHOLDERS: &[&str] = &[
@@ -21,6 +22,8 @@ pub const PLACEHOLDERS: &[&str] = &[
     "password",
     "mgmt_ip",
     "mgmt_gateway",
+    "mgmt_ipv6",
+    "mgmt_gateway6",
     "name",
 ];
 

@@ -201,6 +201,9 @@ impl Default for NicSection {
 struct MgmtSection {
     mode: String,
     model: Option<String>,
+    /// Passthrough: the container interface the VM takes over, and the tap it gets.
+    interface: String,
+    tap: String,
     forwards: Vec<String>,
     tftp_root: Option<String>,
 }
@@ -210,6 +213,8 @@ impl Default for MgmtSection {
         Self {
             mode: "user".into(),
             model: None,
+            interface: "eth0".into(),
+            tap: "tap0".into(),
             tftp_root: None,
             forwards: DEFAULT_FORWARDS.iter().map(|s| s.to_string()).collect(),
         }
@@ -358,6 +363,15 @@ pub enum Management {
         forwards: Vec<Forward>,
         /// Served to the guest over TFTP (licences, configs), as vrnetlab does for some platforms.
         tftp_root: Option<PathBuf>,
+    },
+    /// The VM takes over the container's management interface: `interface` is wired to `tap`
+    /// with tc (the launcher's telnet ports excepted) and the VM's NIC gets `interface`'s MAC,
+    /// which the supervisor fills in (`mac`) once it has read it.
+    Passthrough {
+        model: String,
+        interface: String,
+        tap: String,
+        mac: Option<String>,
     },
 }
 
@@ -873,15 +887,25 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         ));
     }
 
-    let passthrough = env.get("CLAB_MGMT_PASSTHROUGH").map(|s| s.as_str());
-    if matches!(passthrough, Some("true") | Some("1")) {
-        return Err(invalid(
-            "CLAB_MGMT_PASSTHROUGH",
-            passthrough.unwrap(),
-            "passthrough management is not supported yet; unset it to use user mode",
-        ));
+    // containerlab's switch: "true" makes the management passthrough, "false" user mode.
+    let mut mode = f.management.mode.clone();
+    let mut mode_key = "management.mode";
+    if let Some(v) = env
+        .get("CLAB_MGMT_PASSTHROUGH")
+        .filter(|v| !v.trim().is_empty())
+    {
+        mode_key = "CLAB_MGMT_PASSTHROUGH";
+        match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => mode = "passthrough".into(),
+            "false" | "0" | "no" => {
+                if mode == "passthrough" {
+                    mode = "user".into()
+                }
+            }
+            _ => return Err(invalid(mode_key, v, "expected true or false")),
+        }
     }
-    let management = match f.management.mode.as_str() {
+    let management = match mode.as_str() {
         "none" => Management::None,
         "user" => {
             let mut forwards = Vec::new();
@@ -906,13 +930,29 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
             }
         }
         "passthrough" => {
-            return Err(invalid(
-                "management.mode",
-                "passthrough",
-                "not supported yet; use user or none",
-            ))
+            valid_ifname("management.interface", &f.management.interface)?;
+            valid_ifname("management.tap", &f.management.tap)?;
+            if links
+                .iter()
+                .any(|l| l.eth == f.management.interface || l.tap == f.management.tap)
+            {
+                return Err(invalid(
+                    mode_key,
+                    &mode,
+                    format!(
+                        "the management interface {} or its tap {} is also a data link",
+                        f.management.interface, f.management.tap
+                    ),
+                ));
+            }
+            Management::Passthrough {
+                model: f.management.model.unwrap_or_else(|| nics.model.clone()),
+                interface: f.management.interface.clone(),
+                tap: f.management.tap.clone(),
+                mac: None,
+            }
         }
-        o => return Err(invalid("management.mode", o, "expected user or none")),
+        o => return Err(invalid(mode_key, o, "expected user, passthrough or none")),
     };
 
     let restart = match f.restart.policy.as_str() {
@@ -954,7 +994,7 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
             Management::User { forwards, .. } => forwards
                 .iter()
                 .any(|fw| fw.proto == Protocol::Tcp && fw.host_port == port),
-            Management::None => false,
+            Management::None | Management::Passthrough { .. } => false,
         };
         if !forwarded {
             return Err(invalid(
@@ -1407,6 +1447,55 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn management_passthrough_from_env_or_file() {
+        let plan = p(MIN, &[("CLAB_MGMT_PASSTHROUGH", "true")]).unwrap();
+        assert_eq!(
+            plan.management,
+            Management::Passthrough {
+                model: "virtio-net-pci".into(),
+                interface: "eth0".into(),
+                tap: "tap0".into(),
+                mac: None
+            }
+        );
+        let file = format!("{MIN}\n[management]\nmode = \"passthrough\"\n");
+        assert!(matches!(
+            p(&file, &[]).unwrap().management,
+            Management::Passthrough { .. }
+        ));
+        // CLAB_MGMT_PASSTHROUGH=false turns a file's passthrough back into user mode.
+        assert!(matches!(
+            p(&file, &[("CLAB_MGMT_PASSTHROUGH", "false")])
+                .unwrap()
+                .management,
+            Management::User { .. }
+        ));
+        // And leaves none alone.
+        let none = format!("{MIN}\n[management]\nmode = \"none\"\n");
+        assert_eq!(
+            p(&none, &[("CLAB_MGMT_PASSTHROUGH", "false")])
+                .unwrap()
+                .management,
+            Management::None
+        );
+        let err = p(
+            &file,
+            &[("CLAB_INTFS", "1"), ("CLAB_MGMT_PASSTHROUGH", "yes please")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("CLAB_MGMT_PASSTHROUGH"), "{err}");
+        let clash = format!(
+            "{MIN}\n[management]\nmode = \"passthrough\"\ntap = \"tap1\"\n[nics]\ncount = 1\n"
+        );
+        let err = p(&clash, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("management.mode") && err.contains("tap1"),
+            "{err}"
+        );
     }
 
     #[test]

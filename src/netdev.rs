@@ -8,19 +8,23 @@ use netlink_packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE,
     NLM_F_REQUEST,
 };
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::tc::{
     TcAction, TcActionAttribute, TcActionGeneric, TcActionMirror, TcActionMirrorOption,
     TcActionOption, TcActionType, TcAttribute, TcFilterU32, TcFilterU32Option, TcHandle, TcMessage,
     TcMirror, TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
 };
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::Handle;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
 const ETH_P_ALL: u16 = 0x0003;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_ARP: u16 = 0x0806;
 /// Our filter's priority and u32 handle (800::800): fixed, so wiring again replaces it.
 const FILTER_PRIO: u16 = 1;
 const FILTER_HANDLE: u32 = 0x8000_0800;
@@ -54,6 +58,8 @@ pub struct LinkInfo {
     pub mtu: u32,
     pub up: bool,
     pub lower_up: bool,
+    /// The hardware address, as aa:bb:cc:dd:ee:ff (empty for links without one).
+    pub mac: String,
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
@@ -72,6 +78,13 @@ impl LinkInfo {
             match a {
                 LinkAttribute::IfName(n) => li.name = n.clone(),
                 LinkAttribute::Mtu(v) => li.mtu = *v,
+                LinkAttribute::Address(a) if a.len() == 6 => {
+                    li.mac = a
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":")
+                }
                 LinkAttribute::Stats64(s) => {
                     li.rx_packets = s.rx_packets;
                     li.rx_bytes = s.rx_bytes;
@@ -290,6 +303,157 @@ impl Netlink {
         }
     }
 
+    /// Management passthrough: everything entering `eth` goes to `tap` except TCP to the
+    /// `keep_tcp` ports (the launcher's own telnet consoles), which stays with this namespace;
+    /// ARP goes to both (the VM and the container share the address and MAC); everything the
+    /// VM sends leaves by `eth`. Starts from a clean ingress on `eth`, verified by reading back.
+    pub async fn wire_passthrough(
+        &self,
+        eth: &LinkInfo,
+        tap: &LinkInfo,
+        keep_tcp: &[u16],
+    ) -> Result<(), NetError> {
+        self.unwire(eth).await?;
+        self.request(
+            "add ingress qdisc",
+            &eth.name,
+            RouteNetlinkMessage::NewQueueDiscipline(ingress_qdisc(eth.index)),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await?;
+        let mut filters: Vec<(&'static str, TcMessage)> = keep_tcp
+            .iter()
+            .map(|&p| {
+                (
+                    "add u32 pass filter (console port)",
+                    u32_filter(
+                        eth.index,
+                        1,
+                        ETH_P_IP,
+                        None,
+                        tcp_dport_keys(p),
+                        Verdict::Pass,
+                    ),
+                )
+            })
+            .collect();
+        filters.push((
+            "add u32 ARP mirror filter",
+            u32_filter(
+                eth.index,
+                2,
+                ETH_P_ARP,
+                None,
+                vec![TcU32Key::default()],
+                Verdict::Mirror(tap.index),
+            ),
+        ));
+        filters.push((
+            "add u32 mirred filter",
+            u32_filter(
+                eth.index,
+                3,
+                ETH_P_ALL,
+                None,
+                vec![TcU32Key::default()],
+                Verdict::Redirect(tap.index),
+            ),
+        ));
+        for (op, f) in filters {
+            self.request(
+                op,
+                &eth.name,
+                RouteNetlinkMessage::NewTrafficFilter(f),
+                NLM_F_ACK | NLM_F_CREATE,
+            )
+            .await?;
+        }
+        let targets = self.redirect_targets(eth).await?;
+        if targets != [tap.index] {
+            return Err(NetError::Verify {
+                from: eth.name.clone(),
+                to: tap.name.clone(),
+                why: format!(
+                    "expected one redirect to ifindex {}, found {targets:?}",
+                    tap.index
+                ),
+            });
+        }
+        self.redirect(tap, eth).await
+    }
+
+    /// The global IPv4 and IPv6 addresses on link `index`, as address/prefix.
+    pub async fn addresses(&self, index: u32, ifname: &str) -> Result<Vec<String>, NetError> {
+        let replies = self
+            .request(
+                "list addresses",
+                ifname,
+                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+                NLM_F_DUMP,
+            )
+            .await?;
+        let mut out = Vec::new();
+        for r in replies {
+            let RouteNetlinkMessage::NewAddress(a) = r else {
+                continue;
+            };
+            if a.header.index != index || a.header.scope != AddressScope::Universe {
+                continue;
+            }
+            if let Some(ip) = a.attributes.iter().find_map(|x| match x {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            }) {
+                out.push(format!("{ip}/{}", a.header.prefix_len));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The gateways of the default routes (IPv4 and IPv6) that leave by link `index`.
+    pub async fn default_gateways(
+        &self,
+        index: u32,
+        ifname: &str,
+    ) -> Result<Vec<std::net::IpAddr>, NetError> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut q = RouteMessage::default();
+            q.header.address_family = family;
+            let replies = self
+                .request(
+                    "list routes",
+                    ifname,
+                    RouteNetlinkMessage::GetRoute(q),
+                    NLM_F_DUMP,
+                )
+                .await?;
+            for r in replies {
+                let RouteNetlinkMessage::NewRoute(m) = r else {
+                    continue;
+                };
+                if m.header.destination_prefix_length != 0 {
+                    continue;
+                }
+                let oif = m.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(i) => Some(*i),
+                    _ => None,
+                });
+                let gw = m.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Gateway(RouteAddress::Inet(v4)) => Some((*v4).into()),
+                    RouteAttribute::Gateway(RouteAddress::Inet6(v6)) => Some((*v6).into()),
+                    _ => None,
+                });
+                if let (Some(i), Some(gw)) = (oif, gw) {
+                    if i == index {
+                        out.push(gw);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The ifindexes that `link`'s ingress filters redirect to (mirred egress redirect).
     pub async fn redirect_targets(&self, link: &LinkInfo) -> Result<Vec<u32>, NetError> {
         let mut q = TcMessage::with_index(link.index as i32);
@@ -321,38 +485,100 @@ pub fn ingress_qdisc(index: u32) -> TcMessage {
     m
 }
 
+/// What a u32 filter does with a frame that matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// `mirred egress redirect dev IFINDEX`: the frame leaves by that link only.
+    Redirect(u32),
+    /// `mirred egress mirror dev IFINDEX`: a copy leaves by that link, the frame goes on to
+    /// this namespace's own stack.
+    Mirror(u32),
+    /// No action: the frame goes on to this namespace's own stack.
+    Pass,
+}
+
 /// `tc filter replace dev X parent ffff: prio 1 handle 800::800 protocol all u32 match u8 0 0
 /// action mirred egress redirect dev Y`, as a message.
 pub fn redirect_filter(from: u32, to: u32) -> TcMessage {
+    u32_filter(
+        from,
+        FILTER_PRIO,
+        ETH_P_ALL,
+        Some(FILTER_HANDLE),
+        vec![TcU32Key::default()],
+        Verdict::Redirect(to),
+    )
+}
+
+/// An ingress u32 filter on link `from`: `keys` (host byte order; all must match) at `prio`
+/// for `protocol` (an ETH_P_* value), then `verdict`. `handle` None lets the kernel choose.
+pub fn u32_filter(
+    from: u32,
+    prio: u16,
+    protocol: u16,
+    handle: Option<u32>,
+    keys: Vec<TcU32Key>,
+    verdict: Verdict,
+) -> TcMessage {
     let mut m = TcMessage::with_index(from as i32);
     m.header.parent = TcHandle::from(INGRESS_PARENT);
-    m.header.handle = TcHandle::from(FILTER_HANDLE);
+    if let Some(h) = handle {
+        m.header.handle = TcHandle::from(h);
+    }
     // Priority in the upper 16 bits, protocol (network byte order) in the lower.
-    m.header.info = ((FILTER_PRIO as u32) << 16) | ETH_P_ALL.to_be() as u32;
+    m.header.info = ((prio as u32) << 16) | protocol.to_be() as u32;
     let mut sel = TcU32Selector::default();
     sel.flags = TcU32SelectorFlags::Terminal;
-    sel.nkeys = 1;
-    sel.keys = vec![TcU32Key::default()];
-    let mut mirror = TcMirror::default();
-    mirror.generic = TcActionGeneric::default();
-    mirror.generic.action = TcActionType::Stolen;
-    mirror.eaction = TcMirrorActionType::EgressRedir;
-    mirror.ifindex = to;
-    let mut action = TcAction::default();
-    action.tab = 1;
-    action.attributes = vec![
-        TcActionAttribute::Kind(TcActionMirror::KIND.into()),
-        TcActionAttribute::Options(vec![TcActionOption::Mirror(TcActionMirrorOption::Parms(
-            mirror,
-        ))]),
-    ];
+    sel.nkeys = keys.len() as u8;
+    sel.keys = keys;
+    let mut opts = vec![TcOption::U32(TcFilterU32Option::Selector(sel))];
+    let mirred = match verdict {
+        Verdict::Redirect(to) => Some((TcMirrorActionType::EgressRedir, TcActionType::Stolen, to)),
+        Verdict::Mirror(to) => Some((TcMirrorActionType::EgressMirror, TcActionType::Ok, to)),
+        Verdict::Pass => None,
+    };
+    match mirred {
+        Some((eaction, then, to)) => {
+            let mut mirror = TcMirror::default();
+            mirror.generic = TcActionGeneric::default();
+            mirror.generic.action = then;
+            mirror.eaction = eaction;
+            mirror.ifindex = to;
+            let mut action = TcAction::default();
+            action.tab = 1;
+            action.attributes = vec![
+                TcActionAttribute::Kind(TcActionMirror::KIND.into()),
+                TcActionAttribute::Options(vec![TcActionOption::Mirror(
+                    TcActionMirrorOption::Parms(mirror),
+                )]),
+            ];
+            opts.push(TcOption::U32(TcFilterU32Option::Action(vec![action])));
+        }
+        // A class id and no action: the kernel's verdict is "ok", the frame goes up the stack.
+        None => opts.push(TcOption::U32(TcFilterU32Option::ClassId(TcHandle::from(
+            0x0001_0001,
+        )))),
+    }
     m.attributes
         .push(TcAttribute::Kind(TcFilterU32::KIND.into()));
-    m.attributes.push(TcAttribute::Options(vec![
-        TcOption::U32(TcFilterU32Option::Selector(sel)),
-        TcOption::U32(TcFilterU32Option::Action(vec![action])),
-    ]));
+    m.attributes.push(TcAttribute::Options(opts));
     m
+}
+
+/// u32 keys for "IPv4, TCP, destination port `port`" (no IP options, as `tc ... match ip
+/// dport` assumes).
+pub fn tcp_dport_keys(port: u16) -> Vec<TcU32Key> {
+    let key = |off, mask, val| {
+        let mut k = TcU32Key::default();
+        k.off = off;
+        k.mask = mask;
+        k.val = val;
+        k
+    };
+    vec![
+        key(8, 0x00ff_0000, 0x0006_0000),
+        key(20, 0x0000_ffff, port as u32),
+    ]
 }
 
 /// Redirect targets of the mirred actions in one filter message.
@@ -557,5 +783,32 @@ mod tests {
         assert_eq!(sel.nkeys, 1);
         assert_eq!(sel.keys, vec![TcU32Key::default()]);
         assert!(sel.flags.contains(TcU32SelectorFlags::Terminal));
+    }
+
+    /// The passthrough's console exception: IPv4 protocol, TCP protocol byte at offset 9, the
+    /// destination port in the low half of the word at offset 20; no action (the frame goes
+    /// up this namespace's stack), and it is not counted as a redirect.
+    #[test]
+    fn console_pass_filter_message() {
+        let m = u32_filter(3, 1, ETH_P_IP, None, tcp_dport_keys(5000), Verdict::Pass);
+        assert_eq!(
+            m.header.info & 0xffff,
+            0x0008,
+            "ETH_P_IP in network byte order"
+        );
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.emit(&mut buf);
+        // The keys on the wire are big-endian: 00 ff 00 00 / 00 06 00 00 at offset 8.
+        let wire = buf
+            .windows(8)
+            .any(|w| w == [0x00, 0xff, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00]);
+        assert!(wire, "TCP protocol key not found big-endian on the wire");
+        let back = <TcMessage as Parseable<[u8]>>::parse(&buf[..]).unwrap();
+        assert!(mirred_targets(&back).is_empty());
+        let mirror = u32_filter(3, 2, ETH_P_ARP, None, vec![], Verdict::Mirror(9));
+        assert!(
+            mirred_targets(&mirror).is_empty(),
+            "a mirror is not a redirect"
+        );
     }
 }

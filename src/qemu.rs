@@ -8,6 +8,9 @@ use std::ffi::OsString;
 /// Tap fds are handed to qemu at `TAP_FD_BASE + position` (position in `plan.links`).
 pub const TAP_FD_BASE: i32 = 10;
 
+/// The management tap's fd in passthrough mode.
+pub const MGMT_TAP_FD: i32 = 9;
+
 /// The guest's management address in user mode (vrnetlab's convention).
 pub const GUEST_MGMT_IP: &str = "10.0.0.15";
 
@@ -221,6 +224,13 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
                 format!("{model},netdev=mgmt,mac={}", mac(plan.identity(), 0)),
             );
         }
+        Management::Passthrough { model, mac: m, .. } => {
+            // The container's eth0 MAC when the supervisor has read it, so the VM is the
+            // address the lab tool handed out.
+            let m = m.clone().unwrap_or_else(|| mac(plan.identity(), 0));
+            a.opt("-netdev", format!("tap,id=mgmt,fd={MGMT_TAP_FD}"));
+            a.opt("-device", format!("{model},netdev=mgmt,mac={m}"));
+        }
     }
 
     // Data NICs in ethN order; a gap in the numbering gets a NIC with no backend so the guest's
@@ -378,6 +388,10 @@ mod tests {
             &Overrides::default(),
         )
         .unwrap();
+        let mut plan = plan;
+        if let Management::Passthrough { mac, .. } = &mut plan.management {
+            *mac = Some("02:42:ac:14:14:03".into());
+        }
         let got: Vec<String> = argv(
             &plan,
             &AccelChoice {
@@ -458,6 +472,16 @@ mod tests {
             "sixty-nics",
             "[vm]\nname=\"big\"\nmachine=\"q35\"\n[kernel]\npath=\"k\"\n[management]\nforwards=[]\n",
             &[("CLAB_INTFS", "60")],
+            false,
+        );
+    }
+
+    #[test]
+    fn golden_passthrough_vmxnet3() {
+        golden(
+            "passthrough-vmxnet3",
+            "[vm]\nname=\"vsrx\"\n[[disk]]\npath=\"/images/vsrx.qcow2\"\n[nics]\nmodel=\"vmxnet3\"\ncount=2\n[management]\nmodel=\"e1000\"\n",
+            &[("CLAB_MGMT_PASSTHROUGH", "true")],
             false,
         );
     }

@@ -202,9 +202,9 @@ fn make_overlays(plan: &Plan) -> Result<(), SupervisorError> {
     Ok(())
 }
 
-/// Spawns qemu with each tap fd dup'ed to TAP_FD_BASE + i, in its own process group (a ^C on
-/// the terminal reaches the launcher, which shuts qemu down properly).
-fn spawn_qemu(argv: &[OsString], fds: &[RawFd]) -> std::io::Result<u32> {
+/// Spawns qemu with each `(number, fd)` fd dup'ed to that number, in its own process group (a
+/// ^C on the terminal reaches the launcher, which shuts qemu down properly).
+fn spawn_qemu(argv: &[OsString], fds: &[(i32, RawFd)]) -> std::io::Result<u32> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]).stdin(Stdio::null());
     let fds = fds.to_vec();
@@ -212,15 +212,15 @@ fn spawn_qemu(argv: &[OsString], fds: &[RawFd]) -> std::io::Result<u32> {
     unsafe {
         cmd.pre_exec(move || {
             let mut tmp = Vec::with_capacity(fds.len());
-            for &fd in &fds {
+            for &(_, fd) in &fds {
                 let t = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 1024);
                 if t < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 tmp.push(t);
             }
-            for (i, &t) in tmp.iter().enumerate() {
-                if libc::dup2(t, TAP_FD_BASE + i as i32) < 0 {
+            for (&(number, _), &t) in fds.iter().zip(&tmp) {
+                if libc::dup2(t, number) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
@@ -272,8 +272,50 @@ async fn tcp_answers(port: u16) -> bool {
     matches!(tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await, Ok(Ok(n)) if n > 0)
 }
 
+/// The management addresses the guest is to take, for the bootstrap templates.
+#[derive(Debug, Clone, Default)]
+struct MgmtAddrs {
+    ipv4: String,
+    gateway4: String,
+    ipv6: String,
+    gateway6: String,
+}
+
+impl MgmtAddrs {
+    /// qemu's user network: the guest at 10.0.0.15, slirp's gateway at 10.0.0.2.
+    fn user() -> Self {
+        Self {
+            ipv4: format!("{}/24", qemu::GUEST_MGMT_IP),
+            gateway4: "10.0.0.2".into(),
+            ..Default::default()
+        }
+    }
+    /// What the container's management interface had (passthrough).
+    fn from_passthrough(p: &crate::datapath::Passthrough) -> Self {
+        let mut m = Self::default();
+        for a in &p.addresses {
+            let v6 = a.contains(':');
+            let slot = if v6 { &mut m.ipv6 } else { &mut m.ipv4 };
+            if slot.is_empty() {
+                *slot = a.clone();
+            }
+        }
+        for g in &p.gateways {
+            let slot = if g.is_ipv6() {
+                &mut m.gateway6
+            } else {
+                &mut m.gateway4
+            };
+            if slot.is_empty() {
+                *slot = g.to_string();
+            }
+        }
+        m
+    }
+}
+
 /// The values bootstrap templates see.
-fn bootstrap_values(plan: &Plan) -> bootstrap::Values {
+fn bootstrap_values(plan: &Plan, mgmt: &MgmtAddrs) -> bootstrap::Values {
     let mut v = bootstrap::Values::new();
     v.insert("hostname", plan.identity().to_string());
     v.insert("name", plan.name.clone());
@@ -285,23 +327,10 @@ fn bootstrap_values(plan: &Plan) -> bootstrap::Values {
         "password",
         plan.credentials.password.clone().unwrap_or_default(),
     );
-    let user = matches!(plan.management, crate::config::Management::User { .. });
-    v.insert(
-        "mgmt_ip",
-        if user {
-            format!("{}/24", qemu::GUEST_MGMT_IP)
-        } else {
-            String::new()
-        },
-    );
-    v.insert(
-        "mgmt_gateway",
-        if user {
-            "10.0.0.2".into()
-        } else {
-            String::new()
-        },
-    );
+    v.insert("mgmt_ip", mgmt.ipv4.clone());
+    v.insert("mgmt_gateway", mgmt.gateway4.clone());
+    v.insert("mgmt_ipv6", mgmt.ipv6.clone());
+    v.insert("mgmt_gateway6", mgmt.gateway6.clone());
     v
 }
 
@@ -386,6 +415,34 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
     }
     make_overlays(&plan)?;
 
+    // Management passthrough: the VM takes over eth0 (the console's telnet ports excepted).
+    let mut fixed_fds: Vec<(i32, RawFd)> = Vec::new();
+    let mut mgmt = match plan.management {
+        crate::config::Management::User { .. } => MgmtAddrs::user(),
+        _ => MgmtAddrs::default(),
+    };
+    let mut _mgmt_tap = None;
+    if let crate::config::Management::Passthrough {
+        interface,
+        tap,
+        mac,
+        ..
+    } = &mut plan.management
+    {
+        let keep: Vec<u16> = if plan.telnet_port == 0 {
+            vec![]
+        } else {
+            (0..=plan.extra_serials as u16)
+                .map(|n| plan.telnet_port + n)
+                .collect()
+        };
+        let p = crate::datapath::passthrough(interface, tap, &keep).await?;
+        *mac = Some(p.mac.clone());
+        mgmt = MgmtAddrs::from_passthrough(&p);
+        fixed_fds.push((qemu::MGMT_TAP_FD, p.tap.fd.as_raw_fd()));
+        _mgmt_tap = Some(p.tap);
+    }
+
     // Datapath: taps first, then wait for every ethN (bounded), SIGTERM still honoured.
     let mut tap_fds = Vec::new();
     let mut datapath = None;
@@ -419,7 +476,12 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
                 return Ok(0);
             }
         }
-        tap_fds = dp.taps().iter().map(|t| t.fd.as_raw_fd()).collect();
+        tap_fds = dp
+            .taps()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (TAP_FD_BASE + i as i32, t.fd.as_raw_fd()))
+            .collect();
         // The watcher owns the datapath (and so the tap fds) for the launcher's whole life.
         tokio::spawn(dp.watch());
     }
@@ -437,6 +499,7 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
     }
 
     let argv = qemu::argv(&plan, &accel);
+    tap_fds.extend(fixed_fds);
     let mut failures = 0u32;
     loop {
         // With a bootstrap, humans can watch from the first byte but type only after it.
@@ -465,7 +528,7 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
             clean,
             give_up,
         } = run_once(
-            &plan,
+            (&plan, &mgmt),
             &status,
             &mut sig,
             (&hub, &mut console_rx),
@@ -531,7 +594,7 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
 
 /// Supervises one qemu process until it exits.
 async fn run_once(
-    plan: &Plan,
+    (plan, mgmt): (&Plan, &MgmtAddrs),
     status: &Status,
     sig: &mut Signals,
     (hub, console_rx): (&console::Hub, &mut mpsc::UnboundedReceiver<ConsoleEvent>),
@@ -542,7 +605,7 @@ async fn run_once(
     let (boot_tx, mut boot_rx) = mpsc::unbounded_channel();
     let boot_task = plan.bootstrap.clone().map(|b| {
         let hub = hub.clone();
-        let values = bootstrap_values(plan);
+        let values = bootstrap_values(plan, mgmt);
         let startup = plan
             .startup_config
             .as_ref()

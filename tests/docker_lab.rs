@@ -107,12 +107,7 @@ fn lacp_bond_forms_across_the_datapath_and_survives_stop_start() {
     // (user-mode networking with the launcher's forwards), as vrnetlab does for SSH/NETCONF.
     let ip = must(&format!("docker inspect -f '{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}}{{{{end}}}}' {}", lab.c("r1")));
     let page = wait_for(Duration::from_secs(30), "the forwarded port", || {
-        let mut s = std::net::TcpStream::connect((ip.trim(), 80)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        std::io::Write::write_all(&mut s, b"GET / HTTP/1.0\r\n\r\n").ok()?;
-        let mut body = String::new();
-        std::io::Read::read_to_string(&mut s, &mut body).ok()?;
-        body.contains("tinylinux").then_some(body)
+        http_get(None, &format!("{}:80", ip.trim())).filter(|b| b.contains("tinylinux"))
     });
     assert!(page.contains("200 OK"), "{page}");
     let macs_before = nic_line(&lab.logs("r1"));

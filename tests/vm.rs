@@ -10,12 +10,6 @@ fn state(ns: &Netns) -> Option<String> {
     status(ns).map(|s| s["state"].as_str().unwrap_or_default().to_string())
 }
 
-fn wait_state(ns: &Netns, want: &str, within: Duration) -> serde_json::Value {
-    wait_for(within, &format!("state {want}"), || {
-        status(ns).filter(|s| s["state"] == want)
-    })
-}
-
 fn pid_alive(pid: i64) -> bool {
     unsafe { libc::kill(pid as i32, 0) == 0 }
 }
@@ -363,8 +357,13 @@ fn broken_configs_and_environment_exit_2_naming_the_key_and_touch_nothing() {
         ),
         (
             base.clone(),
-            vec![("CLAB_MGMT_PASSTHROUGH", "true")],
+            vec![("CLAB_MGMT_PASSTHROUGH", "maybe")],
             "CLAB_MGMT_PASSTHROUGH",
+        ),
+        (
+            base.clone() + "[management]\nmode = \"passthrough\"\ninterface = \"eth1\"\n",
+            vec![("CLAB_INTFS", "1")],
+            "management.mode",
         ),
     ];
     assert!(cases.len() >= 20);

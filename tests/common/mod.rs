@@ -403,6 +403,26 @@ pub fn status(ns: &Netns) -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// Waits (bounded) until `launcher status` shows state `want`; returns the status.
+pub fn wait_state(ns: &Netns, want: &str, within: Duration) -> serde_json::Value {
+    wait_for(within, &format!("state {want}"), || {
+        status(ns).filter(|s| s["state"] == want)
+    })
+}
+
+/// `GET /` over HTTP/1.0 to `addr` (ip:port), from inside `ns` if given; the whole response.
+pub fn http_get(ns: Option<&Netns>, addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let _g = ns.map(Netns::enter);
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
 /// A launcher running in a namespace; killed (with its qemu) if the test fails half way.
 pub struct Running {
     pub child: Option<Child>,

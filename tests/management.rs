@@ -1,0 +1,111 @@
+//! Management networking on real qemu + tinylinux. Passthrough: the VM takes over the
+//! container's eth0 (its address, its MAC); from outside, the guest answers on that address, the
+//! launcher's telnet console stays reachable on it, and the guest reaches the gateway.
+
+mod common;
+use common::*;
+use std::io::Read;
+use std::time::Duration;
+
+/// The bootstrap gives the guest the container's management address and gateway, which the
+/// launcher read from eth0 over netlink, and proves the gateway answers the guest.
+const PASSTHROUGH_BOOTSTRAP: &str = r##"
+[bootstrap]
+on_timeout = "fail"
+attempts = 1
+username = "admin"
+password = "admin"
+steps = [
+  { expect = "login: ", timeout = 90 },
+  { send = "{username}" },
+  { expect = "Password: ", timeout = 10 },
+  { send = "{password}" },
+  { expect = "# ", timeout = 10 },
+  { send = "ip addr add {mgmt_ip} dev eth0 && ip route add default via {mgmt_gateway}" },
+  { expect = "# ", timeout = 10 },
+  { send = "ping -c 1 -W 5 {mgmt_gateway} >/dev/null && echo GW-$((40+2))" },
+  { expect = "GW-42", timeout = 15 },
+]
+"##;
+
+#[test]
+fn passthrough_the_guest_answers_on_the_containers_own_address() {
+    let ns = Netns::new("pass");
+    let outside = Netns::new("pout");
+    // The container's eth0, as Docker or containerlab would leave it: an address and a default
+    // route; the other end is "the management network" (another namespace).
+    must(&format!(
+        "ip -n {} link add eth0 type veth peer name mgmt0 netns {}",
+        ns.name, outside.name
+    ));
+    ns.ip("addr add 192.0.2.2/24 dev eth0");
+    ns.ip("link set eth0 up");
+    ns.ip("route add default via 192.0.2.1");
+    outside.ip("addr add 192.0.2.1/24 dev mgmt0");
+    outside.ip("link set mgmt0 up");
+    let eth0_mac = ns
+        .ip("-br link show eth0")
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+
+    let cfg = tinylinux_config(&ns, "rp", "", PASSTHROUGH_BOOTSTRAP);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("tl.mgmt=user", "tl.mgmt=passthrough");
+    std::fs::write(&cfg, text).unwrap();
+    let mut l = Running::start(&ns, &cfg, &[("CLAB_MGMT_PASSTHROUGH", "true")]);
+    let st = wait_state(&ns, "ready", Duration::from_secs(120));
+    assert_eq!(st["reason"], "bootstrap finished", "{st}");
+
+    // The VM's management NIC took eth0's MAC (the guest prints its NICs at boot).
+    let console = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
+    assert!(
+        console.contains(&format!("eth0={eth0_mac}/")),
+        "guest NIC MAC is not eth0's {eth0_mac}: {console}"
+    );
+    // The guest's own web server answers on the container's address.
+    let page = wait_for(Duration::from_secs(20), "the guest's web server", || {
+        http_get(Some(&outside), "192.0.2.2:80")
+    });
+    assert!(
+        page.contains("200 OK") && page.contains("tinylinux rp"),
+        "{page}"
+    );
+    // And ping: the answer's source MAC is eth0's (the guest's), seen from outside.
+    let ping = outside.exec("ping -c 2 -W 2 192.0.2.2");
+    assert!(ping.status.success(), "{ping:?}");
+    let neigh = outside.ip("neigh show 192.0.2.2");
+    assert!(neigh.contains(&eth0_mac), "{neigh}");
+    // The launcher's telnet console stays in the container, on the same address.
+    let mut console_seen = String::new();
+    {
+        let _g = outside.enter();
+        let mut s = std::net::TcpStream::connect_timeout(
+            &"192.0.2.2:5000".parse().unwrap(),
+            Duration::from_secs(3),
+        )
+        .expect("telnet console on the container's address");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            console_seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if console_seen.contains("GW-42") {
+                break;
+            }
+        }
+    }
+    assert!(
+        console_seen.contains("GW-42"),
+        "the console history over telnet: {console_seen:?}"
+    );
+    // The launcher logged what it took over.
+    let out = l.output();
+    assert!(out.contains("management passthrough wired"), "{out}");
+    let (code, _) = l.stop(Duration::from_secs(30));
+    assert_eq!(code, 0, "{}", l.output());
+}
