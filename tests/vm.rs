@@ -361,9 +361,9 @@ fn broken_configs_and_environment_exit_2_naming_the_key_and_touch_nothing() {
             "CLAB_MGMT_PASSTHROUGH",
         ),
         (
-            base.clone() + "[management]\nmode = \"passthrough\"\ninterface = \"eth1\"\n",
-            vec![("CLAB_INTFS", "1")],
-            "management.mode",
+            base.replace("[management]\n", "[management]\ninterface = \"eth1\"\n"),
+            vec![("CLAB_INTFS", "1"), ("CLAB_MGMT_PASSTHROUGH", "true")],
+            "CLAB_MGMT_PASSTHROUGH",
         ),
     ];
     assert!(cases.len() >= 20);
