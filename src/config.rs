@@ -42,11 +42,12 @@ pub type Env = BTreeMap<String, String>;
 // The file schema. `deny_unknown_fields` everywhere: a typo is an error, never a silent default.
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct File {
-    #[serde(default)]
-    vm: VmSection,
+    /// `[vm]` (one VM) or `[[vm]]` (several, each with its own kernel, disks, console,
+    /// management, bootstrap): decoded in [`build_node`] so errors can name the entry.
+    vm: Option<toml::Value>,
     kernel: Option<KernelSection>,
     #[serde(default, rename = "disk")]
     disks: Vec<DiskSection>,
@@ -56,14 +57,13 @@ struct File {
     management: MgmtSection,
     #[serde(default)]
     restart: RestartSection,
-    #[serde(default)]
-    console: ConsoleSection,
+    console: Option<ConsoleSection>,
     #[serde(default)]
     paths: PathsSection,
     bootstrap: Option<BootstrapSection>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BootstrapSection {
     #[serde(default = "default_on_boot_timeout")]
@@ -82,7 +82,7 @@ fn default_attempts() -> u32 {
     3
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StepSection {
     expect: Option<String>,
@@ -92,7 +92,7 @@ struct StepSection {
     timeout: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct VmSection {
     name: String,
@@ -132,7 +132,7 @@ impl Default for VmSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KernelSection {
     path: String,
@@ -141,7 +141,7 @@ struct KernelSection {
     append: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DiskSection {
     path: String,
@@ -162,7 +162,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct NicSection {
     model: String,
@@ -196,7 +196,7 @@ impl Default for NicSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct MgmtSection {
     mode: String,
@@ -236,7 +236,7 @@ pub const DEFAULT_FORWARDS: &[&str] = &[
     "udp:161",
 ];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RestartSection {
     policy: String,
@@ -254,7 +254,7 @@ impl Default for RestartSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct ConsoleSection {
     log: String,
@@ -276,7 +276,7 @@ impl Default for ConsoleSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct PathsSection {
     run_dir: String,
@@ -456,6 +456,10 @@ pub struct Plan {
     pub run_dir: PathBuf,
     pub health_file: PathBuf,
     pub credentials: Credentials,
+    /// In a node of several VMs: this VM's name (its MACs derive from hostname/name).
+    pub instance: Option<String>,
+    /// Taps of the internal networks this VM joins, in NIC order (right after management).
+    pub internal: Vec<String>,
 }
 
 impl Plan {
@@ -463,6 +467,21 @@ impl Plan {
     /// per container) or else vm.name. MAC addresses and status derive from it.
     pub fn identity(&self) -> &str {
         self.credentials.hostname.as_deref().unwrap_or(&self.name)
+    }
+    /// What this VM's MAC addresses derive from: the router's identity, and in a node of
+    /// several VMs the VM's name too.
+    pub fn mac_seed(&self) -> String {
+        match &self.instance {
+            Some(i) => format!("{}/{i}", self.identity()),
+            None => self.identity().to_string(),
+        }
+    }
+    /// The label of this VM's console in logs.
+    pub fn console_label(&self) -> String {
+        match &self.instance {
+            Some(i) => format!("console {i}"),
+            None => "console".into(),
+        }
     }
     pub fn qmp_socket(&self) -> PathBuf {
         self.run_dir.join("qmp.sock")
@@ -492,8 +511,43 @@ pub struct Overrides {
     pub credentials: Credentials,
 }
 
+/// An internal network between the VMs of one node (vMX control and forwarding planes, SR OS
+/// cards): a bridge in the container with one tap per member VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalNet {
+    pub name: String,
+    pub bridge: String,
+    pub taps: Vec<String>,
+}
+
+/// One router container: its VMs (one, or several started in this order and stopped in the
+/// reverse order) and the internal networks between them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub vms: Vec<Plan>,
+    pub internal: Vec<InternalNet>,
+}
+
+impl Node {
+    /// The first VM: node-wide settings (interface wait, paths, health file) come from it.
+    pub fn first(&self) -> &Plan {
+        &self.vms[0]
+    }
+    /// Every data link of the node, in port order, and the VM each belongs to.
+    pub fn links(&self) -> Vec<(usize, DataLink)> {
+        let mut out: Vec<(usize, DataLink)> = self
+            .vms
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| p.links.iter().map(move |l| (i, l.clone())))
+            .collect();
+        out.sort_by_key(|(_, l)| l.index);
+        out
+    }
+}
+
 /// Reads the config file, then [`parse`]s it. A missing file is an error naming the path.
-pub fn load(path: &Path, env: &Env, over: &Overrides) -> Result<Plan, ConfigError> {
+pub fn load(path: &Path, env: &Env, over: &Overrides) -> Result<Node, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -515,13 +569,367 @@ pub fn parse(
     base: &Path,
     env: &Env,
     over: &Overrides,
-) -> Result<Plan, ConfigError> {
+) -> Result<Node, ConfigError> {
     let f: File = toml::from_str(text).map_err(|e| ConfigError::Syntax {
         path: origin.to_path_buf(),
         message: e.to_string().trim().replace('\n', " "),
     })?;
-    build(f, base, env, over)
+    build_node(f, origin, base, env, over)
 }
+
+/// The keys of a `[[vm]]` entry that are sections of their own.
+const VM_SUBSECTIONS: &[&str] = &[
+    "kernel",
+    "disk",
+    "console",
+    "management",
+    "bootstrap",
+    "data",
+    "internal",
+];
+
+/// Environment variables that size or shape one VM: with several VMs they apply to the first.
+const VM_ENV: &[&str] = &[
+    "QEMU_MEMORY",
+    "QEMU_SMP",
+    "QEMU_CPU",
+    "QEMU_ADDITIONAL_ARGS",
+    "CLAB_MGMT_PASSTHROUGH",
+];
+
+fn decode<T: serde::de::DeserializeOwned>(
+    v: toml::Value,
+    origin: &Path,
+    key: &str,
+) -> Result<T, ConfigError> {
+    v.try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: origin.to_path_buf(),
+            message: format!("{key}: {}", e.to_string().trim().replace('\n', " ")),
+        })
+}
+
+/// Prefixes a per-VM key with the entry (`kernel.path` -> `vm[1].kernel.path`).
+fn in_entry(i: usize, e: ConfigError) -> ConfigError {
+    match e {
+        ConfigError::Invalid { key, value, reason } if !VM_ENV.contains(&key.as_str()) => {
+            let key = match key.strip_prefix("vm.") {
+                Some(rest) => format!("vm[{i}].{rest}"),
+                None if VM_SUBSECTIONS.iter().any(|s| key.starts_with(s)) => {
+                    format!("vm[{i}].{key}")
+                }
+                None => key,
+            };
+            ConfigError::Invalid { key, value, reason }
+        }
+        other => other,
+    }
+}
+
+/// Parses a `data` port selection: "all", "none", or numbers and ranges ("1-4,7").
+fn parse_ports(key: &str, s: &str, all: &[u32]) -> Result<Vec<u32>, ConfigError> {
+    match s.trim() {
+        "all" => return Ok(all.to_vec()),
+        "none" | "" => return Ok(vec![]),
+        _ => {}
+    }
+    let bad = || {
+        invalid(
+            key,
+            s,
+            "expected all, none, or ports and ranges such as 1-4,7",
+        )
+    };
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let (a, b) = match part.trim().split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part.trim(), part.trim()),
+        };
+        let (a, b): (u32, u32) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        if a == 0 || b < a {
+            return Err(bad());
+        }
+        out.extend(a..=b);
+    }
+    Ok(out)
+}
+
+fn build_node(
+    mut f: File,
+    origin: &Path,
+    base: &Path,
+    env: &Env,
+    over: &Overrides,
+) -> Result<Node, ConfigError> {
+    let entries = match f.vm.take() {
+        None => {
+            let plan = build(f, VmSection::default(), base, env, over)?;
+            return Ok(Node {
+                vms: vec![plan],
+                internal: vec![],
+            });
+        }
+        Some(v @ toml::Value::Table(_)) => {
+            let vm: VmSection = decode(v, origin, "[vm]")?;
+            let plan = build(f, vm, base, env, over)?;
+            return Ok(Node {
+                vms: vec![plan],
+                internal: vec![],
+            });
+        }
+        Some(toml::Value::Array(a)) => a,
+        Some(other) => {
+            return Err(invalid(
+                "vm",
+                other.type_str(),
+                "expected a [vm] table or [[vm]] tables",
+            ))
+        }
+    };
+    if entries.is_empty() || entries.len() > 8 {
+        return Err(invalid(
+            "vm",
+            entries.len(),
+            "between 1 and 8 [[vm]] entries",
+        ));
+    }
+    // With [[vm]], what belongs to one VM lives in its entry.
+    let top_level = [
+        ("kernel", f.kernel.is_some()),
+        ("disk", !f.disks.is_empty()),
+        ("bootstrap", f.bootstrap.is_some()),
+        ("console", f.console.is_some()),
+    ];
+    for (k, set) in top_level {
+        if set {
+            return Err(invalid(
+                k,
+                "(top level)",
+                format!("with [[vm]] entries, give each VM its own [vm.{k}]"),
+            ));
+        }
+    }
+    let mut vms = Vec::new();
+    let mut selections = Vec::new();
+    let mut nets: Vec<InternalNet> = Vec::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let key = |k: &str| format!("vm[{i}].{k}");
+        let toml::Value::Table(mut t) = entry else {
+            return Err(invalid(&format!("vm[{i}]"), "", "expected a table"));
+        };
+        let mut sub = |k: &str| t.remove(k);
+        let kernel = sub("kernel");
+        let disk = sub("disk");
+        let console = sub("console");
+        let management = sub("management");
+        let bootstrap = sub("bootstrap");
+        let data = sub("data");
+        let internal = sub("internal");
+        let vm: VmSection = decode(toml::Value::Table(t), origin, &format!("vm[{i}]"))?;
+        let mut fi = f.clone();
+        fi.kernel = kernel
+            .map(|v| decode(v, origin, &key("kernel")))
+            .transpose()?;
+        fi.disks = disk
+            .map(|v| decode(v, origin, &key("disk")))
+            .transpose()?
+            .unwrap_or_default();
+        fi.bootstrap = bootstrap
+            .map(|v| decode(v, origin, &key("bootstrap")))
+            .transpose()?;
+        // vrnetlab's numbering: the first VM's console on telnet 5000, the next on 5001, ...;
+        // each VM's console log named after it. Both unless the entry says otherwise.
+        let mut console = match console {
+            Some(toml::Value::Table(t)) => t,
+            Some(other) => {
+                return Err(invalid(
+                    &key("console"),
+                    other.to_string(),
+                    "expected a table",
+                ))
+            }
+            None => toml::Table::new(),
+        };
+        console
+            .entry("telnet_port")
+            .or_insert(toml::Value::Integer(5000 + i as i64));
+        console.entry("log").or_insert(toml::Value::String(format!(
+            "/var/log/launcher/{}.console.log",
+            vm.name
+        )));
+        fi.console = Some(decode(
+            toml::Value::Table(console),
+            origin,
+            &key("console"),
+        )?);
+        fi.management = match management {
+            Some(v) => decode(v, origin, &key("management"))?,
+            // Only the first VM forwards the container's ports by default.
+            None if i > 0 => MgmtSection {
+                forwards: vec![],
+                ..f.management.clone()
+            },
+            None => f.management.clone(),
+        };
+        fi.paths.run_dir = format!("{}/{}", f.paths.run_dir, vm.name);
+        fi.paths.state_dir = format!("{}/{}", f.paths.state_dir, vm.name);
+        let env_i: Env = if i == 0 {
+            env.clone()
+        } else {
+            env.iter()
+                .filter(|(k, _)| !VM_ENV.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let name = vm.name.clone();
+        let mut plan = build(fi, vm, base, &env_i, over).map_err(|e| in_entry(i, e))?;
+        if vms.iter().any(|p: &Plan| p.name == name) {
+            return Err(invalid(&key("name"), &name, "two VMs with the same name"));
+        }
+        plan.instance = Some(name.clone());
+        let all: Vec<u32> = plan.links.iter().map(|l| l.index).collect();
+        let ports = match data {
+            None => vec![],
+            Some(toml::Value::String(s)) => parse_ports(&key("data"), &s, &all)?,
+            Some(other) => {
+                return Err(invalid(
+                    &key("data"),
+                    other.to_string(),
+                    "expected a string: all, none, or ports such as 1-4,7",
+                ))
+            }
+        };
+        selections.push((i, ports));
+        let internal: Vec<String> = internal
+            .map(|v| decode(v, origin, &key("internal")))
+            .transpose()?
+            .unwrap_or_default();
+        if internal.len() > MAX_INTERNAL {
+            return Err(invalid(
+                &key("internal"),
+                internal.len(),
+                format!("at most {MAX_INTERNAL} internal networks per VM"),
+            ));
+        }
+        for net in &internal {
+            if net.is_empty()
+                || net.len() > 11
+                || !net.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(invalid(
+                    &key("internal"),
+                    net,
+                    "an internal network name: 1-11 letters, digits or '_'",
+                ));
+            }
+            let tap = format!("i{i}-{net}");
+            match nets.iter_mut().find(|n| &n.name == net) {
+                Some(n) => n.taps.push(tap.clone()),
+                None => nets.push(InternalNet {
+                    name: net.clone(),
+                    bridge: format!("int-{net}"),
+                    taps: vec![tap.clone()],
+                }),
+            }
+            plan.internal.push(tap);
+        }
+        vms.push(plan);
+    }
+    // Every data port on exactly one VM.
+    let all = vms[0].links.clone();
+    for l in &all {
+        let on: Vec<usize> = selections
+            .iter()
+            .filter(|(_, ports)| ports.contains(&l.index))
+            .map(|(i, _)| *i)
+            .collect();
+        match on.as_slice() {
+            [_] => {}
+            [] => {
+                return Err(invalid(
+                    "vm[].data",
+                    &l.eth,
+                    "this data interface is on no VM: give it to one with data = \"...\"",
+                ))
+            }
+            [a, b, ..] => {
+                return Err(invalid(
+                    &format!("vm[{b}].data"),
+                    &l.eth,
+                    format!("already on vm[{a}]"),
+                ))
+            }
+        }
+    }
+    // A selection may name ports the lab did not connect (a line card's "1-48" with
+    // CLAB_INTFS=3): those simply are not there.
+    for ((_, ports), plan) in selections.iter().zip(vms.iter_mut()) {
+        plan.links.retain(|l| ports.contains(&l.index));
+    }
+    for n in &nets {
+        if n.taps.len() < 2 {
+            return Err(invalid(
+                "vm[].internal",
+                &n.name,
+                "an internal network joins at least two VMs",
+            ));
+        }
+    }
+    // What two VMs cannot share: telnet ports, forwarded ports, the management interface.
+    let mut telnet: Vec<(u16, usize)> = Vec::new();
+    let mut fwd: Vec<(Protocol, u16, usize)> = Vec::new();
+    let mut passthrough = None;
+    for (i, p) in vms.iter().enumerate() {
+        if p.telnet_port > 0 {
+            for port in p.telnet_port..=p.telnet_port + p.extra_serials as u16 {
+                if let Some((_, j)) = telnet.iter().find(|(q, _)| *q == port) {
+                    return Err(invalid(
+                        &format!("vm[{i}].console.telnet_port"),
+                        port,
+                        format!("already used by vm[{j}]'s console"),
+                    ));
+                }
+                telnet.push((port, i));
+            }
+        }
+        match &p.management {
+            Management::User { forwards, .. } => {
+                for f in forwards {
+                    if let Some((_, _, j)) = fwd
+                        .iter()
+                        .find(|(pr, port, _)| *pr == f.proto && *port == f.host_port)
+                    {
+                        return Err(invalid(
+                            &format!("vm[{i}].management.forwards"),
+                            f.host_port,
+                            format!("already forwarded to vm[{j}]"),
+                        ));
+                    }
+                    fwd.push((f.proto, f.host_port, i));
+                }
+            }
+            Management::Passthrough { .. } => {
+                if let Some(j) = passthrough {
+                    return Err(invalid(
+                        &format!("vm[{i}].management.mode"),
+                        "passthrough",
+                        format!("vm[{j}] already takes over the management interface"),
+                    ));
+                }
+                passthrough = Some(i);
+            }
+            Management::None => {}
+        }
+    }
+    Ok(Node {
+        vms,
+        internal: nets,
+    })
+}
+
+/// Internal networks per VM (their tap fds sit at fixed numbers below the data taps).
+pub const MAX_INTERNAL: usize = 6;
 
 fn env_num<T: std::str::FromStr>(
     env: &Env,
@@ -602,8 +1010,13 @@ pub fn parse_forward(key: &str, s: &str) -> Result<Forward, ConfigError> {
     })
 }
 
-fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, ConfigError> {
-    let vm = f.vm;
+fn build(
+    f: File,
+    vm: VmSection,
+    base: &Path,
+    env: &Env,
+    over: &Overrides,
+) -> Result<Plan, ConfigError> {
     if vm.name.is_empty()
         || !vm
             .name
@@ -973,23 +1386,22 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         o => return Err(invalid("restart.policy", o, "expected never or on-failure")),
     };
 
-    if f.console.extra_serials > 3 {
+    let console = f.console.unwrap_or_default();
+    if console.extra_serials > 3 {
         return Err(invalid(
             "console.extra_serials",
-            f.console.extra_serials,
+            console.extra_serials,
             "at most 3 (ttyS1 to ttyS3)",
         ));
     }
-    if f.console.telnet_port > 0
-        && u32::from(f.console.telnet_port) + f.console.extra_serials > 65535
-    {
+    if console.telnet_port > 0 && u32::from(console.telnet_port) + console.extra_serials > 65535 {
         return Err(invalid(
             "console.telnet_port",
-            f.console.telnet_port,
+            console.telnet_port,
             "no room for the extra serial ports' telnet ports above it",
         ));
     }
-    if let Some(port) = f.console.ready_tcp {
+    if let Some(port) = console.ready_tcp {
         let forwarded = match &management {
             Management::User { forwards, .. } => forwards
                 .iter()
@@ -1004,7 +1416,7 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
             ));
         }
     }
-    if let Some(p) = &f.console.ready_pattern {
+    if let Some(p) = &console.ready_pattern {
         if p.is_empty() {
             return Err(invalid(
                 "console.ready_pattern",
@@ -1072,11 +1484,11 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
         shutdown_timeout: Duration::from_secs(vm.shutdown_timeout),
         boot_delay: Duration::from_secs(boot_delay),
         restart,
-        console_log: resolve(base, &f.console.log),
-        ready_pattern: f.console.ready_pattern,
-        telnet_port: f.console.telnet_port,
-        ready_tcp: f.console.ready_tcp,
-        extra_serials: f.console.extra_serials,
+        console_log: resolve(base, &console.log),
+        ready_pattern: console.ready_pattern,
+        telnet_port: console.telnet_port,
+        ready_tcp: console.ready_tcp,
+        extra_serials: console.extra_serials,
         bootstrap,
         startup_config: vm.startup_config.as_deref().map(|p| resolve(base, p)),
         uuid: vm.uuid,
@@ -1088,6 +1500,8 @@ fn build(f: File, base: &Path, env: &Env, over: &Overrides) -> Result<Plan, Conf
             password,
             hostname,
         },
+        instance: None,
+        internal: vec![],
     })
 }
 
@@ -1182,6 +1596,13 @@ mod tests {
     const MIN: &str = "[kernel]\npath = \"k\"\n";
 
     fn p(text: &str, env: &[(&str, &str)]) -> Result<Plan, ConfigError> {
+        pn(text, env).map(|n| {
+            assert_eq!(n.vms.len(), 1);
+            n.vms.into_iter().next().unwrap()
+        })
+    }
+
+    fn pn(text: &str, env: &[(&str, &str)]) -> Result<Node, ConfigError> {
         let env: Env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -1193,6 +1614,121 @@ mod tests {
             &env,
             &Overrides::default(),
         )
+    }
+
+    const TWO: &str = r#"
+[nics]
+count = 4
+[[vm]]
+name = "cp"
+data = "1"
+internal = ["fab"]
+[vm.kernel]
+path = "k"
+[[vm]]
+name = "lc"
+memory = 512
+data = "2-4"
+internal = ["fab"]
+[vm.kernel]
+path = "k2"
+[vm.console]
+telnet_port = 5010
+ready_pattern = "up"
+"#;
+
+    #[test]
+    fn several_vms_in_one_node() {
+        let n = pn(TWO, &[("QEMU_MEMORY", "2048"), ("CLAB_INTFS", "3")]).unwrap();
+        assert_eq!(n.vms.len(), 2);
+        let (cp, lc) = (&n.vms[0], &n.vms[1]);
+        // The environment sizes the first VM only; CLAB_INTFS is node-wide.
+        assert_eq!((cp.memory_mib, lc.memory_mib), (2048, 512));
+        assert_eq!(cp.links.iter().map(|l| l.index).collect::<Vec<_>>(), [1]);
+        assert_eq!(lc.links.iter().map(|l| l.index).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(n.links().len(), 3);
+        assert_eq!((cp.telnet_port, lc.telnet_port), (5000, 5010));
+        assert_eq!(lc.ready_pattern.as_deref(), Some("up"));
+        assert_eq!(cp.run_dir, PathBuf::from("/run/launcher/cp"));
+        assert_ne!(cp.mac_seed(), lc.mac_seed());
+        assert_eq!(
+            n.internal,
+            vec![InternalNet {
+                name: "fab".into(),
+                bridge: "int-fab".into(),
+                taps: vec!["i0-fab".into(), "i1-fab".into()]
+            }]
+        );
+        assert_eq!(cp.internal, ["i0-fab"]);
+        // Only the first VM forwards the container's ports by default.
+        match (&cp.management, &lc.management) {
+            (Management::User { forwards: a, .. }, Management::User { forwards: b, .. }) => {
+                assert_eq!(a.len(), DEFAULT_FORWARDS.len());
+                assert!(b.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        // Second VM's console defaults: 5001 and its own log.
+        let n = pn(
+            &TWO.replace("[vm.console]\ntelnet_port = 5010\n", "[vm.console]\n"),
+            &[],
+        );
+        assert!(n.is_ok());
+        let plain = TWO.replace(
+            "[vm.console]\ntelnet_port = 5010\nready_pattern = \"up\"\n",
+            "",
+        );
+        let n = pn(&plain, &[]).unwrap();
+        assert_eq!(n.vms[1].telnet_port, 5001);
+        assert_eq!(
+            n.vms[1].console_log,
+            PathBuf::from("/var/log/launcher/lc.console.log")
+        );
+    }
+
+    #[test]
+    fn several_vms_broken_inputs_name_the_entry() {
+        let cases: Vec<(String, &str)> = vec![
+            (TWO.replace("data = \"1\"", "data = \"none\""), "vm[].data"),
+            (TWO.replace("data = \"1\"", "data = \"1-2\""), "vm[1].data"),
+            (
+                TWO.replace("data = \"2-4\"", "data = \"4-2\""),
+                "vm[1].data",
+            ),
+            (TWO.replace("data = \"1\"", "data = \"one\""), "vm[0].data"),
+            (
+                TWO.replace(
+                    "internal = [\"fab\"]\n[vm.kernel]\npath = \"k2\"",
+                    "[vm.kernel]\npath = \"k2\"",
+                ),
+                "vm[].internal",
+            ),
+            (TWO.replace("memory = 512", "memroy = 512"), "vm[1]"),
+            (
+                TWO.replace("path = \"k2\"", "path = \"\""),
+                "vm[1].kernel.path",
+            ),
+            (TWO.replace("memory = 512", "memory = 1"), "vm[1].memory"),
+            (TWO.replace("name = \"lc\"", "name = \"cp\""), "vm[1].name"),
+            (
+                TWO.replace("telnet_port = 5010", "telnet_port = 5000"),
+                "vm[1].console.telnet_port",
+            ),
+            (format!("[kernel]\npath = \"k\"\n{TWO}"), "kernel"),
+            (
+                TWO.replace("internal = [\"fab\"]", "internal = [\"a-b\"]"),
+                "vm[0].internal",
+            ),
+        ];
+        for (text, key) in cases {
+            match pn(&text, &[]) {
+                Ok(_) => panic!("accepted broken input {text}"),
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains(key), "error does not name {key:?}: {msg}");
+                }
+            }
+        }
     }
 
     #[test]

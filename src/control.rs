@@ -36,9 +36,21 @@ pub enum ControlError {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub name: String,
+    /// The node's state: with one VM, that VM's; with several, derived from theirs.
     pub lifecycle: Lifecycle,
     pub accel: String,
+    /// The first VM's qemu.
     pub qemu_pid: Option<i32>,
+    pub vms: Vec<VmSnapshot>,
+}
+
+/// One VM of the node.
+#[derive(Debug, Clone, Default)]
+pub struct VmSnapshot {
+    pub name: String,
+    pub lifecycle: Lifecycle,
+    pub qemu_pid: Option<i32>,
+    pub telnet_port: u16,
 }
 
 pub type Shared = Arc<Mutex<Snapshot>>;
@@ -75,6 +87,20 @@ pub struct Report {
     pub accel: String,
     pub qemu_pid: Option<i32>,
     pub links: Vec<LinkReport>,
+    /// Each VM of the node (also for one VM).
+    #[serde(default)]
+    pub vms: Vec<VmReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmReport {
+    pub name: String,
+    pub state: String,
+    pub since: f64,
+    pub reason: String,
+    pub restarts: u32,
+    pub qemu_pid: Option<i32>,
+    pub telnet_port: u16,
 }
 
 fn secs(t: SystemTime) -> f64 {
@@ -215,6 +241,19 @@ async fn build_report(snap: &Shared, table: Option<&Table>, nl: Option<&Netlink>
         accel: s.accel,
         qemu_pid: s.qemu_pid,
         links: link_reports(&rows, &live),
+        vms: s
+            .vms
+            .iter()
+            .map(|v| VmReport {
+                name: v.name.clone(),
+                state: v.lifecycle.state.as_str().into(),
+                since: secs(v.lifecycle.since),
+                reason: v.lifecycle.reason.clone(),
+                restarts: v.lifecycle.restarts,
+                qemu_pid: v.qemu_pid,
+                telnet_port: v.telnet_port,
+            })
+            .collect(),
     }
 }
 
@@ -348,6 +387,29 @@ pub fn render(r: &Report) -> String {
             .unwrap_or_else(|| "-".into()),
         r.restarts
     );
+    if r.vms.len() > 1 {
+        out.push_str(&format!(
+            "{:<12} {:<22} {:>8} {:>9} {:>7}  {}\n",
+            "VM", "STATE", "PID", "RESTARTS", "TELNET", "REASON"
+        ));
+        for v in &r.vms {
+            out.push_str(&format!(
+                "{:<12} {:<22} {:>8} {:>9} {:>7}  {}\n",
+                v.name,
+                v.state,
+                v.qemu_pid
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                v.restarts,
+                if v.telnet_port == 0 {
+                    "-".to_string()
+                } else {
+                    v.telnet_port.to_string()
+                },
+                v.reason
+            ));
+        }
+    }
     if !r.links.is_empty() {
         out.push_str(&format!(
             "{:<5} {:<10} {:>7} {:<10} {:>7} {:<5} {:>5} {:<6} {:>20} {:>20}\n",
@@ -463,9 +525,30 @@ mod tests {
             accel: "tcg".into(),
             qemu_pid: Some(9),
             links: r,
+            vms: vec![],
         };
         let text = render(&rep);
         assert!(text.contains("eth2") && text.contains("gone"), "{text}");
         assert!(text.contains("10/1000"), "{text}");
+        // Several VMs: one line each.
+        let vm = |name: &str, state: &str, port| VmReport {
+            name: name.into(),
+            state: state.into(),
+            since: 0.0,
+            reason: format!("{name} why"),
+            restarts: 0,
+            qemu_pid: None,
+            telnet_port: port,
+        };
+        let two = Report {
+            vms: vec![vm("vcp", "ready", 5000), vm("vfp", "booting", 5001)],
+            ..rep
+        };
+        let text = render(&two);
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("vfp") && l.contains("booting") && l.contains("5001")),
+            "{text}"
+        );
     }
 }

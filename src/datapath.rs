@@ -60,15 +60,20 @@ pub struct Datapath {
 impl Datapath {
     /// Subscribes to link events first, then creates the taps. Both happen before any ethN is
     /// looked at, so no arrival can be missed.
-    /// `queues` > 1 opens each tap multi-queue, that many fds per tap.
-    pub async fn new(links: &[DataLink], min_mtu: u32, queues: u32) -> Result<Self, DatapathError> {
+    /// `queues[i]` > 1 opens link i's tap multi-queue, that many fds for it.
+    pub async fn new(
+        links: &[DataLink],
+        min_mtu: u32,
+        queues: &[u32],
+    ) -> Result<Self, DatapathError> {
         let events = LinkEvents::subscribe()?;
         let nl = Netlink::new()?;
         let mut taps = Vec::new();
         let mut rows = Vec::new();
-        for l in links {
-            for _ in 0..queues.max(1) {
-                taps.push(tap::open(&l.tap, queues > 1)?);
+        for (i, l) in links.iter().enumerate() {
+            let q = queues.get(i).copied().unwrap_or(1).max(1);
+            for _ in 0..q {
+                taps.push(tap::open(&l.tap, q > 1)?);
             }
             let info = nl
                 .link(&l.tap)
@@ -272,6 +277,31 @@ pub async fn wire_links(
     nl.set_up(tap.index, &tap.name, Some(min_mtu.max(eth.mtu)))
         .await?;
     nl.wire(eth, tap).await
+}
+
+/// The node's internal networks: one bridge each, one tap per member VM (fds kept for life),
+/// in the order of `nets` and their taps.
+pub async fn internal_networks(
+    nets: &[crate::config::InternalNet],
+    mtu: u32,
+) -> Result<Vec<Tap>, DatapathError> {
+    let nl = Netlink::new()?;
+    let mut out = Vec::new();
+    for n in nets {
+        let br = nl.bridge(&n.bridge).await?;
+        for t in &n.taps {
+            let tap = tap::open(t, false)?;
+            let li = nl
+                .link(t)
+                .await?
+                .ok_or_else(|| NetError::NoSuchLink(t.clone()))?;
+            nl.set_up(li.index, t, Some(mtu)).await?;
+            nl.enslave(li.index, t, br.index).await?;
+            out.push(tap);
+        }
+        tracing::info!(network = %n.name, bridge = %n.bridge, taps = ?n.taps, "internal network up");
+    }
+    Ok(out)
 }
 
 /// What the VM takes over from the container's management interface (passthrough mode).

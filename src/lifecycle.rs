@@ -139,6 +139,32 @@ impl Lifecycle {
     }
 }
 
+/// A node's state from its VMs' states (one VM: its own). The node is ready only when every
+/// VM is; it failed when one did; once one VM stops or powers off, the node is stopping until
+/// all have stopped; otherwise it is where its least advanced VM is.
+pub fn aggregate(states: &[State]) -> State {
+    use State::*;
+    if states.len() == 1 {
+        return states[0];
+    }
+    if states.is_empty() {
+        return Starting;
+    }
+    if states.contains(&Failed) {
+        return Failed;
+    }
+    if states.iter().all(|s| *s == Stopped) {
+        return Stopped;
+    }
+    if states.iter().any(|s| matches!(s, Stopping | Stopped)) {
+        return Stopping;
+    }
+    [Starting, WaitingForInterfaces, Restarting, Booting, Running]
+        .into_iter()
+        .find(|s| states.contains(s))
+        .unwrap_or(Ready)
+}
+
 /// A readiness probe that passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
@@ -230,6 +256,37 @@ mod tests {
             }
         }
         assert_eq!(checked, 81);
+    }
+
+    #[test]
+    fn a_node_is_as_healthy_as_its_least_healthy_vm() {
+        use State::*;
+        for s in ALL {
+            assert_eq!(aggregate(&[s]), s, "one VM is the node");
+        }
+        assert_eq!(aggregate(&[Ready, Ready]), Ready);
+        assert_eq!(aggregate(&[Ready, Running]), Running);
+        assert_eq!(aggregate(&[Booting, Ready]), Booting);
+        assert_eq!(aggregate(&[Ready, Restarting, Booting]), Restarting);
+        assert_eq!(aggregate(&[Ready, Failed]), Failed);
+        assert_eq!(aggregate(&[Stopped, Failed]), Failed);
+        assert_eq!(aggregate(&[Ready, Stopping]), Stopping);
+        assert_eq!(aggregate(&[Ready, Stopped]), Stopping);
+        assert_eq!(aggregate(&[Stopped, Stopped]), Stopped);
+        assert_eq!(
+            aggregate(&[WaitingForInterfaces, WaitingForInterfaces]),
+            WaitingForInterfaces
+        );
+        // Healthy only when every VM is ready, for every pair of states.
+        for a in ALL {
+            for b in ALL {
+                assert_eq!(
+                    aggregate(&[a, b]) == Ready,
+                    a == Ready && b == Ready,
+                    "{a:?} {b:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -56,7 +56,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn load_plan(cli: &Cli) -> Result<config::Plan, config::ConfigError> {
+fn load_node(cli: &Cli) -> Result<config::Node, config::ConfigError> {
     let path = cli
         .config
         .clone()
@@ -81,33 +81,39 @@ fn main() -> ExitCode {
         }
     }
     let code = match cli.command.as_ref().unwrap_or(&Cmd::Run) {
-        Cmd::Check => match load_plan(&cli) {
+        Cmd::Check => match load_node(&cli) {
             Err(e) => {
                 report(&e);
                 2
             }
-            Ok(plan) => {
+            Ok(node) => {
                 // `check` does not probe the system: the argv is shown for the accel asked for
-                // (auto shows as tcg, the safe choice).
-                let accel = qemu::AccelChoice {
-                    kvm: plan.accel == config::Accel::Kvm,
-                    vhost: false,
-                    warning: None,
-                };
-                for a in qemu::argv(&plan, &accel) {
-                    println!("{}", a.to_string_lossy());
+                // (auto shows as tcg, the safe choice); with several VMs, one argv each, a
+                // blank line between.
+                for (i, plan) in node.vms.iter().enumerate() {
+                    let accel = qemu::AccelChoice {
+                        kvm: plan.accel == config::Accel::Kvm,
+                        vhost: false,
+                        warning: None,
+                    };
+                    if i > 0 {
+                        println!();
+                    }
+                    for a in qemu::argv(plan, &accel) {
+                        println!("{}", a.to_string_lossy());
+                    }
                 }
                 0
             }
         },
         Cmd::Run => {
             init_tracing(cli.trace);
-            match load_plan(&cli) {
+            match load_node(&cli) {
                 Err(e) => {
                     report(&e);
                     2
                 }
-                Ok(plan) => match runtime().block_on(supervisor::run(plan)) {
+                Ok(node) => match runtime().block_on(supervisor::run(node)) {
                     Ok(code) => code,
                     Err(e) => {
                         report(&e);

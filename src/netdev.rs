@@ -5,11 +5,13 @@
 
 use futures::StreamExt;
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
     NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{
+    InfoKind, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::tc::{
     TcAction, TcActionAttribute, TcActionGeneric, TcActionMirror, TcActionMirrorOption,
@@ -222,6 +224,46 @@ impl Netlink {
         }
         self.request(
             "set link up",
+            ifname,
+            RouteNetlinkMessage::SetLink(m),
+            NLM_F_ACK,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Creates bridge `name` (a leftover one of that name is reused) and sets it up.
+    pub async fn bridge(&self, name: &str) -> Result<LinkInfo, NetError> {
+        if self.link(name).await?.is_none() {
+            let mut m = LinkMessage::default();
+            m.attributes.push(LinkAttribute::IfName(name.into()));
+            m.attributes
+                .push(LinkAttribute::LinkInfo(vec![NlLinkInfo::Kind(
+                    InfoKind::Bridge,
+                )]));
+            self.request(
+                "create bridge",
+                name,
+                RouteNetlinkMessage::NewLink(m),
+                NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            )
+            .await?;
+        }
+        let br = self
+            .link(name)
+            .await?
+            .ok_or_else(|| NetError::NoSuchLink(name.into()))?;
+        self.set_up(br.index, name, None).await?;
+        Ok(br)
+    }
+
+    /// Makes link `index` a port of bridge `master`.
+    pub async fn enslave(&self, index: u32, ifname: &str, master: u32) -> Result<(), NetError> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Controller(master));
+        self.request(
+            "add to bridge",
             ifname,
             RouteNetlinkMessage::SetLink(m),
             NLM_F_ACK,

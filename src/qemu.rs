@@ -11,6 +11,9 @@ pub const TAP_FD_BASE: i32 = 10;
 /// The management tap's fd in passthrough mode.
 pub const MGMT_TAP_FD: i32 = 9;
 
+/// Internal-network tap k (see `config::InternalNet`) is handed to qemu at this + k (3..=8).
+pub const INTERNAL_FD_BASE: i32 = 3;
+
 /// The guest's management address in user mode (vrnetlab's convention).
 pub const GUEST_MGMT_IP: &str = "10.0.0.15";
 
@@ -121,6 +124,7 @@ fn path_opt(prefix: &str, p: &std::path::Path) -> OsString {
 /// The whole qemu argv (argv[0] included).
 pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
     let mut a = Argv(Vec::new());
+    let seed = plan.mac_seed();
     a.push(plan.qemu.clone());
     a.opt("-name", format!("{},debug-threads=on", plan.name));
     a.push("-nodefaults").push("-no-user-config");
@@ -221,16 +225,33 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
             a.opt("-netdev", nd);
             a.opt(
                 "-device",
-                format!("{model},netdev=mgmt,mac={}", mac(plan.identity(), 0)),
+                format!("{model},netdev=mgmt,mac={}", mac(&seed, 0)),
             );
         }
         Management::Passthrough { model, mac: m, .. } => {
             // The container's eth0 MAC when the supervisor has read it, so the VM is the
             // address the lab tool handed out.
-            let m = m.clone().unwrap_or_else(|| mac(plan.identity(), 0));
+            let m = m.clone().unwrap_or_else(|| mac(&seed, 0));
             a.opt("-netdev", format!("tap,id=mgmt,fd={MGMT_TAP_FD}"));
             a.opt("-device", format!("{model},netdev=mgmt,mac={m}"));
         }
+    }
+
+    // Internal links to the node's other VMs (vMX control <-> forwarding plane), right after
+    // management, before the data ports.
+    for k in 0..plan.internal.len() as u32 {
+        a.opt(
+            "-netdev",
+            format!("tap,id=int{k},fd={}", INTERNAL_FD_BASE + k as i32),
+        );
+        a.opt(
+            "-device",
+            format!(
+                "{},netdev=int{k},mac={}",
+                plan.nic_model,
+                mac(&seed, 0x200 + k)
+            ),
+        );
     }
 
     // Data NICs in ethN order; a gap in the numbering gets a NIC with no backend so the guest's
@@ -285,13 +306,13 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
             format!(
                 "{},id=reserved{k},mac={}{slot}",
                 plan.nic_model,
-                mac(plan.identity(), 0x100 + k)
+                mac(&seed, 0x100 + k)
             ),
         );
     }
     let mut pos = 0usize;
     for index in 1..=max {
-        let mac = mac(plan.identity(), index);
+        let mac = mac(&seed, index);
         match plan.links.get(pos).filter(|l| l.index == index) {
             Some(_) => {
                 a.opt("-netdev", format!("tap,id=net{index},{}{vhost}", fds(pos)));
@@ -380,7 +401,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let plan = parse(
+        let node = parse(
             toml,
             Path::new("/etc/launcher/launcher.toml"),
             Path::new("/etc/launcher"),
@@ -388,22 +409,26 @@ mod tests {
             &Overrides::default(),
         )
         .unwrap();
-        let mut plan = plan;
-        if let Management::Passthrough { mac, .. } = &mut plan.management {
-            *mac = Some("02:42:ac:14:14:03".into());
+        // One argv per VM, a blank line between.
+        let mut all = Vec::new();
+        for mut plan in node.vms {
+            if let Management::Passthrough { mac, .. } = &mut plan.management {
+                *mac = Some("02:42:ac:14:14:03".into());
+            }
+            let got: Vec<String> = argv(
+                &plan,
+                &AccelChoice {
+                    kvm,
+                    vhost: kvm,
+                    warning: None,
+                },
+            )
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+            all.push(got.join("\n") + "\n");
         }
-        let got: Vec<String> = argv(
-            &plan,
-            &AccelChoice {
-                kvm,
-                vhost: kvm,
-                warning: None,
-            },
-        )
-        .into_iter()
-        .map(|s| s.into_string().unwrap())
-        .collect();
-        let got = got.join("\n") + "\n";
+        let got = all.join("\n");
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/golden")
             .join(format!("{name}.argv"));
@@ -472,6 +497,35 @@ mod tests {
             "sixty-nics",
             "[vm]\nname=\"big\"\nmachine=\"q35\"\n[kernel]\npath=\"k\"\n[management]\nforwards=[]\n",
             &[("CLAB_INTFS", "60")],
+            false,
+        );
+    }
+
+    #[test]
+    fn golden_two_vms_vmx_like() {
+        golden(
+            "two-vms",
+            r#"
+[nics]
+count = 2
+[[vm]]
+name = "vcp"
+memory = 2048
+data = "none"
+internal = ["int"]
+[[vm.disk]]
+path = "/images/vcp.qcow2"
+[[vm]]
+name = "vfp"
+memory = 4096
+smp = 3
+data = "all"
+internal = ["int"]
+[[vm.disk]]
+path = "/images/vfp.img"
+format = "raw"
+"#,
+            &[("QEMU_MEMORY", "3072")],
             false,
         );
     }

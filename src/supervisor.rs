@@ -1,19 +1,22 @@
-//! The launcher's life as PID 1: set up (console, control socket, datapath), spawn qemu with
-//! the tap fds at fixed numbers, reap every child (the one owner of exit statuses: a
-//! `waitpid(-1, WNOHANG)` loop on SIGCHLD), follow QMP events, restart qemu per policy, and shut
-//! down on SIGTERM/SIGINT: ACPI powerdown, then `quit`, then SIGKILL.
+//! The launcher's life as PID 1: set up (consoles, control socket, datapath, internal
+//! networks), spawn each VM's qemu with its tap fds at fixed numbers, reap every child (the one
+//! owner of exit statuses: a `waitpid(-1, WNOHANG)` loop on SIGCHLD), follow QMP events,
+//! restart qemu per policy, and shut down on SIGTERM/SIGINT: ACPI powerdown, then `quit`, then
+//! SIGKILL. Several VMs (vMX control + forwarding plane) start in order, each once the one
+//! before runs, and stop in the reverse order; the node is healthy when all are.
 
 use crate::bootstrap;
-use crate::config::{Plan, RestartPolicy};
+use crate::config::{Management, Node, Plan, RestartPolicy};
 use crate::console::{self, ConsoleEvent};
-use crate::control::{self, Shared, Snapshot};
+use crate::control::{self, Shared, Snapshot, VmSnapshot};
 use crate::datapath::Datapath;
-use crate::lifecycle::{Probe, Readiness, State};
-use crate::qemu::{self, AccelChoice, TAP_FD_BASE};
+use crate::lifecycle::{self, Probe, Readiness, State};
+use crate::qemu::{self, AccelChoice, INTERNAL_FD_BASE, TAP_FD_BASE};
 use crate::qmp::{Event, Qmp};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -21,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, Signal as SigStream, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
@@ -73,11 +76,11 @@ pub fn exit_code_of(ws: WaitStatus) -> Option<i32> {
     }
 }
 
-/// The signals PID 1 listens to, registered before any child exists.
+/// The stop signals PID 1 listens to, registered before any child exists. (SIGCHLD belongs
+/// to the [`Reaper`].)
 struct Signals {
     term: SigStream,
     int: SigStream,
-    chld: SigStream,
 }
 
 impl Signals {
@@ -86,7 +89,6 @@ impl Signals {
         Ok(Self {
             term: s(SignalKind::terminate())?,
             int: s(SignalKind::interrupt())?,
-            chld: s(SignalKind::child())?,
         })
     }
     /// The next SIGTERM or SIGINT.
@@ -98,42 +100,128 @@ impl Signals {
     }
 }
 
-/// Reaps every exited child; returns qemu's status if it was among them.
-fn reap(qemu: Option<Pid>) -> Option<WaitStatus> {
-    let mut found = None;
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(_) => return found,
-            Ok(ws) => {
-                let pid = ws.pid();
-                if pid.is_some() && pid == qemu {
-                    found = Some(ws);
-                } else {
-                    tracing::info!(?ws, "reaped orphan");
+/// The one owner of exit statuses: on every SIGCHLD it reaps every exited child
+/// (`waitpid(-1, WNOHANG)` until none is left) and hands the status of each qemu to the task
+/// that spawned it; anything else is an orphan, logged and gone.
+#[derive(Clone)]
+struct Reaper {
+    watched: Arc<std::sync::Mutex<HashMap<i32, oneshot::Sender<WaitStatus>>>>,
+}
+
+impl Reaper {
+    /// Starts reaping on SIGCHLD (registered before any child exists).
+    fn start() -> Result<Self, SupervisorError> {
+        let mut chld = signal(SignalKind::child()).map_err(SupervisorError::Signals)?;
+        let r = Reaper {
+            watched: Default::default(),
+        };
+        let task = r.clone();
+        tokio::spawn(async move {
+            while chld.recv().await.is_some() {
+                task.reap();
+            }
+        });
+        Ok(r)
+    }
+
+    /// Where `pid`'s status will arrive. Call right after spawning, before the next await: the
+    /// reaper runs on this same thread, so it cannot reap the child in between.
+    fn watch(&self, pid: i32) -> oneshot::Receiver<WaitStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.watched.lock().unwrap().insert(pid, tx);
+        rx
+    }
+
+    fn reap(&self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(ws) => {
+                    let owner = ws
+                        .pid()
+                        .and_then(|p| self.watched.lock().unwrap().remove(&p.as_raw()));
+                    match owner {
+                        Some(tx) => {
+                            let _ = tx.send(ws);
+                        }
+                        None => tracing::info!(?ws, "reaped orphan"),
+                    }
                 }
             }
         }
     }
 }
 
-/// The shared snapshot plus the health file, moved together.
-struct Status {
+/// The node's shared snapshot plus the health file. Each VM moves its own lifecycle; the node's
+/// state is derived from them ([`lifecycle::aggregate`]) and is what `/health` says.
+#[derive(Clone)]
+struct NodeStatus {
     shared: Shared,
     health_file: std::path::PathBuf,
+    /// Bumped on every VM state change (the ordered start waits on it).
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl NodeStatus {
+    fn vm(&self, vm: usize) -> Status {
+        Status {
+            node: self.clone(),
+            vm,
+        }
+    }
+    /// Moves every VM that can make the move (the phases before qemu: interfaces, stop).
+    fn go_all(&self, to: State, reason: &str) {
+        let n = self.shared.lock().unwrap().vms.len();
+        for i in 0..n {
+            let st = self.vm(i);
+            if st.state().valid_transition(to) {
+                st.go(to, reason.to_string());
+            }
+        }
+    }
+}
+
+/// One VM's view of the node status.
+#[derive(Clone)]
+struct Status {
+    node: NodeStatus,
+    vm: usize,
 }
 
 impl Status {
     fn go(&self, to: State, reason: impl Into<String>) {
         let reason = reason.into();
-        let mut s = self.shared.lock().unwrap();
-        let from = s.lifecycle.state;
-        match s.lifecycle.go(to, reason.clone()) {
+        let mut s = self.node.shared.lock().unwrap();
+        let multi = s.vms.len() > 1;
+        let v = &mut s.vms[self.vm];
+        let from = v.lifecycle.state;
+        match v.lifecycle.go(to, reason.clone()) {
             Ok(true) => {
-                tracing::info!(from = from.as_str(), to = to.as_str(), %reason, "state");
-                if let Err(e) = std::fs::write(&self.health_file, format!("{}\n", to.health_line()))
-                {
-                    tracing::debug!(path = %self.health_file.display(), error = %e, "cannot write health file");
+                let name = v.name.clone();
+                if multi {
+                    tracing::info!(vm = %name, from = from.as_str(), to = to.as_str(), %reason, "VM state");
                 }
+                let states: Vec<State> = s.vms.iter().map(|v| v.lifecycle.state).collect();
+                let restarts = s.vms.iter().map(|v| v.lifecycle.restarts).sum();
+                let node = lifecycle::aggregate(&states);
+                let node_from = s.lifecycle.state;
+                s.lifecycle.restarts = restarts;
+                if node != node_from {
+                    s.lifecycle.state = node;
+                    s.lifecycle.since = std::time::SystemTime::now();
+                    s.lifecycle.reason = if multi {
+                        format!("{name}: {reason}")
+                    } else {
+                        reason.clone()
+                    };
+                    tracing::info!(from = node_from.as_str(), to = node.as_str(), reason = %s.lifecycle.reason, "state");
+                    let hf = &self.node.health_file;
+                    if let Err(e) = std::fs::write(hf, format!("{}\n", node.health_line())) {
+                        tracing::debug!(path = %hf.display(), error = %e, "cannot write health file");
+                    }
+                }
+                drop(s);
+                self.node.changed.send_modify(|n| *n += 1);
             }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "ignored"),
@@ -156,10 +244,16 @@ impl Status {
         true
     }
     fn state(&self) -> State {
-        self.shared.lock().unwrap().lifecycle.state
+        self.node.shared.lock().unwrap().vms[self.vm]
+            .lifecycle
+            .state
     }
     fn set_pid(&self, pid: Option<i32>) {
-        self.shared.lock().unwrap().qemu_pid = pid;
+        let mut s = self.node.shared.lock().unwrap();
+        s.vms[self.vm].qemu_pid = pid;
+        if self.vm == 0 {
+            s.qemu_pid = pid;
+        }
     }
 }
 
@@ -334,124 +428,183 @@ fn bootstrap_values(plan: &Plan, mgmt: &MgmtAddrs) -> bootstrap::Values {
     v
 }
 
+/// What a VM is told: 0 run, 1 power down (ACPI, then quit, then kill), 2 quit now; and why
+/// (the signal, or the node stopping).
+type StopLevel = (u8, &'static str);
+
+/// One VM of the node, ready to run: everything set up, its fds open (owned by `run`).
+struct Vm {
+    idx: usize,
+    plan: Plan,
+    mgmt: MgmtAddrs,
+    argv: Vec<OsString>,
+    fds: Vec<(i32, RawFd)>,
+    status: Status,
+    hub: console::Hub,
+    console_rx: mpsc::UnboundedReceiver<ConsoleEvent>,
+    reaper: Reaper,
+    stop: watch::Receiver<StopLevel>,
+}
+
+/// How a VM's life ended: its exit code (0 clean), and whether it ended on a failure.
+#[derive(Debug, Clone, Copy)]
+struct VmEnd {
+    idx: usize,
+    code: i32,
+}
+
 /// Runs the router until it is shut down or gives up. Returns the process exit code.
-pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
+pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
     let t0 = Instant::now();
     let mut sig = Signals::new()?;
+    let reaper = Reaper::start()?;
     if std::process::id() != 1 {
         // Orphans of qemu's helpers get re-parented to us, as they would to PID 1.
         // SAFETY: prctl with an integer argument.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
-    std::fs::create_dir_all(&plan.run_dir).map_err(|source| SupervisorError::Dir {
-        path: plan.run_dir.clone(),
-        source,
-    })?;
-
-    if let Some(sc) = &plan.startup_config {
-        if !sc.exists() {
-            tracing::info!(path = %sc.display(), "no startup config there; booting without one");
-            plan.startup_config = None;
-        }
-    }
+    let multi = node.vms.len() > 1;
     let (kvm_opens, cpuinfo) = read_accel_inputs();
-    let mut accel: AccelChoice = qemu::decide_accel(plan.accel, kvm_opens, &cpuinfo)?;
-    if let Some(w) = &accel.warning {
-        tracing::warn!("{w}");
-    }
     // vhost-net moves the data path into the kernel; it only helps (and only works) with KVM.
     let vhost_opens = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/vhost-net")
         .is_ok();
-    accel.vhost = accel.kvm && vhost_opens && !plan.links.is_empty();
-    if !plan.links.is_empty() {
-        let why = match (accel.kvm, vhost_opens) {
-            (true, true) => "on",
-            (false, _) => "off (TCG)",
-            (true, false) => "off (/dev/vhost-net not available; pass --device /dev/vhost-net)",
-        };
-        tracing::info!("vhost-net for data NICs: {why}");
+    let mut accels = Vec::new();
+    for plan in &mut node.vms {
+        std::fs::create_dir_all(&plan.run_dir).map_err(|source| SupervisorError::Dir {
+            path: plan.run_dir.clone(),
+            source,
+        })?;
+        if let Some(sc) = &plan.startup_config {
+            if !sc.exists() {
+                tracing::info!(path = %sc.display(), "no startup config there; booting without one");
+                plan.startup_config = None;
+            }
+        }
+        let mut accel: AccelChoice = qemu::decide_accel(plan.accel, kvm_opens, &cpuinfo)?;
+        if let Some(w) = &accel.warning {
+            if accels.is_empty() {
+                tracing::warn!("{w}");
+            }
+        }
+        accel.vhost = accel.kvm && vhost_opens && !plan.links.is_empty();
+        if !plan.links.is_empty() {
+            let why = match (accel.kvm, vhost_opens) {
+                (true, true) => "on",
+                (false, _) => "off (TCG)",
+                (true, false) => "off (/dev/vhost-net not available; pass --device /dev/vhost-net)",
+            };
+            tracing::info!("vhost-net for data NICs: {why}");
+        }
+        accels.push(accel);
     }
+    let first = node.first().clone();
     let shared: Shared = Arc::new(std::sync::Mutex::new(Snapshot {
-        name: plan.identity().to_string(),
-        accel: if accel.kvm { "kvm" } else { "tcg" }.into(),
+        name: first.identity().to_string(),
+        accel: if accels[0].kvm { "kvm" } else { "tcg" }.into(),
+        vms: node
+            .vms
+            .iter()
+            .map(|p| VmSnapshot {
+                name: p.name.clone(),
+                telnet_port: p.telnet_port,
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     }));
-    let status = Status {
+    let status = NodeStatus {
         shared: shared.clone(),
-        health_file: plan.health_file.clone(),
+        health_file: first.health_file.clone(),
+        changed: Arc::new(watch::channel(0).0),
     };
-    status.go(State::Starting, "launcher started");
     let _ = std::fs::write(
-        &plan.health_file,
+        &first.health_file,
         format!("{}\n", State::Starting.health_line()),
     );
 
-    let (hub, mut console_rx) = console::start(
-        "console",
-        &plan.serial_socket(0),
-        &plan.serial_log(0),
-        plan.ready_pattern.clone(),
-        plan.telnet_port,
-    )
-    .await?;
-    // Extra serial ports (XRv9k has four): logged and on telnet ports above the console's.
-    for n in 1..=plan.extra_serials {
-        let telnet = if plan.telnet_port == 0 {
-            0
-        } else {
-            plan.telnet_port + n as u16
-        };
-        console::start(
-            &format!("ttyS{n}"),
-            &plan.serial_socket(n),
-            &plan.serial_log(n),
-            None,
-            telnet,
-        )
-        .await?;
+    let mut consoles = Vec::new();
+    for plan in &node.vms {
+        consoles.push(
+            console::start(
+                &plan.console_label(),
+                &plan.serial_socket(0),
+                &plan.serial_log(0),
+                plan.ready_pattern.clone(),
+                plan.telnet_port,
+            )
+            .await?,
+        );
+        // Extra serial ports (XRv9k has four): logged and on telnet ports above the console's.
+        for n in 1..=plan.extra_serials {
+            let telnet = if plan.telnet_port == 0 {
+                0
+            } else {
+                plan.telnet_port + n as u16
+            };
+            let label = match &plan.instance {
+                Some(i) => format!("{i} ttyS{n}"),
+                None => format!("ttyS{n}"),
+            };
+            console::start(
+                &label,
+                &plan.serial_socket(n),
+                &plan.serial_log(n),
+                None,
+                telnet,
+            )
+            .await?;
+        }
+        make_overlays(plan)?;
     }
-    make_overlays(&plan)?;
 
-    // Management passthrough: the VM takes over eth0 (the console's telnet ports excepted).
-    let mut fixed_fds: Vec<(i32, RawFd)> = Vec::new();
-    let mut mgmt = match plan.management {
-        crate::config::Management::User { .. } => MgmtAddrs::user(),
-        _ => MgmtAddrs::default(),
-    };
+    // Management passthrough: a VM takes over eth0 (the consoles' telnet ports excepted).
+    let keep: Vec<u16> = node
+        .vms
+        .iter()
+        .filter(|p| p.telnet_port > 0)
+        .flat_map(|p| (0..=p.extra_serials as u16).map(move |n| p.telnet_port + n))
+        .collect();
+    let mut fds: Vec<Vec<(i32, RawFd)>> = vec![Vec::new(); node.vms.len()];
+    let mut mgmts = Vec::new();
     let mut _mgmt_tap = None;
-    if let crate::config::Management::Passthrough {
-        interface,
-        tap,
-        mac,
-        ..
-    } = &mut plan.management
-    {
-        let keep: Vec<u16> = if plan.telnet_port == 0 {
-            vec![]
-        } else {
-            (0..=plan.extra_serials as u16)
-                .map(|n| plan.telnet_port + n)
-                .collect()
+    for (i, plan) in node.vms.iter_mut().enumerate() {
+        let mut mgmt = match plan.management {
+            Management::User { .. } => MgmtAddrs::user(),
+            _ => MgmtAddrs::default(),
         };
-        let p = crate::datapath::passthrough(interface, tap, &keep).await?;
-        *mac = Some(p.mac.clone());
-        mgmt = MgmtAddrs::from_passthrough(&p);
-        fixed_fds.push((qemu::MGMT_TAP_FD, p.tap.fd.as_raw_fd()));
-        _mgmt_tap = Some(p.tap);
+        if let Management::Passthrough {
+            interface,
+            tap,
+            mac,
+            ..
+        } = &mut plan.management
+        {
+            let p = crate::datapath::passthrough(interface, tap, &keep).await?;
+            *mac = Some(p.mac.clone());
+            mgmt = MgmtAddrs::from_passthrough(&p);
+            fds[i].push((qemu::MGMT_TAP_FD, p.tap.fd.as_raw_fd()));
+            _mgmt_tap = Some(p.tap);
+        }
+        mgmts.push(mgmt);
     }
 
     // Datapath: taps first, then wait for every ethN (bounded), SIGTERM still honoured.
-    let mut tap_fds = Vec::new();
+    let links = node.links();
     let mut datapath = None;
-    let (table, nl) = if plan.links.is_empty() {
+    let (table, nl) = if links.is_empty() {
         (None, None)
     } else {
-        let dp = Datapath::new(&plan.links, plan.min_tap_mtu, qemu::queues(&plan, &accel)).await?;
+        let queues: Vec<u32> = links
+            .iter()
+            .map(|(vm, _)| qemu::queues(&node.vms[*vm], &accels[*vm]))
+            .collect();
+        let only: Vec<_> = links.iter().map(|(_, l)| l.clone()).collect();
+        let dp = Datapath::new(&only, first.min_tap_mtu, &queues).await?;
         let parts = (Some(dp.table()), Some(dp.netlink()));
-        datapath = Some(dp);
+        datapath = Some((dp, queues));
         parts
     };
     let _ctl = control::serve(
@@ -459,66 +612,210 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
         shared.clone(),
         table,
         nl,
-        Some(hub.clone()),
+        Some(consoles[0].0.clone()),
     )
     .await?;
-    if let Some(mut dp) = datapath {
-        status.go(
+    if let Some((mut dp, queues)) = datapath {
+        status.go_all(
             State::WaitingForInterfaces,
-            format!("waiting for {} data interfaces", plan.links.len()),
+            &format!("waiting for {} data interfaces", links.len()),
         );
         tokio::select! {
-            r = dp.wait_all(plan.link_wait, plan.on_timeout) => r?,
+            r = dp.wait_all(first.link_wait, first.on_timeout) => r?,
             s = sig.stop() => {
                 tracing::info!(signal = s, "stopped while waiting for interfaces");
-                status.go(State::Stopping, s);
-                status.go(State::Stopped, "stopped before qemu started");
+                status.go_all(State::Stopping, s);
+                status.go_all(State::Stopped, "stopped before qemu started");
                 return Ok(0);
             }
         }
-        tap_fds = dp
-            .taps()
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (TAP_FD_BASE + i as i32, t.fd.as_raw_fd()))
-            .collect();
+        // Each VM's data taps at TAP_FD_BASE + (its link position) * queues + queue.
+        let mut taps = dp.taps().iter();
+        let mut local = vec![0i32; node.vms.len()];
+        for ((vm, _), q) in links.iter().zip(&queues) {
+            for j in 0..*q as i32 {
+                let t = taps.next().expect("one tap per queue");
+                fds[*vm].push((TAP_FD_BASE + local[*vm] * *q as i32 + j, t.fd.as_raw_fd()));
+            }
+            local[*vm] += 1;
+        }
         // The watcher owns the datapath (and so the tap fds) for the launcher's whole life.
         tokio::spawn(dp.watch());
     }
+    // Internal networks between the VMs: a bridge each, a tap per member.
+    let internal = crate::datapath::internal_networks(&node.internal, first.min_tap_mtu).await?;
+    let by_name: HashMap<&str, RawFd> = internal
+        .iter()
+        .map(|t| (t.name.as_str(), t.fd.as_raw_fd()))
+        .collect();
+    for (i, plan) in node.vms.iter().enumerate() {
+        for (k, tap) in plan.internal.iter().enumerate() {
+            fds[i].push((INTERNAL_FD_BASE + k as i32, by_name[tap.as_str()]));
+        }
+    }
 
-    if !plan.boot_delay.is_zero() {
-        tracing::info!(delay_s = plan.boot_delay.as_secs(), "BOOT_DELAY");
+    if !first.boot_delay.is_zero() {
+        tracing::info!(delay_s = first.boot_delay.as_secs(), "BOOT_DELAY");
         tokio::select! {
-            _ = tokio::time::sleep(plan.boot_delay) => {}
+            _ = tokio::time::sleep(first.boot_delay) => {}
             s = sig.stop() => {
-                status.go(State::Stopping, s);
-                status.go(State::Stopped, "stopped before qemu started");
+                status.go_all(State::Stopping, s);
+                status.go_all(State::Stopped, "stopped before qemu started");
                 return Ok(0);
             }
         }
     }
 
-    let argv = qemu::argv(&plan, &accel);
-    tap_fds.extend(fixed_fds);
+    // The VMs, in order.
+    let mut stops = Vec::new();
+    let mut pending = Vec::new();
+    for (((i, plan), (hub, console_rx)), (accel, (fds, mgmt))) in node
+        .vms
+        .into_iter()
+        .enumerate()
+        .zip(consoles)
+        .zip(accels.iter().zip(fds.into_iter().zip(mgmts)))
+    {
+        let (tx, rx) = watch::channel((0u8, ""));
+        stops.push(tx);
+        pending.push(Some(Vm {
+            idx: i,
+            argv: qemu::argv(&plan, accel),
+            plan,
+            mgmt,
+            fds,
+            status: status.vm(i),
+            hub,
+            console_rx,
+            reaper: reaper.clone(),
+            stop: rx,
+        }));
+    }
+    let n = pending.len();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<VmEnd>();
+    let mut changed = status.changed.subscribe();
+    let mut running = vec![false; n];
+    let mut started = 0usize;
+    let mut level: StopLevel = (0, "");
+    // The first VM to end on its own (a failure, or its guest powered off) ends the node.
+    let mut verdict: Option<VmEnd> = None;
+    let mut ends: Vec<VmEnd> = Vec::new();
+    loop {
+        let stopping = level.0 > 0 || verdict.is_some();
+        // Start the next VM once the one before runs.
+        while !stopping
+            && started < n
+            && (started == 0
+                || matches!(
+                    status.vm(started - 1).state(),
+                    State::Running | State::Ready
+                ))
+        {
+            let vm = pending[started].take().expect("each VM starts once");
+            if started == 0 {
+                tracing::info!(
+                    since_start_ms = t0.elapsed().as_millis() as u64,
+                    "starting qemu"
+                );
+            }
+            running[started] = true;
+            let tx = done_tx.clone();
+            tokio::spawn(async move {
+                let end = vm_life(vm).await;
+                let _ = tx.send(end);
+            });
+            started += 1;
+        }
+        if !running.contains(&true) && (stopping || started == n) {
+            break;
+        }
+        if stopping {
+            // Stop in the reverse order: the last VM still running first; "quit now" reaches all.
+            let want = if level.0 == 0 {
+                (1, "the node is stopping")
+            } else {
+                level
+            };
+            for i in (0..n).rev().filter(|&i| running[i]) {
+                if stops[i].borrow().0 < want.0 {
+                    stops[i].send_replace(want);
+                }
+                if want.0 < 2 {
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            s = sig.stop() => {
+                level = ((level.0 + 1).min(2), s);
+                tracing::info!(signal = s, "stop signal");
+            }
+            Some(end) = done_rx.recv() => {
+                running[end.idx] = false;
+                if level.0 == 0 && verdict.is_none() {
+                    if multi {
+                        tracing::info!(vm = end.idx, code = end.code, "a VM ended: stopping the node");
+                    }
+                    verdict = Some(end);
+                }
+                ends.push(end);
+            }
+            _ = changed.changed() => {}
+        }
+    }
+    // VMs never started (the node stopped during the ordered start).
+    for i in started..n {
+        let st = status.vm(i);
+        st.go(State::Stopping, "the node stopped before this VM started");
+        st.go(State::Stopped, "the node stopped before this VM started");
+    }
+    drop(internal);
+    Ok(match verdict {
+        Some(v) => v.code,
+        None => ends.iter().map(|e| e.code).find(|&c| c != 0).unwrap_or(0),
+    })
+}
+
+/// One VM's life: spawn qemu, supervise it, restart it per policy, until it is stopped, powers
+/// off, or gives up.
+async fn vm_life(vm: Vm) -> VmEnd {
+    let Vm {
+        idx,
+        plan,
+        mgmt,
+        argv,
+        fds,
+        status,
+        hub,
+        mut console_rx,
+        reaper,
+        mut stop,
+    } = vm;
+    let end = |code| VmEnd { idx, code };
     let mut failures = 0u32;
     loop {
+        if stop.borrow().0 > 0 {
+            status.go(State::Stopping, "stopped before qemu started");
+            status.go(State::Stopped, "stopped before qemu started");
+            return end(0);
+        }
         // With a bootstrap, humans can watch from the first byte but type only after it.
         hub.hold(plan.bootstrap.is_some());
-        let pid = match spawn_qemu(&argv, &tap_fds) {
+        let pid = match spawn_qemu(&argv, &fds) {
             Ok(p) => p as i32,
             Err(source) => {
-                status.go(State::Failed, format!("cannot start qemu: {source}"));
-                return Err(SupervisorError::Spawn {
+                let e = SupervisorError::Spawn {
                     qemu: plan.qemu.clone(),
                     source,
-                });
+                };
+                tracing::error!(vm = %plan.name, "{e}");
+                eprintln!("launcher: {e}");
+                status.go(State::Failed, e.to_string());
+                return end(1);
             }
         };
-        tracing::info!(
-            pid,
-            since_start_ms = t0.elapsed().as_millis() as u64,
-            "qemu started"
-        );
+        let exited = reaper.watch(pid);
+        tracing::info!(vm = %plan.name, pid, "qemu started");
         status.set_pid(Some(pid));
         status.go(State::Booting, format!("qemu pid {pid} started"));
 
@@ -530,9 +827,9 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
         } = run_once(
             (&plan, &mgmt),
             &status,
-            &mut sig,
+            &mut stop,
             (&hub, &mut console_rx),
-            Pid::from_raw(pid),
+            (Pid::from_raw(pid), exited),
         )
         .await;
         status.set_pid(None);
@@ -540,19 +837,19 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
         if stopping {
             if clean {
                 status.go(State::Stopped, "guest powered off");
-                tracing::info!("clean shutdown");
-                return Ok(0);
+                tracing::info!(vm = %plan.name, "clean shutdown");
+                return end(0);
             }
             status.go(
                 State::Failed,
                 format!("qemu ended with {code} during shutdown"),
             );
-            return Ok(if code == 0 { 1 } else { code });
+            return end(if code == 0 { 1 } else { code });
         }
         if clean && code == 0 {
             status.go(State::Stopping, "guest powered itself off");
             status.go(State::Stopped, "guest powered itself off");
-            return Ok(0);
+            return end(0);
         }
         failures += 1;
         if give_up {
@@ -560,7 +857,7 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
                 State::Failed,
                 "bootstrap failed; not restarting (bootstrap.on_timeout = \"fail\")",
             );
-            return Ok(1);
+            return end(1);
         }
         match plan.restart {
             RestartPolicy::OnFailure { max, backoff } if failures <= max => {
@@ -574,10 +871,10 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
                 );
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    s = sig.stop() => {
-                        status.go(State::Stopping, s);
+                    _ = stop.wait_for(|l| l.0 > 0) => {
+                        status.go(State::Stopping, "stopped while waiting to restart qemu");
                         status.go(State::Stopped, "stopped while waiting to restart qemu");
-                        return Ok(0);
+                        return end(0);
                     }
                 }
             }
@@ -586,7 +883,7 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
                     State::Failed,
                     format!("qemu exited with {code}; not restarting (restart policy)"),
                 );
-                return Ok(if code == 0 { 1 } else { code });
+                return end(if code == 0 { 1 } else { code });
             }
         }
     }
@@ -596,9 +893,9 @@ pub async fn run(mut plan: Plan) -> Result<i32, SupervisorError> {
 async fn run_once(
     (plan, mgmt): (&Plan, &MgmtAddrs),
     status: &Status,
-    sig: &mut Signals,
+    stop: &mut watch::Receiver<StopLevel>,
     (hub, console_rx): (&console::Hub, &mut mpsc::UnboundedReceiver<ConsoleEvent>),
-    pid: Pid,
+    (pid, mut exited): (Pid, oneshot::Receiver<WaitStatus>),
 ) -> RunEnd {
     // The bootstrap, when configured, runs against this qemu's console; its verdict comes back
     // over a channel.
@@ -672,20 +969,26 @@ async fn run_once(
     // Drain console readiness left over from a previous run.
     while console_rx.try_recv().is_ok() {}
 
-    let Signals { term, int, chld } = sig;
+    // A stop asked for before this run began counts at once.
+    stop.mark_changed();
+    let mut level_seen = 0u8;
     let end = loop {
         tokio::select! {
-            _ = chld.recv() => {
-                if let Some(ws) = reap(Some(pid)) {
-                    let code = exit_code_of(ws).unwrap_or(1);
-                    tracing::info!(?ws, code, "qemu exited");
-                    break RunEnd::Exited { code, stopping, clean: code == 0 && !quit_sent && !killed, give_up };
-                }
+            ws = &mut exited => {
+                let ws = ws.unwrap_or(WaitStatus::Exited(pid, 1));
+                let code = exit_code_of(ws).unwrap_or(1);
+                tracing::info!(vm = %plan.name, ?ws, code, "qemu exited");
+                break RunEnd::Exited { code, stopping, clean: code == 0 && !quit_sent && !killed, give_up };
             }
-            s = async { tokio::select! { _ = term.recv() => "SIGTERM", _ = int.recv() => "SIGINT" } } => {
+            Ok(()) = stop.changed() => {
+                let (level, why) = *stop.borrow_and_update();
+                if level <= level_seen {
+                    continue;
+                }
+                level_seen = level;
                 if !stopping {
                     stopping = true;
-                    status.go(State::Stopping, format!("{s}: ACPI powerdown"));
+                    status.go(State::Stopping, format!("{why}: ACPI powerdown"));
                     deadline = tokio::time::Instant::now() + plan.shutdown_timeout;
                     match &qmp {
                         Some(q) => if let Err(e) = q.execute("system_powerdown", None, Duration::from_secs(5)).await {
@@ -694,8 +997,9 @@ async fn run_once(
                         },
                         None => deadline = tokio::time::Instant::now(),
                     }
-                } else {
-                    tracing::info!(signal = s, "second stop signal: quitting qemu now");
+                }
+                if level >= 2 {
+                    tracing::info!(vm = %plan.name, why, "second stop signal: quitting qemu now");
                     deadline = tokio::time::Instant::now();
                 }
             }
