@@ -1715,6 +1715,7 @@ ready_pattern = "up"
                 "vm[1].console.telnet_port",
             ),
             (format!("[kernel]\npath = \"k\"\n{TWO}"), "kernel"),
+            (format!("[console]\ntelnet_port = 6000\n{TWO}"), "console"),
             (
                 TWO.replace("internal = [\"fab\"]", "internal = [\"a-b\"]"),
                 "vm[0].internal",
