@@ -1151,11 +1151,19 @@ fn build(
         if d.path.is_empty() {
             return Err(invalid(&key("path"), "", "must name a disk image"));
         }
-        if !["qcow2", "raw", "vmdk", "vdi", "vhdx"].contains(&d.format.as_str()) {
+        if !["qcow2", "raw", "vmdk", "vdi", "vhdx", "fat"].contains(&d.format.as_str()) {
             return Err(invalid(
                 &key("format"),
                 &d.format,
-                "expected qcow2, raw, vmdk, vdi or vhdx",
+                "expected qcow2, raw, vmdk, vdi, vhdx, or fat (a folder shown as a read-only FAT disk)",
+            ));
+        }
+        let fat = d.format == "fat";
+        if fat && d.path.contains(':') {
+            return Err(invalid(
+                &key("path"),
+                &d.path,
+                "a fat disk's folder cannot contain ':' (qemu's vvfat syntax)",
             ));
         }
         let interface = match d.interface.as_str() {
@@ -1171,7 +1179,8 @@ fn build(
             }
         };
         let path = resolve(base, &d.path);
-        let overlay = d.overlay.then(|| {
+        // A fat disk is a folder qemu shows read-only: nothing to overlay.
+        let overlay = (d.overlay && !fat).then(|| {
             let stem = path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())

@@ -182,8 +182,17 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
             Some(o) => (o, "qcow2"),
             None => (&d.path, d.format.as_str()),
         };
-        let mut drive = path_opt(&format!("if=none,id=disk{i},format={format},file="), file);
-        drive.push(",cache=unsafe,discard=unmap");
+        let drive = if d.format == "fat" {
+            // A folder (licences, day-0 configs) as a read-only FAT disk, built by qemu.
+            path_opt(
+                &format!("if=none,id=disk{i},format=raw,readonly=on,file=fat:"),
+                file,
+            )
+        } else {
+            let mut drive = path_opt(&format!("if=none,id=disk{i},format={format},file="), file);
+            drive.push(",cache=unsafe,discard=unmap");
+            drive
+        };
         a.opt("-drive", drive);
         match d.interface {
             DiskInterface::Virtio => a.opt("-device", format!("virtio-blk-pci,drive=disk{i}")),
@@ -465,7 +474,7 @@ mod tests {
     fn golden_platform_files_and_offset() {
         golden(
             "files-offset",
-            "[vm]\nname=\"veos\"\nuuid=\"12345678-9abc-def0-1234-56789abcdef0\"\nsmbios=[\"type=1,product=vEOS-lab\"]\n[[disk]]\npath=\"veos.qcow2\"\n[nics]\ncount=2\noffset=1\n[management]\nforwards=[\"tcp:22\"]\ntftp_root=\"/config/tftp\"\n",
+            "[vm]\nname=\"veos\"\nuuid=\"12345678-9abc-def0-1234-56789abcdef0\"\nsmbios=[\"type=1,product=vEOS-lab\"]\n[[disk]]\npath=\"veos.qcow2\"\n[[disk]]\npath=\"/config/licences\"\nformat=\"fat\"\ninterface=\"ide\"\n[nics]\ncount=2\noffset=1\n[management]\nforwards=[\"tcp:22\"]\ntftp_root=\"/config/tftp\"\n",
             &[],
             false,
         );

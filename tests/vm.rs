@@ -611,11 +611,16 @@ fn platform_files_reach_the_guest_and_the_nic_offset_holds() {
     let tftp = ns.dir.join("tftp");
     std::fs::create_dir_all(&tftp).unwrap();
     std::fs::write(tftp.join("license.key"), "LICENSE-4242\n").unwrap();
+    // A folder handed over as a read-only FAT disk (the guest's vda, one partition).
+    let lic = ns.dir.join("licences");
+    std::fs::create_dir_all(&lic).unwrap();
+    std::fs::write(lic.join("vmx.lic"), "DISK-LICENCE-77\n").unwrap();
     let sc = ns.dir.join("startup-config.cfg");
     std::fs::write(
         &sc,
         "echo DMI $(cat /sys/class/dmi/id/product_name) $(cat /sys/class/dmi/id/product_uuid)\n\
-         cd /tmp && tftp -g -r license.key 10.0.0.2 && echo TFTP $(cat license.key)\n",
+         cd /tmp && tftp -g -r license.key 10.0.0.2 && echo TFTP $(cat license.key)\n\
+         mkdir -p /mnt && mount -t vfat -o ro /dev/vda1 /mnt && echo FAT $(cat /mnt/vmx.lic)\n",
     )
     .unwrap();
     let cfg = tinylinux_config(
@@ -625,7 +630,10 @@ fn platform_files_reach_the_guest_and_the_nic_offset_holds() {
             "uuid = \"12345678-9abc-def0-1234-56789abcdef0\"\nsmbios = [\"type=1,product=tinylinux-lab\"]\nstartup_config = \"{}\"",
             sc.display()
         ),
-        "[nics]\noffset = 1\n",
+        &format!(
+            "[nics]\noffset = 1\n[[disk]]\npath = \"{}\"\nformat = \"fat\"\n",
+            lic.display()
+        ),
     );
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         "forwards = []",
@@ -641,6 +649,7 @@ fn platform_files_reach_the_guest_and_the_nic_offset_holds() {
         "{console}"
     );
     assert!(console.contains("TFTP LICENSE-4242"), "{console}");
+    assert!(console.contains("FAT DISK-LICENCE-77"), "{console}");
     // Management, one empty slot, then data NIC 1 (its MAC ends in :00:01) as the guest's eth2.
     let line = console
         .lines()
