@@ -1136,6 +1136,9 @@ fn build(
             if k.path.is_empty() {
                 return Err(invalid("kernel.path", "", "must name a kernel image"));
             }
+            // The command line may carry the management address ({mgmt_ip}, ...), filled in
+            // at run time like the bootstrap's templates.
+            check_template("kernel.append", &k.append)?;
             Some(Kernel {
                 path: resolve(base, &k.path),
                 initrd: k.initrd.as_deref().map(|i| resolve(base, i)),
@@ -1514,6 +1517,21 @@ fn build(
     })
 }
 
+/// A template (a bootstrap line, the kernel command line) may only use known placeholders.
+fn check_template(key: &str, t: &str) -> Result<(), ConfigError> {
+    match crate::bootstrap::unknown_placeholders(t).first() {
+        None => Ok(()),
+        Some(u) => Err(invalid(
+            key,
+            t,
+            format!(
+                "unknown placeholder {{{u}}}; known: {}",
+                crate::bootstrap::PLACEHOLDERS.join(", ")
+            ),
+        )),
+    }
+}
+
 fn build_bootstrap(b: &BootstrapSection) -> Result<Bootstrap, ConfigError> {
     let on_timeout = match b.on_timeout.as_str() {
         "retry" => BootAction::Retry,
@@ -1552,16 +1570,7 @@ fn build_bootstrap(b: &BootstrapSection) -> Result<Bootstrap, ConfigError> {
                 timeout,
             },
             (None, Some(t), None, None) => {
-                if let Some(u) = crate::bootstrap::unknown_placeholders(t).first() {
-                    return Err(invalid(
-                        &key("send"),
-                        t,
-                        format!(
-                            "unknown placeholder {{{u}}}; known: {}",
-                            crate::bootstrap::PLACEHOLDERS.join(", ")
-                        ),
-                    ));
-                }
+                check_template(&key("send"), t)?;
                 Step::Send(t.clone())
             }
             (None, None, Some(p), None) => Step::SendConfig {
@@ -1718,6 +1727,13 @@ ready_pattern = "up"
                 "vm[1].kernel.path",
             ),
             (TWO.replace("memory = 512", "memory = 1"), "vm[1].memory"),
+            (
+                TWO.replace(
+                    "path = \"k2\"",
+                    "path = \"k2\"\nappend = \"ip={mgmt_addr}\"",
+                ),
+                "vm[1].kernel.append",
+            ),
             (TWO.replace("name = \"lc\"", "name = \"cp\""), "vm[1].name"),
             (
                 TWO.replace("telnet_port = 5010", "telnet_port = 5000"),

@@ -588,6 +588,11 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
             fds[i].push((qemu::MGMT_TAP_FD, p.tap.fd.as_raw_fd()));
             _mgmt_tap = Some(p.tap);
         }
+        // The kernel command line's templates ({mgmt_ip}, {hostname}, ...), now known.
+        let values = bootstrap_values(plan, &mgmt);
+        if let Some(k) = &mut plan.kernel {
+            k.append = bootstrap::render(&k.append, &values);
+        }
         mgmts.push(mgmt);
     }
 

@@ -1,7 +1,8 @@
 //! Docker end to end, in the demo lab (scripts/demo.sh): two tinylinux router containers run
 //! with the least-privilege set (NET_ADMIN + /dev/net/tun), linked back to back the way
 //! containerlab does it. The LACP bond forms across our datapath; `docker stop` powers the guest
-//! off through ACPI and exits 0; `docker start` brings it back with the same MACs.
+//! off through ACPI and exits 0; `docker start` brings it back with the same MACs. And one
+//! container in management passthrough: the guest answers on the container's own address.
 
 mod common;
 use common::*;
@@ -171,4 +172,73 @@ fn lacp_bond_forms_across_the_datapath_and_survives_stop_start() {
         assert_eq!(l["wired"], true);
         assert!(l["wirings"].as_u64().unwrap() >= 2, "re-wired: {l}");
     }
+}
+
+/// A container removed on drop.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = sh(&format!("docker rm -f {}", self.0));
+    }
+}
+
+#[test]
+fn passthrough_container_answers_on_its_own_address() {
+    require_root();
+    assert!(
+        sh("docker info").status.success(),
+        "no Docker engine: the README test command starts dockerd"
+    );
+    let c = Container(format!("pt{}", std::process::id()));
+    must(&format!(
+        "docker run -d --name {} --hostname rpt --cap-add NET_ADMIN --device /dev/net/tun \
+         -e CLAB_MGMT_PASSTHROUGH=true launcher-tinylinux:latest",
+        c.0
+    ));
+    wait_for(Duration::from_secs(120), "the router healthy", || {
+        let h = must(&format!(
+            "docker inspect -f '{{{{.State.Health.Status}}}}' {}",
+            c.0
+        ));
+        (h.trim() == "healthy").then_some(())
+    });
+    let ip = must(&format!(
+        "docker inspect -f '{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}}{{{{end}}}}' {}",
+        c.0
+    ));
+    let mac = must(&format!(
+        "docker inspect -f '{{{{range .NetworkSettings.Networks}}}}{{{{.MacAddress}}}}{{{{end}}}}' {}",
+        c.0
+    ));
+    let logs = must(&format!("docker logs {} 2>&1", c.0));
+    // The guest has the container's address (on its kernel command line) and its MAC.
+    assert!(logs.contains(&format!("tl.ip={}/", ip.trim())), "{logs}");
+    assert!(logs.contains(&format!("eth0={}/", mac.trim())), "{logs}");
+    // From the Docker host: the guest's own web server on the container's address...
+    let page = wait_for(Duration::from_secs(30), "the guest's web server", || {
+        http_get(None, &format!("{}:80", ip.trim())).filter(|b| b.contains("tinylinux rpt"))
+    });
+    assert!(page.contains("200 OK"), "{page}");
+    // ...and the launcher's telnet console too, on the same address.
+    let mut t = std::net::TcpStream::connect((ip.trim(), 5000)).expect("telnet console");
+    t.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = std::io::Read::read(&mut t, &mut buf).unwrap_or(0);
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).contains("TINYLINUX-READY"),
+        "console history over telnet: {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let t0 = std::time::Instant::now();
+    must(&format!("docker stop -t 30 {}", c.0));
+    println!("passthrough docker stop: {:?}", t0.elapsed());
+    assert_eq!(
+        must(&format!(
+            "docker inspect -f '{{{{.State.ExitCode}}}}' {}",
+            c.0
+        ))
+        .trim(),
+        "0"
+    );
 }
