@@ -50,7 +50,10 @@ pub enum Cmd {
     /// Exit 0 when the router is ready, 1 otherwise.
     Health,
     /// Attach to the router's serial console (for `docker exec -it`); Ctrl-] detaches.
-    Console,
+    Console {
+        /// With several VMs: which one (default: the first).
+        vm: Option<String>,
+    },
     /// Wire ETH=TAP pairs with tc mirred both ways (creates missing taps as persistent taps).
     Wire {
         /// MTU for created or existing taps (default: the ETH's MTU).

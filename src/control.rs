@@ -30,6 +30,8 @@ pub enum ControlError {
     },
     #[error("bad answer from the launcher at {path}: {why}")]
     Answer { path: PathBuf, why: String },
+    #[error("the launcher refused: {0}")]
+    Refused(String),
 }
 
 /// What the supervisor publishes.
@@ -145,13 +147,16 @@ pub fn socket_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
 }
 
+/// The consoles `launcher console [VM]` can attach to, by VM name; the first is the default.
+pub type Consoles = Arc<Vec<(String, Hub)>>;
+
 /// Serves status, health and console sessions until the task is dropped.
 pub async fn serve(
     path: PathBuf,
     snap: Shared,
     table: Option<Table>,
     nl: Option<Netlink>,
-    console: Option<Hub>,
+    consoles: Consoles,
 ) -> Result<tokio::task::JoinHandle<()>, ControlError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| ControlError::Listen {
@@ -178,9 +183,9 @@ pub async fn serve(
             let snap = snap.clone();
             let table = table.clone();
             let nl = nl.clone();
-            let console = console.clone();
+            let consoles = consoles.clone();
             tokio::spawn(async move {
-                if let Err(e) = answer(conn, snap, table, nl, console).await {
+                if let Err(e) = answer(conn, snap, table, nl, consoles).await {
                     tracing::debug!(error = %e, "control client");
                 }
             });
@@ -193,7 +198,7 @@ async fn answer(
     snap: Shared,
     table: Option<Table>,
     nl: Option<Netlink>,
-    console: Option<Hub>,
+    consoles: Consoles,
 ) -> std::io::Result<()> {
     // The request line, read byte by byte so nothing after it is consumed (a console session
     // continues on the same stream).
@@ -203,16 +208,35 @@ async fn answer(
         line.push(b[0]);
     }
     let req = String::from_utf8_lossy(&line).trim().to_string();
-    let body = match req.as_str() {
-        "console" => match console {
-            Some(hub) => {
-                tracing::info!("console client attached");
-                hub.attach(conn, false).await;
-                tracing::info!("console client left");
-                return Ok(());
+    let (verb, arg) = match req.split_once(' ') {
+        Some((v, a)) => (v, Some(a.trim())),
+        None => (req.as_str(), None),
+    };
+    let body = match verb {
+        "console" => {
+            let hub = match arg {
+                None => consoles.first(),
+                Some(name) => consoles.iter().find(|(n, _)| n == name),
+            };
+            match hub {
+                Some((name, hub)) => {
+                    // The session starts with an empty line: the client knows it is attached.
+                    conn.write_all(b"\n").await?;
+                    tracing::info!(vm = %name, "console client attached");
+                    hub.attach(conn, false).await;
+                    tracing::info!(vm = %name, "console client left");
+                    return Ok(());
+                }
+                None => {
+                    let names: Vec<&str> = consoles.iter().map(|(n, _)| n.as_str()).collect();
+                    format!(
+                        "error: no VM {:?} here; VMs: {}",
+                        arg.unwrap_or_default(),
+                        names.join(", ")
+                    )
+                }
             }
-            None => serde_json::json!({ "error": "no console" }).to_string(),
-        },
+        }
         "status" | "health" => {
             let report = build_report(&snap, table.as_ref(), nl.as_ref()).await;
             serde_json::to_string(&report).unwrap_or_default()
@@ -292,14 +316,30 @@ pub async fn query(path: &Path, what: &str) -> Result<Report, ControlError> {
     serde_json::from_str(&buf).map_err(|e| answer(format!("{e}: {buf:?}")))
 }
 
-/// `launcher console`: attaches this terminal to the VM's console until Ctrl-] (or EOF).
-pub async fn console(path: &Path) -> Result<(), ControlError> {
-    let c = request(path, "console").await?;
+/// `launcher console [VM]`: attaches this terminal to a VM's console until Ctrl-] (or EOF).
+pub async fn console(path: &Path, vm: Option<&str>) -> Result<(), ControlError> {
+    let what = match vm {
+        Some(v) => format!("console {v}"),
+        None => "console".into(),
+    };
+    let c = request(path, &what).await?;
     let io = |e: std::io::Error| ControlError::Answer {
         path: path.into(),
         why: e.to_string(),
     };
     let (mut r, mut w) = c.into_split();
+    // The first line: empty when attached, else why not.
+    let mut first = Vec::new();
+    let mut b = [0u8; 1];
+    while first.len() < 1024 && r.read(&mut b).await.map_err(io)? == 1 && b[0] != b'\n' {
+        first.push(b[0]);
+    }
+    if !first.is_empty() {
+        let why = String::from_utf8_lossy(&first).into_owned();
+        return Err(ControlError::Refused(
+            why.strip_prefix("error: ").unwrap_or(&why).to_string(),
+        ));
+    }
     let raw = RawTerminal::enter();
     eprint!("launcher: attached to the router console; Ctrl-] detaches\r\n");
     // stdin is read on a blocking thread; bytes arrive here.

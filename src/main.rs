@@ -154,13 +154,20 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Console => match runtime().block_on(control::console(&control::socket_path())) {
-            Ok(()) => 0,
-            Err(e) => {
-                report(&e);
-                1
+        Cmd::Console { vm } => {
+            match runtime().block_on(control::console(&control::socket_path(), vm.as_deref())) {
+                Ok(()) => 0,
+                Err(e) => {
+                    report(&e);
+                    // Asking for a VM that is not there is bad input.
+                    if matches!(e, control::ControlError::Refused(_)) {
+                        2
+                    } else {
+                        1
+                    }
+                }
             }
-        },
+        }
         Cmd::Wire { mtu, pairs } => wire_cmd(pairs, |p| {
             runtime().block_on(datapath::wire_pairs(&p, *mtu))
         }),

@@ -612,12 +612,18 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
         datapath = Some((dp, queues));
         parts
     };
+    let hubs: Vec<(String, console::Hub)> = node
+        .vms
+        .iter()
+        .zip(&consoles)
+        .map(|(p, (hub, _))| (p.name.clone(), hub.clone()))
+        .collect();
     let _ctl = control::serve(
         control::socket_path(),
         shared.clone(),
         table,
         nl,
-        Some(consoles[0].0.clone()),
+        Arc::new(hubs),
     )
     .await?;
     if let Some((mut dp, queues)) = datapath {

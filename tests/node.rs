@@ -145,6 +145,23 @@ fn two_vms_linked_internally_start_in_order_ping_and_stop_in_reverse() {
             "{vm} QMP socket"
         );
     }
+    // `launcher console fp` attaches to fp's console (its history first); an unknown VM is
+    // bad input: exit 2, naming it and the VMs there are.
+    let out = ns.exec(&format!(
+        "(sleep 1; printf \"\\035\") | LAUNCHER_SOCKET={}/control.sock {} console fp",
+        ns.dir.display(),
+        LAUNCHER
+    ));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("TINYLINUX-READY fp") && !text.contains("READY cp"),
+        "{text}"
+    );
+    let out = ns.launcher(&["console", "nope"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("\"nope\"") && err.contains("cp, fp"), "{err}");
     // The internal network: a bridge with one tap per VM.
     let br = ns.ip("-o link show master int-fab");
     assert!(br.contains("i0-fab") && br.contains("i1-fab"), "{br}");
