@@ -1838,7 +1838,9 @@ ready_pattern = "up"
     /// Every broken config or environment value is rejected, and the message names the key.
     #[test]
     fn broken_inputs_name_their_key() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        // (config text, environment, the key the error must name)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
             ("[vm]\nmemroy = 5\n[kernel]\npath=\"k\"", &[], "memroy"),
             (
                 "[vm]\nmemory = \"lots\"\n[kernel]\npath=\"k\"",

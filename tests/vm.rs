@@ -277,7 +277,9 @@ fn broken_configs_and_environment_exit_2_naming_the_key_and_touch_nothing() {
     let ns = Netns::new("badcfg");
     let ok = tinylinux_config(&ns, "r7", "", "");
     let base = std::fs::read_to_string(&ok).unwrap();
-    let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+    // (config text, environment, the key the error must name)
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             base.replace("memory = 256", "memroy = 256"),
             vec![],
