@@ -9,25 +9,12 @@ use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-const LOGIN: &str = r##"
-[bootstrap]
-on_timeout = "fail"
-attempts = 1
-username = "admin"
-password = "admin"
-steps = [
-  { expect = "login: ", timeout = 90 },
-  { send = "{username}" },
-  { expect = "Password: ", timeout = 10 },
-  { send = "{password}" },
-  { expect = "# ", timeout = 10 },
-  { send = "hostname {hostname}" },
+/// Log in, set the host name, send the startup config line by line, check both took.
+const AFTER_LOGIN: &str = r##"  { send = "hostname {hostname}" },
   { expect = "# ", timeout = 10 },
   { send_config = "# ", timeout = 10 },
   { send = "echo CHECK-$(hostname)-$(ip -o addr show dev lo | grep -c 198.51.100.7)" },
-  { expect = "CHECK-r-sc-1", timeout = 10 },
-]
-"##;
+  { expect = "CHECK-r-sc-1", timeout = 10 },"##;
 
 /// A telnet client inside the namespace, collecting what it reads on a thread.
 struct Telnet {
@@ -68,7 +55,7 @@ fn bootstrap_logs_in_and_applies_the_startup_config_while_a_human_types() {
         &ns,
         "rb",
         &format!("startup_config = \"{}\"", sc.display()),
-        LOGIN,
+        &login_bootstrap("bootstrap", AFTER_LOGIN),
     );
     let mut l = Running::start(&ns, &cfg, &[]);
     // A human on telnet types all through the bootstrap.

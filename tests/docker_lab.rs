@@ -8,6 +8,19 @@ mod common;
 use common::*;
 use std::time::Duration;
 
+/// Root, a Docker engine and the tinylinux image, or a loud failure saying what is missing.
+fn require_docker() {
+    require_root();
+    assert!(
+        sh("docker info").status.success(),
+        "no Docker engine: the README test command starts dockerd"
+    );
+    assert!(
+        sh("docker image inspect launcher-tinylinux:latest").status.success(),
+        "image launcher-tinylinux is missing: scripts/images.sh builds it (the test command runs it)"
+    );
+}
+
 struct Lab {
     name: String,
 }
@@ -59,15 +72,7 @@ fn nic_line(logs: &str) -> String {
 
 #[test]
 fn lacp_bond_forms_across_the_datapath_and_survives_stop_start() {
-    require_root();
-    assert!(
-        sh("docker info").status.success(),
-        "no Docker engine: the README test command starts dockerd"
-    );
-    assert!(
-        sh("docker image inspect launcher-tinylinux:latest").status.success(),
-        "image launcher-tinylinux is missing: scripts/images.sh builds it (the test command runs it)"
-    );
+    require_docker();
     let lab = Lab {
         name: format!("e2e{}", std::process::id()),
     };
@@ -185,11 +190,7 @@ impl Drop for Container {
 
 #[test]
 fn passthrough_container_answers_on_its_own_address() {
-    require_root();
-    assert!(
-        sh("docker info").status.success(),
-        "no Docker engine: the README test command starts dockerd"
-    );
+    require_docker();
     let c = Container(format!("pt{}", std::process::id()));
     must(&format!(
         "docker run -d --name {} --hostname rpt --cap-add NET_ADMIN --device /dev/net/tun \

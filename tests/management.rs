@@ -9,24 +9,10 @@ use std::time::Duration;
 
 /// The bootstrap gives the guest the container's management address and gateway, which the
 /// launcher read from eth0 over netlink, and proves the gateway answers the guest.
-const PASSTHROUGH_BOOTSTRAP: &str = r##"
-[bootstrap]
-on_timeout = "fail"
-attempts = 1
-username = "admin"
-password = "admin"
-steps = [
-  { expect = "login: ", timeout = 90 },
-  { send = "{username}" },
-  { expect = "Password: ", timeout = 10 },
-  { send = "{password}" },
-  { expect = "# ", timeout = 10 },
-  { send = "ip addr add {mgmt_ip} dev eth0 && ip route add default via {mgmt_gateway}" },
+const AFTER_LOGIN: &str = r##"  { send = "ip addr add {mgmt_ip} dev eth0 && ip route add default via {mgmt_gateway}" },
   { expect = "# ", timeout = 10 },
   { send = "ping -c 1 -W 5 {mgmt_gateway} >/dev/null && echo GW-$((40+2))" },
-  { expect = "GW-42", timeout = 15 },
-]
-"##;
+  { expect = "GW-42", timeout = 15 },"##;
 
 #[test]
 fn passthrough_the_guest_answers_on_the_containers_own_address() {
@@ -50,7 +36,7 @@ fn passthrough_the_guest_answers_on_the_containers_own_address() {
         .unwrap()
         .to_string();
 
-    let cfg = tinylinux_config(&ns, "rp", "", PASSTHROUGH_BOOTSTRAP);
+    let cfg = tinylinux_config(&ns, "rp", "", &login_bootstrap("bootstrap", AFTER_LOGIN));
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("tl.mgmt=user", "tl.mgmt=passthrough");

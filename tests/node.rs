@@ -31,36 +31,28 @@ mode = "none"
 [vm.console]
 ready_pattern = "TINYLINUX-READY"
 log = "{d}/{name}.console.log"
-[vm.bootstrap]
-on_timeout = "fail"
-attempts = 1
-username = "admin"
-password = "admin"
-steps = [
-  {{ expect = "login: ", timeout = 90 }},
-  {{ send = "{{username}}" }},
-  {{ expect = "Password: ", timeout = 10 }},
-  {{ send = "{{password}}" }},
-  {{ expect = "# ", timeout = 10 }},
-  {{ send = "ip addr add {addr}/24 dev eth0" }},
-  {{ expect = "# ", timeout = 10 }},
-  {then}
-]
+{boot}
 "##,
         k = b.join("vmlinuz").display(),
         i = b.join("initramfs.cpio.gz").display(),
         d = ns.dir.display(),
+        boot = login_bootstrap(
+            "vm.bootstrap",
+            &format!(
+                "  {{ send = \"ip addr add {addr}/24 dev eth0\" }},\n  {{ expect = \"# \", timeout = 10 }},\n{then}"
+            )
+        ),
     )
 }
 
-fn node_config(ns: &Netns, restart: &str) -> std::path::PathBuf {
+fn node_config(ns: &Netns) -> std::path::PathBuf {
     let d = ns.dir.display();
     // The forwarding plane pings the control plane over the internal network (retrying: the
     // control plane may still be finishing its own bootstrap).
     let ping = r#"{ send = "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do ping -c 1 -W 1 10.9.0.1 >/dev/null && break; done && echo FAB-$((40+2))" },
   { expect = "FAB-42", timeout = 30 },"#;
     let text = format!(
-        "[nics]\ncount = 1\n[restart]\n{restart}\n[paths]\nrun_dir = \"{d}/run\"\nstate_dir = \"{d}/state\"\nhealth_file = \"{d}/health\"\n{}{}",
+        "[nics]\ncount = 1\n[restart]\npolicy = \"never\"\n[paths]\nrun_dir = \"{d}/run\"\nstate_dir = \"{d}/state\"\nhealth_file = \"{d}/health\"\n{}{}",
         entry(ns, "cp", "none", "10.9.0.1", ""),
         entry(ns, "fp", "all", "10.9.0.2", ping),
     );
@@ -94,14 +86,20 @@ fn telnet_history(ns: &Netns, port: u16, until: &str) -> String {
     seen
 }
 
-#[test]
-fn two_vms_linked_internally_start_in_order_ping_and_stop_in_reverse() {
-    let ns = Netns::new("node");
+/// The two-VM node (one data link, eth1) running in a fresh namespace, ready.
+fn start_node(tag: &str) -> (Netns, Running, serde_json::Value) {
+    let ns = Netns::new(tag);
     ns.ip("link add p1 type veth peer name eth1");
     ns.ip("link set p1 up");
-    let cfg = node_config(&ns, "policy = \"never\"");
-    let mut l = Running::start(&ns, &cfg, &[]);
+    let cfg = node_config(&ns);
+    let l = Running::start(&ns, &cfg, &[]);
     let st = wait_state(&ns, "ready", Duration::from_secs(150));
+    (ns, l, st)
+}
+
+#[test]
+fn two_vms_linked_internally_start_in_order_ping_and_stop_in_reverse() {
+    let (ns, mut l, st) = start_node("node");
     let vms = st["vms"].as_array().unwrap();
     assert_eq!(vms.len(), 2, "{st}");
     assert!(vms.iter().all(|v| v["state"] == "ready"), "{st}");
@@ -194,12 +192,7 @@ fn two_vms_linked_internally_start_in_order_ping_and_stop_in_reverse() {
 
 #[test]
 fn one_vm_failing_fails_the_node_and_stops_the_other_cleanly() {
-    let ns = Netns::new("nodefail");
-    ns.ip("link add p1 type veth peer name eth1");
-    ns.ip("link set p1 up");
-    let cfg = node_config(&ns, "policy = \"never\"");
-    let mut l = Running::start(&ns, &cfg, &[]);
-    let st = wait_state(&ns, "ready", Duration::from_secs(150));
+    let (ns, mut l, st) = start_node("nodefail");
     let fp_pid = st["vms"][1]["qemu_pid"].as_i64().unwrap() as i32;
     let cp_pid = st["vms"][0]["qemu_pid"].as_i64().unwrap() as i32;
     unsafe { libc::kill(fp_pid, libc::SIGKILL) };

@@ -403,6 +403,29 @@ pub fn status(ns: &Netns) -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// A tinylinux bootstrap section (`[bootstrap]`, or `[vm.bootstrap]` in a `[[vm]]` entry) that
+/// logs in as admin/admin, waits for the shell, then runs `then` (more TOML steps, each line
+/// ending in a comma). It fails at once on a time-out.
+pub fn login_bootstrap(section: &str, then: &str) -> String {
+    format!(
+        r##"
+[{section}]
+on_timeout = "fail"
+attempts = 1
+username = "admin"
+password = "admin"
+steps = [
+  {{ expect = "login: ", timeout = 90 }},
+  {{ send = "{{username}}" }},
+  {{ expect = "Password: ", timeout = 10 }},
+  {{ send = "{{password}}" }},
+  {{ expect = "# ", timeout = 10 }},
+{then}
+]
+"##
+    )
+}
+
 /// Waits (bounded) until `launcher status` shows state `want`; returns the status.
 pub fn wait_state(ns: &Netns, want: &str, within: Duration) -> serde_json::Value {
     wait_for(within, &format!("state {want}"), || {
