@@ -53,6 +53,8 @@ pub struct VmSnapshot {
     pub lifecycle: Lifecycle,
     pub qemu_pid: Option<i32>,
     pub telnet_port: u16,
+    /// How the VM is managed: "user 10.0.0.15/24, 11 forwards", "passthrough eth0 ...", "none".
+    pub management: String,
 }
 
 pub type Shared = Arc<Mutex<Snapshot>>;
@@ -103,6 +105,8 @@ pub struct VmReport {
     pub restarts: u32,
     pub qemu_pid: Option<i32>,
     pub telnet_port: u16,
+    #[serde(default)]
+    pub management: String,
 }
 
 fn secs(t: SystemTime) -> f64 {
@@ -276,6 +280,7 @@ async fn build_report(snap: &Shared, table: Option<&Table>, nl: Option<&Netlink>
                 restarts: v.lifecycle.restarts,
                 qemu_pid: v.qemu_pid,
                 telnet_port: v.telnet_port,
+                management: v.management.clone(),
             })
             .collect(),
     }
@@ -427,14 +432,17 @@ pub fn render(r: &Report) -> String {
             .unwrap_or_else(|| "-".into()),
         r.restarts
     );
+    if let [vm] = r.vms.as_slice() {
+        out.push_str(&format!("management: {}\n", vm.management));
+    }
     if r.vms.len() > 1 {
         out.push_str(&format!(
-            "{:<12} {:<22} {:>8} {:>9} {:>7}  {}\n",
-            "VM", "STATE", "PID", "RESTARTS", "TELNET", "REASON"
+            "{:<12} {:<22} {:>8} {:>9} {:>7}  {:<40} {}\n",
+            "VM", "STATE", "PID", "RESTARTS", "TELNET", "MANAGEMENT", "REASON"
         ));
         for v in &r.vms {
             out.push_str(&format!(
-                "{:<12} {:<22} {:>8} {:>9} {:>7}  {}\n",
+                "{:<12} {:<22} {:>8} {:>9} {:>7}  {:<40} {}\n",
                 v.name,
                 v.state,
                 v.qemu_pid
@@ -446,6 +454,7 @@ pub fn render(r: &Report) -> String {
                 } else {
                     v.telnet_port.to_string()
                 },
+                v.management,
                 v.reason
             ));
         }
@@ -579,6 +588,7 @@ mod tests {
             restarts: 0,
             qemu_pid: None,
             telnet_port: port,
+            management: "none".into(),
         };
         let two = Report {
             vms: vec![vm("vcp", "ready", 5000), vm("vfp", "booting", 5001)],

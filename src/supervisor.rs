@@ -588,6 +588,22 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
             fds[i].push((qemu::MGMT_TAP_FD, p.tap.fd.as_raw_fd()));
             _mgmt_tap = Some(p.tap);
         }
+        let described = match &plan.management {
+            Management::None => "none".to_string(),
+            Management::User { forwards, .. } => {
+                format!("user {} ({} forwards)", mgmt.ipv4, forwards.len())
+            }
+            Management::Passthrough { interface, .. } => format!(
+                "passthrough {interface} {} via {}",
+                mgmt.ipv4,
+                if mgmt.gateway4.is_empty() {
+                    "-"
+                } else {
+                    &mgmt.gateway4
+                }
+            ),
+        };
+        shared.lock().unwrap().vms[i].management = described;
         // The kernel command line's templates ({mgmt_ip}, {hostname}, ...), now known.
         let values = bootstrap_values(plan, &mgmt);
         if let Some(k) = &mut plan.kernel {

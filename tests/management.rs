@@ -89,7 +89,13 @@ fn passthrough_the_guest_answers_on_the_containers_own_address() {
         console_seen.contains("GW-42"),
         "the console history over telnet: {console_seen:?}"
     );
-    // The launcher logged what it took over.
+    // Status says so; the launcher logged what it took over.
+    let text =
+        String::from_utf8_lossy(&ns.launcher(&["status"]).output().unwrap().stdout).into_owned();
+    assert!(
+        text.contains("management: passthrough eth0 192.0.2.2/24 via 192.0.2.1"),
+        "{text}"
+    );
     let out = l.output();
     assert!(out.contains("management passthrough wired"), "{out}");
     let (code, _) = l.stop(Duration::from_secs(30));
