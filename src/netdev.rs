@@ -5,8 +5,8 @@
 
 use futures::StreamExt;
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
-    NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
@@ -121,7 +121,8 @@ impl Netlink {
         Ok(Self { handle })
     }
 
-    /// Sends one request, collects the replies, retries EBUSY/EAGAIN with back-off.
+    /// Sends one request, collects the replies, retries EBUSY/EAGAIN with back-off, and a dump
+    /// the kernel marks inconsistent (links changed while it ran: NLM_F_DUMP_INTR).
     async fn request(
         &self,
         op: &'static str,
@@ -135,6 +136,7 @@ impl Netlink {
             req.header.flags = NLM_F_REQUEST | flags;
             let mut out = Vec::new();
             let mut failure = None;
+            let mut interrupted = false;
             let mut stream = self
                 .handle
                 .clone()
@@ -145,6 +147,7 @@ impl Netlink {
                     source: io_err(e),
                 })?;
             while let Some(m) = stream.next().await {
+                interrupted |= m.header.flags & NLM_F_DUMP_INTR != 0;
                 match m.payload {
                     NetlinkPayload::InnerMessage(i) => out.push(i),
                     NetlinkPayload::Error(e) if e.code.is_some() => failure = Some(e.to_io()),
@@ -152,6 +155,9 @@ impl Netlink {
                 }
             }
             match failure {
+                None if interrupted && attempt < 8 => {
+                    tracing::debug!(op, ifname, "dump interrupted by changes, repeating it");
+                }
                 None => return Ok(out),
                 Some(e)
                     if attempt < 8
@@ -688,15 +694,21 @@ impl LinkEvents {
                 return Err(NetError::Socket(std::io::Error::last_os_error()));
             }
             let fd = OwnedFd::from_raw_fd(raw);
-            let size: libc::c_int = 4 << 20;
+            // LAUNCHER_NETLINK_RCVBUF (bytes) shrinks the buffer: a diagnostic knob that makes
+            // a burst of link events overrun it, to see the re-listing at work.
+            let small = std::env::var("LAUNCHER_NETLINK_RCVBUF")
+                .ok()
+                .and_then(|v| v.parse::<libc::c_int>().ok());
+            let size: libc::c_int = small.unwrap_or(4 << 20);
             // Ask for a big buffer (FORCE needs CAP_NET_ADMIN; fall back to the capped one).
-            if libc::setsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                &size as *const _ as *const _,
-                4,
-            ) < 0
+            if small.is_some()
+                || libc::setsockopt(
+                    raw,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    &size as *const _ as *const _,
+                    4,
+                ) < 0
             {
                 libc::setsockopt(
                     raw,
@@ -726,6 +738,26 @@ impl LinkEvents {
         }
     }
 
+    /// Reads and drops everything queued on the (non-blocking) socket.
+    fn discard_queued(&mut self) {
+        loop {
+            // SAFETY: recv into our own buffer of the stated length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.get_ref().as_raw_fd(),
+                    self.buf.as_mut_ptr() as *mut _,
+                    self.buf.len(),
+                    0,
+                )
+            };
+            let lost =
+                n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS);
+            if n <= 0 && !lost {
+                return;
+            }
+        }
+    }
+
     /// The next link event.
     pub async fn next(&mut self) -> Result<LinkEvent, NetError> {
         loop {
@@ -751,7 +783,13 @@ impl LinkEvents {
             }) {
                 Err(_would_block) => continue,
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    return Ok(LinkEvent::Overrun)
+                    // Empty the socket first: the kernel reports further losses only once its
+                    // queue has been empty, so a dump taken before that could miss links whose
+                    // events are lost without a word. What was queued is stale: the caller
+                    // lists the links afresh.
+                    self.pending.clear();
+                    self.discard_queued();
+                    return Ok(LinkEvent::Overrun);
                 }
                 Ok(Err(e)) => return Err(NetError::Socket(e)),
                 Ok(Ok(n)) => n,

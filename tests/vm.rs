@@ -200,6 +200,44 @@ fn interfaces_arriving_late_in_random_order_and_renamed_are_wired() {
 }
 
 #[test]
+fn a_burst_overrunning_the_link_event_socket_is_recovered_by_listing_again() {
+    // A tiny event buffer and 100 interfaces created by one `ip -batch`: events are lost
+    // (ENOBUFS); the launcher lists the links again and wires every one.
+    let ns = Netns::new("burst");
+    let cfg = tinylinux_config(&ns, "r100", "", "");
+    let mut r = Running::start(
+        &ns,
+        &cfg,
+        &[("CLAB_INTFS", "100"), ("LAUNCHER_NETLINK_RCVBUF", "1")],
+    );
+    wait_state(&ns, "waiting-for-interfaces", Duration::from_secs(10));
+    let batch = ns.dir.join("burst.batch");
+    let lines: String = (1..=100)
+        .map(|i| format!("link add p{i} type veth peer name eth{i}\n"))
+        .collect();
+    std::fs::write(&batch, lines).unwrap();
+    ns.ip(&format!("-batch {}", batch.display()));
+    let st = wait_for(Duration::from_secs(60), "all 100 wired", || {
+        status(&ns).filter(|s| {
+            s["links"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l["wired"] == true)
+        })
+    });
+    assert_eq!(st["links"].as_array().unwrap().len(), 100);
+    let out = r.output();
+    assert!(
+        out.contains("link event socket overran; listing links again"),
+        "the burst did not overrun the 1-byte (kernel minimum) buffer:\n{out}"
+    );
+    wait_state(&ns, "ready", Duration::from_secs(120));
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0, "{}", r.output());
+}
+
+#[test]
 fn missing_interfaces_time_out_with_a_clear_error() {
     let ns = Netns::new("missing");
     veth_pair(&ns, "eth1", "p1");
