@@ -222,14 +222,10 @@ fn passthrough_container_answers_on_its_own_address() {
     });
     assert!(page.contains("200 OK"), "{page}");
     // ...and the launcher's telnet console too, on the same address.
-    let mut t = std::net::TcpStream::connect((ip.trim(), 5000)).expect("telnet console");
-    t.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let mut buf = vec![0u8; 8192];
-    let n = std::io::Read::read(&mut t, &mut buf).unwrap_or(0);
+    let seen = telnet_read(None, &format!("{}:5000", ip.trim()), "TINYLINUX-READY");
     assert!(
-        String::from_utf8_lossy(&buf[..n]).contains("TINYLINUX-READY"),
-        "console history over telnet: {:?}",
-        String::from_utf8_lossy(&buf[..n])
+        seen.contains("TINYLINUX-READY"),
+        "console history over telnet: {seen:?}"
     );
     let t0 = std::time::Instant::now();
     must(&format!("docker stop -t 30 {}", c.0));

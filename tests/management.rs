@@ -4,7 +4,6 @@
 
 mod common;
 use common::*;
-use std::io::Read;
 use std::time::Duration;
 
 /// The bootstrap gives the guest the container's management address and gateway, which the
@@ -65,26 +64,7 @@ fn passthrough_the_guest_answers_on_the_containers_own_address() {
     let neigh = outside.ip("neigh show 192.0.2.2");
     assert!(neigh.contains(&eth0_mac), "{neigh}");
     // The launcher's telnet console stays in the container, on the same address.
-    let mut console_seen = String::new();
-    {
-        let _g = outside.enter();
-        let mut s = std::net::TcpStream::connect_timeout(
-            &"192.0.2.2:5000".parse().unwrap(),
-            Duration::from_secs(3),
-        )
-        .expect("telnet console on the container's address");
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            console_seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-            if console_seen.contains("GW-42") {
-                break;
-            }
-        }
-    }
+    let console_seen = telnet_read(Some(&outside), "192.0.2.2:5000", "GW-42");
     assert!(
         console_seen.contains("GW-42"),
         "the console history over telnet: {console_seen:?}"

@@ -5,7 +5,6 @@
 
 mod common;
 use common::*;
-use std::io::Read;
 use std::time::Duration;
 
 /// One `[[vm]]` entry: tinylinux, no management network, on the internal network "fab", its
@@ -68,24 +67,6 @@ fn at(hay: &str, parts: &[&str]) -> usize {
         .unwrap_or_else(|| panic!("no line with {parts:?} in the launcher's output:\n{hay}"))
 }
 
-fn telnet_history(ns: &Netns, port: u16, until: &str) -> String {
-    let _g = ns.enter();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("telnet port");
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 8192];
-    while let Ok(n) = s.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        if seen.contains(until) {
-            break;
-        }
-    }
-    seen
-}
-
 /// The two-VM node (one data link, eth1) running in a fresh namespace, ready.
 fn start_node(tag: &str) -> (Netns, Running, serde_json::Value) {
     let ns = Netns::new(tag);
@@ -135,8 +116,8 @@ fn two_vms_linked_internally_start_in_order_ping_and_stop_in_reverse() {
     );
     assert!(!cp.contains("TINYLINUX-READY fp") && !fp.contains("TINYLINUX-READY cp"));
     // Each its own telnet port and QMP socket.
-    assert!(telnet_history(&ns, 5000, "READY cp").contains("TINYLINUX-READY cp"));
-    assert!(telnet_history(&ns, 5001, "READY fp").contains("TINYLINUX-READY fp"));
+    assert!(telnet_read(Some(&ns), "127.0.0.1:5000", "READY cp").contains("TINYLINUX-READY cp"));
+    assert!(telnet_read(Some(&ns), "127.0.0.1:5001", "READY fp").contains("TINYLINUX-READY fp"));
     for vm in ["cp", "fp"] {
         assert!(
             ns.dir.join(format!("run/{vm}/qmp.sock")).exists(),

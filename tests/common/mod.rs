@@ -426,6 +426,31 @@ steps = [
     )
 }
 
+/// Connects to a telnet console at `addr` (ip:port), from inside `ns` if given, and reads
+/// (telnet negotiation, then the history) until `until` shows or 2 s pass quietly.
+pub fn telnet_read(ns: Option<&Netns>, addr: &str, until: &str) -> String {
+    use std::io::Read;
+    let _g = ns.map(Netns::enter);
+    let mut s = std::net::TcpStream::connect_timeout(
+        &addr.parse().expect("ip:port"),
+        Duration::from_secs(3),
+    )
+    .unwrap_or_else(|e| panic!("telnet console at {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if seen.contains(until) {
+            break;
+        }
+    }
+    seen
+}
+
 /// Waits (bounded) until `launcher status` shows state `want`; returns the status.
 pub fn wait_state(ns: &Netns, want: &str, within: Duration) -> serde_json::Value {
     wait_for(within, &format!("state {want}"), || {
