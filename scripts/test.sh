@@ -10,4 +10,4 @@ images/tinylinux/build.sh
 cargo build --release
 scripts/images.sh
 # One qemu-heavy test binary at a time keeps TCG guests within this machine's two cores.
-cargo test --release -- --test-threads=2
+cargo test --release --no-fail-fast -- --test-threads=2
