@@ -147,16 +147,15 @@ struct DiskSection {
     path: String,
     #[serde(default = "default_format")]
     format: String,
-    #[serde(default = "default_disk_if")]
-    interface: String,
+    /// virtio for disks, ide for a CD image.
+    interface: Option<String>,
     #[serde(default = "yes")]
     overlay: bool,
+    /// The volume label of a CD image (format = "iso").
+    label: Option<String>,
 }
 fn default_format() -> String {
     "qcow2".into()
-}
-fn default_disk_if() -> String {
-    "virtio".into()
 }
 fn yes() -> bool {
     true
@@ -326,6 +325,9 @@ pub struct Disk {
     pub interface: DiskInterface,
     /// When set, qemu runs on `overlay` (a qcow2 backed by `path`), kept across restarts.
     pub overlay: Option<PathBuf>,
+    /// A CD image (format = "iso"): the launcher writes the files of the folder `path` to
+    /// `image` at every start, labelled `label`; qemu shows it as a CD-ROM.
+    pub cd: Option<(PathBuf, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1154,14 +1156,33 @@ fn build(
         if d.path.is_empty() {
             return Err(invalid(&key("path"), "", "must name a disk image"));
         }
-        if !["qcow2", "raw", "vmdk", "vdi", "vhdx", "fat"].contains(&d.format.as_str()) {
+        if !["qcow2", "raw", "vmdk", "vdi", "vhdx", "fat", "iso"].contains(&d.format.as_str()) {
             return Err(invalid(
                 &key("format"),
                 &d.format,
-                "expected qcow2, raw, vmdk, vdi, vhdx, or fat (a folder shown as a read-only FAT disk)",
+                "expected qcow2, raw, vmdk, vdi, vhdx, fat (a folder as a read-only FAT disk) or iso (a folder as a CD-ROM)",
             ));
         }
         let fat = d.format == "fat";
+        let iso = d.format == "iso";
+        let label = d.label.clone().unwrap_or_else(|| "config".into());
+        if d.label.is_some() && !iso {
+            return Err(invalid(
+                &key("label"),
+                &label,
+                "only a CD image (format = \"iso\") has a label",
+            ));
+        }
+        if label.is_empty()
+            || label.len() > 32
+            || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(invalid(
+                &key("label"),
+                &label,
+                "1-32 letters, digits or '_' (ISO 9660)",
+            ));
+        }
         if fat && d.path.contains(':') {
             return Err(invalid(
                 &key("path"),
@@ -1169,33 +1190,62 @@ fn build(
                 "a fat disk's folder cannot contain ':' (qemu's vvfat syntax)",
             ));
         }
-        let interface = match d.interface.as_str() {
-            "virtio" => DiskInterface::Virtio,
+        let asked = d
+            .interface
+            .as_deref()
+            .unwrap_or(if iso { "ide" } else { "virtio" });
+        let interface = match asked {
+            "virtio" if !iso => DiskInterface::Virtio,
             "ide" => DiskInterface::Ide,
             "scsi" => DiskInterface::Scsi,
             other => {
                 return Err(invalid(
                     &key("interface"),
                     other,
-                    "expected virtio, ide or scsi",
+                    if iso {
+                        "a CD-ROM sits on ide or scsi"
+                    } else {
+                        "expected virtio, ide or scsi"
+                    },
                 ))
             }
         };
         let path = resolve(base, &d.path);
-        // A fat disk is a folder qemu shows read-only: nothing to overlay.
-        let overlay = (d.overlay && !fat).then(|| {
+        let stem = path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // A fat disk or a CD image is read-only: nothing to overlay.
+        let overlay = (d.overlay && !fat && !iso).then(|| {
             let stem = path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             state_dir.join(format!("{stem}-overlay.qcow2"))
         });
+        let cd = iso.then(|| (state_dir.join(format!("{stem}-{i}.iso")), label));
         disks.push(Disk {
             path,
             format: d.format.clone(),
             interface,
             overlay,
+            cd,
         });
+    }
+    let ide = disks
+        .iter()
+        .filter(|d| d.interface == DiskInterface::Ide)
+        .count();
+    let ide_max = if vm.machine.contains("q35") { 6 } else { 4 };
+    if ide > ide_max {
+        return Err(invalid(
+            "disk",
+            format!("{ide} on ide"),
+            format!(
+                "machine {} has room for {ide_max} IDE disks or CD-ROMs; put the others on virtio or scsi",
+                vm.machine
+            ),
+        ));
     }
     if kernel.is_none() && disks.is_empty() {
         return Err(invalid(
@@ -1996,6 +2046,26 @@ ready_pattern = "up"
                 "[kernel]\npath=\"k\"\n[bootstrap]\non_timeout=\"panic\"\nsteps=[{wait=1.0}]",
                 &[],
                 "bootstrap.on_timeout",
+            ),
+            (
+                "[[disk]]\npath=\"day0\"\nformat=\"iso\"\ninterface=\"virtio\"",
+                &[],
+                "disk[0].interface",
+            ),
+            (
+                "[[disk]]\npath=\"day0\"\nformat=\"iso\"\nlabel=\"config-2\"",
+                &[],
+                "disk[0].label",
+            ),
+            (
+                "[[disk]]\npath=\"a.qcow2\"\nlabel=\"x\"",
+                &[],
+                "disk[0].label",
+            ),
+            (
+                "[[disk]]\npath=\"a\"\ninterface=\"ide\"\n[[disk]]\npath=\"b\"\ninterface=\"ide\"\n[[disk]]\npath=\"c\"\ninterface=\"ide\"\n[[disk]]\npath=\"d\"\ninterface=\"ide\"\n[[disk]]\npath=\"e\"\nformat=\"iso\"",
+                &[],
+                "5 on ide",
             ),
         ];
         assert!(cases.len() >= 20);

@@ -9,6 +9,7 @@ mod config;
 mod console;
 mod control;
 mod datapath;
+mod iso;
 mod lifecycle;
 mod netdev;
 mod qemu;

@@ -177,12 +177,20 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
     }
 
     let mut scsi = false;
+    // IDE: two units per bus on pc (ide.0, ide.1); q35's AHCI has six buses of one unit.
+    let mut ide = 0u32;
+    let q35 = plan.machine.contains("q35");
     for (i, d) in plan.disks.iter().enumerate() {
         let (file, format) = match &d.overlay {
             Some(o) => (o, "qcow2"),
             None => (&d.path, d.format.as_str()),
         };
-        let drive = if d.format == "fat" {
+        let drive = if let Some((image, _)) = &d.cd {
+            path_opt(
+                &format!("if=none,id=disk{i},format=raw,media=cdrom,readonly=on,file="),
+                image,
+            )
+        } else if d.format == "fat" {
             // A folder (licences, day-0 configs) as a read-only FAT disk, built by qemu.
             path_opt(
                 &format!("if=none,id=disk{i},format=raw,readonly=on,file=fat:"),
@@ -196,16 +204,28 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
         a.opt("-drive", drive);
         match d.interface {
             DiskInterface::Virtio => a.opt("-device", format!("virtio-blk-pci,drive=disk{i}")),
-            DiskInterface::Ide => a.opt(
-                "-device",
-                format!("ide-hd,drive=disk{i},bus=ide.{}", i / 2 % 2),
-            ),
+            DiskInterface::Ide => {
+                let at = if q35 {
+                    format!("bus=ide.{ide}")
+                } else {
+                    format!("bus=ide.{},unit={}", ide / 2, ide % 2)
+                };
+                ide += 1;
+                a.opt(
+                    "-device",
+                    format!(
+                        "{},drive=disk{i},{at}",
+                        if d.cd.is_some() { "ide-cd" } else { "ide-hd" },
+                    ),
+                )
+            }
             DiskInterface::Scsi => {
                 if !scsi {
                     scsi = true;
                     a.opt("-device", "virtio-scsi-pci,id=scsi0");
                 }
-                a.opt("-device", format!("scsi-hd,drive=disk{i},bus=scsi0.0"))
+                let dev = if d.cd.is_some() { "scsi-cd" } else { "scsi-hd" };
+                a.opt("-device", format!("{dev},drive=disk{i},bus=scsi0.0"))
             }
         };
     }
@@ -464,7 +484,7 @@ mod tests {
     fn golden_vmx_like_disks_kvm() {
         golden(
             "disks-kvm",
-            "[vm]\nname=\"vmx1\"\ncpu=\"host\"\nsmp=4\nmemory=4096\n[[disk]]\npath=\"/images/vmx.qcow2\"\n[[disk]]\npath=\"cfg.img\"\nformat=\"raw\"\ninterface=\"ide\"\noverlay=false\n[[disk]]\npath=\"d3.qcow2\"\ninterface=\"scsi\"\n[nics]\nmodel=\"e1000\"\ncount=3\n[management]\nmode=\"none\"\n",
+            "[vm]\nname=\"vmx1\"\ncpu=\"host\"\nsmp=4\nmemory=4096\n[[disk]]\npath=\"/images/vmx.qcow2\"\n[[disk]]\npath=\"cfg.img\"\nformat=\"raw\"\ninterface=\"ide\"\noverlay=false\n[[disk]]\npath=\"d3.qcow2\"\ninterface=\"scsi\"\n[[disk]]\npath=\"/config/day0\"\nformat=\"iso\"\nlabel=\"cidata\"\n[nics]\nmodel=\"e1000\"\ncount=3\n[management]\nmode=\"none\"\n",
             &[("QEMU_ADDITIONAL_ARGS", "-device 'pvpanic' -rtc base=utc")],
             true,
         );

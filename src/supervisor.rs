@@ -38,6 +38,8 @@ pub enum SupervisorError {
     Console(#[from] console::ConsoleError),
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    #[error(transparent)]
+    Iso(#[from] crate::iso::IsoError),
     #[error("cannot create {path}: {source}")]
     Dir {
         path: std::path::PathBuf,
@@ -255,6 +257,18 @@ impl Status {
             s.qemu_pid = pid;
         }
     }
+}
+
+/// Writes the CD images (format = "iso") afresh from their folders: a changed day-0 config
+/// takes effect at the next start.
+fn make_cd_images(plan: &Plan) -> Result<(), SupervisorError> {
+    for d in &plan.disks {
+        if let Some((image, label)) = &d.cd {
+            crate::iso::write_from_dir(&d.path, label, image)?;
+            tracing::info!(folder = %d.path.display(), image = %image.display(), "CD image written");
+        }
+    }
+    Ok(())
 }
 
 /// Creates missing disk overlays with `qemu-img create -b`. Runs before qemu exists; the status
@@ -558,6 +572,7 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
             .await?;
         }
         make_overlays(plan)?;
+        make_cd_images(plan)?;
     }
 
     // Management passthrough: a VM takes over eth0 (the consoles' telnet ports excepted).

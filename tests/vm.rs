@@ -655,12 +655,17 @@ fn platform_files_reach_the_guest_and_the_nic_offset_holds() {
     let lic = ns.dir.join("licences");
     std::fs::create_dir_all(&lic).unwrap();
     std::fs::write(lic.join("vmx.lic"), "DISK-LICENCE-77\n").unwrap();
+    // And a folder as a CD-ROM (ISO 9660 written by the launcher), on virtio-scsi: sr0.
+    let day0 = ns.dir.join("day0");
+    std::fs::create_dir_all(&day0).unwrap();
+    std::fs::write(day0.join("iosxe_config.txt"), "hostname DAY0-CD-5\n").unwrap();
     let sc = ns.dir.join("startup-config.cfg");
     std::fs::write(
         &sc,
         "echo DMI $(cat /sys/class/dmi/id/product_name) $(cat /sys/class/dmi/id/product_uuid)\n\
          cd /tmp && tftp -g -r license.key 10.0.0.2 && echo TFTP $(cat license.key)\n\
-         mkdir -p /mnt && mount -t vfat -o ro /dev/vda1 /mnt && echo FAT $(cat /mnt/vmx.lic)\n",
+         mkdir -p /mnt && mount -t vfat -o ro /dev/vda1 /mnt && echo FAT $(cat /mnt/vmx.lic)\n\
+         mkdir -p /cd && mount -t iso9660 -o ro /dev/sr0 /cd && echo CD $(cat /cd/iosxe_config.txt)\n",
     )
     .unwrap();
     let cfg = tinylinux_config(
@@ -671,8 +676,9 @@ fn platform_files_reach_the_guest_and_the_nic_offset_holds() {
             sc.display()
         ),
         &format!(
-            "[nics]\noffset = 1\n[[disk]]\npath = \"{}\"\nformat = \"fat\"\n",
-            lic.display()
+            "[nics]\noffset = 1\n[[disk]]\npath = \"{}\"\nformat = \"fat\"\n[[disk]]\npath = \"{}\"\nformat = \"iso\"\ninterface = \"scsi\"\n",
+            lic.display(),
+            day0.display()
         ),
     );
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
@@ -690,6 +696,7 @@ fn platform_files_reach_the_guest_and_the_nic_offset_holds() {
     );
     assert!(console.contains("TFTP LICENSE-4242"), "{console}");
     assert!(console.contains("FAT DISK-LICENCE-77"), "{console}");
+    assert!(console.contains("CD hostname DAY0-CD-5"), "{console}");
     // Management, one empty slot, then data NIC 1 (its MAC ends in :00:01) as the guest's eth2.
     let line = console
         .lines()

@@ -34,7 +34,7 @@ mkdir -p initrd/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,root,lib/modules
 cp bbroot/bin/busybox initrd/bin/busybox
 # Modules in dependency order, loaded by /etc/init.d/rcS from /etc/modules.
 : > initrd/etc/modules
-for m in virtio_pci virtio_net virtio_blk bonding 8021q bridge button evdev qemu_fw_cfg vfat nls_cp437 nls_ascii; do
+for m in virtio_pci virtio_net virtio_blk bonding 8021q bridge button evdev qemu_fw_cfg vfat nls_cp437 nls_ascii virtio_scsi sr_mod isofs; do
   modprobe -d kroot -S "$kver" --show-depends "$m" | awk '$1=="insmod"{print $2}' | while read -r ko; do
     base=$(basename "$ko")
     grep -qx "$base" initrd/etc/modules || { cp "$ko" initrd/lib/modules/; echo "$base" >> initrd/etc/modules; }
