@@ -178,15 +178,7 @@ fn interfaces_arriving_late_in_random_order_and_renamed_are_wired() {
     ns.ip("link set tmp-xyz name eth1");
     std::thread::sleep(Duration::from_millis(300));
     veth_pair(&ns, "eth2", "p2");
-    let st = wait_for(Duration::from_secs(90), "booting after all arrived", || {
-        status(&ns).filter(|s| {
-            s["links"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|l| l["wired"] == true)
-        })
-    });
+    let st = wait_all_wired(&ns, Duration::from_secs(90));
     assert!(st["links"][0]["eth_ifindex"].as_u64().is_some());
     wait_state(&ns, "ready", Duration::from_secs(90));
     // eth1 renamed away: status says so.
@@ -217,15 +209,7 @@ fn a_burst_overrunning_the_link_event_socket_is_recovered_by_listing_again() {
         .collect();
     std::fs::write(&batch, lines).unwrap();
     ns.ip(&format!("-batch {}", batch.display()));
-    let st = wait_for(Duration::from_secs(60), "all 100 wired", || {
-        status(&ns).filter(|s| {
-            s["links"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|l| l["wired"] == true)
-        })
-    });
+    let st = wait_all_wired(&ns, Duration::from_secs(60));
     assert_eq!(st["links"].as_array().unwrap().len(), 100);
     let out = r.output();
     assert!(

@@ -451,6 +451,17 @@ pub fn telnet_read(ns: Option<&Netns>, addr: &str, until: &str) -> String {
     seen
 }
 
+/// Waits (bounded) until `launcher status` shows every data link wired; returns the status.
+pub fn wait_all_wired(ns: &Netns, within: Duration) -> serde_json::Value {
+    wait_for(within, "every data link wired", || {
+        status(ns).filter(|s| {
+            s["links"]
+                .as_array()
+                .is_some_and(|l| l.iter().all(|l| l["wired"] == true))
+        })
+    })
+}
+
 /// Waits (bounded) until `launcher status` shows state `want`; returns the status.
 pub fn wait_state(ns: &Netns, want: &str, within: Duration) -> serde_json::Value {
     wait_for(within, &format!("state {want}"), || {
