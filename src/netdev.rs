@@ -294,13 +294,7 @@ impl Netlink {
 
     /// Wires `from`'s ingress to `to`'s egress (one direction of the pipe), then reads it back.
     pub async fn redirect(&self, from: &LinkInfo, to: &LinkInfo) -> Result<(), NetError> {
-        self.request(
-            "add ingress qdisc",
-            &from.name,
-            RouteNetlinkMessage::NewQueueDiscipline(ingress_qdisc(from.index)),
-            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-        )
-        .await?;
+        self.add_ingress(from).await?;
         self.request(
             "add u32 mirred filter",
             &from.name,
@@ -308,6 +302,23 @@ impl Netlink {
             NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
         )
         .await?;
+        self.verify_redirect(from, to).await
+    }
+
+    /// `tc qdisc replace dev X ingress`.
+    async fn add_ingress(&self, link: &LinkInfo) -> Result<(), NetError> {
+        self.request(
+            "add ingress qdisc",
+            &link.name,
+            RouteNetlinkMessage::NewQueueDiscipline(ingress_qdisc(link.index)),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Reads `from`'s ingress filters back: exactly one redirect, to `to`.
+    async fn verify_redirect(&self, from: &LinkInfo, to: &LinkInfo) -> Result<(), NetError> {
         let targets = self.redirect_targets(from).await?;
         if targets != [to.index] {
             return Err(NetError::Verify {
@@ -362,13 +373,7 @@ impl Netlink {
         keep_tcp: &[u16],
     ) -> Result<(), NetError> {
         self.unwire(eth).await?;
-        self.request(
-            "add ingress qdisc",
-            &eth.name,
-            RouteNetlinkMessage::NewQueueDiscipline(ingress_qdisc(eth.index)),
-            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-        )
-        .await?;
+        self.add_ingress(eth).await?;
         let mut filters: Vec<(&'static str, TcMessage)> = keep_tcp
             .iter()
             .map(|&p| {
@@ -416,17 +421,7 @@ impl Netlink {
             )
             .await?;
         }
-        let targets = self.redirect_targets(eth).await?;
-        if targets != [tap.index] {
-            return Err(NetError::Verify {
-                from: eth.name.clone(),
-                to: tap.name.clone(),
-                why: format!(
-                    "expected one redirect to ifindex {}, found {targets:?}",
-                    tap.index
-                ),
-            });
-        }
+        self.verify_redirect(eth, tap).await?;
         self.redirect(tap, eth).await
     }
 
