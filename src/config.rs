@@ -478,11 +478,14 @@ impl Plan {
             None => self.identity().to_string(),
         }
     }
-    /// The label of this VM's console in logs.
-    pub fn console_label(&self) -> String {
-        match &self.instance {
-            Some(i) => format!("console {i}"),
-            None => "console".into(),
+    /// The label in logs of serial port `n` (0 = the console): "console", "ttyS1", and with
+    /// several VMs the VM's name too ("console vfp", "vfp ttyS1").
+    pub fn serial_label(&self, n: u32) -> String {
+        match (&self.instance, n) {
+            (Some(i), 0) => format!("console {i}"),
+            (None, 0) => "console".into(),
+            (Some(i), n) => format!("{i} ttyS{n}"),
+            (None, n) => format!("ttyS{n}"),
         }
     }
     pub fn qmp_socket(&self) -> PathBuf {
@@ -528,6 +531,16 @@ pub struct InternalNet {
 pub struct Node {
     pub vms: Vec<Plan>,
     pub internal: Vec<InternalNet>,
+}
+
+/// A node of one VM, without internal networks.
+impl From<Plan> for Node {
+    fn from(plan: Plan) -> Self {
+        Node {
+            vms: vec![plan],
+            internal: vec![],
+        }
+    }
 }
 
 impl Node {
@@ -665,20 +678,10 @@ fn build_node(
     over: &Overrides,
 ) -> Result<Node, ConfigError> {
     let entries = match f.vm.take() {
-        None => {
-            let plan = build(f, VmSection::default(), base, env, over)?;
-            return Ok(Node {
-                vms: vec![plan],
-                internal: vec![],
-            });
-        }
+        None => return build(f, VmSection::default(), base, env, over).map(Node::from),
         Some(v @ toml::Value::Table(_)) => {
             let vm: VmSection = decode(v, origin, "[vm]")?;
-            let plan = build(f, vm, base, env, over)?;
-            return Ok(Node {
-                vms: vec![plan],
-                internal: vec![],
-            });
+            return build(f, vm, base, env, over).map(Node::from);
         }
         Some(toml::Value::Array(a)) => a,
         Some(other) => {

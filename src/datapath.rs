@@ -285,6 +285,10 @@ pub async fn internal_networks(
     nets: &[crate::config::InternalNet],
     mtu: u32,
 ) -> Result<Vec<Tap>, DatapathError> {
+    if nets.is_empty() {
+        // One VM, or VMs without internal links: no netlink socket to open.
+        return Ok(vec![]);
+    }
     let nl = Netlink::new()?;
     let mut out = Vec::new();
     for n in nets {

@@ -460,7 +460,7 @@ struct Vm {
     stop: watch::Receiver<StopLevel>,
 }
 
-/// How a VM's life ended: its exit code (0 clean), and whether it ended on a failure.
+/// How a VM's life ended: which VM, and its exit code (0 when it stopped cleanly).
 #[derive(Debug, Clone, Copy)]
 struct VmEnd {
     idx: usize,
@@ -543,7 +543,7 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
     for plan in &node.vms {
         consoles.push(
             console::start(
-                &plan.console_label(),
+                &plan.serial_label(0),
                 &plan.serial_socket(0),
                 &plan.serial_log(0),
                 plan.ready_pattern.clone(),
@@ -558,12 +558,8 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
             } else {
                 plan.telnet_port + n as u16
             };
-            let label = match &plan.instance {
-                Some(i) => format!("{i} ttyS{n}"),
-                None => format!("ttyS{n}"),
-            };
             console::start(
-                &label,
+                &plan.serial_label(n),
                 &plan.serial_socket(n),
                 &plan.serial_log(n),
                 None,
