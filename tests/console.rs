@@ -192,23 +192,16 @@ fn a_bootstrap_that_times_out_takes_its_configured_action() {
         "[bootstrap]\non_timeout = \"retry\"\nattempts = 2\nsteps = [{ expect = \"NEVER-SHOWS\", timeout = 2 }]\n",
     );
     let mut l = Running::start(&ns, &cfg, &[]);
-    let st = wait_for(Duration::from_secs(90), "launcher exit", || {
-        l.child.as_mut().unwrap().try_wait().unwrap()
-    });
+    let code = l.wait_exit(Duration::from_secs(90));
     let out = l.output();
-    assert_eq!(st.code(), Some(1), "{out}");
+    assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("bootstrap: retrying"), "{out}");
     assert!(out.contains("timed out after 2s on attempt 2"), "{out}");
     assert!(
         !out.contains("restart 1/"),
         "fail does not restart qemu: {out}"
     );
-    assert_eq!(
-        std::fs::read_to_string(ns.dir.join("health"))
-            .unwrap()
-            .trim(),
-        "1 VM failed"
-    );
+    assert_eq!(ns.health(), "1 VM failed");
     drop(l);
 
     // restart: qemu is restarted per the restart policy.
@@ -220,12 +213,10 @@ fn a_bootstrap_that_times_out_takes_its_configured_action() {
         "[bootstrap]\non_timeout = \"restart\"\nsteps = [{ expect = \"NEVER-SHOWS\", timeout = 2 }]\n[restart]\nmax = 1\nbackoff = 0\n",
     );
     let mut l = Running::start(&ns, &cfg, &[]);
-    let st = wait_for(Duration::from_secs(120), "launcher exit", || {
-        l.child.as_mut().unwrap().try_wait().unwrap()
-    });
+    let code = l.wait_exit(Duration::from_secs(120));
     let out = l.output();
     assert!(out.contains("restart 1/1"), "{out}");
-    assert_eq!(st.code(), Some(137), "{out}");
+    assert_eq!(code, Some(137), "{out}");
 }
 
 #[test]

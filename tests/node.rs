@@ -91,12 +91,7 @@ fn two_vms_linked_internally_start_in_order_ping_and_stop_in_reverse() {
         ),
         (Some(5000), Some(5001))
     );
-    assert_eq!(
-        std::fs::read_to_string(ns.dir.join("health"))
-            .unwrap()
-            .trim(),
-        "0 running"
-    );
+    assert_eq!(ns.health(), "0 running");
     // The data link went to the forwarding plane only, and it is wired.
     assert_eq!(st["links"].as_array().unwrap().len(), 1, "{st}");
     assert_eq!(st["links"][0]["wired"], true, "{st}");
@@ -177,18 +172,10 @@ fn one_vm_failing_fails_the_node_and_stops_the_other_cleanly() {
     let fp_pid = st["vms"][1]["qemu_pid"].as_i64().unwrap() as i32;
     let cp_pid = st["vms"][0]["qemu_pid"].as_i64().unwrap() as i32;
     unsafe { libc::kill(fp_pid, libc::SIGKILL) };
-    let code = wait_for(Duration::from_secs(60), "the launcher to exit", || {
-        l.child.as_mut().unwrap().try_wait().unwrap()
-    })
-    .code();
+    let code = l.wait_exit(Duration::from_secs(60));
     let out = l.output();
     assert_eq!(code, Some(137), "fp's qemu was killed: 128 + 9\n{out}");
-    assert_eq!(
-        std::fs::read_to_string(ns.dir.join("health"))
-            .unwrap()
-            .trim(),
-        "1 VM failed"
-    );
+    assert_eq!(ns.health(), "1 VM failed");
     // The control plane was powered off through ACPI, not killed.
     let cp = std::fs::read_to_string(ns.dir.join("cp.console.log")).unwrap();
     assert!(

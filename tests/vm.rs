@@ -49,12 +49,7 @@ fn boots_to_ready_then_sigterm_powers_off_through_acpi() {
     let links = st["links"].as_array().unwrap();
     assert_eq!(links.len(), 2);
     assert!(links.iter().all(|l| l["wired"] == true), "{st}");
-    assert_eq!(
-        std::fs::read_to_string(ns.dir.join("health"))
-            .unwrap()
-            .trim(),
-        "0 running"
-    );
+    assert_eq!(ns.health(), "0 running");
     let health = ns.launcher(&["health"]).output().unwrap();
     assert!(health.status.success());
     assert!(
@@ -103,18 +98,9 @@ fn qemu_killed_is_restarted_per_policy_and_then_given_up() {
     assert_eq!(console.matches("TINYLINUX-READY").count(), 2, "{console}");
     // Over the limit: the launcher gives up with 128+9 so Docker's restart policy applies.
     unsafe { libc::kill(second as i32, libc::SIGKILL) };
-    let mut child = r.child.take().unwrap();
-    let code = wait_for(Duration::from_secs(30), "launcher exit", || {
-        child.try_wait().unwrap()
-    })
-    .code();
+    let code = r.wait_exit(Duration::from_secs(30));
     assert_eq!(code, Some(137), "{}", r.output());
-    assert_eq!(
-        std::fs::read_to_string(ns.dir.join("health"))
-            .unwrap()
-            .trim(),
-        "1 VM failed"
-    );
+    assert_eq!(ns.health(), "1 VM failed");
 }
 
 #[test]
@@ -227,11 +213,7 @@ fn missing_interfaces_time_out_with_a_clear_error() {
     veth_pair(&ns, "eth1", "p1");
     let cfg = tinylinux_config(&ns, "r5", "", "[nics]\nwait_timeout = 1\n");
     let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "3")]);
-    let mut child = r.child.take().unwrap();
-    let code = wait_for(Duration::from_secs(20), "exit", || {
-        child.try_wait().unwrap()
-    })
-    .code();
+    let code = r.wait_exit(Duration::from_secs(20));
     let out = r.output();
     assert_eq!(code, Some(3), "{out}");
     assert!(

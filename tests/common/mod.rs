@@ -71,6 +71,14 @@ impl Netns {
         Netns { name, dir }
     }
 
+    /// The health file's line (`paths.health_file` of the test configs: DIR/health).
+    pub fn health(&self) -> String {
+        std::fs::read_to_string(self.dir.join("health"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
     /// `ip -n NS ...`
     pub fn ip(&self, args: &str) -> String {
         must(&format!("ip -n {} {args}", self.name))
@@ -509,6 +517,11 @@ impl Running {
     }
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// Waits (bounded) for the launcher to exit on its own; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let mut child = self.child.take().unwrap();
+        wait_for(within, "the launcher to exit", || child.try_wait().unwrap()).code()
     }
     /// Sends SIGTERM and waits (bounded) for the exit code.
     pub fn stop(&mut self, within: Duration) -> (i32, Duration) {
