@@ -6,69 +6,10 @@
 
 use crate::config::{BootAction, Bootstrap, Step};
 use crate::console::Hub;
+use crate::template::{render, Values};
 use regex::Regex;
-use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::broadcast;
-
-/// The values templates may use: `{hostname}`, `{username}`, `{password}`, `{mgmt_ip}`,
-/// `{mgmt_gateway}`, `{mgmt_ipv6}`, `{mgmt_gateway6}` (the management addresses the guest is to
-/// take: 10.0.0.15/24 via 10.0.0.2 in user mode, the container's own in passthrough), `{name}`.
-pub type Values = BTreeMap<&'static str, String>;
-
-pub const PLACEHOLDERS: &[&str] = &[
-    "hostname",
-    "username",
-    "password",
-    "mgmt_ip",
-    "mgmt_gateway",
-    "mgmt_ipv6",
-    "mgmt_gateway6",
-    "name",
-];
-
-/// Replaces `{key}` with its value; `{{` and `}}` are literal braces.
-pub fn render(template: &str, values: &Values) -> String {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(i) = rest.find(['{', '}']) {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        if tail.starts_with("{{") || tail.starts_with("}}") {
-            out.push_str(&tail[..1]);
-            rest = &tail[2..];
-        } else if let (true, Some(end)) = (tail.starts_with('{'), tail.find('}')) {
-            let key = &tail[1..end];
-            match values.get(key) {
-                Some(v) => out.push_str(v),
-                None => out.push_str(&tail[..=end]),
-            }
-            rest = &tail[end + 1..];
-        } else {
-            out.push_str(&tail[..1]);
-            rest = &tail[1..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The placeholders a template uses that do not exist (for validation).
-pub fn unknown_placeholders(template: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = template.replace("{{", "").replace("}}", "");
-    while let Some(i) = rest.find('{') {
-        let Some(end) = rest[i..].find('}') else {
-            break;
-        };
-        let key = rest[i + 1..i + end].to_string();
-        if !PLACEHOLDERS.contains(&key.as_str()) {
-            out.push(key);
-        }
-        rest = rest[i + end + 1..].to_string();
-    }
-    out
-}
 
 /// Console text as a pattern should see it: no carriage returns, no terminal escape sequences
 /// (a shell's prompt may be followed by a cursor-position query such as ESC [ 6 n).
@@ -251,26 +192,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn templates() {
-        let mut v = Values::new();
-        v.insert("hostname", "r1".into());
-        v.insert("username", "admin".into());
-        assert_eq!(
-            render("hostname {hostname}; user {username}", &v),
-            "hostname r1; user admin"
-        );
-        assert_eq!(
-            render("awk '{{print $1}}' {nothing}", &v),
-            "awk '{print $1}' {nothing}"
-        );
-        assert_eq!(render("{", &v), "{");
+    fn escapes_are_stripped() {
         assert_eq!(
             strip_escapes("r1# \x1b[6n\r\n\x1b[1;32mok\x1b[0m"),
             "r1# \nok"
-        );
-        assert_eq!(
-            unknown_placeholders("{hostname} {hostnme} {{x}}"),
-            vec!["hostnme".to_string()]
         );
     }
 }

@@ -4,8 +4,8 @@
 //! same `wire_pair` path serves `launcher wire`.
 
 use crate::config::{DataLink, OnTimeout};
-use crate::netdev::{LinkEvent, LinkEvents, LinkInfo, NetError, Netlink};
-use crate::tap::{self, Tap, TapError};
+use crate::net::netlink::{LinkEvent, LinkEvents, LinkInfo, NetError, Netlink};
+use crate::net::tap::{self, Tap, TapError};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

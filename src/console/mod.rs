@@ -4,6 +4,8 @@
 //! logs) and to the log file; the bytes fan out to telnet clients (vrnetlab's port 5000) and to
 //! `launcher console` clients, who may all type, except while the bootstrap holds the write side.
 
+pub mod bootstrap;
+
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -5,14 +5,15 @@
 //! SIGKILL. Several VMs (vMX control + forwarding plane) start in order, each once the one
 //! before runs, and stop in the reverse order; the node is healthy when all are.
 
-use crate::bootstrap;
 use crate::config::{Management, Node, Plan, RestartPolicy};
+use crate::console::bootstrap;
 use crate::console::{self, ConsoleEvent};
 use crate::control::{self, Shared, Snapshot, VmSnapshot};
-use crate::datapath::Datapath;
-use crate::lifecycle::{self, Probe, Readiness, State};
+use crate::net::links::Datapath;
+use crate::qemu::qmp::{Event, Qmp};
 use crate::qemu::{self, AccelChoice, INTERNAL_FD_BASE, TAP_FD_BASE};
-use crate::qmp::{Event, Qmp};
+use crate::state::{self, Probe, Readiness, State};
+use crate::template;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -33,13 +34,13 @@ pub enum SupervisorError {
     #[error(transparent)]
     Accel(#[from] qemu::AccelError),
     #[error(transparent)]
-    Datapath(#[from] crate::datapath::DatapathError),
+    Datapath(#[from] crate::net::links::DatapathError),
     #[error(transparent)]
     Console(#[from] console::ConsoleError),
     #[error(transparent)]
     Control(#[from] control::ControlError),
     #[error(transparent)]
-    Iso(#[from] crate::iso::IsoError),
+    Iso(#[from] crate::disks::iso::IsoError),
     #[error("cannot create {path}: {source}")]
     Dir {
         path: std::path::PathBuf,
@@ -63,7 +64,7 @@ impl SupervisorError {
     pub fn exit_code(&self) -> i32 {
         match self {
             SupervisorError::Accel(_) => 2,
-            SupervisorError::Datapath(crate::datapath::DatapathError::Missing { .. }) => 3,
+            SupervisorError::Datapath(crate::net::links::DatapathError::Missing { .. }) => 3,
             _ => 1,
         }
     }
@@ -155,7 +156,7 @@ impl Reaper {
 }
 
 /// The node's shared snapshot plus the health file. Each VM moves its own lifecycle; the node's
-/// state is derived from them ([`lifecycle::aggregate`]) and is what `/health` says.
+/// state is derived from them ([`state::aggregate`]) and is what `/health` says.
 #[derive(Clone)]
 struct NodeStatus {
     shared: Shared,
@@ -205,7 +206,7 @@ impl Status {
                 }
                 let states: Vec<State> = s.vms.iter().map(|v| v.lifecycle.state).collect();
                 let restarts = s.vms.iter().map(|v| v.lifecycle.restarts).sum();
-                let node = lifecycle::aggregate(&states);
+                let node = state::aggregate(&states);
                 let node_from = s.lifecycle.state;
                 s.lifecycle.restarts = restarts;
                 if node != node_from {
@@ -264,7 +265,7 @@ impl Status {
 fn make_cd_images(plan: &Plan) -> Result<(), SupervisorError> {
     for d in &plan.disks {
         if let Some((image, label)) = &d.cd {
-            crate::iso::write_from_dir(&d.path, label, image)?;
+            crate::disks::iso::write_from_dir(&d.path, label, image)?;
             tracing::info!(folder = %d.path.display(), image = %image.display(), "CD image written");
         }
     }
@@ -399,7 +400,7 @@ impl MgmtAddrs {
         }
     }
     /// What the container's management interface had (passthrough).
-    fn from_passthrough(p: &crate::datapath::Passthrough) -> Self {
+    fn from_passthrough(p: &crate::net::links::Passthrough) -> Self {
         let mut m = Self::default();
         for a in &p.addresses {
             let v6 = a.contains(':');
@@ -423,8 +424,8 @@ impl MgmtAddrs {
 }
 
 /// The values bootstrap templates see.
-fn bootstrap_values(plan: &Plan, mgmt: &MgmtAddrs) -> bootstrap::Values {
-    let mut v = bootstrap::Values::new();
+fn bootstrap_values(plan: &Plan, mgmt: &MgmtAddrs) -> template::Values {
+    let mut v = template::Values::new();
     v.insert("hostname", plan.identity().to_string());
     v.insert("name", plan.name.clone());
     v.insert(
@@ -593,7 +594,7 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
             ..
         } = &mut plan.management
         {
-            let p = crate::datapath::passthrough(interface, tap, &keep).await?;
+            let p = crate::net::links::passthrough(interface, tap, &keep).await?;
             *mac = Some(p.mac.clone());
             mgmt = MgmtAddrs::from_passthrough(&p);
             fds[i].push((qemu::MGMT_TAP_FD, p.tap.fd.as_raw_fd()));
@@ -618,7 +619,7 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
         // The kernel command line's templates ({mgmt_ip}, {hostname}, ...), now known.
         let values = bootstrap_values(plan, &mgmt);
         if let Some(k) = &mut plan.kernel {
-            k.append = bootstrap::render(&k.append, &values);
+            k.append = template::render(&k.append, &values);
         }
         mgmts.push(mgmt);
     }
@@ -681,7 +682,7 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
         tokio::spawn(dp.watch());
     }
     // Internal networks between the VMs: a bridge each, a tap per member.
-    let internal = crate::datapath::internal_networks(&node.internal, first.min_tap_mtu).await?;
+    let internal = crate::net::links::internal_networks(&node.internal, first.min_tap_mtu).await?;
     let by_name: HashMap<&str, RawFd> = internal
         .iter()
         .map(|t| (t.name.as_str(), t.fd.as_raw_fd()))

@@ -3,9 +3,9 @@
 //! snapshot plus fresh link counters; it never changes state.
 
 use crate::console::Hub;
-use crate::datapath::{LinkStatus, Table};
-use crate::lifecycle::{Lifecycle, State};
-use crate::netdev::{LinkInfo, Netlink};
+use crate::net::links::{LinkStatus, Table};
+use crate::net::netlink::{LinkInfo, Netlink};
+use crate::state::{Lifecycle, State};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

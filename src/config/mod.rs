@@ -1572,14 +1572,14 @@ fn build(
 
 /// A template (a bootstrap line, the kernel command line) may only use known placeholders.
 fn check_template(key: &str, t: &str) -> Result<(), ConfigError> {
-    match crate::bootstrap::unknown_placeholders(t).first() {
+    match crate::template::unknown_placeholders(t).first() {
         None => Ok(()),
         Some(u) => Err(invalid(
             key,
             t,
             format!(
                 "unknown placeholder {{{u}}}; known: {}",
-                crate::bootstrap::PLACEHOLDERS.join(", ")
+                crate::template::PLACEHOLDERS.join(", ")
             ),
         )),
     }
@@ -2137,7 +2137,7 @@ ready_pattern = "up"
 
     #[test]
     fn example_file_parses() {
-        let text = include_str!("../launcher.toml.example");
+        let text = include_str!("../../launcher.toml.example");
         // The example documents every key; with a kernel so it is bootable as written.
         p(text, &[]).expect("launcher.toml.example must be a valid config");
     }
