@@ -81,14 +81,14 @@ pub fn main(cli: Cli) -> ExitCode {
                 // blank line between.
                 for (i, plan) in node.vms.iter().enumerate() {
                     let accel = qemu::AccelChoice {
-                        kvm: plan.accel == config::Accel::Kvm,
+                        kvm: plan.machine.accel == config::Accel::Kvm,
                         vhost: false,
                         warning: None,
                     };
                     if i > 0 {
                         println!();
                     }
-                    for a in qemu::argv(plan, &accel) {
+                    for a in qemu::argv(plan, &accel, None) {
                         println!("{}", a.to_string_lossy());
                     }
                 }

@@ -3,7 +3,7 @@
 //! It keeps the shared per-link table that status reads. Built on `netdev` and `tap`; the
 //! same `wire_pair` path serves `launcher wire`.
 
-use crate::config::{DataLink, OnTimeout};
+use crate::config::{DataLink, OnMissingLinks};
 use crate::net::netlink::{LinkEvent, LinkEvents, LinkInfo, NetError, Netlink};
 use crate::net::tap::{self, Tap, TapError};
 use serde::Serialize;
@@ -122,7 +122,7 @@ impl Datapath {
     pub async fn wait_all(
         &mut self,
         timeout: Duration,
-        on_timeout: OnTimeout,
+        on_timeout: OnMissingLinks,
     ) -> Result<(), DatapathError> {
         let start = Instant::now();
         self.reconcile().await;
@@ -143,7 +143,7 @@ impl Datapath {
                         .map(|r| r.eth.clone())
                         .collect();
                     let missing = missing.join(", ");
-                    if on_timeout == OnTimeout::Fail {
+                    if on_timeout == OnMissingLinks::Fail {
                         return Err(DatapathError::Missing {
                             waited: timeout,
                             missing,

@@ -1,11 +1,11 @@
-//! The qemu command line, as pure data: [`argv`] turns a validated [`Plan`] plus the accel that
+//! The qemu command line, as pure data: [`argv`] turns a validated [`VmPlan`] plus the accel that
 //! was decided and the fixed fd numbers of the taps into a `Vec<OsString>`. Nothing here opens a
 //! file or spawns a process; [`decide_accel`] takes what the caller read from the system.
 
-use crate::config::{Accel, DiskInterface, Management, Plan, Protocol};
+use crate::config::{Accel, Delivery, DiskInterface, DiskKind, Management, Protocol, VmPlan};
 use std::ffi::OsString;
 
-/// Tap fds are handed to qemu at `TAP_FD_BASE + position` (position in `plan.links`).
+/// Tap fds are handed to qemu at `TAP_FD_BASE + position` (position in `plan.nics.links`).
 pub const TAP_FD_BASE: i32 = 10;
 
 /// The management tap's fd in passthrough mode.
@@ -75,9 +75,9 @@ pub fn decide_accel(
 
 /// Queues per data NIC: as configured, or with 0 (auto) one per vCPU when vhost-net is on
 /// (virtio-net only), else one.
-pub fn queues(plan: &Plan, accel: &AccelChoice) -> u32 {
-    match plan.nic_queues {
-        0 if accel.vhost && plan.nic_model.starts_with("virtio-net") => plan.smp.min(16),
+pub fn queues(plan: &VmPlan, accel: &AccelChoice) -> u32 {
+    match plan.nics.queues {
+        0 if accel.vhost && plan.nics.model.starts_with("virtio-net") => plan.machine.smp.min(16),
         0 => 1,
         n => n,
     }
@@ -121,29 +121,30 @@ fn path_opt(prefix: &str, p: &std::path::Path) -> OsString {
     OsString::from(format!("{prefix}{s}"))
 }
 
-/// The whole qemu argv (argv[0] included).
-pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
+/// The whole qemu argv (argv[0] included). `mgmt_mac`: in passthrough mode, the MAC of the
+/// container's management interface (read at run time), else one derived from the plan.
+pub fn argv(plan: &VmPlan, accel: &AccelChoice, mgmt_mac: Option<&str>) -> Vec<OsString> {
     let mut a = Argv(Vec::new());
     let seed = plan.mac_seed();
-    a.push(plan.qemu.clone());
+    a.push(plan.machine.qemu.clone());
     a.opt("-name", format!("{},debug-threads=on", plan.name));
     a.push("-nodefaults").push("-no-user-config");
     a.opt("-display", "none");
-    a.opt("-machine", plan.machine.clone());
+    a.opt("-machine", plan.machine.machine_type.clone());
     a.opt("-accel", if accel.kvm { "kvm" } else { "tcg" });
     // `host` exists only under KVM; under TCG `max` is its closest equivalent.
-    let cpu = if !accel.kvm && plan.cpu == "host" {
+    let cpu = if !accel.kvm && plan.machine.cpu == "host" {
         "max".to_string()
     } else {
-        plan.cpu.clone()
+        plan.machine.cpu.clone()
     };
     a.opt("-cpu", cpu);
-    a.opt("-smp", plan.smp.to_string());
-    a.opt("-m", format!("{}M", plan.memory_mib));
-    if let Some(u) = &plan.uuid {
+    a.opt("-smp", plan.machine.smp.to_string());
+    a.opt("-m", format!("{}M", plan.machine.memory_mib));
+    if let Some(u) = &plan.machine.uuid {
         a.opt("-uuid", u.clone());
     }
-    for t in &plan.smbios {
+    for t in &plan.machine.smbios {
         a.opt("-smbios", t.clone());
     }
     a.opt(
@@ -155,7 +156,7 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
     );
     // The launcher listens on the serial socket; qemu connects to it, so no output is lost and
     // the console outlives a qemu restart.
-    for n in 0..=plan.extra_serials {
+    for n in 0..=plan.console.extra_serials {
         a.opt(
             "-chardev",
             path_opt(
@@ -166,7 +167,7 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
         a.opt("-serial", format!("chardev:serial{n}"));
     }
 
-    if let Some(k) = &plan.kernel {
+    if let Some(k) = &plan.boot.kernel {
         a.opt("-kernel", k.path.clone());
         if let Some(i) = &k.initrd {
             a.opt("-initrd", i.clone());
@@ -179,27 +180,28 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
     let mut scsi = false;
     // IDE: two units per bus on pc (ide.0, ide.1); q35's AHCI has six buses of one unit.
     let mut ide = 0u32;
-    let q35 = plan.machine.contains("q35");
-    for (i, d) in plan.disks.iter().enumerate() {
-        let (file, format) = match &d.overlay {
-            Some(o) => (o, "qcow2"),
-            None => (&d.path, d.format.as_str()),
-        };
-        let drive = if let Some((image, _)) = &d.cd {
-            path_opt(
+    let q35 = plan.machine.machine_type.contains("q35");
+    for (i, d) in plan.boot.disks.iter().enumerate() {
+        let drive = match &d.kind {
+            DiskKind::Cd { image, .. } => path_opt(
                 &format!("if=none,id=disk{i},format=raw,media=cdrom,readonly=on,file="),
                 image,
-            )
-        } else if d.format == "fat" {
+            ),
             // A folder (licences, day-0 configs) as a read-only FAT disk, built by qemu.
-            path_opt(
+            DiskKind::Fat => path_opt(
                 &format!("if=none,id=disk{i},format=raw,readonly=on,file=fat:"),
-                file,
-            )
-        } else {
-            let mut drive = path_opt(&format!("if=none,id=disk{i},format={format},file="), file);
-            drive.push(",cache=unsafe,discard=unmap");
-            drive
+                &d.path,
+            ),
+            DiskKind::Image { format, overlay } => {
+                let (file, format) = match overlay {
+                    Some(o) => (o, "qcow2"),
+                    None => (&d.path, format.as_str()),
+                };
+                let mut drive =
+                    path_opt(&format!("if=none,id=disk{i},format={format},file="), file);
+                drive.push(",cache=unsafe,discard=unmap");
+                drive
+            }
         };
         a.opt("-drive", drive);
         match d.interface {
@@ -215,7 +217,7 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
                     "-device",
                     format!(
                         "{},drive=disk{i},{at}",
-                        if d.cd.is_some() { "ide-cd" } else { "ide-hd" },
+                        if d.is_cd() { "ide-cd" } else { "ide-hd" },
                     ),
                 )
             }
@@ -224,7 +226,7 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
                     scsi = true;
                     a.opt("-device", "virtio-scsi-pci,id=scsi0");
                 }
-                let dev = if d.cd.is_some() { "scsi-cd" } else { "scsi-hd" };
+                let dev = if d.is_cd() { "scsi-cd" } else { "scsi-hd" };
                 a.opt("-device", format!("{dev},drive=disk{i},bus=scsi0.0"))
             }
         };
@@ -257,10 +259,10 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
                 format!("{model},netdev=mgmt,mac={}", mac(&seed, 0)),
             );
         }
-        Management::Passthrough { model, mac: m, .. } => {
+        Management::Passthrough { model, .. } => {
             // The container's eth0 MAC when the supervisor has read it, so the VM is the
             // address the lab tool handed out.
-            let m = m.clone().unwrap_or_else(|| mac(&seed, 0));
+            let m = mgmt_mac.map_or_else(|| mac(&seed, 0), str::to_string);
             a.opt("-netdev", format!("tap,id=mgmt,fd={MGMT_TAP_FD}"));
             a.opt("-device", format!("{model},netdev=mgmt,mac={m}"));
         }
@@ -277,7 +279,7 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
             "-device",
             format!(
                 "{},netdev=int{k},mac={}",
-                plan.nic_model,
+                plan.nics.model,
                 mac(&seed, 0x200 + k)
             ),
         );
@@ -287,9 +289,9 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
     // port N still is the container's ethN. Past `nics_per_bridge` NICs, they sit on PCI
     // bridges, that many per bridge (a root bus has too few free slots for dozens of ports).
     // Slots: `nic_offset` empty ones first, then data NIC N in slot offset + N.
-    let max = plan.links.iter().map(|l| l.index).max().unwrap_or(0);
-    let off = plan.nic_offset;
-    let per = plan.nics_per_bridge.max(1);
+    let max = plan.nics.links.iter().map(|l| l.index).max().unwrap_or(0);
+    let off = plan.nics.offset;
+    let per = plan.nics.per_bridge.max(1);
     let bridged = max + off > per;
     if bridged {
         for b in 1..=(max + off).div_ceil(per) {
@@ -334,7 +336,7 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
             "-device",
             format!(
                 "{},id=reserved{k},mac={}{slot}",
-                plan.nic_model,
+                plan.nics.model,
                 mac(&seed, 0x100 + k)
             ),
         );
@@ -342,14 +344,14 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
     let mut pos = 0usize;
     for index in 1..=max {
         let mac = mac(&seed, index);
-        match plan.links.get(pos).filter(|l| l.index == index) {
+        match plan.nics.links.get(pos).filter(|l| l.index == index) {
             Some(_) => {
                 a.opt("-netdev", format!("tap,id=net{index},{}{vhost}", fds(pos)));
                 a.opt(
                     "-device",
                     format!(
                         "{},netdev=net{index},mac={mac}{mq}{}",
-                        plan.nic_model,
+                        plan.nics.model,
                         place(index + off)
                     ),
                 );
@@ -360,7 +362,7 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
                     "-device",
                     format!(
                         "{},id=placeholder{index},mac={mac}{}",
-                        plan.nic_model,
+                        plan.nics.model,
                         place(index + off)
                     ),
                 );
@@ -370,18 +372,17 @@ pub fn argv(plan: &Plan, accel: &AccelChoice) -> Vec<OsString> {
 
     // The startup config reaches the guest as an fw_cfg entry, unless the bootstrap types it
     // on the console.
-    let by_console = plan.bootstrap.as_ref().is_some_and(|b| {
-        b.steps
-            .iter()
-            .any(|s| matches!(s, crate::config::Step::SendConfig { .. }))
-    });
-    if let (Some(sc), false) = (&plan.startup_config, by_console) {
+    if let Some(sc) = plan
+        .startup_config
+        .as_ref()
+        .filter(|sc| sc.via == Delivery::FwCfg)
+    {
         a.opt(
             "-fw_cfg",
-            path_opt("name=opt/launcher/startup-config,file=", sc),
+            path_opt("name=opt/launcher/startup-config,file=", &sc.path),
         );
     }
-    for x in &plan.extra_args {
+    for x in &plan.machine.extra_args {
         a.push(x.clone());
     }
     a.0
@@ -440,10 +441,9 @@ mod tests {
         .unwrap();
         // One argv per VM, a blank line between.
         let mut all = Vec::new();
-        for mut plan in node.vms {
-            if let Management::Passthrough { mac, .. } = &mut plan.management {
-                *mac = Some("02:42:ac:14:14:03".into());
-            }
+        for plan in node.vms {
+            let mgmt_mac = matches!(plan.management, Management::Passthrough { .. })
+                .then_some("02:42:ac:14:14:03");
             let got: Vec<String> = argv(
                 &plan,
                 &AccelChoice {
@@ -451,6 +451,7 @@ mod tests {
                     vhost: kvm,
                     warning: None,
                 },
+                mgmt_mac,
             )
             .into_iter()
             .map(|s| s.into_string().unwrap())

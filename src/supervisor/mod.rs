@@ -5,7 +5,7 @@
 //! SIGKILL. Several VMs (vMX control + forwarding plane) start in order, each once the one
 //! before runs, and stop in the reverse order; the node is healthy when all are.
 
-use crate::config::{Management, Node, Plan, RestartPolicy};
+use crate::config::{DiskKind, Management, Node, RestartPolicy, VmPlan};
 use crate::console::bootstrap;
 use crate::console::{self, ConsoleEvent};
 use crate::control::{self, Shared, Snapshot, VmSnapshot};
@@ -262,9 +262,9 @@ impl Status {
 
 /// Writes the CD images (format = "iso") afresh from their folders: a changed day-0 config
 /// takes effect at the next start.
-fn make_cd_images(plan: &Plan) -> Result<(), SupervisorError> {
-    for d in &plan.disks {
-        if let Some((image, label)) = &d.cd {
+fn make_cd_images(plan: &VmPlan) -> Result<(), SupervisorError> {
+    for d in &plan.boot.disks {
+        if let DiskKind::Cd { image, label } = &d.kind {
             crate::disks::iso::write_from_dir(&d.path, label, image)?;
             tracing::info!(folder = %d.path.display(), image = %image.display(), "CD image written");
         }
@@ -275,9 +275,15 @@ fn make_cd_images(plan: &Plan) -> Result<(), SupervisorError> {
 /// Creates missing disk overlays with `qemu-img create -b`. Runs before qemu exists; the status
 /// is collected by std's own waitpid on that pid, which the reaper loop cannot race because both
 /// run on this one thread.
-fn make_overlays(plan: &Plan) -> Result<(), SupervisorError> {
-    for d in &plan.disks {
-        let Some(o) = &d.overlay else { continue };
+fn make_overlays(plan: &VmPlan) -> Result<(), SupervisorError> {
+    for d in &plan.boot.disks {
+        let DiskKind::Image {
+            format,
+            overlay: Some(o),
+        } = &d.kind
+        else {
+            continue;
+        };
         if o.exists() {
             tracing::info!(overlay = %o.display(), "reusing disk overlay");
             continue;
@@ -289,7 +295,7 @@ fn make_overlays(plan: &Plan) -> Result<(), SupervisorError> {
             })?;
         }
         let out = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", &d.format, "-b"])
+            .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
             .arg(&d.path)
             .arg(o)
             .stdin(Stdio::null())
@@ -424,7 +430,7 @@ impl MgmtAddrs {
 }
 
 /// The values bootstrap templates see.
-fn bootstrap_values(plan: &Plan, mgmt: &MgmtAddrs) -> template::Values {
+fn bootstrap_values(plan: &VmPlan, mgmt: &MgmtAddrs) -> template::Values {
     let mut v = template::Values::new();
     v.insert("hostname", plan.identity().to_string());
     v.insert("name", plan.name.clone());
@@ -450,7 +456,7 @@ type StopLevel = (u8, &'static str);
 /// One VM of the node, ready to run: everything set up, its fds open (owned by `run`).
 struct Vm {
     idx: usize,
-    plan: Plan,
+    plan: VmPlan,
     mgmt: MgmtAddrs,
     argv: Vec<OsString>,
     fds: Vec<(i32, RawFd)>,
@@ -492,20 +498,22 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
             path: plan.run_dir.clone(),
             source,
         })?;
+        // TODO(resolved): the runtime "is the file there" belongs in the per-VM resolved values;
+        // until then the supervisor's own copy of the plan drops a missing startup config.
         if let Some(sc) = &plan.startup_config {
-            if !sc.exists() {
-                tracing::info!(path = %sc.display(), "no startup config there; booting without one");
+            if !sc.path.exists() {
+                tracing::info!(path = %sc.path.display(), "no startup config there; booting without one");
                 plan.startup_config = None;
             }
         }
-        let mut accel: AccelChoice = qemu::decide_accel(plan.accel, kvm_opens, &cpuinfo)?;
+        let mut accel: AccelChoice = qemu::decide_accel(plan.machine.accel, kvm_opens, &cpuinfo)?;
         if let Some(w) = &accel.warning {
             if accels.is_empty() {
                 tracing::warn!("{w}");
             }
         }
-        accel.vhost = accel.kvm && vhost_opens && !plan.links.is_empty();
-        if !plan.links.is_empty() {
+        accel.vhost = accel.kvm && vhost_opens && !plan.nics.links.is_empty();
+        if !plan.nics.links.is_empty() {
             let why = match (accel.kvm, vhost_opens) {
                 (true, true) => "on",
                 (false, _) => "off (TCG)",
@@ -515,16 +523,16 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
         }
         accels.push(accel);
     }
-    let first = node.first().clone();
+    let settings = node.settings.clone();
     let shared: Shared = Arc::new(std::sync::Mutex::new(Snapshot {
-        name: first.identity().to_string(),
+        name: settings.identity.clone(),
         accel: if accels[0].kvm { "kvm" } else { "tcg" }.into(),
         vms: node
             .vms
             .iter()
             .map(|p| VmSnapshot {
                 name: p.name.clone(),
-                telnet_port: p.telnet_port,
+                telnet_port: p.console.telnet_port,
                 ..Default::default()
             })
             .collect(),
@@ -532,11 +540,11 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
     }));
     let status = NodeStatus {
         shared: shared.clone(),
-        health_file: first.health_file.clone(),
+        health_file: settings.health_file.clone(),
         changed: Arc::new(watch::channel(0).0),
     };
     let _ = std::fs::write(
-        &first.health_file,
+        &settings.health_file,
         format!("{}\n", State::Starting.health_line()),
     );
 
@@ -547,17 +555,17 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
                 &plan.serial_label(0),
                 &plan.serial_socket(0),
                 &plan.serial_log(0),
-                plan.ready_pattern.clone(),
-                plan.telnet_port,
+                plan.console.ready_pattern.clone(),
+                plan.console.telnet_port,
             )
             .await?,
         );
         // Extra serial ports (XRv9k has four): logged and on telnet ports above the console's.
-        for n in 1..=plan.extra_serials {
-            let telnet = if plan.telnet_port == 0 {
+        for n in 1..=plan.console.extra_serials {
+            let telnet = if plan.console.telnet_port == 0 {
                 0
             } else {
-                plan.telnet_port + n as u16
+                plan.console.telnet_port + n as u16
             };
             console::start(
                 &plan.serial_label(n),
@@ -576,8 +584,8 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
     let keep: Vec<u16> = node
         .vms
         .iter()
-        .filter(|p| p.telnet_port > 0)
-        .flat_map(|p| (0..=p.extra_serials as u16).map(move |n| p.telnet_port + n))
+        .filter(|p| p.console.telnet_port > 0)
+        .flat_map(|p| (0..=p.console.extra_serials as u16).map(move |n| p.console.telnet_port + n))
         .collect();
     let mut fds: Vec<Vec<(i32, RawFd)>> = vec![Vec::new(); node.vms.len()];
     let mut mgmts = Vec::new();
@@ -587,15 +595,10 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
             Management::User { .. } => MgmtAddrs::user(),
             _ => MgmtAddrs::default(),
         };
-        if let Management::Passthrough {
-            interface,
-            tap,
-            mac,
-            ..
-        } = &mut plan.management
-        {
+        let mut mgmt_mac = None;
+        if let Management::Passthrough { interface, tap, .. } = &plan.management {
             let p = crate::net::links::passthrough(interface, tap, &keep).await?;
-            *mac = Some(p.mac.clone());
+            mgmt_mac = Some(p.mac.clone());
             mgmt = MgmtAddrs::from_passthrough(&p);
             fds[i].push((qemu::MGMT_TAP_FD, p.tap.fd.as_raw_fd()));
             _mgmt_tap = Some(p.tap);
@@ -618,10 +621,10 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
         shared.lock().unwrap().vms[i].management = described;
         // The kernel command line's templates ({mgmt_ip}, {hostname}, ...), now known.
         let values = bootstrap_values(plan, &mgmt);
-        if let Some(k) = &mut plan.kernel {
+        if let Some(k) = &mut plan.boot.kernel {
             k.append = template::render(&k.append, &values);
         }
-        mgmts.push(mgmt);
+        mgmts.push((mgmt, mgmt_mac));
     }
 
     // Datapath: taps first, then wait for every ethN (bounded), SIGTERM still honoured.
@@ -635,7 +638,7 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
             .map(|(vm, _)| qemu::queues(&node.vms[*vm], &accels[*vm]))
             .collect();
         let only: Vec<_> = links.iter().map(|(_, l)| l.clone()).collect();
-        let dp = Datapath::new(&only, first.min_tap_mtu, &queues).await?;
+        let dp = Datapath::new(&only, settings.tap_mtu, &queues).await?;
         let parts = (Some(dp.table()), Some(dp.netlink()));
         datapath = Some((dp, queues));
         parts
@@ -660,7 +663,7 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
             &format!("waiting for {} data interfaces", links.len()),
         );
         tokio::select! {
-            r = dp.wait_all(first.link_wait, first.on_timeout) => r?,
+            r = dp.wait_all(settings.link_wait_timeout, settings.on_missing_links) => r?,
             s = sig.stop() => {
                 tracing::info!(signal = s, "stopped while waiting for interfaces");
                 status.go_all(State::Stopping, s);
@@ -682,7 +685,7 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
         tokio::spawn(dp.watch());
     }
     // Internal networks between the VMs: a bridge each, a tap per member.
-    let internal = crate::net::links::internal_networks(&node.internal, first.min_tap_mtu).await?;
+    let internal = crate::net::links::internal_networks(&node.internal, settings.tap_mtu).await?;
     let by_name: HashMap<&str, RawFd> = internal
         .iter()
         .map(|t| (t.name.as_str(), t.fd.as_raw_fd()))
@@ -693,10 +696,10 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
         }
     }
 
-    if !first.boot_delay.is_zero() {
-        tracing::info!(delay_s = first.boot_delay.as_secs(), "BOOT_DELAY");
+    if !settings.boot_delay.is_zero() {
+        tracing::info!(delay_s = settings.boot_delay.as_secs(), "BOOT_DELAY");
         tokio::select! {
-            _ = tokio::time::sleep(first.boot_delay) => {}
+            _ = tokio::time::sleep(settings.boot_delay) => {}
             s = sig.stop() => {
                 status.go_all(State::Stopping, s);
                 status.go_all(State::Stopped, "stopped before qemu started");
@@ -719,9 +722,9 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
         stops.push(tx);
         pending.push(Some(Vm {
             idx: i,
-            argv: qemu::argv(&plan, accel),
+            argv: qemu::argv(&plan, accel, mgmt.1.as_deref()),
             plan,
-            mgmt,
+            mgmt: mgmt.0,
             fds,
             status: status.vm(i),
             hub,
@@ -844,7 +847,7 @@ async fn vm_life(vm: Vm) -> VmEnd {
             Ok(p) => p as i32,
             Err(source) => {
                 let e = SupervisorError::Spawn {
-                    qemu: plan.qemu.clone(),
+                    qemu: plan.machine.qemu.clone(),
                     source,
                 };
                 tracing::error!(vm = %plan.name, "{e}");
@@ -898,7 +901,7 @@ async fn vm_life(vm: Vm) -> VmEnd {
             );
             return end(1);
         }
-        match plan.restart {
+        match plan.supervision.restart {
             RestartPolicy::OnFailure { max, backoff } if failures <= max => {
                 let wait = backoff * (1 << (failures - 1).min(6));
                 status.go(
@@ -930,7 +933,7 @@ async fn vm_life(vm: Vm) -> VmEnd {
 
 /// Supervises one qemu process until it exits.
 async fn run_once(
-    (plan, mgmt): (&Plan, &MgmtAddrs),
+    (plan, mgmt): (&VmPlan, &MgmtAddrs),
     status: &Status,
     stop: &mut watch::Receiver<StopLevel>,
     (hub, console_rx): (&console::Hub, &mut mpsc::UnboundedReceiver<ConsoleEvent>),
@@ -945,7 +948,7 @@ async fn run_once(
         let startup = plan
             .startup_config
             .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok());
+            .and_then(|sc| std::fs::read_to_string(&sc.path).ok());
         tokio::spawn(async move {
             let r = bootstrap::run(&b, &hub, &values, startup.as_deref()).await;
             let _ = boot_tx.send(r);
@@ -982,19 +985,19 @@ async fn run_once(
     let mut killed = false;
     let far = tokio::time::Instant::now() + Duration::from_secs(10 * 365 * 86400);
     let mut deadline = far;
-    let boot_deadline = tokio::time::Instant::now() + plan.boot_timeout;
+    let boot_deadline = tokio::time::Instant::now() + plan.supervision.boot_timeout;
     let new_readiness = || {
         Readiness::new(
-            plan.ready_pattern.is_some(),
+            plan.console.ready_pattern.is_some(),
             plan.bootstrap.is_some(),
-            plan.ready_tcp.is_some(),
+            plan.console.ready_tcp.is_some(),
         )
     };
     let mut readiness = new_readiness();
     let mut booted = false;
     // The TCP probe: until the port answers through the management forward.
     let (tcp_tx, mut tcp_rx) = mpsc::unbounded_channel::<u16>();
-    let tcp_task = plan.ready_tcp.map(|port| {
+    let tcp_task = plan.console.ready_tcp.map(|port| {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1028,7 +1031,7 @@ async fn run_once(
                 if !stopping {
                     stopping = true;
                     status.go(State::Stopping, format!("{why}: ACPI powerdown"));
-                    deadline = tokio::time::Instant::now() + plan.shutdown_timeout;
+                    deadline = tokio::time::Instant::now() + plan.supervision.shutdown_timeout;
                     match &qmp {
                         Some(q) => if let Err(e) = q.execute("system_powerdown", None, Duration::from_secs(5)).await {
                             tracing::warn!(error = %e, "system_powerdown failed; quitting qemu");
@@ -1088,7 +1091,7 @@ async fn run_once(
                 booted |= status.probe_passed(&mut readiness, Probe::Tcp, stopping, format!("TCP port {port} answers"));
             }
             _ = tokio::time::sleep_until(boot_deadline), if !booted && !stopping => {
-                tracing::error!(timeout_s = plan.boot_timeout.as_secs(), "guest not ready within the boot timeout; killing qemu");
+                tracing::error!(timeout_s = plan.supervision.boot_timeout.as_secs(), "guest not ready within the boot timeout; killing qemu");
                 booted = true; // fire once
                 let _ = kill(pid, Signal::SIGKILL);
                 killed = true;

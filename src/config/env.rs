@@ -1,0 +1,266 @@
+//! The containerlab/vrnetlab environment, parsed once into typed fields: what holds for the whole
+//! node ([`NodeEnv`]) and what sizes only the first VM ([`VmEnv`]). Owns the variable names and
+//! their syntax. Never decides precedence over the file (the section builders do): a variable's
+//! bad value is kept as its error and reported only where the value is used, so a variable that
+//! does not apply (CLAB_INTFS beside nics.names) stays as harmless as before.
+
+use super::{choice, pick, Accel, ConfigError, Env, Key};
+
+/// One variable: unset (or blank), a value, or the error to report where it is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Var<T>(Result<Option<T>, Bad>);
+
+/// A bad value, kept until used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Bad {
+    key: String,
+    value: String,
+    reason: String,
+}
+
+impl<T: Clone> Var<T> {
+    /// The value, if set; its error, if malformed.
+    pub(super) fn get(&self) -> Result<Option<T>, ConfigError> {
+        match &self.0 {
+            Ok(v) => Ok(v.clone()),
+            Err(b) => Err(Key::new(&b.key).invalid(&b.value, b.reason.clone())),
+        }
+    }
+}
+
+impl<T> Default for Var<T> {
+    fn default() -> Self {
+        Var(Ok(None))
+    }
+}
+
+impl<T> From<Result<Option<T>, ConfigError>> for Var<T> {
+    fn from(r: Result<Option<T>, ConfigError>) -> Self {
+        Var(r.map_err(|e| match e {
+            ConfigError::Invalid { key, value, reason } => Bad { key, value, reason },
+            other => unreachable!("an environment variable fails as Invalid, not {other}"),
+        }))
+    }
+}
+
+/// Variables that hold for every VM of the node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct NodeEnv {
+    /// LAUNCHER_ACCEL: auto, kvm or tcg, for every VM.
+    pub(super) accel: Var<Accel>,
+    /// BOOT_DELAY: seconds before the first qemu starts (at most 3600).
+    pub(super) boot_delay: Var<u64>,
+    /// CLAB_INTFS: how many data interfaces the lab connects.
+    pub(super) intfs: Var<u32>,
+    /// CLAB_INTF_PREFIX: the data interfaces' prefix (eth).
+    pub(super) intf_prefix: Var<String>,
+    /// USERNAME, PASSWORD, HOSTNAME as given (the CLI's flags win over them).
+    pub(super) username: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) hostname: Option<String>,
+}
+
+/// Variables that size or shape one VM: with several VMs, the first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct VmEnv {
+    /// QEMU_MEMORY in MiB.
+    pub(super) memory: Var<u64>,
+    /// QEMU_SMP: vCPUs.
+    pub(super) smp: Var<u32>,
+    /// QEMU_CPU: the CPU model, trimmed.
+    pub(super) cpu: Option<String>,
+    /// QEMU_ADDITIONAL_ARGS, split into words as a shell would.
+    pub(super) additional_args: Var<Vec<String>>,
+    /// CLAB_MGMT_PASSTHROUGH: true makes the management passthrough, false user mode.
+    pub(super) mgmt_passthrough: Var<bool>,
+}
+
+/// The environment, read once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct EnvSettings {
+    pub(super) node: NodeEnv,
+    pub(super) first_vm: VmEnv,
+}
+
+impl EnvSettings {
+    pub(super) fn read(env: &Env) -> EnvSettings {
+        let text = |var: &str| env.get(var).cloned();
+        let set = |var: &str| env.get(var).filter(|v| !v.trim().is_empty());
+        EnvSettings {
+            node: NodeEnv {
+                accel: env
+                    .get("LAUNCHER_ACCEL")
+                    .filter(|s| !s.is_empty())
+                    .map(|a| {
+                        choice(
+                            &Key::new("LAUNCHER_ACCEL"),
+                            a,
+                            &[
+                                ("auto", Accel::Auto),
+                                ("kvm", Accel::Kvm),
+                                ("tcg", Accel::Tcg),
+                            ],
+                        )
+                    })
+                    .transpose()
+                    .into(),
+                boot_delay: number::<u64>(env, "BOOT_DELAY", "a number of seconds")
+                    .and_then(|d| match d {
+                        Some(d) if d > 3600 => {
+                            Err(Key::new("BOOT_DELAY").invalid(d, "at most 3600 seconds"))
+                        }
+                        d => Ok(d),
+                    })
+                    .into(),
+                intfs: number(env, "CLAB_INTFS", "a number of data interfaces").into(),
+                intf_prefix: env
+                    .get("CLAB_INTF_PREFIX")
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        super::valid_ifname(&Key::new("CLAB_INTF_PREFIX"), p).map(|()| p.clone())
+                    })
+                    .transpose()
+                    .into(),
+                username: text("USERNAME"),
+                password: text("PASSWORD"),
+                hostname: text("HOSTNAME"),
+            },
+            first_vm: VmEnv {
+                memory: number(env, "QEMU_MEMORY", "memory in MiB").into(),
+                smp: number(env, "QEMU_SMP", "a number of vCPUs").into(),
+                cpu: set("QEMU_CPU").map(|c| c.trim().to_string()),
+                additional_args: env
+                    .get("QEMU_ADDITIONAL_ARGS")
+                    .map(|a| {
+                        shell_words::split(a).map_err(|e| {
+                            Key::new("QEMU_ADDITIONAL_ARGS")
+                                .invalid(a, format!("cannot split into words: {e}"))
+                        })
+                    })
+                    .transpose()
+                    .into(),
+                mgmt_passthrough: set("CLAB_MGMT_PASSTHROUGH")
+                    .map(|v| passthrough(v))
+                    .transpose()
+                    .into(),
+            },
+        }
+    }
+}
+
+/// containerlab's switch: "true", "1" or "yes" (any case), or "false", "0" or "no".
+fn passthrough(v: &str) -> Result<bool, ConfigError> {
+    const OPTIONS: &[(&str, bool)] = &[("true|1|yes", true), ("false|0|no", false)];
+    let key = Key::new("CLAB_MGMT_PASSTHROUGH");
+    // The error shows the value as given, not as compared.
+    pick(&v.trim().to_ascii_lowercase(), OPTIONS)
+        .ok_or_else(|| key.invalid(v, super::expected(OPTIONS)))
+}
+
+/// A number, or unset when absent or blank; the error shows the value as given.
+fn number<T: std::str::FromStr>(
+    env: &Env,
+    var: &str,
+    what: &str,
+) -> Result<Option<T>, ConfigError> {
+    match env.get(var) {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<T>()
+            .map(Some)
+            .map_err(|_| Key::new(var).invalid(v, format!("expected {what}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(vars: &[(&str, &str)]) -> EnvSettings {
+        EnvSettings::read(
+            &vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn empty_environment_sets_nothing() {
+        assert_eq!(read(&[]), EnvSettings::default());
+        // Blank values count as unset.
+        let e = read(&[
+            ("QEMU_MEMORY", " "),
+            ("CLAB_INTFS", ""),
+            ("LAUNCHER_ACCEL", ""),
+        ]);
+        assert_eq!(e.first_vm.memory.get().unwrap(), None);
+        assert_eq!(e.node.intfs.get().unwrap(), None);
+        assert_eq!(e.node.accel.get().unwrap(), None);
+    }
+
+    #[test]
+    fn values_are_typed_and_split_by_scope() {
+        let e = read(&[
+            ("QEMU_MEMORY", " 2048 "),
+            ("QEMU_SMP", "4"),
+            ("QEMU_CPU", " host "),
+            ("QEMU_ADDITIONAL_ARGS", "-device 'a b' -x"),
+            ("CLAB_MGMT_PASSTHROUGH", " Yes"),
+            ("LAUNCHER_ACCEL", "kvm"),
+            ("BOOT_DELAY", "5"),
+            ("CLAB_INTFS", "3"),
+            ("CLAB_INTF_PREFIX", "ge"),
+            ("USERNAME", "admin"),
+            ("HOSTNAME", "r1"),
+        ]);
+        let vm = &e.first_vm;
+        assert_eq!(vm.memory.get().unwrap(), Some(2048));
+        assert_eq!(vm.smp.get().unwrap(), Some(4));
+        assert_eq!(vm.cpu.as_deref(), Some("host"));
+        assert_eq!(
+            vm.additional_args.get().unwrap(),
+            Some(vec!["-device".to_string(), "a b".into(), "-x".into()])
+        );
+        assert_eq!(vm.mgmt_passthrough.get().unwrap(), Some(true));
+        let n = &e.node;
+        assert_eq!(n.accel.get().unwrap(), Some(Accel::Kvm));
+        assert_eq!(n.boot_delay.get().unwrap(), Some(5));
+        assert_eq!(n.intfs.get().unwrap(), Some(3));
+        assert_eq!(n.intf_prefix.get().unwrap().as_deref(), Some("ge"));
+        assert_eq!(n.username.as_deref(), Some("admin"));
+        assert_eq!(n.password, None);
+        assert_eq!(n.hostname.as_deref(), Some("r1"));
+    }
+
+    #[test]
+    fn a_bad_value_is_its_error_when_used() {
+        let e = read(&[
+            ("QEMU_SMP", "two"),
+            ("BOOT_DELAY", "9999"),
+            ("CLAB_MGMT_PASSTHROUGH", "Maybe"),
+            ("LAUNCHER_ACCEL", "xen"),
+        ]);
+        fn msg<T: std::fmt::Debug>(r: Result<Option<T>, ConfigError>) -> String {
+            r.unwrap_err().to_string()
+        }
+        assert_eq!(
+            msg(e.first_vm.smp.get()),
+            "QEMU_SMP = \"two\": expected a number of vCPUs"
+        );
+        assert_eq!(
+            msg(e.node.boot_delay.get()),
+            "BOOT_DELAY = \"9999\": at most 3600 seconds"
+        );
+        assert_eq!(
+            msg(e.first_vm.mgmt_passthrough.get()),
+            "CLAB_MGMT_PASSTHROUGH = \"Maybe\": expected true or false"
+        );
+        assert_eq!(
+            msg(e.node.accel.get()),
+            "LAUNCHER_ACCEL = \"xen\": expected auto, kvm or tcg"
+        );
+    }
+}

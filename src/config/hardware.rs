@@ -1,0 +1,395 @@
+//! The section builders for the emulated hardware: `[vm]` (the machine), `[kernel]` and
+//! `[[disk]]` (what it boots), `[nics]` (the data NICs and the links behind them). Each takes
+//! its schema section, the key it lives under and the environment that overrides it, and returns
+//! the validated part of the plan. Never looks at another section (that is `vm`) and never at
+//! the system.
+
+use super::env::{NodeEnv, Var, VmEnv};
+use super::schema::{DiskSection, KernelSection, NicSection, VmSection};
+use super::{
+    check_template, choice, resolve, valid_ifname, Accel, Boot, ConfigError, DataLink, Disk,
+    DiskInterface, DiskKind, Kernel, Key, Machine, Nics, OnMissingLinks,
+};
+use std::path::Path;
+use std::time::Duration;
+
+/// vm.name: letters, digits, '-', '_' or '.'.
+pub(super) fn vm_name(key: &Key, name: &str) -> Result<String, ConfigError> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(key
+            .child("name")
+            .invalid(name, "use letters, digits, '-', '_' or '.'"));
+    }
+    Ok(name.to_string())
+}
+
+/// `[vm]`'s machine keys, QEMU_* and LAUNCHER_ACCEL over them.
+pub(super) fn machine(
+    key: &Key,
+    vm: &VmSection,
+    env: &VmEnv,
+    accel: &Var<Accel>,
+) -> Result<Machine, ConfigError> {
+    if vm.qemu.is_empty() {
+        return Err(key
+            .child("qemu")
+            .invalid(&vm.qemu, "must name the qemu binary"));
+    }
+    if vm.machine.is_empty() || vm.machine.contains(char::is_whitespace) {
+        return Err(key
+            .child("machine")
+            .invalid(&vm.machine, "must be a qemu machine type such as pc or q35"));
+    }
+    let (smp, smp_key) = over(env.smp.get()?, vm.smp, "QEMU_SMP", key.child("smp"));
+    if !(1..=256).contains(&smp) {
+        return Err(smp_key.invalid(smp, "vCPUs must be between 1 and 256"));
+    }
+    let (memory, mem_key) = over(
+        env.memory.get()?,
+        vm.memory,
+        "QEMU_MEMORY",
+        key.child("memory"),
+    );
+    if !(16..=1 << 22).contains(&memory) {
+        return Err(mem_key.invalid(memory, "memory in MiB must be between 16 and 4194304"));
+    }
+    let (cpu, cpu_key) = over(
+        env.cpu.clone(),
+        vm.cpu.clone(),
+        "QEMU_CPU",
+        key.child("cpu"),
+    );
+    if cpu.is_empty() || cpu.contains(char::is_whitespace) {
+        return Err(cpu_key.invalid(&cpu, "must be a qemu CPU model without spaces"));
+    }
+    let accel = match accel.get()? {
+        Some(a) => a,
+        None => choice(
+            &key.child("accel"),
+            &vm.accel,
+            &[
+                ("auto", Accel::Auto),
+                ("kvm", Accel::Kvm),
+                ("tcg", Accel::Tcg),
+            ],
+        )?,
+    };
+    let mut extra_args = vm.extra_args.clone();
+    extra_args.extend(env.additional_args.get()?.unwrap_or_default());
+    if let Some(u) = &vm.uuid {
+        let lens: Vec<usize> = u.split('-').map(str::len).collect();
+        if lens != [8, 4, 4, 4, 12] || !u.chars().all(|c| c == '-' || c.is_ascii_hexdigit()) {
+            return Err(key
+                .child("uuid")
+                .invalid(u, "expected 8-4-4-4-12 hex digits"));
+        }
+    }
+    for (i, t) in vm.smbios.iter().enumerate() {
+        if !t.starts_with("type=") || t.contains(char::is_whitespace) {
+            return Err(key
+                .child("smbios")
+                .index(i)
+                .invalid(t, "expected a qemu -smbios value such as type=1,product=X"));
+        }
+    }
+    Ok(Machine {
+        qemu: vm.qemu.clone().into(),
+        machine_type: vm.machine.clone(),
+        cpu,
+        smp,
+        memory_mib: memory,
+        accel,
+        uuid: vm.uuid.clone(),
+        smbios: vm.smbios.clone(),
+        extra_args,
+    })
+}
+
+/// The variable's value and its name when set, else the file's value and key.
+fn over<T>(var: Option<T>, file: T, name: &str, key: Key) -> (T, Key) {
+    match var {
+        Some(v) => (v, Key::new(name)),
+        None => (file, key),
+    }
+}
+
+/// `[kernel]` and `[[disk]]`: what the VM boots. Overlays and CD images live in `state_dir`; a
+/// machine has room for so many IDE devices (`machine_type`).
+pub(super) fn boot(
+    key: &Key,
+    kernel: Option<&KernelSection>,
+    disks: &[DiskSection],
+    machine_type: &str,
+    base: &Path,
+    state_dir: &Path,
+) -> Result<Boot, ConfigError> {
+    let kernel = match kernel {
+        None => None,
+        Some(k) => {
+            let key = key.child("kernel");
+            if k.path.is_empty() {
+                return Err(key.child("path").invalid("", "must name a kernel image"));
+            }
+            // The command line may carry the management address ({mgmt_ip}, ...), filled in
+            // at run time like the bootstrap's templates.
+            check_template(&key.child("append"), &k.append)?;
+            Some(Kernel {
+                path: resolve(base, &k.path),
+                initrd: k.initrd.as_deref().map(|i| resolve(base, i)),
+                append: k.append.clone(),
+            })
+        }
+    };
+    let disk_key = key.child("disk");
+    let disks = disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| disk(&disk_key.index(i), i, d, base, state_dir))
+        .collect::<Result<Vec<Disk>, _>>()?;
+    let ide = disks
+        .iter()
+        .filter(|d| d.interface == DiskInterface::Ide)
+        .count();
+    let ide_max = if machine_type.contains("q35") { 6 } else { 4 };
+    if ide > ide_max {
+        return Err(disk_key.invalid(
+            format!("{ide} on ide"),
+            format!(
+                "machine {machine_type} has room for {ide_max} IDE disks or CD-ROMs; put the others on virtio or scsi",
+            ),
+        ));
+    }
+    if kernel.is_none() && disks.is_empty() {
+        return Err(disk_key.invalid(
+            "[]",
+            "nothing to boot: give at least one [[disk]] or a [kernel]",
+        ));
+    }
+    Ok(Boot { kernel, disks })
+}
+
+/// What a `[[disk]]`'s format makes of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Image,
+    Fat,
+    Iso,
+}
+
+/// One `[[disk]]` (entry `i`, under `key`).
+fn disk(
+    key: &Key,
+    i: usize,
+    d: &DiskSection,
+    base: &Path,
+    state_dir: &Path,
+) -> Result<Disk, ConfigError> {
+    if d.path.is_empty() {
+        return Err(key.child("path").invalid("", "must name a disk image"));
+    }
+    let format = choice(
+        &key.child("format"),
+        &d.format,
+        &[
+            ("qcow2", Format::Image),
+            ("raw", Format::Image),
+            ("vmdk", Format::Image),
+            ("vdi", Format::Image),
+            ("vhdx", Format::Image),
+            ("fat (a folder as a read-only FAT disk)", Format::Fat),
+            ("iso (a folder as a CD-ROM)", Format::Iso),
+        ],
+    )?;
+    let label = d.label.clone().unwrap_or_else(|| "config".into());
+    if d.label.is_some() && format != Format::Iso {
+        return Err(key
+            .child("label")
+            .invalid(&label, "only a CD image (format = \"iso\") has a label"));
+    }
+    if label.is_empty()
+        || label.len() > 32
+        || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(key
+            .child("label")
+            .invalid(&label, "1-32 letters, digits or '_' (ISO 9660)"));
+    }
+    if format == Format::Fat && d.path.contains(':') {
+        return Err(key.child("path").invalid(
+            &d.path,
+            "a fat disk's folder cannot contain ':' (qemu's vvfat syntax)",
+        ));
+    }
+    let interface = disk_interface(&key.child("interface"), d.interface.as_deref(), format)?;
+    let path = resolve(base, &d.path);
+    let file_part = |p: Option<&std::ffi::OsStr>| {
+        p.map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let kind = match format {
+        Format::Fat => DiskKind::Fat,
+        Format::Iso => DiskKind::Cd {
+            image: state_dir.join(format!("{}-{i}.iso", file_part(path.file_name()))),
+            label,
+        },
+        Format::Image => DiskKind::Image {
+            format: d.format.clone(),
+            overlay: d
+                .overlay
+                .then(|| state_dir.join(format!("{}-overlay.qcow2", file_part(path.file_stem())))),
+        },
+    };
+    Ok(Disk {
+        path,
+        interface,
+        kind,
+    })
+}
+
+/// virtio for disks, ide for a CD image, unless the entry says; a CD-ROM never on virtio.
+fn disk_interface(
+    key: &Key,
+    asked: Option<&str>,
+    format: Format,
+) -> Result<DiskInterface, ConfigError> {
+    use DiskInterface::{Ide, Scsi, Virtio};
+    if format == Format::Iso {
+        let asked = asked.unwrap_or("ide");
+        return super::pick(asked, &[("ide", Ide), ("scsi", Scsi)])
+            .ok_or_else(|| key.invalid(asked, "a CD-ROM sits on ide or scsi"));
+    }
+    choice(
+        key,
+        asked.unwrap_or("virtio"),
+        &[("virtio", Virtio), ("ide", Ide), ("scsi", Scsi)],
+    )
+}
+
+/// `[nics]` with CLAB_INTFS and CLAB_INTF_PREFIX: the node's data NICs and every data link
+/// (explicit names, else CLAB_INTFS, else nics.count), and the link settings of the node.
+pub(super) struct NodeNics {
+    pub(super) nics: Nics,
+    pub(super) wait_timeout: Duration,
+    pub(super) on_missing_links: OnMissingLinks,
+    pub(super) tap_mtu: u32,
+}
+
+pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigError> {
+    let key = Key::new("nics");
+    let prefix = env.intf_prefix.get()?.unwrap_or_else(|| n.prefix.clone());
+    valid_ifname(&key.child("prefix"), &prefix)?;
+    valid_ifname(&key.child("tap_prefix"), &n.tap_prefix)?;
+    let links = links(&key, n, env, &prefix)?;
+    for l in &links {
+        valid_ifname(&key.child("tap_prefix"), &l.tap)?;
+        valid_ifname(&key.child("prefix"), &l.eth)?;
+    }
+    if n.model.is_empty() || n.model.starts_with(',') || n.model.contains(char::is_whitespace) {
+        return Err(key.child("model").invalid(
+            &n.model,
+            "must be a qemu NIC device such as virtio-net-pci or e1000, optionally with ,key=value properties",
+        ));
+    }
+    let on_missing_links = choice(
+        &key.child("on_timeout"),
+        &n.on_timeout,
+        &[
+            ("fail", OnMissingLinks::Fail),
+            ("continue", OnMissingLinks::Continue),
+        ],
+    )?;
+    let limits: [(&str, u32, u32, u32, &str); 3] = [
+        (
+            "offset",
+            n.offset,
+            0,
+            8,
+            "at most 8 empty NIC slots before data NIC 1",
+        ),
+        (
+            "queues",
+            n.queues,
+            0,
+            16,
+            "at most 16 queues per NIC (0 = auto)",
+        ),
+        (
+            "per_bridge",
+            n.per_bridge,
+            1,
+            31,
+            "a PCI bridge has slots 1 to 31",
+        ),
+    ];
+    for (name, v, lo, hi, why) in limits {
+        if !(lo..=hi).contains(&v) {
+            return Err(key.child(name).invalid(v, why));
+        }
+        if name == "queues" && v > 1 && !n.model.starts_with("virtio-net") {
+            return Err(key.child(name).invalid(
+                v,
+                format!("multi-queue needs a virtio-net NIC, not {}", n.model),
+            ));
+        }
+    }
+    if !(68..=65535).contains(&n.mtu) {
+        return Err(key
+            .child("mtu")
+            .invalid(n.mtu, "must be between 68 and 65535"));
+    }
+    Ok(NodeNics {
+        nics: Nics {
+            model: n.model.clone(),
+            offset: n.offset,
+            queues: n.queues,
+            per_bridge: n.per_bridge,
+            links,
+        },
+        wait_timeout: Duration::from_secs(n.wait_timeout),
+        on_missing_links,
+        tap_mtu: n.mtu,
+    })
+}
+
+/// The data links, in port order: from nics.names, else CLAB_INTFS or nics.count.
+fn links(
+    key: &Key,
+    n: &NicSection,
+    env: &NodeEnv,
+    prefix: &str,
+) -> Result<Vec<DataLink>, ConfigError> {
+    let link = |index: u32, eth: String| DataLink {
+        index,
+        eth,
+        tap: format!("{}{index}", n.tap_prefix),
+    };
+    let mut links = Vec::new();
+    if n.names.is_empty() {
+        let (count, count_key) = over(env.intfs.get()?, n.count, "CLAB_INTFS", key.child("count"));
+        if count > 512 {
+            return Err(count_key.invalid(count, "at most 512 data interfaces"));
+        }
+        return Ok((1..=count)
+            .map(|index| link(index, format!("{prefix}{index}")))
+            .collect());
+    }
+    for (i, name) in n.names.iter().enumerate() {
+        let key = key.child("names").index(i);
+        valid_ifname(&key, name)?;
+        let index = name
+            .strip_prefix(prefix)
+            .and_then(|s| s.parse::<u32>().ok())
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| key.invalid(name, format!("expected {prefix}N with N >= 1")))?;
+        if links.iter().any(|l: &DataLink| l.index == index) {
+            return Err(key.invalid(name, "listed twice"));
+        }
+        links.push(link(index, name.clone()));
+    }
+    links.sort_by_key(|l| l.index);
+    Ok(links)
+}

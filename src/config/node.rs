@@ -1,0 +1,420 @@
+//! The node: a `[vm]` table (one VM) or `[[vm]]` entries (several, each with its own kernel,
+//! disks, console, management and bootstrap), the split of the data ports between the VMs, the
+//! internal networks joining them, what two VMs cannot share, and the node-wide settings. Never
+//! validates a section itself (`hardware`, `sections` and `vm` do).
+
+use super::env::EnvSettings;
+use super::hardware::{self, NodeNics};
+use super::schema::{
+    BootstrapSection, ConsoleSection, DiskSection, File, KernelSection, MgmtSection, VmSection,
+};
+use super::vm::{self, Shared, VmInput};
+use super::{
+    decode, resolve, ConfigError, InternalNet, Key, Management, Node, NodeSettings, Overrides,
+    Protocol, VmPlan, MAX_INTERNAL,
+};
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::Duration;
+
+pub(super) fn build(
+    mut f: File,
+    origin: &Path,
+    base: &Path,
+    env: &EnvSettings,
+    over: &Overrides,
+) -> Result<Node, ConfigError> {
+    let entries = match f.vm.take() {
+        None => return single(&f, &VmSection::default(), base, env, over),
+        Some(v @ toml::Value::Table(_)) => {
+            let vm: VmSection = decode(v, origin, "[vm]")?;
+            return single(&f, &vm, base, env, over);
+        }
+        Some(toml::Value::Array(a)) => a,
+        Some(other) => {
+            return Err(
+                Key::new("vm").invalid(other.type_str(), "expected a [vm] table or [[vm]] tables")
+            )
+        }
+    };
+    several(&f, entries, origin, base, env, over)
+}
+
+/// A node of one VM: the file's sections are the VM's.
+fn single(
+    f: &File,
+    vm: &VmSection,
+    base: &Path,
+    env: &EnvSettings,
+    over: &Overrides,
+) -> Result<Node, ConfigError> {
+    let nics = hardware::nics(&f.nics, &env.node)?;
+    let shared = shared(f, base, env, over, &nics);
+    let console = f.console.clone().unwrap_or_default();
+    let plan = vm::build(
+        VmInput {
+            key: Key::new("vm"),
+            sections: Key::root(),
+            in_node: false,
+            vm,
+            kernel: f.kernel.as_ref(),
+            disks: &f.disks,
+            management: &f.management,
+            console: &console,
+            bootstrap: f.bootstrap.as_ref(),
+            run_dir: resolve(base, &f.paths.run_dir),
+            state_dir: resolve(base, &f.paths.state_dir),
+            links: nics.nics.links.clone(),
+            internal: vec![],
+            env: &env.first_vm,
+        },
+        &shared,
+    )?;
+    finish(f, base, env, &nics, vm.boot_delay, vec![plan], vec![])
+}
+
+fn shared<'a>(
+    f: &'a File,
+    base: &'a Path,
+    env: &'a EnvSettings,
+    over: &'a Overrides,
+    nics: &'a NodeNics,
+) -> Shared<'a> {
+    Shared {
+        base,
+        env: &env.node,
+        over,
+        nics,
+        restart: &f.restart,
+    }
+}
+
+/// The node-wide settings: the first VM's identity and boot delay (BOOT_DELAY over it), the
+/// file's health file and link settings.
+fn finish(
+    f: &File,
+    base: &Path,
+    env: &EnvSettings,
+    nics: &NodeNics,
+    first_boot_delay: u64,
+    vms: Vec<VmPlan>,
+    internal: Vec<InternalNet>,
+) -> Result<Node, ConfigError> {
+    let boot_delay = env.node.boot_delay.get()?.unwrap_or(first_boot_delay);
+    Ok(Node {
+        settings: NodeSettings {
+            identity: vms[0].identity().to_string(),
+            health_file: resolve(base, &f.paths.health_file),
+            link_wait_timeout: nics.wait_timeout,
+            on_missing_links: nics.on_missing_links,
+            tap_mtu: nics.tap_mtu,
+            boot_delay: Duration::from_secs(boot_delay),
+        },
+        vms,
+        internal,
+    })
+}
+
+/// One `[[vm]]` entry, its sections decoded apart so a syntax error names the section.
+struct Entry {
+    vm: VmSection,
+    kernel: Option<KernelSection>,
+    disks: Vec<DiskSection>,
+    bootstrap: Option<BootstrapSection>,
+    console: ConsoleSection,
+    management: Option<MgmtSection>,
+    data: Option<toml::Value>,
+    internal: Vec<String>,
+}
+
+impl Entry {
+    fn decode(i: usize, key: &Key, entry: toml::Value, origin: &Path) -> Result<Self, ConfigError> {
+        let toml::Value::Table(mut t) = entry else {
+            return Err(key.invalid("", "expected a table"));
+        };
+        let mut sub = |k: &str| t.remove(k);
+        let (kernel, disk, console) = (sub("kernel"), sub("disk"), sub("console"));
+        let (management, bootstrap) = (sub("management"), sub("bootstrap"));
+        let (data, internal) = (sub("data"), sub("internal"));
+        let vm: VmSection = decode(toml::Value::Table(t), origin, key.as_str())?;
+        let kernel = part(key, "kernel", kernel, origin)?;
+        let disks = part(key, "disk", disk, origin)?.unwrap_or_default();
+        let bootstrap = part(key, "bootstrap", bootstrap, origin)?;
+        // vrnetlab's numbering: the first VM's console on telnet 5000, the next on 5001, ...;
+        // each VM's console log named after it. Both unless the entry says otherwise.
+        let mut console = match console {
+            Some(toml::Value::Table(t)) => t,
+            Some(other) => {
+                return Err(key
+                    .child("console")
+                    .invalid(other.to_string(), "expected a table"))
+            }
+            None => toml::Table::new(),
+        };
+        console
+            .entry("telnet_port")
+            .or_insert(toml::Value::Integer(5000 + i as i64));
+        console.entry("log").or_insert(toml::Value::String(format!(
+            "/var/log/launcher/{}.console.log",
+            vm.name
+        )));
+        let console =
+            part(key, "console", Some(toml::Value::Table(console)), origin)?.unwrap_or_default();
+        let management = part(key, "management", management, origin)?;
+        let internal = part(key, "internal", internal, origin)?.unwrap_or_default();
+        Ok(Entry {
+            vm,
+            kernel,
+            disks,
+            bootstrap,
+            console,
+            management,
+            data,
+            internal,
+        })
+    }
+}
+
+/// Section `k` of an entry, when given.
+fn part<T: serde::de::DeserializeOwned>(
+    key: &Key,
+    k: &str,
+    v: Option<toml::Value>,
+    origin: &Path,
+) -> Result<Option<T>, ConfigError> {
+    v.map(|v| decode(v, origin, key.child(k).as_str()))
+        .transpose()
+}
+
+/// A node of several VMs.
+fn several(
+    f: &File,
+    entries: Vec<toml::Value>,
+    origin: &Path,
+    base: &Path,
+    env: &EnvSettings,
+    over: &Overrides,
+) -> Result<Node, ConfigError> {
+    if entries.is_empty() || entries.len() > 8 {
+        return Err(Key::new("vm").invalid(entries.len(), "between 1 and 8 [[vm]] entries"));
+    }
+    // With [[vm]], what belongs to one VM lives in its entry.
+    let top_level = [
+        ("kernel", f.kernel.is_some()),
+        ("disk", !f.disks.is_empty()),
+        ("bootstrap", f.bootstrap.is_some()),
+        ("console", f.console.is_some()),
+    ];
+    if let Some((k, _)) = top_level.iter().find(|(_, set)| *set) {
+        return Err(Key::new(k).invalid(
+            "(top level)",
+            format!("with [[vm]] entries, give each VM its own [vm.{k}]"),
+        ));
+    }
+    let nics = hardware::nics(&f.nics, &env.node)?;
+    let shared = shared(f, base, env, over, &nics);
+    let all: Vec<u32> = nics.nics.links.iter().map(|l| l.index).collect();
+    let no_env = Default::default();
+    let (mut vms, mut selections, mut nets, mut first_boot_delay) =
+        (Vec::new(), Vec::new(), Vec::new(), None);
+    for (i, entry) in entries.into_iter().enumerate() {
+        let key = Key::new("vm").index(i);
+        let e = Entry::decode(i, &key, entry, origin)?;
+        let ports = data_ports(&key.child("data"), e.data.as_ref(), &all)?;
+        let internal = internal_taps(&key.child("internal"), i, &e.internal, &mut nets)?;
+        let management = match &e.management {
+            Some(m) => Cow::Borrowed(m),
+            None if i == 0 => Cow::Borrowed(&f.management),
+            // Only the first VM forwards the container's ports by default.
+            None => Cow::Owned(MgmtSection {
+                forwards: vec![],
+                ..f.management.clone()
+            }),
+        };
+        let plan = vm::build(
+            VmInput {
+                key: key.clone(),
+                sections: key.clone(),
+                in_node: true,
+                vm: &e.vm,
+                kernel: e.kernel.as_ref(),
+                disks: &e.disks,
+                management: &management,
+                console: &e.console,
+                bootstrap: e.bootstrap.as_ref(),
+                run_dir: resolve(base, &format!("{}/{}", f.paths.run_dir, e.vm.name)),
+                state_dir: resolve(base, &format!("{}/{}", f.paths.state_dir, e.vm.name)),
+                links: nics
+                    .nics
+                    .links
+                    .iter()
+                    .filter(|l| ports.contains(&l.index))
+                    .cloned()
+                    .collect(),
+                internal,
+                env: if i == 0 { &env.first_vm } else { &no_env },
+            },
+            &shared,
+        )?;
+        if vms.iter().any(|p: &VmPlan| p.name == plan.name) {
+            return Err(key
+                .child("name")
+                .invalid(&plan.name, "two VMs with the same name"));
+        }
+        vms.push(plan);
+        selections.push(ports);
+        first_boot_delay.get_or_insert(e.vm.boot_delay);
+    }
+    one_vm_per_port(&nics, &selections)?;
+    if let Some(n) = nets.iter().find(|n| n.taps.len() < 2) {
+        return Err(Key::new("vm[]")
+            .child("internal")
+            .invalid(&n.name, "an internal network joins at least two VMs"));
+    }
+    no_clashes(&vms)?;
+    let first_boot_delay = first_boot_delay.expect("at least one [[vm]] entry");
+    finish(f, base, env, &nics, first_boot_delay, vms, nets)
+}
+
+/// Parses a `data` port selection: "all", "none", or numbers and ranges ("1-4,7"). Ports the
+/// lab did not connect (a line card's "1-48" with CLAB_INTFS=3) simply are not there.
+fn data_ports(key: &Key, data: Option<&toml::Value>, all: &[u32]) -> Result<Vec<u32>, ConfigError> {
+    let s = match data {
+        None => return Ok(vec![]),
+        Some(toml::Value::String(s)) => s,
+        Some(other) => {
+            return Err(key.invalid(
+                other.to_string(),
+                "expected a string: all, none, or ports such as 1-4,7",
+            ))
+        }
+    };
+    match s.trim() {
+        "all" => return Ok(all.to_vec()),
+        "none" | "" => return Ok(vec![]),
+        _ => {}
+    }
+    let bad = || key.invalid(s, "expected all, none, or ports and ranges such as 1-4,7");
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let (a, b) = match part.trim().split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part.trim(), part.trim()),
+        };
+        let (a, b): (u32, u32) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        if a == 0 || b < a {
+            return Err(bad());
+        }
+        out.extend(a..=b);
+    }
+    Ok(out)
+}
+
+/// VM `i`'s internal-network taps (`i{i}-{net}`), each added to its network in `nets`.
+fn internal_taps(
+    key: &Key,
+    i: usize,
+    names: &[String],
+    nets: &mut Vec<InternalNet>,
+) -> Result<Vec<String>, ConfigError> {
+    if names.len() > MAX_INTERNAL {
+        return Err(key.invalid(
+            names.len(),
+            format!("at most {MAX_INTERNAL} internal networks per VM"),
+        ));
+    }
+    let mut taps = Vec::new();
+    for net in names {
+        if net.is_empty()
+            || net.len() > 11
+            || !net.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(key.invalid(net, "an internal network name: 1-11 letters, digits or '_'"));
+        }
+        let tap = format!("i{i}-{net}");
+        match nets.iter_mut().find(|n| &n.name == net) {
+            Some(n) => n.taps.push(tap.clone()),
+            None => nets.push(InternalNet {
+                name: net.clone(),
+                bridge: format!("int-{net}"),
+                taps: vec![tap.clone()],
+            }),
+        }
+        taps.push(tap);
+    }
+    Ok(taps)
+}
+
+/// Every data port of the node on exactly one VM.
+fn one_vm_per_port(nics: &NodeNics, selections: &[Vec<u32>]) -> Result<(), ConfigError> {
+    for l in &nics.nics.links {
+        let on: Vec<usize> = (0..selections.len())
+            .filter(|&i| selections[i].contains(&l.index))
+            .collect();
+        match on.as_slice() {
+            [_] => {}
+            [] => {
+                return Err(Key::new("vm[]").child("data").invalid(
+                    &l.eth,
+                    "this data interface is on no VM: give it to one with data = \"...\"",
+                ))
+            }
+            [a, b, ..] => {
+                return Err(Key::new("vm")
+                    .index(*b)
+                    .child("data")
+                    .invalid(&l.eth, format!("already on vm[{a}]")))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What two VMs cannot share: telnet ports, forwarded ports, the management interface.
+fn no_clashes(vms: &[VmPlan]) -> Result<(), ConfigError> {
+    let mut telnet: Vec<(u16, usize)> = Vec::new();
+    let mut fwd: Vec<(Protocol, u16, usize)> = Vec::new();
+    let mut passthrough = None;
+    for (i, p) in vms.iter().enumerate() {
+        let key = Key::new("vm").index(i);
+        let c = &p.console;
+        if c.telnet_port > 0 {
+            for port in c.telnet_port..=c.telnet_port + c.extra_serials as u16 {
+                if let Some((_, j)) = telnet.iter().find(|(q, _)| *q == port) {
+                    return Err(key
+                        .child("console")
+                        .child("telnet_port")
+                        .invalid(port, format!("already used by vm[{j}]'s console")));
+                }
+                telnet.push((port, i));
+            }
+        }
+        match &p.management {
+            Management::User { forwards, .. } => {
+                for f in forwards {
+                    if let Some((_, _, j)) = fwd
+                        .iter()
+                        .find(|(pr, port, _)| *pr == f.proto && *port == f.host_port)
+                    {
+                        return Err(key
+                            .child("management")
+                            .child("forwards")
+                            .invalid(f.host_port, format!("already forwarded to vm[{j}]")));
+                    }
+                    fwd.push((f.proto, f.host_port, i));
+                }
+            }
+            Management::Passthrough { .. } => {
+                if let Some(j) = passthrough {
+                    return Err(key.child("management").child("mode").invalid(
+                        "passthrough",
+                        format!("vm[{j}] already takes over the management interface"),
+                    ));
+                }
+                passthrough = Some(i);
+            }
+            Management::None => {}
+        }
+    }
+    Ok(())
+}

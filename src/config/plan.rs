@@ -1,0 +1,331 @@
+//! The validated plan: what `config::load` hands to the rest of the launcher. A [`Node`] holds the
+//! node-wide [`NodeSettings`] once and one grouped [`VmPlan`] per VM. Owns the shape of these
+//! types and the names derived from them (MAC seed, serial labels, socket paths). Never
+//! validates (the builders in `sections`, `vm` and `node` do) and is never edited after `load`:
+//! runtime facts (a passthrough MAC, a missing startup config) live with the supervisor.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kernel {
+    pub path: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub append: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskInterface {
+    Virtio,
+    Ide,
+    Scsi,
+}
+
+/// One disk: where it comes from, the bus it sits on, and what kind of disk it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// The image (`Image`), or the folder whose files the disk shows (`Fat`, `Cd`).
+    pub path: PathBuf,
+    pub interface: DiskInterface,
+    pub kind: DiskKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskKind {
+    /// A disk image (qcow2, raw, vmdk, vdi, vhdx). With `overlay`, qemu runs on that qcow2
+    /// backed by `path`, kept across restarts.
+    Image {
+        format: String,
+        overlay: Option<PathBuf>,
+    },
+    /// The folder `path` as a read-only FAT disk, built by qemu.
+    Fat,
+    /// A CD-ROM: the launcher writes the files of the folder `path` to `image` at every start,
+    /// labelled `label`.
+    Cd { image: PathBuf, label: String },
+}
+
+impl Disk {
+    /// A CD-ROM (shown to the guest as ide-cd / scsi-cd).
+    pub fn is_cd(&self) -> bool {
+        matches!(self.kind, DiskKind::Cd { .. })
+    }
+}
+
+/// What a data interface still missing after the wait leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMissingLinks {
+    Fail,
+    Continue,
+}
+
+/// One data interface: the container side, the tap, and the guest port number (ethN -> N).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataLink {
+    pub index: u32,
+    pub eth: String,
+    pub tap: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub proto: Protocol,
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Management {
+    None,
+    User {
+        model: String,
+        forwards: Vec<Forward>,
+        /// Served to the guest over TFTP (licences, configs), as vrnetlab does for some platforms.
+        tftp_root: Option<PathBuf>,
+    },
+    /// The VM takes over the container's management interface: `interface` is wired to `tap`
+    /// with tc (the launcher's telnet ports excepted) and the VM's NIC gets `interface`'s MAC,
+    /// which the supervisor reads at run time.
+    Passthrough {
+        model: String,
+        interface: String,
+        tap: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Never,
+    OnFailure { max: u32, backoff: Duration },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub hostname: Option<String>,
+}
+
+/// What a bootstrap time-out leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootAction {
+    Retry,
+    Restart,
+    Fail,
+}
+
+/// One bootstrap step (see `bootstrap`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Expect { pattern: String, timeout: Duration },
+    Send(String),
+    SendConfig { prompt: String, timeout: Duration },
+    Wait(Duration),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrap {
+    pub steps: Vec<Step>,
+    pub on_timeout: BootAction,
+    pub attempts: u32,
+}
+
+/// How the startup config reaches the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// As the fw_cfg entry `opt/launcher/startup-config`.
+    FwCfg,
+    /// Typed on the console by the bootstrap's `send_config` step.
+    Console,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartupConfig {
+    pub path: PathBuf,
+    pub via: Delivery,
+}
+
+/// The emulated machine: the qemu binary and what it emulates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    pub qemu: PathBuf,
+    /// The qemu machine type (`-machine`): pc, q35, ...
+    pub machine_type: String,
+    pub cpu: String,
+    pub smp: u32,
+    pub memory_mib: u64,
+    pub accel: Accel,
+    pub uuid: Option<String>,
+    pub smbios: Vec<String>,
+    /// Appended to the qemu command line as they are (vm.extra_args, QEMU_ADDITIONAL_ARGS).
+    pub extra_args: Vec<String>,
+}
+
+/// What the VM boots from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Boot {
+    pub kernel: Option<Kernel>,
+    pub disks: Vec<Disk>,
+}
+
+/// The data NICs: their device model, layout and the links behind them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nics {
+    pub model: String,
+    /// NIC slots kept empty before data NIC 1 (a platform whose first data port is not the
+    /// first NIC after management).
+    pub offset: u32,
+    /// Queues per data NIC: 0 = auto (vCPUs with vhost-net, else 1).
+    pub queues: u32,
+    /// Data NICs per PCI bridge once there are more than this many.
+    pub per_bridge: u32,
+    /// This VM's data links, in port order.
+    pub links: Vec<DataLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Console {
+    pub log: PathBuf,
+    /// A literal substring of the console output that means the guest is ready.
+    pub ready_pattern: Option<String>,
+    /// Ready only once this container port answers (through the management forward).
+    pub ready_tcp: Option<u16>,
+    pub telnet_port: u16,
+    /// Serial ports besides the console (ttyS1..); each has its log and telnet port.
+    pub extra_serials: u32,
+}
+
+/// How the supervisor runs this VM's qemu: time limits and the restart policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Supervision {
+    pub boot_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub restart: RestartPolicy,
+}
+
+/// One VM's plan: everything the launcher needs for it, validated, with paths resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmPlan {
+    pub name: String,
+    /// One of several VMs of a node (`[[vm]]`): its MACs and console labels carry its name.
+    pub in_node: bool,
+    pub machine: Machine,
+    pub boot: Boot,
+    pub nics: Nics,
+    pub management: Management,
+    /// Taps of the internal networks this VM joins, in NIC order (right after management).
+    pub internal: Vec<String>,
+    pub console: Console,
+    pub bootstrap: Option<Bootstrap>,
+    pub startup_config: Option<StartupConfig>,
+    pub supervision: Supervision,
+    pub run_dir: PathBuf,
+    pub credentials: Credentials,
+}
+
+impl VmPlan {
+    /// Who this router is: the hostname (--hostname, HOSTNAME: Docker and containerlab set it
+    /// per container) or else vm.name. MAC addresses and status derive from it.
+    pub fn identity(&self) -> &str {
+        self.credentials.hostname.as_deref().unwrap_or(&self.name)
+    }
+    /// What this VM's MAC addresses derive from: the router's identity, and in a node of
+    /// several VMs the VM's name too.
+    pub fn mac_seed(&self) -> String {
+        if self.in_node {
+            format!("{}/{}", self.identity(), self.name)
+        } else {
+            self.identity().to_string()
+        }
+    }
+    /// The label in logs of serial port `n` (0 = the console): "console", "ttyS1", and with
+    /// several VMs the VM's name too ("console vfp", "vfp ttyS1").
+    pub fn serial_label(&self, n: u32) -> String {
+        match (self.in_node, n) {
+            (true, 0) => format!("console {}", self.name),
+            (false, 0) => "console".into(),
+            (true, n) => format!("{} ttyS{n}", self.name),
+            (false, n) => format!("ttyS{n}"),
+        }
+    }
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.run_dir.join("qmp.sock")
+    }
+    /// The socket of serial port `n` (0 = the console, ttyS0).
+    pub fn serial_socket(&self, n: u32) -> PathBuf {
+        self.run_dir.join(format!("serial{n}.sock"))
+    }
+    /// The log of serial port `n`: console.log for ttyS0, console.ttyS{n}.log beside it.
+    pub fn serial_log(&self, n: u32) -> PathBuf {
+        let log = &self.console.log;
+        if n == 0 {
+            return log.clone();
+        }
+        let stem = log
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "console".into());
+        log.with_file_name(format!("{stem}.ttyS{n}.log"))
+    }
+}
+
+/// An internal network between the VMs of one node (vMX control and forwarding planes, SR OS
+/// cards): a bridge in the container with one tap per member VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalNet {
+    pub name: String,
+    pub bridge: String,
+    pub taps: Vec<String>,
+}
+
+/// What holds for the whole node, whatever the number of VMs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// The router's name in status and health: the hostname, else the first VM's name.
+    pub identity: String,
+    pub health_file: PathBuf,
+    /// How long to wait for the data interfaces (nics.wait_timeout).
+    pub link_wait_timeout: Duration,
+    /// What interfaces still missing after that wait lead to (nics.on_timeout).
+    pub on_missing_links: OnMissingLinks,
+    /// The MTU the data and internal taps get at least (nics.mtu).
+    pub tap_mtu: u32,
+    /// A pause before the first qemu starts (BOOT_DELAY, else the first VM's vm.boot_delay).
+    pub boot_delay: Duration,
+}
+
+/// One router container: the node-wide settings, its VMs (one, or several started in this
+/// order and stopped in the reverse order) and the internal networks between them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub settings: NodeSettings,
+    pub vms: Vec<VmPlan>,
+    pub internal: Vec<InternalNet>,
+}
+
+impl Node {
+    /// Every data link of the node, in port order, and the VM each belongs to.
+    pub fn links(&self) -> Vec<(usize, DataLink)> {
+        let mut out: Vec<(usize, DataLink)> = self
+            .vms
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| p.nics.links.iter().map(move |l| (i, l.clone())))
+            .collect();
+        out.sort_by_key(|(_, l)| l.index);
+        out
+    }
+}

@@ -1,0 +1,259 @@
+//! The file schema: the TOML sections exactly as a config file spells them, decoded by serde.
+//! Owns the defaults of every key. Never validates a value or reads the environment (that is
+//! `sections`, `vm`, `node` and `env`); `deny_unknown_fields` everywhere, so a typo is an error,
+//! never a silent default.
+
+use serde::Deserialize;
+
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct File {
+    /// `[vm]` (one VM) or `[[vm]]` (several, each with its own kernel, disks, console,
+    /// management, bootstrap): decoded in `node` so errors can name the entry.
+    pub(super) vm: Option<toml::Value>,
+    pub(super) kernel: Option<KernelSection>,
+    #[serde(default, rename = "disk")]
+    pub(super) disks: Vec<DiskSection>,
+    #[serde(default)]
+    pub(super) nics: NicSection,
+    #[serde(default)]
+    pub(super) management: MgmtSection,
+    #[serde(default)]
+    pub(super) restart: RestartSection,
+    pub(super) console: Option<ConsoleSection>,
+    #[serde(default)]
+    pub(super) paths: PathsSection,
+    pub(super) bootstrap: Option<BootstrapSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BootstrapSection {
+    #[serde(default = "default_on_boot_timeout")]
+    pub(super) on_timeout: String,
+    #[serde(default = "default_attempts")]
+    pub(super) attempts: u32,
+    pub(super) username: Option<String>,
+    pub(super) password: Option<String>,
+    #[serde(default)]
+    pub(super) steps: Vec<StepSection>,
+}
+fn default_on_boot_timeout() -> String {
+    "retry".into()
+}
+fn default_attempts() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StepSection {
+    pub(super) expect: Option<String>,
+    pub(super) send: Option<String>,
+    pub(super) send_config: Option<String>,
+    pub(super) wait: Option<f64>,
+    pub(super) timeout: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct VmSection {
+    pub(super) name: String,
+    pub(super) qemu: String,
+    pub(super) machine: String,
+    pub(super) cpu: String,
+    pub(super) smp: u32,
+    pub(super) memory: u64,
+    pub(super) accel: String,
+    pub(super) extra_args: Vec<String>,
+    pub(super) boot_timeout: u64,
+    pub(super) shutdown_timeout: u64,
+    pub(super) boot_delay: u64,
+    pub(super) startup_config: Option<String>,
+    pub(super) uuid: Option<String>,
+    pub(super) smbios: Vec<String>,
+}
+
+impl Default for VmSection {
+    fn default() -> Self {
+        Self {
+            name: "router".into(),
+            qemu: "qemu-system-x86_64".into(),
+            machine: "pc".into(),
+            cpu: "max".into(),
+            smp: 1,
+            memory: 1024,
+            accel: "auto".into(),
+            extra_args: vec![],
+            boot_timeout: 600,
+            shutdown_timeout: 30,
+            boot_delay: 0,
+            startup_config: None,
+            uuid: None,
+            smbios: vec![],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KernelSection {
+    pub(super) path: String,
+    pub(super) initrd: Option<String>,
+    #[serde(default)]
+    pub(super) append: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DiskSection {
+    pub(super) path: String,
+    #[serde(default = "default_format")]
+    pub(super) format: String,
+    /// virtio for disks, ide for a CD image.
+    pub(super) interface: Option<String>,
+    #[serde(default = "yes")]
+    pub(super) overlay: bool,
+    /// The volume label of a CD image (format = "iso").
+    pub(super) label: Option<String>,
+}
+fn default_format() -> String {
+    "qcow2".into()
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct NicSection {
+    pub(super) model: String,
+    pub(super) count: u32,
+    pub(super) names: Vec<String>,
+    pub(super) prefix: String,
+    pub(super) tap_prefix: String,
+    pub(super) wait_timeout: u64,
+    pub(super) on_timeout: String,
+    pub(super) mtu: u32,
+    pub(super) per_bridge: u32,
+    pub(super) queues: u32,
+    pub(super) offset: u32,
+}
+
+impl Default for NicSection {
+    fn default() -> Self {
+        Self {
+            model: "virtio-net-pci".into(),
+            count: 0,
+            names: vec![],
+            prefix: "eth".into(),
+            tap_prefix: "tap".into(),
+            wait_timeout: 120,
+            on_timeout: "fail".into(),
+            mtu: 9500,
+            per_bridge: 26,
+            queues: 0,
+            offset: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct MgmtSection {
+    pub(super) mode: String,
+    pub(super) model: Option<String>,
+    /// Passthrough: the container interface the VM takes over, and the tap it gets.
+    pub(super) interface: String,
+    pub(super) tap: String,
+    pub(super) forwards: Vec<String>,
+    pub(super) tftp_root: Option<String>,
+}
+
+impl Default for MgmtSection {
+    fn default() -> Self {
+        Self {
+            mode: "user".into(),
+            model: None,
+            interface: "eth0".into(),
+            tap: "tap0".into(),
+            tftp_root: None,
+            forwards: DEFAULT_FORWARDS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// vrnetlab's management forwards: the container's ports that reach the guest.
+pub const DEFAULT_FORWARDS: &[&str] = &[
+    "tcp:22",
+    "tcp:80",
+    "tcp:443",
+    "tcp:830",
+    "tcp:6030",
+    "tcp:8080",
+    "tcp:9339",
+    "tcp:32767",
+    "tcp:50051",
+    "tcp:57400",
+    "udp:161",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RestartSection {
+    pub(super) policy: String,
+    pub(super) max: u32,
+    pub(super) backoff: u64,
+}
+
+impl Default for RestartSection {
+    fn default() -> Self {
+        Self {
+            policy: "on-failure".into(),
+            max: 3,
+            backoff: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct ConsoleSection {
+    pub(super) log: String,
+    pub(super) ready_pattern: Option<String>,
+    pub(super) ready_tcp: Option<u16>,
+    pub(super) telnet_port: u16,
+    pub(super) extra_serials: u32,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        Self {
+            log: "/var/log/launcher/console.log".into(),
+            ready_pattern: None,
+            ready_tcp: None,
+            telnet_port: 5000,
+            extra_serials: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct PathsSection {
+    pub(super) run_dir: String,
+    pub(super) state_dir: String,
+    pub(super) health_file: String,
+}
+
+impl Default for PathsSection {
+    fn default() -> Self {
+        Self {
+            run_dir: "/run/launcher".into(),
+            state_dir: "/var/lib/launcher".into(),
+            health_file: "/health".into(),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The section builders for how the VM is reached and run: `[management]`, `[console]`,
+//! `[restart]` with the vm time-outs, the credentials, `[bootstrap]`. Each takes its schema
+//! section, the key it lives under and the environment that overrides it, and returns the
+//! validated part of the plan. Never looks at another section (that is `vm`) and never at the
+//! system.
+
+use super::env::{NodeEnv, Var};
+use super::schema::{BootstrapSection, ConsoleSection, MgmtSection, RestartSection, VmSection};
+use super::{
+    check_template, choice, parse_forward, resolve, valid_ifname, BootAction, Bootstrap,
+    ConfigError, Console, Credentials, Forward, Key, Management, Overrides, RestartPolicy, Step,
+    Supervision,
+};
+use std::path::Path;
+use std::time::Duration;
+
+/// `[management]` with CLAB_MGMT_PASSTHROUGH over its mode. Returns the key that decided the
+/// mode too (management.mode or the variable), for the checks against the data links.
+pub(super) fn management(
+    key: &Key,
+    m: &MgmtSection,
+    passthrough: &Var<bool>,
+    nic_model: &str,
+    base: &Path,
+) -> Result<(Management, Key), ConfigError> {
+    let key = key.child("management");
+    let mut mode = m.mode.as_str();
+    let mut mode_key = key.child("mode");
+    if let Some(on) = passthrough.get()? {
+        mode_key = Key::new("CLAB_MGMT_PASSTHROUGH");
+        mode = match (on, mode) {
+            (true, _) => "passthrough",
+            (false, "passthrough") => "user",
+            (false, other) => other,
+        };
+    }
+    #[derive(Clone, Copy)]
+    enum Mode {
+        None,
+        User,
+        Passthrough,
+    }
+    let model = || m.model.clone().unwrap_or_else(|| nic_model.to_string());
+    let management = match choice(
+        &mode_key,
+        mode,
+        &[
+            ("user", Mode::User),
+            ("passthrough", Mode::Passthrough),
+            ("none", Mode::None),
+        ],
+    )? {
+        Mode::None => Management::None,
+        Mode::User => Management::User {
+            model: model(),
+            forwards: forwards(&key.child("forwards"), &m.forwards)?,
+            tftp_root: m.tftp_root.as_deref().map(|p| resolve(base, p)),
+        },
+        Mode::Passthrough => {
+            valid_ifname(&key.child("interface"), &m.interface)?;
+            valid_ifname(&key.child("tap"), &m.tap)?;
+            Management::Passthrough {
+                model: model(),
+                interface: m.interface.clone(),
+                tap: m.tap.clone(),
+            }
+        }
+    };
+    Ok((management, mode_key))
+}
+
+/// management.forwards: each port forwarded once.
+fn forwards(key: &Key, list: &[String]) -> Result<Vec<Forward>, ConfigError> {
+    let mut forwards: Vec<Forward> = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        let key = key.index(i);
+        let fw = parse_forward(key.as_str(), s)?;
+        if forwards
+            .iter()
+            .any(|o| o.proto == fw.proto && o.host_port == fw.host_port)
+        {
+            return Err(key.invalid(s, "port forwarded twice"));
+        }
+        forwards.push(fw);
+    }
+    Ok(forwards)
+}
+
+/// `[console]`: the log, the telnet ports, the extra serial ports, the ready pattern.
+pub(super) fn console(key: &Key, c: &ConsoleSection, base: &Path) -> Result<Console, ConfigError> {
+    let key = key.child("console");
+    if c.extra_serials > 3 {
+        return Err(key
+            .child("extra_serials")
+            .invalid(c.extra_serials, "at most 3 (ttyS1 to ttyS3)"));
+    }
+    if c.telnet_port > 0 && u32::from(c.telnet_port) + c.extra_serials > 65535 {
+        return Err(key.child("telnet_port").invalid(
+            c.telnet_port,
+            "no room for the extra serial ports' telnet ports above it",
+        ));
+    }
+    if c.ready_pattern.as_deref() == Some("") {
+        return Err(key
+            .child("ready_pattern")
+            .invalid("", "must not be empty (leave it out instead)"));
+    }
+    Ok(Console {
+        log: resolve(base, &c.log),
+        ready_pattern: c.ready_pattern.clone(),
+        ready_tcp: c.ready_tcp,
+        telnet_port: c.telnet_port,
+        extra_serials: c.extra_serials,
+    })
+}
+
+/// The vm time-outs (under `key`, the `[vm]` table) and `[restart]`.
+pub(super) fn supervision(
+    key: &Key,
+    vm: &VmSection,
+    r: &RestartSection,
+) -> Result<Supervision, ConfigError> {
+    if vm.boot_timeout == 0 {
+        return Err(key
+            .child("boot_timeout")
+            .invalid(0, "must be at least 1 second"));
+    }
+    if vm.shutdown_timeout == 0 || vm.shutdown_timeout > 3600 {
+        return Err(key
+            .child("shutdown_timeout")
+            .invalid(vm.shutdown_timeout, "must be between 1 and 3600 seconds"));
+    }
+    let key = Key::new("restart");
+    let on_failure = choice(
+        &key.child("policy"),
+        &r.policy,
+        &[("never", false), ("on-failure", true)],
+    )?;
+    if on_failure && r.backoff > 600 {
+        return Err(key
+            .child("backoff")
+            .invalid(r.backoff, "at most 600 seconds"));
+    }
+    Ok(Supervision {
+        boot_timeout: Duration::from_secs(vm.boot_timeout),
+        shutdown_timeout: Duration::from_secs(vm.shutdown_timeout),
+        restart: if on_failure {
+            RestartPolicy::OnFailure {
+                max: r.max,
+                backoff: Duration::from_secs(r.backoff),
+            }
+        } else {
+            RestartPolicy::Never
+        },
+    })
+}
+
+/// The CLI's flags, else USERNAME/PASSWORD/HOSTNAME, else the bootstrap's defaults.
+pub(super) fn credentials(
+    bootstrap: Option<&BootstrapSection>,
+    env: &NodeEnv,
+    over: &Overrides,
+) -> Result<Credentials, ConfigError> {
+    let cli = &over.credentials;
+    let username = cli
+        .username
+        .clone()
+        .or_else(|| env.username.clone())
+        .or_else(|| bootstrap.and_then(|b| b.username.clone()));
+    let password = cli
+        .password
+        .clone()
+        .or_else(|| env.password.clone())
+        .or_else(|| bootstrap.and_then(|b| b.password.clone()));
+    let hostname = cli.hostname.clone().or_else(|| env.hostname.clone());
+    if let Some(h) = &hostname {
+        if h.is_empty()
+            || h.len() > 63
+            || !h
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(Key::new("hostname").invalid(h, "not a valid host name"));
+        }
+    }
+    Ok(Credentials {
+        username,
+        password,
+        hostname,
+    })
+}
+
+/// `[bootstrap]`: what a time-out leads to, how often to try, and the steps.
+pub(super) fn bootstrap(key: &Key, b: &BootstrapSection) -> Result<Bootstrap, ConfigError> {
+    let key = key.child("bootstrap");
+    let on_timeout = choice(
+        &key.child("on_timeout"),
+        &b.on_timeout,
+        &[
+            ("retry", BootAction::Retry),
+            ("restart", BootAction::Restart),
+            ("fail", BootAction::Fail),
+        ],
+    )?;
+    if !(1..=100).contains(&b.attempts) {
+        return Err(key
+            .child("attempts")
+            .invalid(b.attempts, "must be between 1 and 100"));
+    }
+    let steps_key = key.child("steps");
+    let steps = b
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| step(&steps_key.index(i), s))
+        .collect::<Result<Vec<Step>, _>>()?;
+    if steps.is_empty() {
+        return Err(steps_key.invalid("[]", "a bootstrap needs at least one step"));
+    }
+    Ok(Bootstrap {
+        steps,
+        on_timeout,
+        attempts: b.attempts,
+    })
+}
+
+/// One bootstrap step: exactly one of expect, send, send_config, wait.
+fn step(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> {
+    let timeout = Duration::from_secs(s.timeout.unwrap_or(60));
+    if s.timeout == Some(0) {
+        return Err(key.child("timeout").invalid(0, "must be at least 1 second"));
+    }
+    let regex = |k: &str, p: &str| -> Result<String, ConfigError> {
+        regex::Regex::new(p)
+            .map_err(|e| key.child(k).invalid(p, format!("not a valid regex: {e}")))?;
+        Ok(p.to_string())
+    };
+    Ok(match (&s.expect, &s.send, &s.send_config, s.wait) {
+        (Some(p), None, None, None) => Step::Expect {
+            pattern: regex("expect", p)?,
+            timeout,
+        },
+        (None, Some(t), None, None) => {
+            check_template(&key.child("send"), t)?;
+            Step::Send(t.clone())
+        }
+        (None, None, Some(p), None) => Step::SendConfig {
+            prompt: regex("send_config", p)?,
+            timeout,
+        },
+        (None, None, None, Some(w)) if (0.0..=3600.0).contains(&w) => {
+            Step::Wait(Duration::from_secs_f64(w))
+        }
+        (None, None, None, Some(w)) => {
+            return Err(key.child("wait").invalid(w, "seconds between 0 and 3600"))
+        }
+        _ => {
+            return Err(key.invalid(
+                "",
+                "each step has exactly one of expect, send, send_config, wait",
+            ))
+        }
+    })
+}

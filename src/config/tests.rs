@@ -1,0 +1,508 @@
+//! The config's table tests: whole files and environments through [`parse`], the keys and
+//! values their errors name, and the plans they give.
+
+use super::*;
+use std::time::Duration;
+
+const MIN: &str = "[kernel]\npath = \"k\"\n";
+
+fn p(text: &str, env: &[(&str, &str)]) -> Result<VmPlan, ConfigError> {
+    pn(text, env).map(|n| {
+        assert_eq!(n.vms.len(), 1);
+        n.vms.into_iter().next().unwrap()
+    })
+}
+
+fn pn(text: &str, env: &[(&str, &str)]) -> Result<Node, ConfigError> {
+    let env: Env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    parse(
+        text,
+        Path::new("/cfg/launcher.toml"),
+        Path::new("/cfg"),
+        &env,
+        &Overrides::default(),
+    )
+}
+
+const TWO: &str = r#"
+[nics]
+count = 4
+[[vm]]
+name = "cp"
+data = "1"
+internal = ["fab"]
+[vm.kernel]
+path = "k"
+[[vm]]
+name = "lc"
+memory = 512
+data = "2-4"
+internal = ["fab"]
+[vm.kernel]
+path = "k2"
+[vm.console]
+telnet_port = 5010
+ready_pattern = "up"
+"#;
+
+#[test]
+fn several_vms_in_one_node() {
+    let n = pn(TWO, &[("QEMU_MEMORY", "2048"), ("CLAB_INTFS", "3")]).unwrap();
+    assert_eq!(n.vms.len(), 2);
+    let (cp, lc) = (&n.vms[0], &n.vms[1]);
+    // The environment sizes the first VM only; CLAB_INTFS is node-wide.
+    assert_eq!((cp.machine.memory_mib, lc.machine.memory_mib), (2048, 512));
+    assert_eq!(
+        cp.nics.links.iter().map(|l| l.index).collect::<Vec<_>>(),
+        [1]
+    );
+    assert_eq!(
+        lc.nics.links.iter().map(|l| l.index).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    assert_eq!(n.links().len(), 3);
+    assert_eq!(
+        (cp.console.telnet_port, lc.console.telnet_port),
+        (5000, 5010)
+    );
+    assert_eq!(lc.console.ready_pattern.as_deref(), Some("up"));
+    assert_eq!(cp.run_dir, PathBuf::from("/run/launcher/cp"));
+    assert_ne!(cp.mac_seed(), lc.mac_seed());
+    assert_eq!(
+        n.internal,
+        vec![InternalNet {
+            name: "fab".into(),
+            bridge: "int-fab".into(),
+            taps: vec!["i0-fab".into(), "i1-fab".into()]
+        }]
+    );
+    assert_eq!(cp.internal, ["i0-fab"]);
+    // Only the first VM forwards the container's ports by default.
+    match (&cp.management, &lc.management) {
+        (Management::User { forwards: a, .. }, Management::User { forwards: b, .. }) => {
+            assert_eq!(a.len(), DEFAULT_FORWARDS.len());
+            assert!(b.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    // Second VM's console defaults: 5001 and its own log.
+    let n = pn(
+        &TWO.replace("[vm.console]\ntelnet_port = 5010\n", "[vm.console]\n"),
+        &[],
+    );
+    assert!(n.is_ok());
+    let plain = TWO.replace(
+        "[vm.console]\ntelnet_port = 5010\nready_pattern = \"up\"\n",
+        "",
+    );
+    let n = pn(&plain, &[]).unwrap();
+    assert_eq!(n.vms[1].console.telnet_port, 5001);
+    assert_eq!(
+        n.vms[1].console.log,
+        PathBuf::from("/var/log/launcher/lc.console.log")
+    );
+}
+
+#[test]
+fn several_vms_broken_inputs_name_the_entry() {
+    let cases: Vec<(String, &str)> = vec![
+        (TWO.replace("data = \"1\"", "data = \"none\""), "vm[].data"),
+        (TWO.replace("data = \"1\"", "data = \"1-2\""), "vm[1].data"),
+        (
+            TWO.replace("data = \"2-4\"", "data = \"4-2\""),
+            "vm[1].data",
+        ),
+        (TWO.replace("data = \"1\"", "data = \"one\""), "vm[0].data"),
+        (
+            TWO.replace(
+                "internal = [\"fab\"]\n[vm.kernel]\npath = \"k2\"",
+                "[vm.kernel]\npath = \"k2\"",
+            ),
+            "vm[].internal",
+        ),
+        (TWO.replace("memory = 512", "memroy = 512"), "vm[1]"),
+        (
+            TWO.replace("path = \"k2\"", "path = \"\""),
+            "vm[1].kernel.path",
+        ),
+        (TWO.replace("memory = 512", "memory = 1"), "vm[1].memory"),
+        (
+            TWO.replace(
+                "path = \"k2\"",
+                "path = \"k2\"\nappend = \"ip={mgmt_addr}\"",
+            ),
+            "vm[1].kernel.append",
+        ),
+        (TWO.replace("name = \"lc\"", "name = \"cp\""), "vm[1].name"),
+        (
+            TWO.replace("telnet_port = 5010", "telnet_port = 5000"),
+            "vm[1].console.telnet_port",
+        ),
+        (format!("[kernel]\npath = \"k\"\n{TWO}"), "kernel"),
+        (format!("[console]\ntelnet_port = 6000\n{TWO}"), "console"),
+        (
+            TWO.replace("internal = [\"fab\"]", "internal = [\"a-b\"]"),
+            "vm[0].internal",
+        ),
+    ];
+    for (text, key) in cases {
+        match pn(&text, &[]) {
+            Ok(_) => panic!("accepted broken input {text}"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains(key), "error does not name {key:?}: {msg}");
+            }
+        }
+    }
+}
+
+#[test]
+fn defaults_and_relative_paths() {
+    let plan = p("[kernel]\npath = \"k\"\ninitrd = \"/abs/i\"\n", &[]).unwrap();
+    assert_eq!(
+        plan.boot.kernel.as_ref().unwrap().path,
+        PathBuf::from("/cfg/k")
+    );
+    assert_eq!(
+        plan.boot.kernel.unwrap().initrd,
+        Some(PathBuf::from("/abs/i"))
+    );
+    assert_eq!(plan.machine.memory_mib, 1024);
+    assert_eq!(plan.machine.accel, Accel::Auto);
+    assert!(plan.nics.links.is_empty());
+    assert_eq!(
+        plan.supervision.restart,
+        RestartPolicy::OnFailure {
+            max: 3,
+            backoff: Duration::from_secs(2)
+        }
+    );
+}
+
+#[test]
+fn env_overrides() {
+    let plan = p(
+        MIN,
+        &[
+            ("QEMU_MEMORY", "2048"),
+            ("QEMU_SMP", "2"),
+            ("QEMU_CPU", "host"),
+            ("CLAB_INTFS", "3"),
+            ("QEMU_ADDITIONAL_ARGS", "-device 'foo,bar=a b' -x"),
+            ("LAUNCHER_ACCEL", "tcg"),
+            ("BOOT_DELAY", "5"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(plan.machine.memory_mib, 2048);
+    assert_eq!(plan.machine.smp, 2);
+    assert_eq!(plan.machine.cpu, "host");
+    assert_eq!(plan.machine.accel, Accel::Tcg);
+    assert_eq!(
+        pn(MIN, &[("BOOT_DELAY", "5")]).unwrap().settings.boot_delay,
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        plan.machine.extra_args,
+        vec!["-device", "foo,bar=a b", "-x"]
+    );
+    let names: Vec<_> = plan
+        .nics
+        .links
+        .iter()
+        .map(|l| (l.eth.as_str(), l.tap.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("eth1", "tap1"), ("eth2", "tap2"), ("eth3", "tap3")]
+    );
+}
+
+#[test]
+fn explicit_names_keep_their_index() {
+    let plan = p(
+        "[kernel]\npath=\"k\"\n[nics]\nnames=[\"eth4\",\"eth2\"]\n",
+        &[],
+    )
+    .unwrap();
+    let idx: Vec<_> = plan
+        .nics
+        .links
+        .iter()
+        .map(|l| (l.index, l.tap.as_str()))
+        .collect();
+    assert_eq!(idx, vec![(2, "tap2"), (4, "tap4")]);
+}
+
+#[test]
+fn disk_overlay_lands_in_state_dir() {
+    let plan = p(
+        "[[disk]]\npath = \"img/vmx.qcow2\"\n[paths]\nstate_dir=\"/var/lib/x\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(plan.boot.disks[0].path, PathBuf::from("/cfg/img/vmx.qcow2"));
+    assert_eq!(
+        plan.boot.disks[0].kind,
+        DiskKind::Image {
+            format: "qcow2".into(),
+            overlay: Some(PathBuf::from("/var/lib/x/vmx-overlay.qcow2"))
+        }
+    );
+}
+
+/// Every broken config or environment value is rejected, and the message names the key.
+#[allow(clippy::too_many_lines)] // one table of cases
+#[test]
+fn broken_inputs_name_their_key() {
+    // (config text, environment, the key the error must name)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        ("[vm]\nmemroy = 5\n[kernel]\npath=\"k\"", &[], "memroy"),
+        (
+            "[vm]\nmemory = \"lots\"\n[kernel]\npath=\"k\"",
+            &[],
+            "memory",
+        ),
+        ("[vm]\nmemory = 4\n[kernel]\npath=\"k\"", &[], "vm.memory"),
+        ("[vm]\nsmp = 0\n[kernel]\npath=\"k\"", &[], "vm.smp"),
+        (
+            "[vm]\naccel = \"hvf\"\n[kernel]\npath=\"k\"",
+            &[],
+            "vm.accel",
+        ),
+        ("[vm]\nname = \"a b\"\n[kernel]\npath=\"k\"", &[], "vm.name"),
+        (
+            "[vm]\nshutdown_timeout = 0\n[kernel]\npath=\"k\"",
+            &[],
+            "vm.shutdown_timeout",
+        ),
+        (
+            "[vm]\nboot_timeout = 0\n[kernel]\npath=\"k\"",
+            &[],
+            "vm.boot_timeout",
+        ),
+        ("[vm]\ncpu = \"a b\"\n[kernel]\npath=\"k\"", &[], "vm.cpu"),
+        ("", &[], "disk"),
+        (
+            "[[disk]]\npath=\"d\"\nformat=\"qcow3\"",
+            &[],
+            "disk[0].format",
+        ),
+        (
+            "[[disk]]\npath=\"d\"\ninterface=\"sata\"",
+            &[],
+            "disk[0].interface",
+        ),
+        ("[[disk]]\npath=\"d\"\ntypo=1", &[], "typo"),
+        (
+            "[kernel]\npath=\"k\"\n[nics]\nnames=[\"eth0\"]",
+            &[],
+            "nics.names[0]",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[nics]\nnames=[\"eth1\",\"eth1\"]",
+            &[],
+            "nics.names[1]",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[nics]\non_timeout=\"maybe\"",
+            &[],
+            "nics.on_timeout",
+        ),
+        ("[kernel]\npath=\"k\"\n[nics]\nmtu=10", &[], "nics.mtu"),
+        (
+            "[kernel]\npath=\"k\"\n[nics]\nprefix=\"a/b\"",
+            &[],
+            "nics.prefix",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[nics]\nmodel=\"e1000 x\"",
+            &[],
+            "nics.model",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[management]\nmode=\"bridge\"",
+            &[],
+            "management.mode",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[management]\nforwards=[\"tcp:99999\"]",
+            &[],
+            "management.forwards[0]",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[management]\nforwards=[\"sctp:22\"]",
+            &[],
+            "management.forwards[0]",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[restart]\npolicy=\"always\"",
+            &[],
+            "restart.policy",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[restart]\nbackoff=9999",
+            &[],
+            "restart.backoff",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[console]\nready_pattern=\"\"",
+            &[],
+            "console.ready_pattern",
+        ),
+        ("[kernel]\npath=\"\"", &[], "kernel.path"),
+        ("[kernal]\npath=\"k\"", &[], "kernal"),
+        ("not toml at all [", &[], "launcher.toml"),
+        (MIN, &[("QEMU_MEMORY", "2G")], "QEMU_MEMORY"),
+        (MIN, &[("QEMU_MEMORY", "1")], "QEMU_MEMORY"),
+        (MIN, &[("QEMU_SMP", "two")], "QEMU_SMP"),
+        (MIN, &[("QEMU_SMP", "0")], "QEMU_SMP"),
+        (MIN, &[("QEMU_CPU", "host x")], "QEMU_CPU"),
+        (MIN, &[("CLAB_INTFS", "-1")], "CLAB_INTFS"),
+        (MIN, &[("CLAB_INTFS", "100000")], "CLAB_INTFS"),
+        (MIN, &[("BOOT_DELAY", "soon")], "BOOT_DELAY"),
+        (MIN, &[("LAUNCHER_ACCEL", "xen")], "LAUNCHER_ACCEL"),
+        (
+            MIN,
+            &[("QEMU_ADDITIONAL_ARGS", "-device 'unterminated")],
+            "QEMU_ADDITIONAL_ARGS",
+        ),
+        (
+            MIN,
+            &[("CLAB_INTF_PREFIX", "way-too-long-prefix")],
+            "CLAB_INTF_PREFIX",
+        ),
+        (MIN, &[("HOSTNAME", "bad host")], "hostname"),
+        (
+            "[kernel]\npath=\"k\"\n[console]\nready_tcp=2222",
+            &[],
+            "console.ready_tcp",
+        ),
+        (
+            "[vm]\nuuid=\"not-a-uuid\"\n[kernel]\npath=\"k\"",
+            &[],
+            "vm.uuid",
+        ),
+        (
+            "[vm]\nsmbios=[\"product=x\"]\n[kernel]\npath=\"k\"",
+            &[],
+            "vm.smbios[0]",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[nics]\noffset=20",
+            &[],
+            "nics.offset",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[bootstrap]\nsteps=[{expect=\"(\"}]",
+            &[],
+            "bootstrap.steps[0].expect",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[bootstrap]\nsteps=[{send=\"{hostnme}\"}]",
+            &[],
+            "bootstrap.steps[0].send",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[bootstrap]\nsteps=[{send=\"a\", wait=1.0}]",
+            &[],
+            "bootstrap.steps[0]",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[bootstrap]\non_timeout=\"panic\"\nsteps=[{wait=1.0}]",
+            &[],
+            "bootstrap.on_timeout",
+        ),
+        (
+            "[[disk]]\npath=\"day0\"\nformat=\"iso\"\ninterface=\"virtio\"",
+            &[],
+            "disk[0].interface",
+        ),
+        (
+            "[[disk]]\npath=\"day0\"\nformat=\"iso\"\nlabel=\"config-2\"",
+            &[],
+            "disk[0].label",
+        ),
+        (
+            "[[disk]]\npath=\"a.qcow2\"\nlabel=\"x\"",
+            &[],
+            "disk[0].label",
+        ),
+        (
+            "[[disk]]\npath=\"a\"\ninterface=\"ide\"\n[[disk]]\npath=\"b\"\ninterface=\"ide\"\n[[disk]]\npath=\"c\"\ninterface=\"ide\"\n[[disk]]\npath=\"d\"\ninterface=\"ide\"\n[[disk]]\npath=\"e\"\nformat=\"iso\"",
+            &[],
+            "5 on ide",
+        ),
+    ];
+    assert!(cases.len() >= 20);
+    for (text, env, key) in cases {
+        match p(text, env) {
+            Ok(_) => panic!("accepted broken input {text:?} {env:?}"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(key),
+                    "error for {text:?} {env:?} does not name {key:?}: {msg}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn management_passthrough_from_env_or_file() {
+    let plan = p(MIN, &[("CLAB_MGMT_PASSTHROUGH", "true")]).unwrap();
+    assert_eq!(
+        plan.management,
+        Management::Passthrough {
+            model: "virtio-net-pci".into(),
+            interface: "eth0".into(),
+            tap: "tap0".into()
+        }
+    );
+    let file = format!("{MIN}\n[management]\nmode = \"passthrough\"\n");
+    assert!(matches!(
+        p(&file, &[]).unwrap().management,
+        Management::Passthrough { .. }
+    ));
+    // CLAB_MGMT_PASSTHROUGH=false turns a file's passthrough back into user mode.
+    assert!(matches!(
+        p(&file, &[("CLAB_MGMT_PASSTHROUGH", "false")])
+            .unwrap()
+            .management,
+        Management::User { .. }
+    ));
+    // And leaves none alone.
+    let none = format!("{MIN}\n[management]\nmode = \"none\"\n");
+    assert_eq!(
+        p(&none, &[("CLAB_MGMT_PASSTHROUGH", "false")])
+            .unwrap()
+            .management,
+        Management::None
+    );
+    let err = p(
+        &file,
+        &[("CLAB_INTFS", "1"), ("CLAB_MGMT_PASSTHROUGH", "yes please")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("CLAB_MGMT_PASSTHROUGH"), "{err}");
+    let clash =
+        format!("{MIN}\n[management]\nmode = \"passthrough\"\ntap = \"tap1\"\n[nics]\ncount = 1\n");
+    let err = p(&clash, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("management.mode") && err.contains("tap1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn example_file_parses() {
+    let text = include_str!("../../launcher.toml.example");
+    // The example documents every key; with a kernel so it is bootable as written.
+    p(text, &[]).expect("launcher.toml.example must be a valid config");
+}

@@ -1,0 +1,143 @@
+//! One VM: runs the section builders in order, then the checks that span sections (the
+//! management passthrough against the data links, `console.ready_tcp` against the forwards) and
+//! decides how the startup config is delivered. Never reads the file's layout (`node` hands over
+//! this VM's sections and keys) and never looks at the other VMs.
+
+use super::env::{NodeEnv, VmEnv};
+use super::hardware::{self, NodeNics};
+use super::schema::{
+    BootstrapSection, ConsoleSection, DiskSection, KernelSection, MgmtSection, RestartSection,
+    VmSection,
+};
+use super::sections;
+use super::{
+    resolve, ConfigError, DataLink, Delivery, Key, Management, Nics, Overrides, Protocol,
+    StartupConfig, Step, VmPlan,
+};
+use std::path::{Path, PathBuf};
+
+/// One VM's part of the file, and where its keys live.
+pub(super) struct VmInput<'a> {
+    /// The `[vm]` table's key: `vm`, or `vm[i]` in a node of several.
+    pub(super) key: Key,
+    /// Where the VM's own sections (kernel, disk, console, management, bootstrap) hang: the top
+    /// level, or `vm[i]`.
+    pub(super) sections: Key,
+    pub(super) in_node: bool,
+    pub(super) vm: &'a VmSection,
+    pub(super) kernel: Option<&'a KernelSection>,
+    pub(super) disks: &'a [DiskSection],
+    pub(super) management: &'a MgmtSection,
+    pub(super) console: &'a ConsoleSection,
+    pub(super) bootstrap: Option<&'a BootstrapSection>,
+    pub(super) run_dir: PathBuf,
+    pub(super) state_dir: PathBuf,
+    /// This VM's data links (all of the node's for a single VM).
+    pub(super) links: Vec<DataLink>,
+    /// This VM's internal-network taps.
+    pub(super) internal: Vec<String>,
+    /// The variables that size this VM (set for the first VM only).
+    pub(super) env: &'a VmEnv,
+}
+
+/// What every VM of the node shares.
+pub(super) struct Shared<'a> {
+    pub(super) base: &'a Path,
+    pub(super) env: &'a NodeEnv,
+    pub(super) over: &'a Overrides,
+    pub(super) nics: &'a NodeNics,
+    pub(super) restart: &'a RestartSection,
+}
+
+pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> {
+    let base = shared.base;
+    let name = hardware::vm_name(&v.key, &v.vm.name)?;
+    let machine = hardware::machine(&v.key, v.vm, v.env, &shared.env.accel)?;
+    let supervision = sections::supervision(&v.key, v.vm, shared.restart)?;
+    let boot = hardware::boot(
+        &v.sections,
+        v.kernel,
+        v.disks,
+        &machine.machine_type,
+        base,
+        &v.state_dir,
+    )?;
+    let all_links = &shared.nics.nics.links;
+    let (management, mode_key) = sections::management(
+        &v.sections,
+        v.management,
+        &v.env.mgmt_passthrough,
+        &shared.nics.nics.model,
+        base,
+    )?;
+    let console = sections::console(&v.sections, v.console, base)?;
+    let bootstrap = v
+        .bootstrap
+        .map(|b| sections::bootstrap(&v.sections, b))
+        .transpose()?;
+    let credentials = sections::credentials(v.bootstrap, shared.env, shared.over)?;
+
+    // Across sections: the management interface is no data link of the node ...
+    if let Management::Passthrough { interface, tap, .. } = &management {
+        if all_links
+            .iter()
+            .any(|l| &l.eth == interface || &l.tap == tap)
+        {
+            return Err(mode_key.invalid(
+                "passthrough",
+                format!(
+                    "the management interface {interface} or its tap {tap} is also a data link"
+                ),
+            ));
+        }
+    }
+    // ... a TCP readiness probe goes through a forward ...
+    if let Some(port) = console.ready_tcp {
+        let forwarded = match &management {
+            Management::User { forwards, .. } => forwards
+                .iter()
+                .any(|fw| fw.proto == Protocol::Tcp && fw.host_port == port),
+            Management::None | Management::Passthrough { .. } => false,
+        };
+        if !forwarded {
+            return Err(v.sections.child("console").child("ready_tcp").invalid(
+                port,
+                "must be a TCP port in management.forwards (user mode)",
+            ));
+        }
+    }
+    // ... and the startup config is typed on the console when the bootstrap has a step for it.
+    let typed = bootstrap
+        .as_ref()
+        .is_some_and(|b| b.steps.iter().any(|s| matches!(s, Step::SendConfig { .. })));
+    let startup_config = v.vm.startup_config.as_deref().map(|p| StartupConfig {
+        path: resolve(base, p),
+        via: if typed {
+            Delivery::Console
+        } else {
+            Delivery::FwCfg
+        },
+    });
+
+    Ok(VmPlan {
+        name,
+        in_node: v.in_node,
+        machine,
+        boot,
+        nics: Nics {
+            model: shared.nics.nics.model.clone(),
+            offset: shared.nics.nics.offset,
+            queues: shared.nics.nics.queues,
+            per_bridge: shared.nics.nics.per_bridge,
+            links: v.links,
+        },
+        management,
+        internal: v.internal,
+        console,
+        bootstrap,
+        startup_config,
+        supervision,
+        run_dir: v.run_dir,
+        credentials,
+    })
+}
