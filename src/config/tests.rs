@@ -506,3 +506,170 @@ fn example_file_parses() {
     // The example documents every key; with a kernel so it is bootable as written.
     p(text, &[]).expect("launcher.toml.example must be a valid config");
 }
+
+#[test]
+fn choice_names_every_option() {
+    let key = Key::new("a").child("b");
+    let opts = [("x", 1), ("y|why", 2), ("z (the last)", 3)];
+    assert_eq!(choice(&key, "x", &opts).unwrap(), 1);
+    assert_eq!(choice(&key, "why", &opts).unwrap(), 2);
+    assert_eq!(choice(&key, "z", &opts).unwrap(), 3);
+    // A note is never part of a spelling.
+    assert!(choice(&key, "z (the last)", &opts).is_err());
+    assert_eq!(
+        choice(&key, "w", &opts).unwrap_err().to_string(),
+        "a.b = \"w\": expected x, y or z (the last)"
+    );
+    assert_eq!(
+        choice(&key, "", &[("on", true), ("off", false)])
+            .unwrap_err()
+            .to_string(),
+        "a.b = \"\": expected on or off"
+    );
+    assert_eq!(
+        choice(&key, "q", &[("only", ())]).unwrap_err().to_string(),
+        "a.b = \"q\": expected only"
+    );
+}
+
+#[test]
+fn keys_are_built_as_the_code_descends() {
+    assert_eq!(Key::root().child("nics").as_str(), "nics");
+    assert_eq!(
+        Key::new("vm")
+            .index(1)
+            .child("disk")
+            .index(0)
+            .child("path")
+            .as_str(),
+        "vm[1].disk[0].path"
+    );
+    assert_eq!(Key::new("QEMU_SMP").to_string(), "QEMU_SMP");
+}
+
+/// An error inside a `[[vm]]` entry names the entry; the same error in a single VM does not.
+#[test]
+fn entry_errors_name_the_entry() {
+    let err = |text: &str| pn(text, &[]).unwrap_err().to_string();
+    let disk = TWO.replace("[vm.kernel]\npath = \"k2\"", "[[vm.disk]]\npath = \"\"");
+    assert_eq!(
+        err(&disk),
+        "vm[1].disk[0].path = \"\": must name a disk image"
+    );
+    assert_eq!(
+        err("[[disk]]\npath = \"\""),
+        "disk[0].path = \"\": must name a disk image"
+    );
+    let steps = TWO.replace(
+        "path = \"k2\"",
+        "path = \"k2\"\n[vm.bootstrap]\nsteps = [{wait = 1.0}, {send = \"{x}\"}]",
+    );
+    assert!(
+        err(&steps).starts_with("vm[1].bootstrap.steps[1].send = \"{x}\": unknown placeholder {x}")
+    );
+    assert_eq!(
+        err(&TWO.replace("memory = 512", "smbios = [\"x\"]")),
+        "vm[1].smbios[0] = \"x\": expected a qemu -smbios value such as type=1,product=X"
+    );
+    // Node-wide sections and the environment keep their own names.
+    assert_eq!(
+        err(&TWO.replace("count = 4", "count = 4\nmtu = 1")),
+        "nics.mtu = \"1\": must be between 68 and 65535"
+    );
+    assert_eq!(
+        pn(TWO, &[("QEMU_SMP", "0")]).unwrap_err().to_string(),
+        "QEMU_SMP = \"0\": vCPUs must be between 1 and 256"
+    );
+    let mgmt = TWO.replace(
+        "ready_pattern = \"up\"",
+        "ready_pattern = \"up\"\n[vm.management]\nmode = \"x\"",
+    );
+    assert_eq!(
+        err(&mgmt),
+        "vm[1].management.mode = \"x\": expected user, passthrough or none"
+    );
+}
+
+#[test]
+fn node_settings_come_once_from_the_node() {
+    let n = pn(
+        &TWO.replace("name = \"cp\"", "name = \"cp\"\nboot_delay = 3")
+            .replace(
+                "count = 4",
+                "count = 4\nmtu = 1500\nwait_timeout = 7\non_timeout = \"continue\"",
+            ),
+        &[("QEMU_SMP", "2")],
+    )
+    .unwrap();
+    let s = &n.settings;
+    assert_eq!(s.identity, "cp");
+    assert_eq!(s.health_file, PathBuf::from("/health"));
+    assert_eq!(s.link_wait_timeout, Duration::from_secs(7));
+    assert_eq!(s.on_missing_links, OnMissingLinks::Continue);
+    assert_eq!(s.tap_mtu, 1500);
+    assert_eq!(s.boot_delay, Duration::from_secs(3));
+    // The first VM only is sized by the environment; both are in the node.
+    assert_eq!((n.vms[0].machine.smp, n.vms[1].machine.smp), (2, 1));
+    assert!(n.vms.iter().all(|v| v.in_node));
+    assert_eq!(n.vms[1].serial_label(0), "console lc");
+    let one = pn(MIN, &[("HOSTNAME", "r1")]).unwrap();
+    assert_eq!(one.settings.identity, "r1");
+    assert!(!one.vms[0].in_node);
+    assert_eq!(one.vms[0].mac_seed(), "r1");
+    assert_eq!(one.vms[0].serial_label(2), "ttyS2");
+}
+
+#[test]
+fn disk_kinds_and_startup_config_delivery() {
+    let plan = p(
+        "[[disk]]\npath = \"a.qcow2\"\noverlay = false\n[[disk]]\npath = \"lic\"\nformat = \"fat\"\n[[disk]]\npath = \"day0\"\nformat = \"iso\"\nlabel = \"cidata\"\n[vm]\nstartup_config = \"s.cfg\"\n",
+        &[],
+    )
+    .unwrap();
+    let kinds: Vec<_> = plan.boot.disks.iter().map(|d| d.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        [
+            DiskKind::Image {
+                format: "qcow2".into(),
+                overlay: None
+            },
+            DiskKind::Fat,
+            DiskKind::Cd {
+                image: PathBuf::from("/var/lib/launcher/day0-2.iso"),
+                label: "cidata".into()
+            },
+        ]
+    );
+    assert_eq!(plan.boot.disks[2].interface, DiskInterface::Ide);
+    let fw = plan.startup_config.unwrap();
+    assert_eq!(
+        (fw.path, fw.via),
+        (PathBuf::from("/cfg/s.cfg"), Delivery::FwCfg)
+    );
+    let typed = p(
+        "[vm]\nstartup_config = \"s.cfg\"\n[kernel]\npath = \"k\"\n[bootstrap]\nsteps = [{send_config = \"#\"}]\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(typed.startup_config.unwrap().via, Delivery::Console);
+}
+
+#[test]
+fn interface_name_rule() {
+    for ok in ["eth0", "a", "fifteen-chars-x", "tap.1"] {
+        assert_eq!(ifname_problem(ok), None, "{ok}");
+    }
+    for bad in [
+        "",
+        "sixteen-chars-xx",
+        "a/b",
+        "a:b",
+        "a b",
+        "a\0",
+        ".",
+        "..",
+    ] {
+        assert!(ifname_problem(bad).is_some(), "{bad:?}");
+    }
+}
