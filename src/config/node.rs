@@ -13,7 +13,6 @@ use super::{
     decode, resolve, ConfigError, InternalNet, Key, Management, Node, NodeSettings, Overrides,
     Protocol, VmPlan, MAX_INTERNAL,
 };
-use std::borrow::Cow;
 use std::path::Path;
 use std::time::Duration;
 
@@ -198,23 +197,17 @@ fn several(
     if entries.is_empty() || entries.len() > 8 {
         return Err(Key::new("vm").invalid(entries.len(), "between 1 and 8 [[vm]] entries"));
     }
-    // With [[vm]], what belongs to one VM lives in its entry.
-    let top_level = [
-        ("kernel", f.kernel.is_some()),
-        ("disk", !f.disks.is_empty()),
-        ("bootstrap", f.bootstrap.is_some()),
-        ("console", f.console.is_some()),
-    ];
-    if let Some((k, _)) = top_level.iter().find(|(_, set)| *set) {
-        return Err(Key::new(k).invalid(
-            "(top level)",
-            format!("with [[vm]] entries, give each VM its own [vm.{k}]"),
-        ));
-    }
+    nothing_per_vm_at_top_level(f)?;
     let nics = hardware::nics(&f.nics, &env.node)?;
     let shared = shared(f, base, env, over, &nics);
     let all: Vec<u32> = nics.nics.links.iter().map(|l| l.index).collect();
     let no_env = Default::default();
+    // Without a [vm.management], a VM has the file's; only the first VM forwards the
+    // container's ports by default.
+    let default_mgmt = MgmtSection {
+        forwards: vec![],
+        ..f.management.clone()
+    };
     let (mut vms, mut selections, mut nets, mut first_boot_delay) =
         (Vec::new(), Vec::new(), Vec::new(), None);
     for (i, entry) in entries.into_iter().enumerate() {
@@ -222,15 +215,6 @@ fn several(
         let e = Entry::decode(i, &key, entry, origin)?;
         let ports = data_ports(&key.child("data"), e.data.as_ref(), &all)?;
         let internal = internal_taps(&key.child("internal"), i, &e.internal, &mut nets)?;
-        let management = match &e.management {
-            Some(m) => Cow::Borrowed(m),
-            None if i == 0 => Cow::Borrowed(&f.management),
-            // Only the first VM forwards the container's ports by default.
-            None => Cow::Owned(MgmtSection {
-                forwards: vec![],
-                ..f.management.clone()
-            }),
-        };
         let plan = vm::build(
             VmInput {
                 key: key.clone(),
@@ -239,7 +223,11 @@ fn several(
                 vm: &e.vm,
                 kernel: e.kernel.as_ref(),
                 disks: &e.disks,
-                management: &management,
+                management: e.management.as_ref().unwrap_or(if i == 0 {
+                    &f.management
+                } else {
+                    &default_mgmt
+                }),
                 console: &e.console,
                 bootstrap: e.bootstrap.as_ref(),
                 run_dir: resolve(base, &format!("{}/{}", f.paths.run_dir, e.vm.name)),
@@ -274,6 +262,23 @@ fn several(
     no_clashes(&vms)?;
     let first_boot_delay = first_boot_delay.expect("at least one [[vm]] entry");
     finish(f, base, env, &nics, first_boot_delay, vms, nets)
+}
+
+/// With [[vm]], what belongs to one VM lives in its entry.
+fn nothing_per_vm_at_top_level(f: &File) -> Result<(), ConfigError> {
+    let top_level = [
+        ("kernel", f.kernel.is_some()),
+        ("disk", !f.disks.is_empty()),
+        ("bootstrap", f.bootstrap.is_some()),
+        ("console", f.console.is_some()),
+    ];
+    match top_level.iter().find(|(_, set)| *set) {
+        Some((k, _)) => Err(Key::new(k).invalid(
+            "(top level)",
+            format!("with [[vm]] entries, give each VM its own [vm.{k}]"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Parses a `data` port selection: "all", "none", or numbers and ranges ("1-4,7"). Ports the

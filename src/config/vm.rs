@@ -11,8 +11,8 @@ use super::schema::{
 };
 use super::sections;
 use super::{
-    resolve, ConfigError, DataLink, Delivery, Key, Management, Nics, Overrides, Protocol,
-    StartupConfig, Step, VmPlan,
+    resolve, Bootstrap, ConfigError, Console, DataLink, Delivery, Key, Management, Nics, Overrides,
+    Protocol, StartupConfig, Step, VmPlan,
 };
 use std::path::{Path, PathBuf};
 
@@ -62,7 +62,6 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
         base,
         &v.state_dir,
     )?;
-    let all_links = &shared.nics.nics.links;
     let (management, mode_key) = sections::management(
         &v.sections,
         v.management,
@@ -76,47 +75,11 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
         .map(|b| sections::bootstrap(&v.sections, b))
         .transpose()?;
     let credentials = sections::credentials(v.bootstrap, shared.env, shared.over)?;
-
-    // Across sections: the management interface is no data link of the node ...
-    if let Management::Passthrough { interface, tap, .. } = &management {
-        if all_links
-            .iter()
-            .any(|l| &l.eth == interface || &l.tap == tap)
-        {
-            return Err(mode_key.invalid(
-                "passthrough",
-                format!(
-                    "the management interface {interface} or its tap {tap} is also a data link"
-                ),
-            ));
-        }
-    }
-    // ... a TCP readiness probe goes through a forward ...
-    if let Some(port) = console.ready_tcp {
-        let forwarded = match &management {
-            Management::User { forwards, .. } => forwards
-                .iter()
-                .any(|fw| fw.proto == Protocol::Tcp && fw.host_port == port),
-            Management::None | Management::Passthrough { .. } => false,
-        };
-        if !forwarded {
-            return Err(v.sections.child("console").child("ready_tcp").invalid(
-                port,
-                "must be a TCP port in management.forwards (user mode)",
-            ));
-        }
-    }
-    // ... and the startup config is typed on the console when the bootstrap has a step for it.
-    let typed = bootstrap
-        .as_ref()
-        .is_some_and(|b| b.steps.iter().any(|s| matches!(s, Step::SendConfig { .. })));
+    passthrough_is_no_data_link(&management, &mode_key, &shared.nics.nics.links)?;
+    ready_tcp_is_forwarded(&console, &management, &v.sections)?;
     let startup_config = v.vm.startup_config.as_deref().map(|p| StartupConfig {
         path: resolve(base, p),
-        via: if typed {
-            Delivery::Console
-        } else {
-            Delivery::FwCfg
-        },
+        via: delivery(bootstrap.as_ref()),
     });
 
     Ok(VmPlan {
@@ -140,4 +103,59 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
         run_dir: v.run_dir,
         credentials,
     })
+}
+
+/// The management interface and its tap are no data link of the node.
+fn passthrough_is_no_data_link(
+    management: &Management,
+    mode_key: &Key,
+    links: &[DataLink],
+) -> Result<(), ConfigError> {
+    if let Management::Passthrough { interface, tap, .. } = management {
+        if links.iter().any(|l| &l.eth == interface || &l.tap == tap) {
+            return Err(mode_key.invalid(
+                "passthrough",
+                format!(
+                    "the management interface {interface} or its tap {tap} is also a data link"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A TCP readiness probe goes through a user-mode forward.
+fn ready_tcp_is_forwarded(
+    console: &Console,
+    management: &Management,
+    sections: &Key,
+) -> Result<(), ConfigError> {
+    let Some(port) = console.ready_tcp else {
+        return Ok(());
+    };
+    let forwarded = match management {
+        Management::User { forwards, .. } => forwards
+            .iter()
+            .any(|fw| fw.proto == Protocol::Tcp && fw.host_port == port),
+        Management::None | Management::Passthrough { .. } => false,
+    };
+    if !forwarded {
+        return Err(sections.child("console").child("ready_tcp").invalid(
+            port,
+            "must be a TCP port in management.forwards (user mode)",
+        ));
+    }
+    Ok(())
+}
+
+/// The startup config is typed on the console when the bootstrap has a step for it, else it
+/// goes by fw_cfg.
+fn delivery(bootstrap: Option<&Bootstrap>) -> Delivery {
+    let typed =
+        bootstrap.is_some_and(|b| b.steps.iter().any(|s| matches!(s, Step::SendConfig { .. })));
+    if typed {
+        Delivery::Console
+    } else {
+        Delivery::FwCfg
+    }
 }
