@@ -38,7 +38,12 @@ impl<T> From<Result<Option<T>, ConfigError>> for Var<T> {
     fn from(r: Result<Option<T>, ConfigError>) -> Self {
         Var(r.map_err(|e| match e {
             ConfigError::Invalid { key, value, reason } => Bad { key, value, reason },
-            other => unreachable!("an environment variable fails as Invalid, not {other}"),
+            // Never: every check here fails as Invalid. Kept total all the same.
+            other => Bad {
+                key: String::new(),
+                value: String::new(),
+                reason: other.to_string(),
+            },
         }))
     }
 }
@@ -84,66 +89,78 @@ pub(super) struct EnvSettings {
 
 impl EnvSettings {
     pub(super) fn read(env: &Env) -> EnvSettings {
-        let text = |var: &str| env.get(var).cloned();
-        let set = |var: &str| env.get(var).filter(|v| !v.trim().is_empty());
         EnvSettings {
-            node: NodeEnv {
-                accel: env
-                    .get("LAUNCHER_ACCEL")
-                    .filter(|s| !s.is_empty())
-                    .map(|a| {
-                        choice(
-                            &Key::new("LAUNCHER_ACCEL"),
-                            a,
-                            &[
-                                ("auto", Accel::Auto),
-                                ("kvm", Accel::Kvm),
-                                ("tcg", Accel::Tcg),
-                            ],
-                        )
-                    })
-                    .transpose()
-                    .into(),
-                boot_delay: number::<u64>(env, "BOOT_DELAY", "a number of seconds")
-                    .and_then(|d| match d {
-                        Some(d) if d > 3600 => {
-                            Err(Key::new("BOOT_DELAY").invalid(d, "at most 3600 seconds"))
-                        }
-                        d => Ok(d),
-                    })
-                    .into(),
-                intfs: number(env, "CLAB_INTFS", "a number of data interfaces").into(),
-                intf_prefix: env
-                    .get("CLAB_INTF_PREFIX")
-                    .filter(|p| !p.is_empty())
-                    .map(|p| {
-                        super::valid_ifname(&Key::new("CLAB_INTF_PREFIX"), p).map(|()| p.clone())
-                    })
-                    .transpose()
-                    .into(),
-                username: text("USERNAME"),
-                password: text("PASSWORD"),
-                hostname: text("HOSTNAME"),
-            },
-            first_vm: VmEnv {
-                memory: number(env, "QEMU_MEMORY", "memory in MiB").into(),
-                smp: number(env, "QEMU_SMP", "a number of vCPUs").into(),
-                cpu: set("QEMU_CPU").map(|c| c.trim().to_string()),
-                additional_args: env
-                    .get("QEMU_ADDITIONAL_ARGS")
-                    .map(|a| {
-                        shell_words::split(a).map_err(|e| {
-                            Key::new("QEMU_ADDITIONAL_ARGS")
-                                .invalid(a, format!("cannot split into words: {e}"))
-                        })
-                    })
-                    .transpose()
-                    .into(),
-                mgmt_passthrough: set("CLAB_MGMT_PASSTHROUGH")
-                    .map(|v| passthrough(v))
-                    .transpose()
-                    .into(),
-            },
+            node: NodeEnv::read(env),
+            first_vm: VmEnv::read(env),
+        }
+    }
+}
+
+impl NodeEnv {
+    fn read(env: &Env) -> NodeEnv {
+        let accel = |a: &String| {
+            choice(
+                &Key::new("LAUNCHER_ACCEL"),
+                a,
+                &[
+                    ("auto", Accel::Auto),
+                    ("kvm", Accel::Kvm),
+                    ("tcg", Accel::Tcg),
+                ],
+            )
+        };
+        let prefix =
+            |p: &String| super::valid_ifname(&Key::new("CLAB_INTF_PREFIX"), p).map(|()| p.clone());
+        NodeEnv {
+            accel: env
+                .get("LAUNCHER_ACCEL")
+                .filter(|s| !s.is_empty())
+                .map(accel)
+                .transpose()
+                .into(),
+            boot_delay: number::<u64>(env, "BOOT_DELAY", "a number of seconds")
+                .and_then(|d| match d {
+                    Some(d) if d > 3600 => {
+                        Err(Key::new("BOOT_DELAY").invalid(d, "at most 3600 seconds"))
+                    }
+                    d => Ok(d),
+                })
+                .into(),
+            intfs: number(env, "CLAB_INTFS", "a number of data interfaces").into(),
+            intf_prefix: env
+                .get("CLAB_INTF_PREFIX")
+                .filter(|p| !p.is_empty())
+                .map(prefix)
+                .transpose()
+                .into(),
+            username: env.get("USERNAME").cloned(),
+            password: env.get("PASSWORD").cloned(),
+            hostname: env.get("HOSTNAME").cloned(),
+        }
+    }
+}
+
+impl VmEnv {
+    fn read(env: &Env) -> VmEnv {
+        let set = |var: &str| env.get(var).filter(|v| !v.trim().is_empty());
+        let words = |a: &String| {
+            shell_words::split(a).map_err(|e| {
+                Key::new("QEMU_ADDITIONAL_ARGS").invalid(a, format!("cannot split into words: {e}"))
+            })
+        };
+        VmEnv {
+            memory: number(env, "QEMU_MEMORY", "memory in MiB").into(),
+            smp: number(env, "QEMU_SMP", "a number of vCPUs").into(),
+            cpu: set("QEMU_CPU").map(|c| c.trim().to_string()),
+            additional_args: env
+                .get("QEMU_ADDITIONAL_ARGS")
+                .map(words)
+                .transpose()
+                .into(),
+            mgmt_passthrough: set("CLAB_MGMT_PASSTHROUGH")
+                .map(|v| passthrough(v))
+                .transpose()
+                .into(),
         }
     }
 }

@@ -302,45 +302,7 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
             ("continue", OnMissingLinks::Continue),
         ],
     )?;
-    let limits: [(&str, u32, u32, u32, &str); 3] = [
-        (
-            "offset",
-            n.offset,
-            0,
-            8,
-            "at most 8 empty NIC slots before data NIC 1",
-        ),
-        (
-            "queues",
-            n.queues,
-            0,
-            16,
-            "at most 16 queues per NIC (0 = auto)",
-        ),
-        (
-            "per_bridge",
-            n.per_bridge,
-            1,
-            31,
-            "a PCI bridge has slots 1 to 31",
-        ),
-    ];
-    for (name, v, lo, hi, why) in limits {
-        if !(lo..=hi).contains(&v) {
-            return Err(key.child(name).invalid(v, why));
-        }
-        if name == "queues" && v > 1 && !n.model.starts_with("virtio-net") {
-            return Err(key.child(name).invalid(
-                v,
-                format!("multi-queue needs a virtio-net NIC, not {}", n.model),
-            ));
-        }
-    }
-    if !(68..=65535).contains(&n.mtu) {
-        return Err(key
-            .child("mtu")
-            .invalid(n.mtu, "must be between 68 and 65535"));
-    }
+    layout(&key, n)?;
     Ok(NodeNics {
         nics: Nics {
             model: n.model.clone(),
@@ -353,6 +315,37 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
         on_missing_links,
         tap_mtu: n.mtu,
     })
+}
+
+/// nics.offset, nics.queues, nics.per_bridge and nics.mtu.
+fn layout(key: &Key, n: &NicSection) -> Result<(), ConfigError> {
+    if n.offset > 8 {
+        return Err(key
+            .child("offset")
+            .invalid(n.offset, "at most 8 empty NIC slots before data NIC 1"));
+    }
+    if n.queues > 16 {
+        return Err(key
+            .child("queues")
+            .invalid(n.queues, "at most 16 queues per NIC (0 = auto)"));
+    }
+    if n.queues > 1 && !n.model.starts_with("virtio-net") {
+        return Err(key.child("queues").invalid(
+            n.queues,
+            format!("multi-queue needs a virtio-net NIC, not {}", n.model),
+        ));
+    }
+    if !(1..=31).contains(&n.per_bridge) {
+        return Err(key
+            .child("per_bridge")
+            .invalid(n.per_bridge, "a PCI bridge has slots 1 to 31"));
+    }
+    if !(68..=65535).contains(&n.mtu) {
+        return Err(key
+            .child("mtu")
+            .invalid(n.mtu, "must be between 68 and 65535"));
+    }
+    Ok(())
 }
 
 /// The data links, in port order: from nics.names, else CLAB_INTFS or nics.count.
