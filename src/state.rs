@@ -490,4 +490,58 @@ mod tests {
         assert_eq!(State::Ready.health_line(), "0 running");
         assert!(State::Failed.health_line().starts_with('1'));
     }
+
+    fn node(dir: &std::path::Path, vms: &[&str]) -> NodeState {
+        let snap = Snapshot {
+            name: "r1".into(),
+            vms: vms
+                .iter()
+                .map(|n| crate::control::VmSnapshot {
+                    name: n.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        NodeState::new(snap, dir.join("health"))
+    }
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("launcher-state-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn the_node_state_follows_its_vms_and_writes_the_health_file() {
+        let d = temp_dir("health");
+        let n = node(&d, &["cp", "fp"]);
+        let health = || std::fs::read_to_string(d.join("health")).unwrap();
+        assert_eq!(health(), "1 starting\n");
+        let changed = n.changed();
+        for vm in [n.vm(0), n.vm(1)] {
+            vm.advance(State::Booting, "spawned");
+            vm.advance(State::Running, "runs");
+            vm.advance(State::Ready, "ready");
+        }
+        assert!(changed.has_changed().unwrap());
+        assert_eq!(health(), "0 running\n");
+        assert_eq!(n.shared().lock().unwrap().lifecycle.state, State::Ready);
+        // Only the VMs that can make the move make it.
+        n.vm(1).advance(State::Stopping, "x");
+        n.vm(1).advance(State::Stopped, "x");
+        n.advance_where_valid(State::Stopping, "SIGTERM");
+        assert_eq!(n.vm(0).state(), State::Stopping);
+        assert_eq!(n.vm(1).state(), State::Stopped);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "a caller bug")]
+    fn an_invalid_move_is_a_caller_bug_in_a_debug_build() {
+        let d = temp_dir("invalid");
+        let n = node(&d, &["vm"]);
+        n.vm(0).advance(State::Ready, "not from starting");
+    }
 }

@@ -106,27 +106,9 @@ pub async fn run(mut node: Node) -> Result<Code, SupervisorError> {
     }
     // 10. Per VM: its fds at fixed numbers and its argv. Only now: the links are wired and the
     //     plan holds everything the argv needs (passthrough MAC, rendered kernel line).
-    let fds = setup::fd_bindings(&node, &net);
+    let vms = setup::ready_vms(node, &accels, &net, consoles, &state, &reaper);
+    // From here the watcher task owns the data links; it re-wires a re-created ethN.
     setup::keep_links_wired(&mut net);
-    let vms = node
-        .vms
-        .into_iter()
-        .zip(accels.iter().zip(fds))
-        .zip(consoles.into_iter().zip(net.mgmts.iter().cloned()))
-        .enumerate()
-        .map(
-            |(i, ((plan, (accel, fds)), ((hub, console_rx), mgmt)))| vm::Vm {
-                argv: qemu::argv(&plan, accel),
-                plan,
-                mgmt,
-                fds,
-                handle: state.vm(i),
-                hub,
-                console_rx,
-                reaper: reaper.clone(),
-            },
-        )
-        .collect();
     // 11. The VMs: ordered start, reverse stop, restarts; their ends make the exit code.
     let code = node::drive(vms, &state, &mut signals, t0).await;
     // The taps (management, internal) close only now, after every qemu has exited.

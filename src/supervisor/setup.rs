@@ -4,7 +4,8 @@
 //! Never starts qemu.
 
 use super::mgmt::{self, MgmtAddrs};
-use super::reaper::Signals;
+use super::reaper::{Reaper, Signals};
+use super::vm::Vm;
 use super::SupervisorError;
 use crate::config::{DataLink, Management, Node};
 use crate::console::{self, ConsoleEvent, Hub};
@@ -128,7 +129,7 @@ pub fn prepare_files(node: &mut Node) -> Result<(), SupervisorError> {
 /// Every network object the launcher owns for its whole life, and what the VMs learn from it.
 pub struct Net {
     /// Per VM: its management addresses.
-    pub mgmts: Vec<MgmtAddrs>,
+    mgmts: Vec<MgmtAddrs>,
     /// Per VM: its management tap (passthrough).
     mgmt_taps: Vec<Option<Tap>>,
     /// The data links (and their taps) until the wait is over; then the watcher owns them.
@@ -264,7 +265,7 @@ fn stopped_before_qemu(state: &NodeState, signal: &str) -> Waited {
 /// management tap at MGMT_TAP_FD, data taps at TAP_FD_BASE + (link position in the VM) *
 /// queues + queue. The one place these numbers are computed here (qemu's argv computes the
 /// same from the plan).
-pub fn fd_bindings(node: &Node, net: &Net) -> Vec<Vec<(i32, RawFd)>> {
+fn fd_bindings(node: &Node, net: &Net) -> Vec<Vec<(i32, RawFd)>> {
     let mut fds: Vec<Vec<(i32, RawFd)>> = vec![Vec::new(); node.vms.len()];
     for (i, tap) in net.mgmt_taps.iter().enumerate() {
         if let Some(t) = tap {
@@ -294,6 +295,33 @@ pub fn fd_bindings(node: &Node, net: &Net) -> Vec<Vec<(i32, RawFd)>> {
         }
     }
     fds
+}
+
+/// Each VM ready to run: its argv, its fds at fixed numbers, its console, its state handle.
+pub fn ready_vms(
+    node: Node,
+    accels: &[AccelChoice],
+    net: &Net,
+    consoles: Vec<Console>,
+    state: &NodeState,
+    reaper: &Reaper,
+) -> Vec<Vm> {
+    let fds = fd_bindings(&node, net);
+    let per_vm = accels.iter().zip(fds).zip(consoles).zip(&net.mgmts);
+    let vms = node.vms.into_iter().zip(per_vm).enumerate();
+    vms.map(
+        |(i, (plan, (((accel, fds), (hub, console_rx)), mgmt)))| Vm {
+            argv: qemu::argv(&plan, accel),
+            plan,
+            mgmt: mgmt.clone(),
+            fds,
+            handle: state.vm(i),
+            hub,
+            console_rx,
+            reaper: reaper.clone(),
+        },
+    )
+    .collect()
 }
 
 /// From here the watcher owns the data links (and their tap fds) for the launcher's whole
