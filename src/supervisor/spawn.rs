@@ -17,6 +17,7 @@ pub fn qemu(argv: &[OsString], fds: &[(i32, RawFd)]) -> std::io::Result<i32> {
     cmd.args(&argv[1..]).stdin(Stdio::null());
     // Everything the child touches is allocated here, before fork: the closure below runs in
     // the forked child, where allocating (or taking any lock) may deadlock.
+    debug_assert!(fds.iter().all(|&(n, _)| (0..PARK_FROM).contains(&n)));
     let fds = fds.to_vec();
     let mut parked: Vec<RawFd> = vec![-1; fds.len()];
     // SAFETY: the closure runs in the child between fork and exec. It calls only fcntl, dup2
