@@ -12,6 +12,7 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod disks;
+pub mod exit;
 pub mod net;
 pub mod qemu;
 pub mod state;

@@ -1,8 +1,15 @@
 //! The VM's lifecycle: the state enum, its valid transitions, and a timestamped record of the
-//! current state. Pure: no I/O. The supervisor drives it; status and health read it.
+//! current state; readiness; the node aggregate; and the live node state (`NodeState`, each
+//! VM's `VmHandle`) with the /health file, its only I/O. The supervisor drives it through the
+//! handles; status and health read it. Never spawns, never touches the network.
 
+// The snapshot type moves here with the control room's rewrite; until then it is imported.
+use crate::control::{Shared, Snapshot};
 use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -224,6 +231,166 @@ impl Readiness {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The node's live state: the snapshot status reads, and the /health file. The supervisor holds a
+// `NodeState` and hands each VM its `VmHandle`; nothing else writes the snapshot. The only I/O
+// here is the health file.
+// ---------------------------------------------------------------------------------------------
+
+/// The node's shared snapshot plus the health file. Each VM moves its own lifecycle; the node's
+/// state is derived from them ([`aggregate`]) and is what `/health` says.
+#[derive(Clone)]
+pub struct NodeState {
+    shared: Shared,
+    health_file: PathBuf,
+    /// Bumped on every VM state change (the ordered start waits on it).
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl NodeState {
+    /// Publishes `snapshot` and writes the health file's first line ("starting").
+    pub fn new(snapshot: Snapshot, health_file: PathBuf) -> Self {
+        let node = Self {
+            shared: Arc::new(Mutex::new(snapshot)),
+            health_file,
+            changed: Arc::new(watch::channel(0).0),
+        };
+        node.write_health(State::Starting);
+        node
+    }
+
+    /// What the control socket reads.
+    pub fn shared(&self) -> Shared {
+        self.shared.clone()
+    }
+
+    /// VM `vm`'s handle: the only way to move its lifecycle.
+    pub fn vm(&self, vm: usize) -> VmHandle {
+        VmHandle {
+            node: self.clone(),
+            vm,
+        }
+    }
+
+    /// How many VMs the node has.
+    pub fn len(&self) -> usize {
+        self.shared.lock().unwrap().vms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Wakes on every VM state change.
+    pub fn changed(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Moves every VM that can make the move (the phases before qemu: interfaces, stop); a VM
+    /// that cannot (already further on) stays where it is.
+    pub fn advance_where_valid(&self, to: State, reason: &str) {
+        for i in 0..self.len() {
+            let vm = self.vm(i);
+            if vm.state().valid_transition(to) {
+                vm.advance(to, reason);
+            }
+        }
+    }
+
+    fn write_health(&self, state: State) {
+        let hf = &self.health_file;
+        if let Err(e) = std::fs::write(hf, format!("{}\n", state.health_line())) {
+            tracing::debug!(path = %hf.display(), error = %e, "cannot write health file");
+        }
+    }
+}
+
+/// One VM's view of the node state.
+#[derive(Clone)]
+pub struct VmHandle {
+    node: NodeState,
+    vm: usize,
+}
+
+impl VmHandle {
+    /// Moves this VM to `to` and the node with it (logged, health file rewritten when the
+    /// node's state changes). An invalid move is a bug in the caller: logged, and a panic in a
+    /// debug build so tests catch it.
+    pub fn advance(&self, to: State, reason: impl Into<String>) {
+        let reason = reason.into();
+        let mut s = self.node.shared.lock().unwrap();
+        let multi = s.vms.len() > 1;
+        let v = &mut s.vms[self.vm];
+        let from = v.lifecycle.state;
+        match v.lifecycle.go(to, reason.clone()) {
+            Ok(true) => {
+                let name = v.name.clone();
+                if multi {
+                    tracing::info!(vm = %name, from = from.as_str(), to = to.as_str(), %reason, "VM state");
+                }
+                let node = aggregate(&s.vms.iter().map(|v| v.lifecycle.state).collect::<Vec<_>>());
+                let node_from = s.lifecycle.state;
+                s.lifecycle.restarts = s.vms.iter().map(|v| v.lifecycle.restarts).sum();
+                if node != node_from {
+                    s.lifecycle.state = node;
+                    s.lifecycle.since = SystemTime::now();
+                    s.lifecycle.reason = if multi {
+                        format!("{name}: {reason}")
+                    } else {
+                        reason
+                    };
+                    tracing::info!(from = node_from.as_str(), to = node.as_str(), reason = %s.lifecycle.reason, "state");
+                    self.node.write_health(node);
+                }
+                drop(s);
+                self.node.changed.send_modify(|n| *n += 1);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "ignored");
+                debug_assert!(false, "a caller bug: {e}");
+            }
+        }
+    }
+
+    /// Records a readiness probe; when it completes the set (and no shutdown is under way),
+    /// the VM is running and ready. True when it became ready.
+    pub fn probe_passed(
+        &self,
+        r: &mut Readiness,
+        p: Probe,
+        stopping: bool,
+        reason: impl Into<String>,
+    ) -> bool {
+        if !r.mark(p) || stopping {
+            return false;
+        }
+        self.advance(State::Running, "guest running");
+        self.advance(State::Ready, reason);
+        true
+    }
+
+    pub fn state(&self) -> State {
+        self.node.shared.lock().unwrap().vms[self.vm]
+            .lifecycle
+            .state
+    }
+
+    /// The pid of this VM's qemu (None between runs). The first VM's is also the node's.
+    pub fn set_pid(&self, pid: Option<i32>) {
+        let mut s = self.node.shared.lock().unwrap();
+        s.vms[self.vm].qemu_pid = pid;
+        if self.vm == 0 {
+            s.qemu_pid = pid;
+        }
+    }
+
+    /// How the VM is managed, as status shows it.
+    pub fn set_management(&self, described: String) {
+        self.node.shared.lock().unwrap().vms[self.vm].management = described;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +489,59 @@ mod tests {
         assert_eq!(l.state, State::Restarting);
         assert_eq!(State::Ready.health_line(), "0 running");
         assert!(State::Failed.health_line().starts_with('1'));
+    }
+
+    fn node(dir: &std::path::Path, vms: &[&str]) -> NodeState {
+        let snap = Snapshot {
+            name: "r1".into(),
+            vms: vms
+                .iter()
+                .map(|n| crate::control::VmSnapshot {
+                    name: n.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        NodeState::new(snap, dir.join("health"))
+    }
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("launcher-state-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn the_node_state_follows_its_vms_and_writes_the_health_file() {
+        let d = temp_dir("health");
+        let n = node(&d, &["cp", "fp"]);
+        let health = || std::fs::read_to_string(d.join("health")).unwrap();
+        assert_eq!(health(), "1 starting\n");
+        let changed = n.changed();
+        for vm in [n.vm(0), n.vm(1)] {
+            vm.advance(State::Booting, "spawned");
+            vm.advance(State::Running, "runs");
+            vm.advance(State::Ready, "ready");
+        }
+        assert!(changed.has_changed().unwrap());
+        assert_eq!(health(), "0 running\n");
+        assert_eq!(n.shared().lock().unwrap().lifecycle.state, State::Ready);
+        // Only the VMs that can make the move make it.
+        n.vm(1).advance(State::Stopping, "x");
+        n.vm(1).advance(State::Stopped, "x");
+        n.advance_where_valid(State::Stopping, "SIGTERM");
+        assert_eq!(n.vm(0).state(), State::Stopping);
+        assert_eq!(n.vm(1).state(), State::Stopped);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "a caller bug")]
+    fn an_invalid_move_is_a_caller_bug_in_a_debug_build() {
+        let d = temp_dir("invalid");
+        let n = node(&d, &["vm"]);
+        n.vm(0).advance(State::Ready, "not from starting");
     }
 }

@@ -4,45 +4,23 @@
 //! healthy); 2 bad input (usage, config, environment); 3 data interfaces missing after the
 //! wait; otherwise qemu's own exit code, or 128 + the signal that killed it.
 
+mod check;
+mod run;
+
 use crate::cli::{self, Cli, Cmd};
+use crate::exit::{self, Code};
 use crate::net::links as datapath;
-use crate::{config, control, qemu, supervisor};
+use crate::{config, control};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-fn init_tracing(trace: bool) {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(f) if !f.is_empty() => tracing_subscriber::EnvFilter::new(f),
-        _ => tracing_subscriber::EnvFilter::new(if trace { "debug" } else { "info" }),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_writer(std::io::stdout)
-        .init();
-}
-
-/// Prints an error with its whole source chain, once.
+/// Prints an error with its whole source chain, once, on stderr.
 fn report(e: &dyn std::error::Error) {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !msg.contains(&t) {
-            msg.push_str(": ");
-            msg.push_str(&t);
-        }
-        src = s.source();
-    }
-    eprintln!("launcher: {msg}");
+    eprintln!("launcher: {}", exit::chain(e));
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    run::runtime()
 }
 
 fn load_node(cli: &Cli) -> Result<config::Node, config::ConfigError> {
@@ -66,51 +44,22 @@ pub fn main(cli: Cli) -> ExitCode {
     if let Some(mode) = &cli.connection_mode {
         if mode != "tc" {
             eprintln!("launcher: --connection-mode {mode:?}: only \"tc\" is supported (tc mirred passes LACP, STP and LLDP; bridges and macvtap do not)");
-            return ExitCode::from(2);
+            return Code::BadInput.into();
         }
     }
     let code = match cli.command.as_ref().unwrap_or(&Cmd::Run) {
-        Cmd::Check => match load_node(&cli) {
-            Err(e) => {
-                report(&e);
-                2
-            }
-            Ok(node) => {
-                // `check` does not probe the system: the argv is shown for the accel asked for
-                // (auto shows as tcg, the safe choice); with several VMs, one argv each, a
-                // blank line between.
-                for (i, plan) in node.vms.iter().enumerate() {
-                    let accel = qemu::AccelChoice {
-                        kvm: plan.machine.accel == config::Accel::Kvm,
-                        vhost: false,
-                        warning: None,
-                    };
-                    if i > 0 {
-                        println!();
-                    }
-                    for a in qemu::argv(plan, &accel, None) {
-                        println!("{}", a.to_string_lossy());
-                    }
-                }
-                0
-            }
-        },
-        Cmd::Run => {
-            init_tracing(cli.trace);
-            match load_node(&cli) {
-                Err(e) => {
-                    report(&e);
-                    2
-                }
-                Ok(node) => match runtime().block_on(supervisor::run(node)) {
-                    Ok(code) => code,
-                    Err(e) => {
-                        report(&e);
-                        e.exit_code()
-                    }
-                },
-            }
-        }
+        Cmd::Check => check::check(&cli),
+        Cmd::Run => run::run(&cli),
+        // Until these move to their own files, their bodies still return numbers.
+        other => Code::from_legacy(legacy(other)),
+    };
+    code.into()
+}
+
+/// status, health, console, wire and unwire: each body returns its exit number.
+fn legacy(cmd: &Cmd) -> i32 {
+    match cmd {
+        Cmd::Check | Cmd::Run => unreachable!("dispatched above"),
         Cmd::Status { json } => {
             match runtime().block_on(control::query(&control::socket_path(), "status")) {
                 Ok(r) => {
@@ -163,8 +112,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Cmd::Unwire { pairs } => {
             wire_cmd(pairs, |p| runtime().block_on(datapath::unwire_pairs(&p)))
         }
-    };
-    ExitCode::from(code.clamp(0, 255) as u8)
+    }
 }
 
 fn wire_cmd(

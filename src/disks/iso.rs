@@ -15,12 +15,12 @@ const ROOT: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IsoError {
-    #[error("cannot read folder {path}: {source}")]
+    #[error("cannot read folder {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot write CD image {path}: {source}")]
+    #[error("cannot write CD image {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,

@@ -1,3 +1,93 @@
-//! The VM's disks as files: the ISO 9660 writer for CD images.
+//! The VM's disks as files, made ready before qemu starts: qcow2 overlays (created once with
+//! `qemu-img`, kept across restarts) and CD images (written afresh from their folders at every
+//! start, by the ISO 9660 writer in [`iso`]). Never starts qemu, never touches the network.
 
 pub mod iso;
+
+use crate::config::VmPlan;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("cannot create {path}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// qemu-img could not be run at all.
+    #[error("cannot create disk overlay {overlay} over {base}")]
+    QemuImg {
+        overlay: PathBuf,
+        base: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// qemu-img ran and refused; `why` is what it said.
+    #[error("cannot create disk overlay {overlay} over {base}: {why}")]
+    Overlay {
+        overlay: PathBuf,
+        base: PathBuf,
+        why: String,
+    },
+    #[error(transparent)]
+    Iso(#[from] iso::IsoError),
+}
+
+/// Everything one VM's disks need before its qemu starts: the overlays, then the CD images.
+pub fn prepare(plan: &VmPlan) -> Result<(), DiskError> {
+    make_overlays(plan)?;
+    make_cd_images(plan)
+}
+
+/// Writes the CD images (format = "iso") afresh from their folders: a changed day-0 config
+/// takes effect at the next start.
+fn make_cd_images(plan: &VmPlan) -> Result<(), DiskError> {
+    for d in &plan.boot.disks {
+        if let Some((image, label)) = &d.cd {
+            iso::write_from_dir(&d.path, label, image)?;
+            tracing::info!(folder = %d.path.display(), image = %image.display(), "CD image written");
+        }
+    }
+    Ok(())
+}
+
+/// Creates missing disk overlays with `qemu-img create -b`. Runs before qemu exists; the status
+/// is collected by std's own waitpid on that pid, which the supervisor's reaper cannot race
+/// because both run on the launcher's one runtime thread (see `commands::run`).
+fn make_overlays(plan: &VmPlan) -> Result<(), DiskError> {
+    for d in &plan.boot.disks {
+        let Some(o) = &d.overlay else { continue };
+        if o.exists() {
+            tracing::info!(overlay = %o.display(), "reusing disk overlay");
+            continue;
+        }
+        if let Some(dir) = o.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| DiskError::Dir {
+                path: dir.into(),
+                source,
+            })?;
+        }
+        let out = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", &d.format, "-b"])
+            .arg(&d.path)
+            .arg(o)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| DiskError::QemuImg {
+                overlay: o.clone(),
+                base: d.path.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(DiskError::Overlay {
+                overlay: o.clone(),
+                base: d.path.clone(),
+                why: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        tracing::info!(overlay = %o.display(), base = %d.path.display(), "created disk overlay");
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! `launcher run` (the default): load the config, build the runtime, supervise the node until
+//! it ends. The exit code comes from the node, or from the error that stopped it.
+
+use super::{load_node, report};
+use crate::cli::Cli;
+use crate::exit::Code;
+use crate::supervisor;
+
+pub fn run(cli: &Cli) -> Code {
+    init_tracing(cli.trace);
+    let node = match load_node(cli) {
+        Ok(node) => node,
+        Err(e) => {
+            report(&e);
+            return Code::from(&e);
+        }
+    };
+    match runtime().block_on(supervisor::run(node)) {
+        Ok(code) => code,
+        Err(e) => {
+            report(&e);
+            Code::from(&e)
+        }
+    }
+}
+
+/// A current-thread runtime, and it must stay one. The supervisor's reaper reaps every child
+/// with `waitpid(-1)` on SIGCHLD, while `disks::prepare` lets std wait for `qemu-img` itself.
+/// Both run on this one thread, so the reaper can never run while std waits and steal that
+/// status. On a multi-thread runtime the reaper would sometimes win the race: std's wait fails
+/// and an overlay that was created is reported as an error, or a qemu pid's status goes to the
+/// wrong owner. Nothing would say why.
+pub(super) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn init_tracing(trace: bool) {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(f) if !f.is_empty() => tracing_subscriber::EnvFilter::new(f),
+        _ => tracing_subscriber::EnvFilter::new(if trace { "debug" } else { "info" }),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_writer(std::io::stdout)
+        .init();
+}

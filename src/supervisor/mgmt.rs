@@ -1,0 +1,129 @@
+//! What a VM is told about its management network: the addresses it is to take (user mode's
+//! fixed ones, or what passthrough found on the container's interface), the values its
+//! templates see, and the line status shows. Pure: it reads what net found, touches nothing.
+
+use crate::config::{Management, VmPlan};
+use crate::net::links::Passthrough;
+use crate::{qemu, template};
+
+/// The management addresses the guest is to take, for the bootstrap templates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MgmtAddrs {
+    pub ipv4: String,
+    pub gateway4: String,
+    pub ipv6: String,
+    pub gateway6: String,
+}
+
+impl MgmtAddrs {
+    /// qemu's user network: the guest at 10.0.0.15, slirp's gateway at 10.0.0.2.
+    pub fn user() -> Self {
+        Self {
+            ipv4: format!("{}/24", qemu::GUEST_MGMT_IP),
+            gateway4: "10.0.0.2".into(),
+            ..Default::default()
+        }
+    }
+
+    /// What the container's management interface had (passthrough): the first address and
+    /// gateway of each family.
+    pub fn from_passthrough(p: &Passthrough) -> Self {
+        let mut m = Self::default();
+        for a in &p.addresses {
+            let slot = if a.contains(':') {
+                &mut m.ipv6
+            } else {
+                &mut m.ipv4
+            };
+            if slot.is_empty() {
+                *slot = a.clone();
+            }
+        }
+        for g in &p.gateways {
+            let slot = if g.is_ipv6() {
+                &mut m.gateway6
+            } else {
+                &mut m.gateway4
+            };
+            if slot.is_empty() {
+                *slot = g.to_string();
+            }
+        }
+        m
+    }
+
+    /// The addresses of a VM whose management is not passthrough (user mode's, or none).
+    pub fn without_passthrough(m: &Management) -> Self {
+        match m {
+            Management::User { .. } => Self::user(),
+            _ => Self::default(),
+        }
+    }
+}
+
+/// How the VM is managed, as status shows it.
+pub fn describe(m: &Management, addrs: &MgmtAddrs) -> String {
+    match m {
+        Management::None => "none".to_string(),
+        Management::User { forwards, .. } => {
+            format!("user {} ({} forwards)", addrs.ipv4, forwards.len())
+        }
+        Management::Passthrough { interface, .. } => format!(
+            "passthrough {interface} {} via {}",
+            addrs.ipv4,
+            if addrs.gateway4.is_empty() {
+                "-"
+            } else {
+                &addrs.gateway4
+            }
+        ),
+    }
+}
+
+/// The values a VM's templates (kernel command line, bootstrap) see.
+pub fn template_values(plan: &VmPlan, mgmt: &MgmtAddrs) -> template::Values {
+    let mut v = template::Values::new();
+    v.insert("hostname", plan.identity().to_string());
+    v.insert("name", plan.name.clone());
+    v.insert(
+        "username",
+        plan.credentials.username.clone().unwrap_or_default(),
+    );
+    v.insert(
+        "password",
+        plan.credentials.password.clone().unwrap_or_default(),
+    );
+    v.insert("mgmt_ip", mgmt.ipv4.clone());
+    v.insert("mgmt_gateway", mgmt.gateway4.clone());
+    v.insert("mgmt_ipv6", mgmt.ipv6.clone());
+    v.insert("mgmt_gateway6", mgmt.gateway6.clone());
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passthrough_takes_the_first_address_and_gateway_of_each_family() {
+        let p = Passthrough {
+            tap: crate::net::tap::Tap {
+                name: "tap0".into(),
+                fd: std::fs::File::open("/dev/null").unwrap().into(),
+            },
+            mac: "02:00:00:00:00:01".into(),
+            addresses: vec![
+                "192.0.2.5/24".into(),
+                "2001:db8::5/64".into(),
+                "192.0.2.6/24".into(),
+            ],
+            gateways: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+        };
+        let m = MgmtAddrs::from_passthrough(&p);
+        assert_eq!(m.ipv4, "192.0.2.5/24");
+        assert_eq!(m.ipv6, "2001:db8::5/64");
+        assert_eq!(m.gateway4, "192.0.2.1");
+        assert_eq!(m.gateway6, "2001:db8::1");
+        assert_eq!(MgmtAddrs::user().ipv4, "10.0.0.15/24");
+    }
+}

@@ -1,0 +1,126 @@
+//! The helpers that watch one qemu run from the side, each a task that reports over a channel:
+//! the QMP connection (its handle and its events), the TCP readiness probe, and the bootstrap
+//! (the scripted console user). Dropping [`Helpers`] ends them all. Never moves the VM's state
+//! (the run does, from what they report).
+
+use super::mgmt::{self, MgmtAddrs};
+use crate::config::VmPlan;
+use crate::console::{bootstrap, Hub};
+use crate::qemu::qmp::{Event, Qmp};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::task::JoinHandle;
+
+/// What the helpers report.
+pub struct Feeds {
+    /// The QMP handle, once connected.
+    pub qmp: UnboundedReceiver<Arc<Qmp>>,
+    /// QMP events (a `Resume` first when qemu already runs the guest at connect time).
+    pub events: UnboundedReceiver<Event>,
+    /// The bootstrap's verdict.
+    pub bootstrap: UnboundedReceiver<Result<(), bootstrap::StepTimeout>>,
+    /// The port, once the TCP probe got an answer.
+    pub tcp: UnboundedReceiver<u16>,
+}
+
+/// The running helper tasks; dropped, they end (and a bootstrap's hold on the console is
+/// released).
+pub struct Helpers {
+    tasks: Vec<JoinHandle<()>>,
+    hub: Option<Hub>,
+}
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(hub) = &self.hub {
+            hub.hold(false);
+        }
+    }
+}
+
+/// Starts the helpers for one run of `plan`'s qemu.
+pub fn start(plan: &VmPlan, mgmt: &MgmtAddrs, hub: &Hub) -> (Helpers, Feeds) {
+    let (qmp_tx, qmp) = unbounded_channel();
+    let (ev_tx, events) = unbounded_channel();
+    let (boot_tx, bootstrap) = unbounded_channel();
+    let (tcp_tx, tcp) = unbounded_channel();
+    let mut helpers = Helpers {
+        tasks: Vec::new(),
+        hub: None,
+    };
+    // The bootstrap, when configured, runs against this qemu's console.
+    if let Some(b) = plan.bootstrap.clone() {
+        let hub = hub.clone();
+        let values = mgmt::template_values(plan, mgmt);
+        let startup = plan
+            .startup_config
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        helpers.hub = Some(hub.clone());
+        helpers.tasks.push(tokio::spawn(async move {
+            let r = bootstrap::run(&b, &hub, &values, startup.as_deref()).await;
+            let _ = boot_tx.send(r);
+        }));
+    }
+    // QMP connects in the background; events and the handle come back over channels.
+    let path = plan.qmp_socket();
+    helpers.tasks.push(tokio::spawn(async move {
+        match Qmp::connect(&path, Duration::from_secs(30)).await {
+            Ok((q, mut incoming)) => {
+                let q = Arc::new(q);
+                if let Ok(st) = q.query_status().await {
+                    if st == "running" {
+                        let _ = ev_tx.send(Event::Resume);
+                    }
+                }
+                let _ = qmp_tx.send(q.clone());
+                while let Some(e) = incoming.recv().await {
+                    if ev_tx.send(e).is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "QMP unavailable"),
+        }
+    }));
+    // The TCP probe: until the port answers through the management forward.
+    if let Some(port) = plan.console.ready_tcp {
+        helpers.tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if tcp_answers(port).await {
+                    let _ = tcp_tx.send(port);
+                    return;
+                }
+            }
+        }));
+    }
+    let feeds = Feeds {
+        qmp,
+        events,
+        bootstrap,
+        tcp,
+    };
+    (helpers, feeds)
+}
+
+/// Whether a service answers on `port` through qemu's user-mode forward. slirp accepts every
+/// connection itself (and holds it open while the guest is unreachable), so only bytes from the
+/// service count: it is sent an empty line and must say something back (an SSH banner, an HTTP
+/// error, ...) within two seconds.
+async fn tcp_answers(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let conn = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await;
+    let Ok(Ok(mut s)) = conn else { return false };
+    let _ = s.write_all(b"\r\n").await;
+    let mut b = [0u8; 64];
+    matches!(tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await, Ok(Ok(n)) if n > 0)
+}

@@ -1,0 +1,352 @@
+//! One qemu process, from spawn to exit: QMP events, the readiness probes, the bootstrap, the
+//! boot timeout, and the shutdown escalation (ACPI powerdown, then QMP `quit`, then SIGKILL).
+//! Never restarts qemu (the VM's life decides that) and never reaps it (the reaper does).
+
+use super::probes;
+use super::reaper::exit_code_of;
+use super::vm::Vm;
+use crate::config::{BootAction, VmPlan};
+use crate::console::{bootstrap::StepTimeout, ConsoleEvent};
+use crate::qemu::qmp::{Event, Qmp};
+use crate::state::{Probe, Readiness, State, VmHandle};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tokio::time::{sleep_until, Instant};
+
+/// What a VM is told by the node: run; power down (ACPI, then quit, then kill); or quit now.
+/// Each with why (the signal, or the node stopping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopLevel {
+    Run,
+    Graceful(&'static str),
+    Now(&'static str),
+}
+
+impl StopLevel {
+    /// The order of the levels: a VM is only ever told a higher one.
+    pub fn rank(self) -> u8 {
+        match self {
+            StopLevel::Run => 0,
+            StopLevel::Graceful(_) => 1,
+            StopLevel::Now(_) => 2,
+        }
+    }
+    pub fn why(self) -> &'static str {
+        match self {
+            StopLevel::Run => "",
+            StopLevel::Graceful(w) | StopLevel::Now(w) => w,
+        }
+    }
+    pub fn is_stop(self) -> bool {
+        self != StopLevel::Run
+    }
+}
+
+/// A spawned qemu: its pid and where its exit status will arrive.
+pub struct Child {
+    pub pid: i32,
+    pub exited: oneshot::Receiver<WaitStatus>,
+}
+
+/// How one qemu run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunEnd {
+    /// Its exit code, or 128 + the signal.
+    pub code: i32,
+    /// The node had asked it to stop.
+    pub stopping: bool,
+    /// The guest powered off by itself or on the ACPI button (not quit, not killed).
+    pub clean: bool,
+    /// The bootstrap failed with on_timeout = fail: no restart.
+    pub give_up: bool,
+}
+
+/// Where the shutdown escalation is. Only ever moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shutdown {
+    Running,
+    /// ACPI powerdown sent; QMP `quit` at `until`.
+    PoweringDown {
+        until: Instant,
+    },
+    /// `quit` sent; SIGKILL at `until`.
+    Quitting {
+        until: Instant,
+    },
+    /// SIGKILL sent (by the escalation, the boot timeout or a failed bootstrap).
+    Killed,
+}
+
+impl Shutdown {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Shutdown::PoweringDown { until } | Shutdown::Quitting { until } => Some(until),
+            Shutdown::Running | Shutdown::Killed => None,
+        }
+    }
+    /// An exit now would be clean: never quit, never killed.
+    fn clean(self) -> bool {
+        matches!(self, Shutdown::Running | Shutdown::PoweringDown { .. })
+    }
+    /// The next escalation step at once ("quit now").
+    fn hurry(self) -> Self {
+        let until = Instant::now();
+        match self {
+            Shutdown::PoweringDown { .. } => Shutdown::PoweringDown { until },
+            Shutdown::Quitting { .. } => Shutdown::Quitting { until },
+            s => s,
+        }
+    }
+}
+
+/// Supervises one qemu process until it exits.
+pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child: Child) -> RunEnd {
+    let Child { pid, mut exited } = child;
+    let (helpers, mut feeds) = probes::start(&vm.plan, &vm.mgmt, &vm.hub);
+    let mut run = Run::new(&vm.plan, &vm.handle, Pid::from_raw(pid));
+    // Drain console readiness left over from a previous run.
+    while vm.console_rx.try_recv().is_ok() {}
+    // A stop asked for before this run began counts at once.
+    stop.mark_changed();
+    let end = loop {
+        let deadline = run.shutdown.deadline();
+        let boot_timer = !run.booted && !run.stopping;
+        tokio::select! {
+            ws = &mut exited => break run.exited(ws.ok()),
+            Ok(()) = stop.changed() => {
+                let level = *stop.borrow_and_update();
+                run.on_stop(level).await;
+            }
+            Some(q) = feeds.qmp.recv() => run.qmp = Some(q),
+            Some(e) = feeds.events.recv() => run.on_event(e),
+            Some(r) = feeds.bootstrap.recv() => run.on_bootstrap(r),
+            Some(ConsoleEvent::ReadyPattern(p)) = vm.console_rx.recv() => {
+                tracing::debug!(pattern = %p, "ready pattern seen");
+                run.probe(Probe::Pattern, format!("console showed {p:?}"));
+            }
+            Some(port) = feeds.tcp.recv() => {
+                tracing::debug!(port, "TCP probe answered");
+                run.probe(Probe::Tcp, format!("TCP port {port} answers"));
+            }
+            _ = sleep_until(run.boot_deadline), if boot_timer => run.on_boot_timeout(),
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                run.on_deadline().await;
+            }
+        }
+    };
+    drop(helpers);
+    drop(feeds);
+    end
+}
+
+/// The state of one run.
+struct Run<'a> {
+    plan: &'a VmPlan,
+    handle: &'a VmHandle,
+    pid: Pid,
+    qmp: Option<Arc<Qmp>>,
+    /// The node asked this VM to stop.
+    stopping: bool,
+    /// The highest stop level seen (a level is acted on once).
+    level_seen: u8,
+    shutdown: Shutdown,
+    readiness: Readiness,
+    /// Ready once (the boot timeout is off), until a reset.
+    booted: bool,
+    boot_deadline: Instant,
+    give_up: bool,
+}
+
+impl<'a> Run<'a> {
+    fn new(plan: &'a VmPlan, handle: &'a VmHandle, pid: Pid) -> Self {
+        Self {
+            plan,
+            handle,
+            pid,
+            qmp: None,
+            stopping: false,
+            level_seen: 0,
+            shutdown: Shutdown::Running,
+            readiness: new_readiness(plan),
+            booted: false,
+            boot_deadline: Instant::now() + plan.supervision.boot_timeout,
+            give_up: false,
+        }
+    }
+
+    fn exited(&self, ws: Option<WaitStatus>) -> RunEnd {
+        let ws = ws.unwrap_or(WaitStatus::Exited(self.pid, 1));
+        let code = exit_code_of(ws).unwrap_or(1);
+        tracing::info!(vm = %self.plan.name, ?ws, code, "qemu exited");
+        RunEnd {
+            code,
+            stopping: self.stopping,
+            clean: code == 0 && self.shutdown.clean(),
+            give_up: self.give_up,
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = kill(self.pid, Signal::SIGKILL);
+        self.shutdown = Shutdown::Killed;
+    }
+
+    /// A readiness probe passed (ignored once stopping).
+    fn probe(&mut self, p: Probe, reason: impl Into<String>) {
+        self.booted |= self
+            .handle
+            .probe_passed(&mut self.readiness, p, self.stopping, reason);
+    }
+
+    async fn on_stop(&mut self, level: StopLevel) {
+        if level.rank() <= self.level_seen {
+            return;
+        }
+        self.level_seen = level.rank();
+        let why = level.why();
+        if !self.stopping {
+            self.stopping = true;
+            self.handle
+                .advance(State::Stopping, format!("{why}: ACPI powerdown"));
+            if self.shutdown == Shutdown::Running {
+                self.shutdown = self.power_down().await;
+            }
+        }
+        if let StopLevel::Now(_) = level {
+            tracing::info!(vm = %self.plan.name, why, "second stop signal: quitting qemu now");
+            self.shutdown = self.shutdown.hurry();
+        }
+    }
+
+    /// The ACPI power button; with no QMP (or a refusal) the escalation goes on at once.
+    async fn power_down(&self) -> Shutdown {
+        let until = Instant::now() + self.plan.supervision.shutdown_timeout;
+        let Some(q) = &self.qmp else {
+            return Shutdown::PoweringDown {
+                until: Instant::now(),
+            };
+        };
+        match q
+            .execute("system_powerdown", None, Duration::from_secs(5))
+            .await
+        {
+            Ok(_) => Shutdown::PoweringDown { until },
+            Err(e) => {
+                tracing::warn!(error = %e, "system_powerdown failed; quitting qemu");
+                Shutdown::PoweringDown {
+                    until: Instant::now(),
+                }
+            }
+        }
+    }
+
+    /// The escalation's deadline passed: quit, then kill.
+    async fn on_deadline(&mut self) {
+        match self.shutdown {
+            Shutdown::PoweringDown { .. } => {
+                tracing::warn!("guest did not power off in time: QMP quit");
+                if let Some(q) = &self.qmp {
+                    let _ = q.execute("quit", None, Duration::from_secs(2)).await;
+                }
+                self.shutdown = Shutdown::Quitting {
+                    until: Instant::now() + Duration::from_secs(3),
+                };
+            }
+            Shutdown::Quitting { .. } => {
+                tracing::warn!("qemu still alive after quit: SIGKILL");
+                self.kill();
+            }
+            Shutdown::Running | Shutdown::Killed => {}
+        }
+    }
+
+    fn on_boot_timeout(&mut self) {
+        tracing::error!(
+            timeout_s = self.plan.supervision.boot_timeout.as_secs(),
+            "guest not ready within the boot timeout; killing qemu"
+        );
+        self.booted = true; // fire once
+        self.kill();
+    }
+
+    fn on_bootstrap(&mut self, r: Result<(), StepTimeout>) {
+        match r {
+            Ok(()) => self.probe(Probe::Bootstrap, "bootstrap finished"),
+            Err(e) => {
+                tracing::error!(error = %e, "bootstrap failed");
+                if !self.stopping {
+                    self.give_up = e.action == BootAction::Fail;
+                    self.kill();
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        tracing::debug!(?e, "QMP event");
+        match e {
+            Event::Resume if !self.stopping => {
+                if self.handle.state() == State::Booting {
+                    self.handle
+                        .advance(State::Running, "qemu reports the guest running");
+                }
+                self.probe(
+                    Probe::Running,
+                    "guest running (no readiness probe configured)",
+                );
+            }
+            Event::Reset { guest } if !self.stopping => {
+                self.booted = false;
+                self.readiness = new_readiness(self.plan);
+                let why = if guest { "guest rebooted" } else { "VM reset" };
+                self.handle.advance(State::Booting, why);
+                self.handle
+                    .advance(State::Running, "guest running after reset");
+            }
+            Event::Shutdown { guest, reason } => {
+                tracing::info!(guest, %reason, "qemu reports shutdown");
+            }
+            Event::GuestPanicked { action } => tracing::error!(%action, "guest panicked"),
+            Event::Stop => tracing::info!("VM paused"),
+            _ => {}
+        }
+    }
+}
+
+fn new_readiness(plan: &VmPlan) -> Readiness {
+    Readiness::new(
+        plan.console.ready_pattern.is_some(),
+        plan.bootstrap.is_some(),
+        plan.console.ready_tcp.is_some(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_escalation_only_moves_forward_and_hurries() {
+        let later = Instant::now() + Duration::from_secs(60);
+        let s = Shutdown::PoweringDown { until: later };
+        assert!(s.clean() && Shutdown::Running.clean());
+        assert!(!Shutdown::Quitting { until: later }.clean() && !Shutdown::Killed.clean());
+        assert_eq!(Shutdown::Running.deadline(), None);
+        assert_eq!(Shutdown::Killed.deadline(), None);
+        assert!(s.hurry().deadline().unwrap() <= Instant::now());
+        assert_eq!(Shutdown::Killed.hurry(), Shutdown::Killed);
+        assert_eq!(Shutdown::Running.hurry(), Shutdown::Running);
+    }
+
+    #[test]
+    fn stop_levels_are_ordered() {
+        assert!(StopLevel::Run.rank() < StopLevel::Graceful("x").rank());
+        assert!(StopLevel::Graceful("x").rank() < StopLevel::Now("x").rank());
+        assert!(!StopLevel::Run.is_stop() && StopLevel::Now("SIGINT").is_stop());
+        assert_eq!(StopLevel::Now("SIGINT").why(), "SIGINT");
+    }
+}

@@ -1,0 +1,263 @@
+//! One VM's life: spawn its qemu, supervise the run, and decide what comes after it (stop,
+//! fail, or restart after a back-off) with the pure [`after_exit`]. Never touches another VM
+//! (the node sequences them) and never opens an fd (they are owned by the net bring-up).
+
+use super::mgmt::MgmtAddrs;
+use super::qemu_run::{self, Child, RunEnd, StopLevel};
+use super::reaper::Reaper;
+use super::{spawn, SupervisorError};
+use crate::config::{VmPlan, RestartPolicy};
+use crate::console::{ConsoleEvent, Hub};
+use crate::exit::{self, Code};
+use crate::state::{State, VmHandle};
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// One VM of the node, ready to run: everything set up, its fds open (owned by the
+/// supervisor's net bring-up for the launcher's whole life).
+pub struct Vm {
+    pub plan: VmPlan,
+    pub mgmt: MgmtAddrs,
+    pub argv: Vec<OsString>,
+    /// `(number in qemu, fd here)`.
+    pub fds: Vec<(i32, RawFd)>,
+    pub handle: VmHandle,
+    pub hub: Hub,
+    pub console_rx: mpsc::UnboundedReceiver<ConsoleEvent>,
+    pub reaper: Reaper,
+}
+
+/// What comes after one qemu run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Stopped cleanly (exit 0). `asked`: the node asked for it; else the guest powered itself
+    /// off.
+    Stopped { asked: bool },
+    /// Given up, with the code the VM ends with and the reason status shows.
+    Failed { code: Code, why: String },
+    /// Restart after `wait`; `why` is the reason status shows.
+    Restart { wait: Duration, why: String },
+}
+
+/// The decision after a qemu run ended. `failures`: the failed runs before this one.
+pub fn after_exit(end: &RunEnd, failures: u32, policy: RestartPolicy) -> Next {
+    let code = end.code;
+    if end.stopping {
+        if end.clean {
+            return Next::Stopped { asked: true };
+        }
+        return Next::Failed {
+            code: Code::unclean(code),
+            why: format!("qemu ended with {code} during shutdown"),
+        };
+    }
+    if end.clean && code == 0 {
+        return Next::Stopped { asked: false };
+    }
+    let failures = failures + 1;
+    if end.give_up {
+        return Next::Failed {
+            code: Code::Failure,
+            why: "bootstrap failed; not restarting (bootstrap.on_timeout = \"fail\")".into(),
+        };
+    }
+    match policy {
+        RestartPolicy::OnFailure { max, backoff } if failures <= max => {
+            let wait = backoff * (1 << (failures - 1).min(6));
+            Next::Restart {
+                wait,
+                why: format!(
+                    "qemu exited with {code}; restart {failures}/{max} in {}s",
+                    wait.as_secs()
+                ),
+            }
+        }
+        _ => Next::Failed {
+            code: Code::unclean(code),
+            why: format!("qemu exited with {code}; not restarting (restart policy)"),
+        },
+    }
+}
+
+/// One VM's life: spawn qemu, supervise it, restart it per policy, until it is stopped, powers
+/// off, or gives up. Returns the code the VM ends with.
+pub async fn life(mut vm: Vm, mut stop: watch::Receiver<StopLevel>) -> Code {
+    let mut failures = 0u32;
+    loop {
+        if stop.borrow().is_stop() {
+            return stopped(&vm.handle, "stopped before qemu started");
+        }
+        // With a bootstrap, humans can watch from the first byte but type only after it.
+        vm.hub.hold(vm.plan.bootstrap.is_some());
+        let pid = match spawn::qemu(&vm.argv, &vm.fds) {
+            Ok(p) => p,
+            Err(source) => {
+                let e = SupervisorError::Spawn {
+                    qemu: vm.plan.machine.qemu.clone(),
+                    source,
+                };
+                // Reported once: the log line (stdout, so docker logs) and the VM's status.
+                let msg = exit::chain(&e);
+                tracing::error!(vm = %vm.plan.name, "{msg}");
+                vm.handle.advance(State::Failed, msg);
+                return Code::Failure;
+            }
+        };
+        // Watched before the next await: the reaper cannot have reaped it yet.
+        let exited = vm.reaper.watch(pid);
+        tracing::info!(vm = %vm.plan.name, pid, "qemu started");
+        vm.handle.set_pid(Some(pid));
+        vm.handle
+            .advance(State::Booting, format!("qemu pid {pid} started"));
+        let end = qemu_run::supervise(&mut vm, &mut stop, Child { pid, exited }).await;
+        vm.handle.set_pid(None);
+        match after_exit(&end, failures, vm.plan.supervision.restart) {
+            Next::Stopped { asked: true } => {
+                vm.handle.advance(State::Stopped, "guest powered off");
+                tracing::info!(vm = %vm.plan.name, "clean shutdown");
+                return Code::Ok;
+            }
+            Next::Stopped { asked: false } => {
+                return stopped(&vm.handle, "guest powered itself off")
+            }
+            Next::Failed { code, why } => {
+                vm.handle.advance(State::Failed, why);
+                return code;
+            }
+            Next::Restart { wait, why } => {
+                failures += 1;
+                vm.handle.advance(State::Restarting, why);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.wait_for(|l| l.is_stop()) => {
+                        return stopped(&vm.handle, "stopped while waiting to restart qemu");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Stopping, then stopped, for `why`: a stop with no qemu to power down.
+fn stopped(handle: &VmHandle, why: &str) -> Code {
+    handle.advance(State::Stopping, why);
+    handle.advance(State::Stopped, why);
+    Code::Ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end(code: i32, stopping: bool, clean: bool, give_up: bool) -> RunEnd {
+        RunEnd {
+            code,
+            stopping,
+            clean,
+            give_up,
+        }
+    }
+    const NEVER: RestartPolicy = RestartPolicy::Never;
+    fn on_failure(max: u32) -> RestartPolicy {
+        RestartPolicy::OnFailure {
+            max,
+            backoff: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn asked_to_stop_and_powered_off_is_stopped() {
+        assert_eq!(
+            after_exit(&end(0, true, true, false), 0, on_failure(3)),
+            Next::Stopped { asked: true }
+        );
+    }
+
+    #[test]
+    fn asked_to_stop_but_quit_or_killed_fails_with_its_code_and_0_becomes_1() {
+        let n = after_exit(&end(137, true, false, false), 0, on_failure(3));
+        assert_eq!(
+            n,
+            Next::Failed {
+                code: Code::Guest(137),
+                why: "qemu ended with 137 during shutdown".into()
+            }
+        );
+        let n = after_exit(&end(0, true, false, false), 0, NEVER);
+        assert!(
+            matches!(
+                n,
+                Next::Failed {
+                    code: Code::Failure,
+                    ..
+                }
+            ),
+            "{n:?}"
+        );
+    }
+
+    #[test]
+    fn the_guest_powering_itself_off_is_stopped_not_restarted() {
+        assert_eq!(
+            after_exit(&end(0, false, true, false), 0, on_failure(3)),
+            Next::Stopped { asked: false }
+        );
+    }
+
+    #[test]
+    fn a_bootstrap_give_up_fails_with_1_whatever_the_policy() {
+        let n = after_exit(&end(137, false, false, true), 0, on_failure(3));
+        assert_eq!(
+            n,
+            Next::Failed {
+                code: Code::Failure,
+                why: "bootstrap failed; not restarting (bootstrap.on_timeout = \"fail\")".into()
+            }
+        );
+    }
+
+    #[test]
+    fn on_failure_restarts_with_a_doubling_backoff_capped_at_2_pow_6() {
+        let n = after_exit(&end(1, false, false, false), 0, on_failure(3));
+        assert_eq!(
+            n,
+            Next::Restart {
+                wait: Duration::from_secs(2),
+                why: "qemu exited with 1; restart 1/3 in 2s".into()
+            }
+        );
+        let n = after_exit(&end(1, false, false, false), 2, on_failure(3));
+        assert!(matches!(n, Next::Restart { wait, .. } if wait == Duration::from_secs(8)));
+        let n = after_exit(&end(1, false, false, false), 19, on_failure(100));
+        assert!(
+            matches!(n, Next::Restart { wait, .. } if wait == Duration::from_secs(2 * 64)),
+            "{n:?}"
+        );
+    }
+
+    #[test]
+    fn beyond_the_policy_fails_with_the_code_and_0_becomes_1() {
+        let n = after_exit(&end(137, false, false, false), 3, on_failure(3));
+        assert_eq!(
+            n,
+            Next::Failed {
+                code: Code::Guest(137),
+                why: "qemu exited with 137; not restarting (restart policy)".into()
+            }
+        );
+        // Killed at the boot timeout with code 0 is not clean: a failure, exit 1.
+        let n = after_exit(&end(0, false, false, false), 0, NEVER);
+        assert!(
+            matches!(
+                n,
+                Next::Failed {
+                    code: Code::Failure,
+                    ..
+                }
+            ),
+            "{n:?}"
+        );
+    }
+}
