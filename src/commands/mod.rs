@@ -80,15 +80,11 @@ pub fn main(cli: Cli) -> ExitCode {
                 // (auto shows as tcg, the safe choice); with several VMs, one argv each, a
                 // blank line between.
                 for (i, plan) in node.vms.iter().enumerate() {
-                    let accel = qemu::AccelChoice {
-                        kvm: plan.accel == config::Accel::Kvm,
-                        vhost: false,
-                        warning: None,
-                    };
+                    let launch = qemu::Launch::for_check(plan);
                     if i > 0 {
                         println!();
                     }
-                    for a in qemu::argv(plan, &accel) {
+                    for a in qemu::argv(plan, &launch, &qemu::Resolved::planned(plan)) {
                         println!("{}", a.to_string_lossy());
                     }
                 }

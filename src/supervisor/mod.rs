@@ -11,7 +11,7 @@ use crate::console::{self, ConsoleEvent};
 use crate::control::{self, Shared, Snapshot, VmSnapshot};
 use crate::net::links::Datapath;
 use crate::qemu::qmp::{Event, Qmp};
-use crate::qemu::{self, AccelChoice, INTERNAL_FD_BASE, TAP_FD_BASE};
+use crate::qemu::{self, FdLayout, Launch, Resolved};
 use crate::state::{self, Probe, Readiness, State};
 use crate::template;
 use nix::sys::signal::{kill, Signal};
@@ -33,6 +33,8 @@ pub enum SupervisorError {
     Signals(std::io::Error),
     #[error(transparent)]
     Accel(#[from] qemu::AccelError),
+    #[error(transparent)]
+    Fds(#[from] qemu::FdError),
     #[error(transparent)]
     Datapath(#[from] crate::net::links::DatapathError),
     #[error(transparent)]
@@ -342,16 +344,6 @@ fn spawn_qemu(argv: &[OsString], fds: &[(i32, RawFd)]) -> std::io::Result<u32> {
     Ok(child.id())
 }
 
-fn read_accel_inputs() -> (bool, String) {
-    let kvm = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    (kvm, cpuinfo)
-}
-
 /// How one qemu run ended.
 enum RunEnd {
     /// qemu exited; `stopping` says whether we asked it to; `clean` whether the guest powered off.
@@ -469,7 +461,7 @@ struct VmEnd {
 }
 
 /// Runs the router until it is shut down or gives up. Returns the process exit code.
-pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
+pub async fn run(node: Node) -> Result<i32, SupervisorError> {
     let t0 = Instant::now();
     let mut sig = Signals::new()?;
     let reaper = Reaper::start()?;
@@ -479,38 +471,29 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     let multi = node.vms.len() > 1;
-    let (kvm_opens, cpuinfo) = read_accel_inputs();
-    // vhost-net moves the data path into the kernel; it only helps (and only works) with KVM.
-    let vhost_opens = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/vhost-net")
-        .is_ok();
-    let mut accels = Vec::new();
-    for plan in &mut node.vms {
+    let host = qemu::Host::read();
+    let mut accels: Vec<Launch> = Vec::new();
+    // What argv needs and the plan does not say: filled in as it becomes known.
+    let mut resolved = vec![Resolved::default(); node.vms.len()];
+    for (i, plan) in node.vms.iter().enumerate() {
         std::fs::create_dir_all(&plan.run_dir).map_err(|source| SupervisorError::Dir {
             path: plan.run_dir.clone(),
             source,
         })?;
         if let Some(sc) = &plan.startup_config {
-            if !sc.exists() {
+            if sc.exists() {
+                resolved[i].startup_config = Some(sc.clone());
+            } else {
                 tracing::info!(path = %sc.display(), "no startup config there; booting without one");
-                plan.startup_config = None;
             }
         }
-        let mut accel: AccelChoice = qemu::decide_accel(plan.accel, kvm_opens, &cpuinfo)?;
+        let accel = qemu::decide(plan, &host)?;
         if let Some(w) = &accel.warning {
             if accels.is_empty() {
                 tracing::warn!("{w}");
             }
         }
-        accel.vhost = accel.kvm && vhost_opens && !plan.links.is_empty();
-        if !plan.links.is_empty() {
-            let why = match (accel.kvm, vhost_opens) {
-                (true, true) => "on",
-                (false, _) => "off (TCG)",
-                (true, false) => "off (/dev/vhost-net not available; pass --device /dev/vhost-net)",
-            };
+        if let Some(why) = accel.vhost_reason() {
             tracing::info!("vhost-net for data NICs: {why}");
         }
         accels.push(accel);
@@ -579,25 +562,21 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
         .filter(|p| p.telnet_port > 0)
         .flat_map(|p| (0..=p.extra_serials as u16).map(move |n| p.telnet_port + n))
         .collect();
-    let mut fds: Vec<Vec<(i32, RawFd)>> = vec![Vec::new(); node.vms.len()];
+    // The taps each VM gets, bound to their numbers by its FdLayout once all are open.
+    let mut mgmt_fds: Vec<Option<RawFd>> = vec![None; node.vms.len()];
+    let mut data_fds: Vec<Vec<Vec<RawFd>>> = vec![Vec::new(); node.vms.len()];
     let mut mgmts = Vec::new();
     let mut _mgmt_tap = None;
-    for (i, plan) in node.vms.iter_mut().enumerate() {
+    for (i, plan) in node.vms.iter().enumerate() {
         let mut mgmt = match plan.management {
             Management::User { .. } => MgmtAddrs::user(),
             _ => MgmtAddrs::default(),
         };
-        if let Management::Passthrough {
-            interface,
-            tap,
-            mac,
-            ..
-        } = &mut plan.management
-        {
+        if let Management::Passthrough { interface, tap, .. } = &plan.management {
             let p = crate::net::links::passthrough(interface, tap, &keep).await?;
-            *mac = Some(p.mac.clone());
+            resolved[i].mgmt_mac = Some(p.mac.clone());
             mgmt = MgmtAddrs::from_passthrough(&p);
-            fds[i].push((qemu::MGMT_TAP_FD, p.tap.fd.as_raw_fd()));
+            mgmt_fds[i] = Some(p.tap.fd.as_raw_fd());
             _mgmt_tap = Some(p.tap);
         }
         let described = match &plan.management {
@@ -618,8 +597,8 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
         shared.lock().unwrap().vms[i].management = described;
         // The kernel command line's templates ({mgmt_ip}, {hostname}, ...), now known.
         let values = bootstrap_values(plan, &mgmt);
-        if let Some(k) = &mut plan.kernel {
-            k.append = template::render(&k.append, &values);
+        if let Some(k) = &plan.kernel {
+            resolved[i].kernel_append = Some(template::render(&k.append, &values));
         }
         mgmts.push(mgmt);
     }
@@ -630,10 +609,7 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
     let (table, nl) = if links.is_empty() {
         (None, None)
     } else {
-        let queues: Vec<u32> = links
-            .iter()
-            .map(|(vm, _)| qemu::queues(&node.vms[*vm], &accels[*vm]))
-            .collect();
+        let queues: Vec<u32> = links.iter().map(|(vm, _)| accels[*vm].queues).collect();
         let only: Vec<_> = links.iter().map(|(_, l)| l.clone()).collect();
         let dp = Datapath::new(&only, first.min_tap_mtu, &queues).await?;
         let parts = (Some(dp.table()), Some(dp.netlink()));
@@ -668,15 +644,13 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
                 return Ok(0);
             }
         }
-        // Each VM's data taps at TAP_FD_BASE + (its link position) * queues + queue.
+        // Each VM's data taps, per link in link order, one tap per queue.
         let mut taps = dp.taps().iter();
-        let mut local = vec![0i32; node.vms.len()];
         for ((vm, _), q) in links.iter().zip(&queues) {
-            for j in 0..*q as i32 {
-                let t = taps.next().expect("one tap per queue");
-                fds[*vm].push((TAP_FD_BASE + local[*vm] * *q as i32 + j, t.fd.as_raw_fd()));
-            }
-            local[*vm] += 1;
+            let link = (0..*q)
+                .map(|_| taps.next().expect("one tap per queue").fd.as_raw_fd())
+                .collect();
+            data_fds[*vm].push(link);
         }
         // The watcher owns the datapath (and so the tap fds) for the launcher's whole life.
         tokio::spawn(dp.watch());
@@ -687,10 +661,15 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
         .iter()
         .map(|t| (t.name.as_str(), t.fd.as_raw_fd()))
         .collect();
+    let mut fds: Vec<Vec<(i32, RawFd)>> = Vec::new();
     for (i, plan) in node.vms.iter().enumerate() {
-        for (k, tap) in plan.internal.iter().enumerate() {
-            fds[i].push((INTERNAL_FD_BASE + k as i32, by_name[tap.as_str()]));
-        }
+        let internal: Vec<RawFd> = plan
+            .internal
+            .iter()
+            .map(|tap| by_name[tap.as_str()])
+            .collect();
+        let layout = FdLayout::of(plan, &accels[i]);
+        fds.push(layout.bind(mgmt_fds[i], &internal, &data_fds[i])?);
     }
 
     if !first.boot_delay.is_zero() {
@@ -708,18 +687,18 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
     // The VMs, in order.
     let mut stops = Vec::new();
     let mut pending = Vec::new();
-    for (((i, plan), (hub, console_rx)), (accel, (fds, mgmt))) in node
+    for (((i, plan), (hub, console_rx)), ((accel, resolved), (fds, mgmt))) in node
         .vms
         .into_iter()
         .enumerate()
         .zip(consoles)
-        .zip(accels.iter().zip(fds.into_iter().zip(mgmts)))
+        .zip(accels.iter().zip(&resolved).zip(fds.into_iter().zip(mgmts)))
     {
         let (tx, rx) = watch::channel((0u8, ""));
         stops.push(tx);
         pending.push(Some(Vm {
             idx: i,
-            argv: qemu::argv(&plan, accel),
+            argv: qemu::argv(&plan, accel, resolved),
             plan,
             mgmt,
             fds,
