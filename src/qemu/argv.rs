@@ -1,85 +1,38 @@
-//! The qemu command line, as pure data: [`argv`] turns a validated [`VmPlan`] plus the accel that
-//! was decided and the fixed fd numbers of the taps into a `Vec<OsString>`. Nothing here opens a
-//! file or spawns a process; [`decide_accel`] takes what the caller read from the system.
+//! The qemu command line, as pure data: [`argv`] turns a validated [`VmPlan`], the [`Launch`]
+//! that was decided and the run-time facts of [`Resolved`] into a `Vec<OsString>`, one private
+//! function per section, every tap fd number from the VM's [`FdLayout`]. Nothing here opens a
+//! file, reads the system or spawns a process.
 
-use crate::config::{Accel, Delivery, DiskInterface, DiskKind, Management, Protocol, VmPlan};
+use super::accel::Launch;
+use super::fds::FdLayout;
+use crate::config::{Delivery, DiskInterface, DiskKind, Management, Protocol, StartupConfig, VmPlan};
 use std::ffi::OsString;
-
-/// Tap fds are handed to qemu at `TAP_FD_BASE + position` (position in `plan.nics.links`).
-pub const TAP_FD_BASE: i32 = 10;
-
-/// The management tap's fd in passthrough mode.
-pub const MGMT_TAP_FD: i32 = 9;
-
-/// Internal-network tap k (see `config::InternalNet`) is handed to qemu at this + k (3..=8).
-pub const INTERNAL_FD_BASE: i32 = 3;
+use std::path::{Path, PathBuf};
 
 /// The guest's management address in user mode (vrnetlab's convention).
 pub const GUEST_MGMT_IP: &str = "10.0.0.15";
 
-/// The acceleration actually used, with the reason when it differs from what was asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccelChoice {
-    pub kvm: bool,
-    /// vhost-net for the data taps (only with KVM and a usable /dev/vhost-net).
-    pub vhost: bool,
-    pub warning: Option<String>,
+/// What the supervisor knows at start and the plan does not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolved {
+    /// Passthrough: the container eth0's MAC, so the VM is the address the lab tool handed
+    /// out. None: the stable derived [`mac`].
+    pub mgmt_mac: Option<String>,
+    /// The kernel command line with its {templates} rendered. None: the plan's text as is.
+    pub kernel_append: Option<String>,
+    /// The startup config to hand over, when its file exists at start.
+    pub startup_config: Option<StartupConfig>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("accel = \"kvm\" was asked for, but {0}")]
-pub struct AccelError(String);
-
-/// Decides KVM or TCG. `kvm_opens`: /dev/kvm could be opened read-write; `cpuinfo`: the text
-/// of /proc/cpuinfo. A PVM-only KVM (a /dev/kvm without vmx/svm in cpuinfo) hangs real guests,
-/// so `auto` picks TCG there.
-pub fn decide_accel(
-    asked: Accel,
-    kvm_opens: bool,
-    cpuinfo: &str,
-) -> Result<AccelChoice, AccelError> {
-    let virt = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
-    match asked {
-        Accel::Tcg => Ok(AccelChoice {
-            kvm: false,
-            vhost: false,
-            warning: None,
-        }),
-        Accel::Kvm if kvm_opens => Ok(AccelChoice {
-            kvm: true,
-            vhost: false,
-            warning: None,
-        }),
-        Accel::Kvm => Err(AccelError(
-            "/dev/kvm cannot be opened (pass --device /dev/kvm)".into(),
-        )),
-        Accel::Auto => {
-            let why = match (kvm_opens, virt) {
-                (true, true) => return Ok(AccelChoice { kvm: true, vhost: false, warning: None }),
-                (false, _) => "/dev/kvm cannot be opened",
-                (true, false) => "/dev/kvm opens but /proc/cpuinfo shows no vmx/svm (a PVM-only or nested-less KVM hangs guests)",
-            };
-            Ok(AccelChoice {
-                kvm: false,
-                vhost: false,
-                warning: Some(format!(
-                    "using TCG software emulation, the VM will be slow: {why}"
-                )),
-            })
+impl Resolved {
+    /// Nothing resolved: the plan as written (derived MAC, kernel text as is, the startup
+    /// config assumed present). What `launcher check` shows.
+    pub fn planned(plan: &VmPlan) -> Self {
+        Resolved {
+            mgmt_mac: None,
+            kernel_append: None,
+            startup_config: plan.startup_config.clone(),
         }
-    }
-}
-
-/// Queues per data NIC: as configured, or with 0 (auto) one per vCPU when vhost-net is on
-/// (virtio-net only), else one.
-pub fn queues(plan: &VmPlan, accel: &AccelChoice) -> u32 {
-    match plan.nics.queues {
-        0 if accel.vhost && plan.nics.model.starts_with("virtio-net") => plan.machine.smp.min(16),
-        0 => 1,
-        n => n,
     }
 }
 
@@ -115,38 +68,58 @@ impl Argv {
     }
 }
 
-fn path_opt(prefix: &str, p: &std::path::Path) -> OsString {
+fn path_opt(prefix: &str, p: &Path) -> OsString {
     // qemu option values escape ',' by doubling it.
     let s = p.to_string_lossy().replace(',', ",,");
     OsString::from(format!("{prefix}{s}"))
 }
 
-/// The whole qemu argv (argv[0] included). `mgmt_mac`: in passthrough mode, the MAC of the
-/// container's management interface (read at run time), else one derived from the plan.
-pub fn argv(plan: &VmPlan, accel: &AccelChoice, mgmt_mac: Option<&str>) -> Vec<OsString> {
+/// The whole qemu argv (argv[0] included).
+pub fn argv(plan: &VmPlan, launch: &Launch, resolved: &Resolved) -> Vec<OsString> {
     let mut a = Argv(Vec::new());
+    let fds = FdLayout::of(plan, launch);
     let seed = plan.mac_seed();
-    a.push(plan.machine.qemu.clone());
+    machine(&mut a, plan, launch);
+    qmp_and_serials(&mut a, plan);
+    kernel(&mut a, plan, resolved);
+    disks(&mut a, plan);
+    management(&mut a, plan, resolved, &fds, &seed);
+    internal_nics(&mut a, plan, &fds, &seed);
+    data_nics(&mut a, plan, launch, &fds, &seed);
+    fw_cfg(&mut a, resolved);
+    for x in &plan.extra_args {
+        a.push(x.clone());
+    }
+    a.0
+}
+
+/// The binary, identity, machine, accel, CPU, memory, uuid and SMBIOS.
+fn machine(a: &mut Argv, plan: &VmPlan, launch: &Launch) {
+    a.push(plan.qemu.clone());
     a.opt("-name", format!("{},debug-threads=on", plan.name));
     a.push("-nodefaults").push("-no-user-config");
     a.opt("-display", "none");
     a.opt("-machine", plan.machine.machine_type.clone());
-    a.opt("-accel", if accel.kvm { "kvm" } else { "tcg" });
+    a.opt("-accel", if launch.kvm { "kvm" } else { "tcg" });
     // `host` exists only under KVM; under TCG `max` is its closest equivalent.
-    let cpu = if !accel.kvm && plan.machine.cpu == "host" {
+    let cpu = if !launch.kvm && plan.cpu == "host" {
         "max".to_string()
     } else {
-        plan.machine.cpu.clone()
+        plan.cpu.clone()
     };
     a.opt("-cpu", cpu);
-    a.opt("-smp", plan.machine.smp.to_string());
-    a.opt("-m", format!("{}M", plan.machine.memory_mib));
-    if let Some(u) = &plan.machine.uuid {
+    a.opt("-smp", plan.smp.to_string());
+    a.opt("-m", format!("{}M", plan.memory_mib));
+    if let Some(u) = &plan.uuid {
         a.opt("-uuid", u.clone());
     }
-    for t in &plan.machine.smbios {
+    for t in &plan.smbios {
         a.opt("-smbios", t.clone());
     }
+}
+
+/// The QMP socket and the serial ports.
+fn qmp_and_serials(a: &mut Argv, plan: &VmPlan) {
     a.opt(
         "-qmp",
         path_opt("unix:", &plan.qmp_socket())
@@ -156,7 +129,7 @@ pub fn argv(plan: &VmPlan, accel: &AccelChoice, mgmt_mac: Option<&str>) -> Vec<O
     );
     // The launcher listens on the serial socket; qemu connects to it, so no output is lost and
     // the console outlives a qemu restart.
-    for n in 0..=plan.console.extra_serials {
+    for n in 0..=plan.extra_serials {
         a.opt(
             "-chardev",
             path_opt(
@@ -166,44 +139,53 @@ pub fn argv(plan: &VmPlan, accel: &AccelChoice, mgmt_mac: Option<&str>) -> Vec<O
         );
         a.opt("-serial", format!("chardev:serial{n}"));
     }
+}
 
-    if let Some(k) = &plan.boot.kernel {
-        a.opt("-kernel", k.path.clone());
-        if let Some(i) = &k.initrd {
-            a.opt("-initrd", i.clone());
-        }
-        if !k.append.is_empty() {
-            a.opt("-append", k.append.clone());
+/// Direct kernel boot, with the resolved command line.
+fn kernel(a: &mut Argv, plan: &VmPlan, resolved: &Resolved) {
+    let Some(k) = &plan.kernel else { return };
+    a.opt("-kernel", k.path.clone());
+    if let Some(i) = &k.initrd {
+        a.opt("-initrd", i.clone());
+    }
+    let append = resolved.kernel_append.as_ref().unwrap_or(&k.append);
+    if !append.is_empty() {
+        a.opt("-append", append.clone());
+    }
+}
+
+/// The `-drive` of disk `i`: a CD image, a folder as FAT, or a disk (its overlay if any).
+fn drive(i: usize, d: &crate::config::Disk) -> OsString {
+    match &d.kind {
+        DiskKind::Cd { image, .. } => path_opt(
+            &format!("if=none,id=disk{i},format=raw,media=cdrom,readonly=on,file="),
+            image,
+        ),
+        // A folder (licences, day-0 configs) as a read-only FAT disk, built by qemu.
+        DiskKind::Fat => path_opt(
+            &format!("if=none,id=disk{i},format=raw,readonly=on,file=fat:"),
+            &d.path,
+        ),
+        DiskKind::Image { format, overlay } => {
+            let (file, format) = match overlay {
+                Some(o) => (o, "qcow2"),
+                None => (&d.path, format.as_str()),
+            };
+            let mut drive = path_opt(&format!("if=none,id=disk{i},format={format},file="), file);
+            drive.push(",cache=unsafe,discard=unmap");
+            drive
         }
     }
+}
 
+/// Every disk: its drive and the device on its interface.
+fn disks(a: &mut Argv, plan: &VmPlan) {
     let mut scsi = false;
     // IDE: two units per bus on pc (ide.0, ide.1); q35's AHCI has six buses of one unit.
     let mut ide = 0u32;
     let q35 = plan.machine.machine_type.contains("q35");
-    for (i, d) in plan.boot.disks.iter().enumerate() {
-        let drive = match &d.kind {
-            DiskKind::Cd { image, .. } => path_opt(
-                &format!("if=none,id=disk{i},format=raw,media=cdrom,readonly=on,file="),
-                image,
-            ),
-            // A folder (licences, day-0 configs) as a read-only FAT disk, built by qemu.
-            DiskKind::Fat => path_opt(
-                &format!("if=none,id=disk{i},format=raw,readonly=on,file=fat:"),
-                &d.path,
-            ),
-            DiskKind::Image { format, overlay } => {
-                let (file, format) = match overlay {
-                    Some(o) => (o, "qcow2"),
-                    None => (&d.path, format.as_str()),
-                };
-                let mut drive =
-                    path_opt(&format!("if=none,id=disk{i},format={format},file="), file);
-                drive.push(",cache=unsafe,discard=unmap");
-                drive
-            }
-        };
-        a.opt("-drive", drive);
+    for (i, d) in plan.disks.iter().enumerate() {
+        a.opt("-drive", drive(i, d));
         match d.interface {
             DiskInterface::Virtio => a.opt("-device", format!("virtio-blk-pci,drive=disk{i}")),
             DiskInterface::Ide => {
@@ -213,13 +195,8 @@ pub fn argv(plan: &VmPlan, accel: &AccelChoice, mgmt_mac: Option<&str>) -> Vec<O
                     format!("bus=ide.{},unit={}", ide / 2, ide % 2)
                 };
                 ide += 1;
-                a.opt(
-                    "-device",
-                    format!(
-                        "{},drive=disk{i},{at}",
-                        if d.is_cd() { "ide-cd" } else { "ide-hd" },
-                    ),
-                )
+                let dev = if d.is_cd() { "ide-cd" } else { "ide-hd" };
+                a.opt("-device", format!("{dev},drive=disk{i},{at}"))
             }
             DiskInterface::Scsi => {
                 if !scsi {
@@ -231,7 +208,10 @@ pub fn argv(plan: &VmPlan, accel: &AccelChoice, mgmt_mac: Option<&str>) -> Vec<O
             }
         };
     }
+}
 
+/// The management NIC: user networking with its forwards, or the passthrough tap.
+fn management(a: &mut Argv, plan: &VmPlan, resolved: &Resolved, fds: &FdLayout, seed: &str) {
     match &plan.management {
         Management::None => {}
         Management::User {
@@ -256,44 +236,67 @@ pub fn argv(plan: &VmPlan, accel: &AccelChoice, mgmt_mac: Option<&str>) -> Vec<O
             a.opt("-netdev", nd);
             a.opt(
                 "-device",
-                format!("{model},netdev=mgmt,mac={}", mac(&seed, 0)),
+                format!("{model},netdev=mgmt,mac={}", mac(seed, 0)),
             );
         }
         Management::Passthrough { model, .. } => {
-            // The container's eth0 MAC when the supervisor has read it, so the VM is the
-            // address the lab tool handed out.
-            let m = mgmt_mac.map_or_else(|| mac(&seed, 0), str::to_string);
-            a.opt("-netdev", format!("tap,id=mgmt,fd={MGMT_TAP_FD}"));
+            let m = resolved.mgmt_mac.clone().unwrap_or_else(|| mac(seed, 0));
+            a.opt("-netdev", format!("tap,id=mgmt,fd={}", fds.mgmt()));
             a.opt("-device", format!("{model},netdev=mgmt,mac={m}"));
         }
     }
+}
 
-    // Internal links to the node's other VMs (vMX control <-> forwarding plane), right after
-    // management, before the data ports.
-    for k in 0..plan.internal.len() as u32 {
-        a.opt(
-            "-netdev",
-            format!("tap,id=int{k},fd={}", INTERNAL_FD_BASE + k as i32),
-        );
+/// Internal links to the node's other VMs (vMX control <-> forwarding plane), right after
+/// management, before the data ports.
+fn internal_nics(a: &mut Argv, plan: &VmPlan, fds: &FdLayout, seed: &str) {
+    for k in 0..plan.internal.len() {
+        a.opt("-netdev", format!("tap,id=int{k},fd={}", fds.internal(k)));
         a.opt(
             "-device",
             format!(
                 "{},netdev=int{k},mac={}",
-                plan.nics.model,
-                mac(&seed, 0x200 + k)
+                plan.nic_model,
+                mac(seed, 0x200 + k as u32)
             ),
         );
     }
+}
 
-    // Data NICs in ethN order; a gap in the numbering gets a NIC with no backend so the guest's
-    // port N still is the container's ethN. Past `nics_per_bridge` NICs, they sit on PCI
-    // bridges, that many per bridge (a root bus has too few free slots for dozens of ports).
-    // Slots: `nic_offset` empty ones first, then data NIC N in slot offset + N.
-    let max = plan.nics.links.iter().map(|l| l.index).max().unwrap_or(0);
-    let off = plan.nics.offset;
-    let per = plan.nics.per_bridge.max(1);
-    let bridged = max + off > per;
-    if bridged {
+/// Where the data NICs sit: past `nics_per_bridge` slots they sit on PCI bridges, that many
+/// per bridge (a root bus has too few free slots for dozens of ports).
+struct Slots {
+    per: u32,
+    bridged: bool,
+}
+
+impl Slots {
+    /// ", bus=..., addr=..." of NIC slot `slot` (1-based, offset slots included), or nothing.
+    fn place(&self, slot: u32) -> String {
+        if self.bridged {
+            format!(
+                ",bus=pci.{},addr=0x{:x}",
+                (slot - 1) / self.per + 1,
+                (slot - 1) % self.per + 1
+            )
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// Data NICs in ethN order; a gap in the numbering gets a NIC with no backend so the guest's
+/// port N still is the container's ethN. Slots: `nic_offset` empty ones first, then data NIC N
+/// in slot offset + N.
+fn data_nics(a: &mut Argv, plan: &VmPlan, launch: &Launch, fds: &FdLayout, seed: &str) {
+    let max = plan.links.iter().map(|l| l.index).max().unwrap_or(0);
+    let off = plan.nic_offset;
+    let per = plan.nics_per_bridge.max(1);
+    let slots = Slots {
+        per,
+        bridged: max + off > per,
+    };
+    if slots.bridged {
         for b in 1..=(max + off).div_ceil(per) {
             a.opt(
                 "-device",
@@ -301,78 +304,42 @@ pub fn argv(plan: &VmPlan, accel: &AccelChoice, mgmt_mac: Option<&str>) -> Vec<O
             );
         }
     }
-    // Where NIC slot `slot` (1-based, offset slots included) sits.
-    let place = |slot: u32| -> String {
-        if bridged {
-            format!(
-                ",bus=pci.{},addr=0x{:x}",
-                (slot - 1) / per + 1,
-                (slot - 1) % per + 1
-            )
-        } else {
-            String::new()
-        }
-    };
-    let vhost = if accel.vhost { ",vhost=on" } else { "" };
-    let q = queues(plan, accel);
-    // Tap fds: TAP_FD_BASE + position * queues + queue.
-    let fds = |pos: usize| -> String {
-        let first = TAP_FD_BASE + pos as i32 * q as i32;
-        if q == 1 {
-            format!("fd={first}")
-        } else {
-            let list: Vec<String> = (0..q as i32).map(|i| (first + i).to_string()).collect();
-            format!("fds={}", list.join(":"))
-        }
-    };
+    let model = &plan.nic_model;
+    for k in 1..=off {
+        let (mac, at) = (mac(seed, 0x100 + k), slots.place(k));
+        a.opt("-device", format!("{model},id=reserved{k},mac={mac}{at}"));
+    }
+    let vhost = if launch.vhost { ",vhost=on" } else { "" };
+    let q = launch.queues;
     let mq = if q > 1 {
         format!(",mq=on,vectors={}", 2 * q + 2)
     } else {
         String::new()
     };
-    for k in 1..=off {
-        let slot = place(k);
-        a.opt(
-            "-device",
-            format!(
-                "{},id=reserved{k},mac={}{slot}",
-                plan.nics.model,
-                mac(&seed, 0x100 + k)
-            ),
-        );
-    }
     let mut pos = 0usize;
     for index in 1..=max {
-        let mac = mac(&seed, index);
-        match plan.nics.links.get(pos).filter(|l| l.index == index) {
-            Some(_) => {
-                a.opt("-netdev", format!("tap,id=net{index},{}{vhost}", fds(pos)));
-                a.opt(
-                    "-device",
-                    format!(
-                        "{},netdev=net{index},mac={mac}{mq}{}",
-                        plan.nics.model,
-                        place(index + off)
-                    ),
-                );
-                pos += 1;
-            }
-            None => {
-                a.opt(
-                    "-device",
-                    format!(
-                        "{},id=placeholder{index},mac={mac}{}",
-                        plan.nics.model,
-                        place(index + off)
-                    ),
-                );
-            }
+        let (mac, at) = (mac(seed, index), slots.place(index + off));
+        if plan.links.get(pos).is_some_and(|l| l.index == index) {
+            let fd = fds.netdev_fd_arg(pos);
+            a.opt("-netdev", format!("tap,id=net{index},{fd}{vhost}"));
+            a.opt(
+                "-device",
+                format!("{model},netdev=net{index},mac={mac}{mq}{at}"),
+            );
+            pos += 1;
+        } else {
+            a.opt(
+                "-device",
+                format!("{model},id=placeholder{index},mac={mac}{at}"),
+            );
         }
     }
+}
 
-    // The startup config reaches the guest as an fw_cfg entry, unless the bootstrap types it
-    // on the console.
-    if let Some(sc) = plan
+/// The startup config reaches the guest as an fw_cfg entry when it exists, unless the
+/// bootstrap types it on the console.
+fn fw_cfg(a: &mut Argv, resolved: &Resolved) {
+    if let Some(sc) = resolved
         .startup_config
         .as_ref()
         .filter(|sc| sc.via == Delivery::FwCfg)
@@ -382,10 +349,6 @@ pub fn argv(plan: &VmPlan, accel: &AccelChoice, mgmt_mac: Option<&str>) -> Vec<O
             path_opt("name=opt/launcher/startup-config,file=", &sc.path),
         );
     }
-    for x in &plan.machine.extra_args {
-        a.push(x.clone());
-    }
-    a.0
 }
 
 #[cfg(test)]
@@ -393,28 +356,6 @@ mod tests {
     use super::*;
     use crate::config::{parse, Env, Overrides};
     use std::path::Path;
-
-    const CPUINFO_VMX: &str = "processor : 0\nflags\t\t: fpu vme de pse vmx sse\n";
-    const CPUINFO_PLAIN: &str = "processor : 0\nflags\t\t: fpu vme de pse sse hypervisor\n";
-
-    #[test]
-    fn accel_auto() {
-        assert!(decide_accel(Accel::Auto, true, CPUINFO_VMX).unwrap().kvm);
-        let pvm = decide_accel(Accel::Auto, true, CPUINFO_PLAIN).unwrap();
-        assert!(!pvm.kvm);
-        assert!(pvm.warning.unwrap().contains("no vmx/svm"));
-        let none = decide_accel(Accel::Auto, false, CPUINFO_VMX).unwrap();
-        assert!(!none.kvm && none.warning.unwrap().contains("cannot be opened"));
-        assert!(decide_accel(Accel::Kvm, false, CPUINFO_VMX).is_err());
-        assert_eq!(
-            decide_accel(Accel::Tcg, true, CPUINFO_VMX).unwrap(),
-            AccelChoice {
-                kvm: false,
-                vhost: false,
-                warning: None
-            }
-        );
-    }
 
     #[test]
     fn macs_are_stable_and_distinct() {
@@ -424,6 +365,62 @@ mod tests {
         assert_eq!(mac("r1", 300).len(), 17);
         // Locally administered, unicast: first octet 0c has bit 0 clear.
         assert_eq!(u8::from_str_radix(&mac("x", 0)[..2], 16).unwrap() & 1, 0);
+    }
+
+    /// The run-time facts of the golden cases: a passthrough MAC read from eth0, the rest as
+    /// planned (the startup config file exists).
+    fn golden_resolved(plan: &VmPlan) -> Resolved {
+        let mut r = Resolved::planned(plan);
+        if let Management::Passthrough { .. } = plan.management {
+            r.mgmt_mac = Some("02:42:ac:14:14:03".into());
+        }
+        r
+    }
+
+    /// The fd numbers of the `-netdev tap` arguments.
+    fn netdev_fds(argv: &[String]) -> Vec<i32> {
+        let mut out = Vec::new();
+        for w in argv.windows(2).filter(|w| w[0] == "-netdev") {
+            for kv in w[1].split(',') {
+                match kv.split_once('=') {
+                    Some(("fd", n)) => out.push(n.parse().unwrap()),
+                    Some(("fds", ns)) => {
+                        out.extend(ns.split(':').map(|n| n.parse::<i32>().unwrap()))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// Every fd number in the argv is bound exactly once, and every bound number is in the
+    /// argv, when the taps are handed over as the layout asks.
+    fn argv_and_binding_agree(plan: &VmPlan, launch: &Launch, argv: &[String]) {
+        let layout = FdLayout::of(plan, launch);
+        let mgmt = matches!(plan.management, Management::Passthrough { .. }).then_some(1000);
+        let internal: Vec<i32> = (0..plan.internal.len() as i32).map(|k| 2000 + k).collect();
+        let data: Vec<Vec<i32>> = (0..plan.links.len() as i32)
+            .map(|pos| {
+                (0..launch.queues as i32)
+                    .map(|j| 3000 + 100 * pos + j)
+                    .collect()
+            })
+            .collect();
+        let bound = layout.bind(mgmt, &internal, &data).unwrap();
+        let mut numbers: Vec<i32> = bound.iter().map(|(n, _)| *n).collect();
+        numbers.sort();
+        let mut in_argv = netdev_fds(argv);
+        in_argv.sort();
+        assert_eq!(numbers, in_argv, "{}: argv and binding disagree", plan.name);
+        numbers.dedup();
+        assert_eq!(
+            numbers.len(),
+            bound.len(),
+            "{}: a number bound twice",
+            plan.name
+        );
+        assert!(numbers.last().is_none_or(|&n| n == layout.max_fd()));
     }
 
     fn golden(name: &str, toml: &str, env: &[(&str, &str)], kvm: bool) {
@@ -442,20 +439,12 @@ mod tests {
         // One argv per VM, a blank line between.
         let mut all = Vec::new();
         for plan in node.vms {
-            let mgmt_mac = matches!(plan.management, Management::Passthrough { .. })
-                .then_some("02:42:ac:14:14:03");
-            let got: Vec<String> = argv(
-                &plan,
-                &AccelChoice {
-                    kvm,
-                    vhost: kvm,
-                    warning: None,
-                },
-                mgmt_mac,
-            )
-            .into_iter()
-            .map(|s| s.into_string().unwrap())
-            .collect();
+            let launch = Launch::assumed(&plan, kvm, kvm);
+            let got: Vec<String> = argv(&plan, &launch, &golden_resolved(&plan))
+                .into_iter()
+                .map(|s| s.into_string().unwrap())
+                .collect();
+            argv_and_binding_agree(&plan, &launch, &got);
             all.push(got.join("\n") + "\n");
         }
         let got = all.join("\n");

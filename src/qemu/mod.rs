@@ -1,6 +1,13 @@
-//! qemu: its command line as pure data, and the QMP client.
+//! qemu: everything the launcher hands to qemu, built as data. [`accel`] decides KVM/TCG,
+//! vhost-net and queues ([`Host::read`] is the one place that reads the system), [`fds`] says
+//! which fd number each tap gets, [`argv`] builds the command line; [`qmp`] talks to a running
+//! qemu over its socket. Nothing here spawns qemu or owns a tap.
 
+pub mod accel;
 mod argv;
+pub mod fds;
 pub mod qmp;
 
-pub use argv::*;
+pub use accel::{decide, AccelError, Host, Launch};
+pub use argv::{argv, mac, Resolved, GUEST_MGMT_IP};
+pub use fds::{FdError, FdLayout};

@@ -15,13 +15,18 @@ use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QmpError {
-    #[error("cannot connect to QMP socket {path}: {source}")]
+    #[error("cannot connect to QMP socket {path}")]
     Connect {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("QMP socket {path}: no greeting ({why})")]
     Greeting { path: PathBuf, why: String },
+    #[error("QMP socket {path}: cannot read the greeting")]
+    GreetingRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("QMP {command}: {class}: {desc}")]
     Command {
         command: String,
@@ -32,7 +37,7 @@ pub enum QmpError {
     Closed,
     #[error("QMP {command}: no answer within {timeout:?}")]
     Timeout { command: String, timeout: Duration },
-    #[error("QMP write: {0}")]
+    #[error("QMP write")]
     Io(#[from] std::io::Error),
 }
 
@@ -164,10 +169,10 @@ impl Qmp {
                     why: "closed".into(),
                 })
             }
-            Ok(Err(e)) => {
-                return Err(QmpError::Greeting {
+            Ok(Err(source)) => {
+                return Err(QmpError::GreetingRead {
                     path: path.into(),
-                    why: e.to_string(),
+                    source,
                 })
             }
             Err(_) => {
@@ -279,6 +284,20 @@ impl Qmp {
 mod tests {
     use super::*;
     use tokio::net::UnixListener;
+
+    #[tokio::test]
+    async fn connect_error_keeps_its_cause_as_source() {
+        use std::error::Error;
+        let e = Qmp::connect(Path::new("/nonexistent/qmp.sock"), Duration::ZERO)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "cannot connect to QMP socket /nonexistent/qmp.sock"
+        );
+        assert!(e.source().is_some());
+    }
 
     #[test]
     fn decode_is_tolerant() {
