@@ -4,9 +4,12 @@
 //! healthy); 2 bad input (usage, config, environment); 3 data interfaces missing after the
 //! wait; otherwise qemu's own exit code, or 128 + the signal that killed it.
 
+pub mod console;
+pub mod status;
+pub mod wire;
+
 use crate::cli::{self, Cli, Cmd};
-use crate::net::links as datapath;
-use crate::{config, control, qemu, supervisor};
+use crate::{config, qemu, supervisor};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -111,81 +114,11 @@ pub fn main(cli: Cli) -> ExitCode {
                 },
             }
         }
-        Cmd::Status { json } => {
-            match runtime().block_on(control::query(&control::socket_path(), "status")) {
-                Ok(r) => {
-                    if *json {
-                        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-                    } else {
-                        print!("{}", control::render(&r));
-                    }
-                    0
-                }
-                Err(e) => {
-                    report(&e);
-                    1
-                }
-            }
-        }
-        Cmd::Health => {
-            match runtime().block_on(control::query(&control::socket_path(), "health")) {
-                Ok(r) => {
-                    println!("{}: {}", r.name, r.state);
-                    if r.healthy {
-                        0
-                    } else {
-                        1
-                    }
-                }
-                Err(e) => {
-                    report(&e);
-                    1
-                }
-            }
-        }
-        Cmd::Console { vm } => {
-            match runtime().block_on(control::console(&control::socket_path(), vm.as_deref())) {
-                Ok(()) => 0,
-                Err(e) => {
-                    report(&e);
-                    // Asking for a VM that is not there is bad input.
-                    if matches!(e, control::ControlError::Refused(_)) {
-                        2
-                    } else {
-                        1
-                    }
-                }
-            }
-        }
-        Cmd::Wire { mtu, pairs } => wire_cmd(pairs, |p| {
-            runtime().block_on(datapath::wire_pairs(&p, *mtu))
-        }),
-        Cmd::Unwire { pairs } => {
-            wire_cmd(pairs, |p| runtime().block_on(datapath::unwire_pairs(&p)))
-        }
+        Cmd::Status { json } => status::status(&runtime(), *json).into(),
+        Cmd::Health => status::health(&runtime()).into(),
+        Cmd::Console { vm } => console::run(&runtime(), vm.as_deref()).into(),
+        Cmd::Wire { mtu, pairs } => wire::wire(&runtime(), pairs, *mtu).into(),
+        Cmd::Unwire { pairs } => wire::unwire(&runtime(), pairs).into(),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
-}
-
-fn wire_cmd(
-    args: &[String],
-    f: impl FnOnce(Vec<datapath::Pair>) -> Result<Vec<String>, datapath::WireError>,
-) -> i32 {
-    let res = datapath::parse_pairs(args).and_then(f);
-    match res {
-        Ok(lines) => {
-            for l in lines {
-                println!("{l}");
-            }
-            0
-        }
-        Err(e) => {
-            report(&e);
-            if matches!(e, datapath::WireError::Usage { .. }) {
-                2
-            } else {
-                1
-            }
-        }
-    }
 }

@@ -8,11 +8,11 @@
 use crate::config::{Management, Node, Plan, RestartPolicy};
 use crate::console::bootstrap;
 use crate::console::{self, ConsoleEvent};
-use crate::control::{self, Shared, Snapshot, VmSnapshot};
-use crate::net::links::Datapath;
+use crate::control;
+use crate::net::DataLinks;
 use crate::qemu::qmp::{Event, Qmp};
 use crate::qemu::{self, AccelChoice, INTERNAL_FD_BASE, TAP_FD_BASE};
-use crate::state::{self, Probe, Readiness, State};
+use crate::state::{self, MgmtView, Probe, Readiness, Shared, Snapshot, State, VmSnapshot};
 use crate::template;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -34,7 +34,7 @@ pub enum SupervisorError {
     #[error(transparent)]
     Accel(#[from] qemu::AccelError),
     #[error(transparent)]
-    Datapath(#[from] crate::net::links::DatapathError),
+    Net(#[from] crate::net::NetError),
     #[error(transparent)]
     Console(#[from] console::ConsoleError),
     #[error(transparent)]
@@ -64,7 +64,7 @@ impl SupervisorError {
     pub fn exit_code(&self) -> i32 {
         match self {
             SupervisorError::Accel(_) => 2,
-            SupervisorError::Datapath(crate::net::links::DatapathError::Missing { .. }) => 3,
+            SupervisorError::Net(crate::net::NetError::Missing { .. }) => 3,
             _ => 1,
         }
     }
@@ -254,9 +254,6 @@ impl Status {
     fn set_pid(&self, pid: Option<i32>) {
         let mut s = self.node.shared.lock().unwrap();
         s.vms[self.vm].qemu_pid = pid;
-        if self.vm == 0 {
-            s.qemu_pid = pid;
-        }
     }
 }
 
@@ -400,7 +397,7 @@ impl MgmtAddrs {
         }
     }
     /// What the container's management interface had (passthrough).
-    fn from_passthrough(p: &crate::net::links::Passthrough) -> Self {
+    fn from_passthrough(p: &crate::net::Passthrough) -> Self {
         let mut m = Self::default();
         for a in &p.addresses {
             let v6 = a.contains(':');
@@ -594,26 +591,23 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
             ..
         } = &mut plan.management
         {
-            let p = crate::net::links::passthrough(interface, tap, &keep).await?;
+            let p = crate::net::passthrough::wire(interface, tap, &keep).await?;
             *mac = Some(p.mac.clone());
             mgmt = MgmtAddrs::from_passthrough(&p);
             fds[i].push((qemu::MGMT_TAP_FD, p.tap.fd.as_raw_fd()));
             _mgmt_tap = Some(p.tap);
         }
         let described = match &plan.management {
-            Management::None => "none".to_string(),
-            Management::User { forwards, .. } => {
-                format!("user {} ({} forwards)", mgmt.ipv4, forwards.len())
-            }
-            Management::Passthrough { interface, .. } => format!(
-                "passthrough {interface} {} via {}",
-                mgmt.ipv4,
-                if mgmt.gateway4.is_empty() {
-                    "-"
-                } else {
-                    &mgmt.gateway4
-                }
-            ),
+            Management::None => MgmtView::None,
+            Management::User { forwards, .. } => MgmtView::User {
+                address: mgmt.ipv4.clone(),
+                forwards: forwards.len(),
+            },
+            Management::Passthrough { interface, .. } => MgmtView::Passthrough {
+                interface: interface.clone(),
+                address: mgmt.ipv4.clone(),
+                gateway: (!mgmt.gateway4.is_empty()).then(|| mgmt.gateway4.clone()),
+            },
         };
         shared.lock().unwrap().vms[i].management = described;
         // The kernel command line's templates ({mgmt_ip}, {hostname}, ...), now known.
@@ -630,14 +624,18 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
     let (table, nl) = if links.is_empty() {
         (None, None)
     } else {
-        let queues: Vec<u32> = links
+        let with_queues: Vec<_> = links
             .iter()
-            .map(|(vm, _)| qemu::queues(&node.vms[*vm], &accels[*vm]))
+            .map(|(vm, l)| (l.clone(), qemu::queues(&node.vms[*vm], &accels[*vm])))
             .collect();
-        let only: Vec<_> = links.iter().map(|(_, l)| l.clone()).collect();
-        let dp = Datapath::new(&only, first.min_tap_mtu, &queues).await?;
+        let small_rcvbuf = crate::net::events::parse_rcvbuf(
+            std::env::var(crate::net::events::RCVBUF_ENV)
+                .ok()
+                .as_deref(),
+        );
+        let dp = DataLinks::new(&with_queues, first.min_tap_mtu, small_rcvbuf).await?;
         let parts = (Some(dp.table()), Some(dp.netlink()));
-        datapath = Some((dp, queues));
+        datapath = Some(dp);
         parts
     };
     let hubs: Vec<(String, console::Hub)> = node
@@ -652,9 +650,8 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
         table,
         nl,
         Arc::new(hubs),
-    )
-    .await?;
-    if let Some((mut dp, queues)) = datapath {
+    )?;
+    if let Some(mut dp) = datapath {
         status.go_all(
             State::WaitingForInterfaces,
             &format!("waiting for {} data interfaces", links.len()),
@@ -669,12 +666,11 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
             }
         }
         // Each VM's data taps at TAP_FD_BASE + (its link position) * queues + queue.
-        let mut taps = dp.taps().iter();
         let mut local = vec![0i32; node.vms.len()];
-        for ((vm, _), q) in links.iter().zip(&queues) {
-            for j in 0..*q as i32 {
-                let t = taps.next().expect("one tap per queue");
-                fds[*vm].push((TAP_FD_BASE + local[*vm] * *q as i32 + j, t.fd.as_raw_fd()));
+        for ((vm, _), lt) in links.iter().zip(dp.taps()) {
+            let q = lt.queues.len() as i32;
+            for (j, t) in lt.queues.iter().enumerate() {
+                fds[*vm].push((TAP_FD_BASE + local[*vm] * q + j as i32, t.fd.as_raw_fd()));
             }
             local[*vm] += 1;
         }
@@ -682,7 +678,7 @@ pub async fn run(mut node: Node) -> Result<i32, SupervisorError> {
         tokio::spawn(dp.watch());
     }
     // Internal networks between the VMs: a bridge each, a tap per member.
-    let internal = crate::net::links::internal_networks(&node.internal, first.min_tap_mtu).await?;
+    let internal = crate::net::internal::bring_up(&node.internal, first.min_tap_mtu).await?;
     let by_name: HashMap<&str, RawFd> = internal
         .iter()
         .map(|t| (t.name.as_str(), t.fd.as_raw_fd()))
