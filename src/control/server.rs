@@ -150,3 +150,51 @@ async fn console(
     tracing::info!(vm = %name, "console client left");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{client, ControlError};
+    use crate::state::{Snapshot, State};
+
+    /// Every verb answers one envelope the client opens: status and health as values, an
+    /// unknown verb and a refused console as the launcher's refusal.
+    #[tokio::test]
+    async fn every_verb_answers_one_envelope() {
+        let dir = std::env::temp_dir().join(format!("launcher-ctl-{}", std::process::id()));
+        let path = dir.join("control.sock");
+        let mut snap = Snapshot {
+            name: "r1".into(),
+            accel: "tcg".into(),
+            ..Default::default()
+        };
+        snap.lifecycle.state = State::Ready;
+        let shared: Shared = Arc::new(std::sync::Mutex::new(snap));
+        let task = serve(path.clone(), shared, None, None, Arc::new(vec![])).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        let h = client::health(&path).await.unwrap();
+        assert_eq!(
+            (h.name.as_str(), h.state.as_str(), h.healthy),
+            ("r1", "ready", true)
+        );
+        let r = client::status(&path).await.unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.accel.as_str(), r.qemu_pid),
+            ("r1", "tcg", None)
+        );
+        let e = client::query::<Report>(&path, "reboot").await.unwrap_err();
+        assert!(
+            matches!(&e, ControlError::Refused(why) if why == "unknown request \"reboot\""),
+            "{e:?}"
+        );
+        let e = client::attach(&path, Some("vfp")).await.unwrap_err();
+        assert!(
+            matches!(&e, ControlError::Refused(why) if why.starts_with("no VM \"vfp\" here")),
+            "{e:?}"
+        );
+        task.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
