@@ -231,6 +231,48 @@ impl Readiness {
     }
 }
 
+// ---- The node model the supervisor writes and the control server reads ----
+
+/// What the supervisor publishes.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub name: String,
+    /// The node's state: with one VM, that VM's; with several, derived from theirs.
+    pub lifecycle: Lifecycle,
+    pub accel: String,
+    pub vms: Vec<VmSnapshot>,
+}
+
+/// One VM of the node.
+#[derive(Debug, Clone, Default)]
+pub struct VmSnapshot {
+    pub name: String,
+    pub lifecycle: Lifecycle,
+    pub qemu_pid: Option<i32>,
+    pub telnet_port: u16,
+    /// How the VM is managed (rendered for people by `control::report`).
+    pub management: MgmtView,
+}
+
+/// How a VM is managed, as status shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum MgmtView {
+    /// No management interface.
+    #[default]
+    None,
+    /// qemu's user network: the guest's address and the number of port forwards.
+    User { address: String, forwards: usize },
+    /// The VM took over the container's `interface`: its address and gateway, when it has them.
+    Passthrough {
+        interface: String,
+        address: String,
+        gateway: Option<String>,
+    },
+}
+
+/// The snapshot, shared between the supervisor (writer) and the control server (reader).
+pub type Shared = std::sync::Arc<std::sync::Mutex<Snapshot>>;
+
 // ---------------------------------------------------------------------------------------------
 // The node's live state: the snapshot status reads, and the /health file. The supervisor holds a
 // `NodeState` and hands each VM its `VmHandle`; nothing else writes the snapshot. The only I/O
@@ -386,7 +428,7 @@ impl VmHandle {
     }
 
     /// How the VM is managed, as status shows it.
-    pub fn set_management(&self, described: String) {
+    pub fn set_management(&self, described: MgmtView) {
         self.node.shared.lock().unwrap().vms[self.vm].management = described;
     }
 }

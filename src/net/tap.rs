@@ -1,6 +1,6 @@
 //! Taps: creating them through /dev/net/tun (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR) and owning their
 //! fds for the launcher's whole life, so a qemu restart finds the same tap and the same wiring.
-//! Link settings (MTU, up) and tc belong to `netdev`.
+//! Link settings (MTU, up) belong to `netlink`, the wiring to `tc`.
 
 use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -15,11 +15,11 @@ const TUNSETPERSIST: libc::c_ulong = 0x400454cb;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
-    #[error("cannot open /dev/net/tun for {tap}: {source} (run the container with --device /dev/net/tun and --cap-add NET_ADMIN)")]
+    #[error("cannot open /dev/net/tun for {tap} (run the container with --device /dev/net/tun and --cap-add NET_ADMIN)")]
     OpenTun { tap: String, source: std::io::Error },
-    #[error("cannot create tap {tap}: {source}")]
+    #[error("cannot create tap {tap}")]
     Create { tap: String, source: std::io::Error },
-    #[error("cannot make tap {tap} persistent: {source}")]
+    #[error("cannot make tap {tap} persistent")]
     Persist { tap: String, source: std::io::Error },
 }
 
