@@ -1073,7 +1073,9 @@ async fn run_once(
                 Err(e) => {
                     tracing::error!(error = %e, "bootstrap failed");
                     if !stopping {
-                        give_up = e.action == crate::config::BootAction::Fail;
+                        give_up = plan.bootstrap.as_ref().is_some_and(|b| {
+                            bootstrap::after_failure(&e, b.on_timeout) == bootstrap::AfterFailure::GiveUp
+                        });
                         let _ = kill(pid, Signal::SIGKILL);
                         killed = true;
                     }
