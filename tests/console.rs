@@ -207,7 +207,7 @@ fn a_bootstrap_that_times_out_takes_its_configured_action() {
         "{out}"
     );
     assert!(
-        !out.has("VM state", &[("to", "restarting")]),
+        !out.transition("restarting", ""),
         "fail does not restart qemu: {out}"
     );
     assert_eq!(ns.health(), "1 VM failed");

@@ -145,9 +145,13 @@ impl Log {
         self.events.iter().any(pred)
     }
 
-    /// Whether a VM state transition to `to` has a reason containing `reason`.
+    /// Whether a state transition to `to` (the node's `state` event, or with several VMs a
+    /// `VM state` event) has a reason containing `reason`.
     pub fn transition(&self, to: &str, reason: &str) -> bool {
-        self.any(|e| e.is("VM state", &[("to", to)]) && e.field("reason").contains(reason))
+        self.any(|e| {
+            (e.is("state", &[("to", to)]) || e.is("VM state", &[("to", to)]))
+                && e.field("reason").contains(reason)
+        })
     }
 
     /// Whether a stdout line that is not a log event (a console line) is exactly `line`.
