@@ -135,7 +135,8 @@ impl Hub {
 
 /// Starts the owner of one serial port: binds `socket` for qemu, appends to `log`, prints
 /// lines to stdout after `label`, serves telnet on `telnet` (0 = off). Reports readiness on the
-/// returned channel.
+/// returned channel: `ready` is a literal substring of a line (not a regex, unlike the
+/// bootstrap's `expect`).
 pub async fn start(
     label: &str,
     socket: &Path,
