@@ -4,7 +4,8 @@
 //! - [`launcher`]: the launcher binary run in a namespace, its status and its JSON log;
 //! - [`guest`]: the tinylinux guest: config builder, login bootstrap, telnet and HTTP.
 //!
-//! Every test binary uses a different part of this, hence `dead_code` allowed here.
+//! Every test binary uses a different part of this, hence dead code and unused re-exports are
+//! allowed here.
 #![allow(dead_code, unused_imports)]
 
 pub mod frames;
