@@ -5,11 +5,122 @@
 //! - launcher RSS and idle wake-ups while a VM runs; `launcher run` to qemu exec;
 //!   SIGTERM-to-exit beyond qemu's own exit.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-use common::*;
+use lab::*;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
+
+/// The few helpers this bench needs, kept here (the root tests' `tests/common` is theirs): a
+/// throwaway namespace, shell commands, `launcher status`, a tinylinux config.
+mod lab {
+    use std::path::PathBuf;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    pub const LAUNCHER: &str = env!("CARGO_BIN_EXE_launcher");
+
+    pub fn require_root() {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(
+            euid, 0,
+            "the bench needs root (network namespaces, tc, taps)"
+        );
+    }
+
+    /// Runs a shell command and panics with its output when it fails.
+    pub fn must(cmd: &str) -> String {
+        let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+        assert!(
+            out.status.success(),
+            "{cmd}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until `f` returns Some, or panics after `timeout` with `what`.
+    pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A throwaway network namespace with a temp dir, both removed on drop.
+    pub struct Netns {
+        pub name: String,
+        pub dir: PathBuf,
+    }
+
+    impl Netns {
+        pub fn new(tag: &str) -> Self {
+            static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let name = format!("lb-{tag}-{}-{seq}", std::process::id());
+            must(&format!("ip netns add {name}"));
+            must(&format!("ip -n {name} link set lo up"));
+            let dir = std::env::temp_dir().join(&name);
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Netns { name, dir }
+        }
+        pub fn ip(&self, args: &str) -> String {
+            must(&format!("ip -n {} {args}", self.name))
+        }
+        /// The launcher inside the namespace, its control socket in the temp dir.
+        pub fn launcher(&self, args: &[&str]) -> Command {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &self.name, LAUNCHER]).args(args);
+            c.env("LAUNCHER_SOCKET", self.dir.join("control.sock"));
+            c
+        }
+    }
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = must(&format!(
+                "ip netns pids {} | xargs -r kill -9; ip netns del {}; true",
+                self.name, self.name
+            ));
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// `launcher status --json`, parsed; None while it does not answer.
+    pub fn status(ns: &Netns) -> Option<serde_json::Value> {
+        let out = ns.launcher(&["status", "--json"]).output().ok()?;
+        out.status.success().then_some(())?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// A tinylinux launcher.toml (images/tinylinux/build) with every path in `ns.dir`.
+    pub fn tinylinux_config(ns: &Netns, name: &str, vm_extra: &str) -> PathBuf {
+        let b = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("images/tinylinux/build");
+        assert!(
+            b.join("vmlinuz").exists(),
+            "run images/tinylinux/build.sh first"
+        );
+        let d = ns.dir.display();
+        let text = format!(
+            "[vm]\nname = \"{name}\"\nmachine = \"q35\"\nmemory = 256\nshutdown_timeout = 20\n\
+             boot_timeout = 120\n{vm_extra}\n[kernel]\npath = \"{k}\"\ninitrd = \"{i}\"\n\
+             append = \"console=ttyS0 panic=-1 tl.mgmt=user tl.hostname={name}\"\n\
+             [management]\nforwards = []\n[console]\nready_pattern = \"TINYLINUX-READY\"\n\
+             log = \"{d}/console.log\"\n[paths]\nrun_dir = \"{d}/run\"\n\
+             state_dir = \"{d}/state\"\nhealth_file = \"{d}/health\"\n",
+            k = b.join("vmlinuz").display(),
+            i = b.join("initramfs.cpio.gz").display(),
+        );
+        let p = ns.dir.join(format!("{name}.toml"));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -78,9 +189,19 @@ fn wiring(n: usize) -> (f64, f64) {
     (median(launcher_ms), median(tc_ms))
 }
 
-fn log_time(line: &str) -> Option<f64> {
-    // "2026-11-21T10:06:08.412143Z  INFO ..." -> seconds since the epoch.
-    let ts = line.split_whitespace().next()?;
+/// The launcher's JSON log lines (LAUNCHER_LOG_FORMAT=json) whose message is `message`.
+fn events(log: &std::path::Path, message: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["fields"]["message"] == message)
+        .collect()
+}
+
+/// An event's time ("2026-11-21T10:06:08.412143Z") in seconds since the epoch.
+fn log_time(event: &serde_json::Value) -> Option<f64> {
+    let ts = event["timestamp"].as_str()?;
     let out = must(&format!("date -d {ts} +%s.%N"));
     out.trim().parse().ok()
 }
@@ -130,17 +251,13 @@ fn main() {
     .unwrap();
     must(&format!("chmod +x {}", wrapper.display()));
     ns.ip("link add p1 type veth peer name eth1");
-    let cfg = tinylinux_config(
-        &ns,
-        "bench",
-        &format!("qemu = \"{}\"", wrapper.display()),
-        "",
-    );
+    let cfg = tinylinux_config(&ns, "bench", &format!("qemu = \"{}\"", wrapper.display()));
     let log = ns.dir.join("out.log");
     let t0 = now();
     let mut child = ns
         .launcher(&["run", "--config", cfg.to_str().unwrap()])
         .env("CLAB_INTFS", "1")
+        .env("LAUNCHER_LOG_FORMAT", "json")
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::null())
         .spawn()
@@ -181,19 +298,14 @@ fn main() {
     for _ in 0..20 {
         ns.ip("link del p1");
         std::thread::sleep(Duration::from_millis(50));
-        let before_lines = std::fs::read_to_string(&log)
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(" wired "))
-            .count();
+        let before = events(&log, "wired").len();
         let t = now();
         ns.ip("link add p1 type veth peer name eth1");
-        let line = wait_for(Duration::from_secs(5), "wired", || {
-            let s = std::fs::read_to_string(&log).unwrap();
-            let w: Vec<&str> = s.lines().filter(|l| l.contains(" wired ")).collect();
-            (w.len() > before_lines).then(|| w.last().unwrap().to_string())
+        let wired = wait_for(Duration::from_secs(5), "wired", || {
+            let w = events(&log, "wired");
+            (w.len() > before).then(|| w.last().unwrap().clone())
         });
-        lat.push((log_time(&line).unwrap() - t) * 1e3);
+        lat.push((log_time(&wired).unwrap() - t) * 1e3);
     }
     let mut sorted = lat.clone();
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -204,13 +316,12 @@ fn main() {
         sorted[19]
     );
 
+    // SAFETY: kill takes no pointers; `pid` is our own child, not yet reaped.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let st = child.wait().unwrap();
     let exited = now();
-    let s = std::fs::read_to_string(&log).unwrap();
-    let qemu_exit = s
-        .lines()
-        .find(|l| l.contains("qemu exited"))
+    let qemu_exit = events(&log, "qemu exited")
+        .first()
         .and_then(log_time)
         .unwrap();
     println!(

@@ -175,7 +175,7 @@ fn telnet_clients_and_launcher_console_see_the_same_output() {
     let log = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
     assert!(log.contains("MARK-42"));
     assert!(
-        l.output().contains("console: MARK-42"),
+        l.log().has_line("console: MARK-42"),
         "docker logs get console lines too"
     );
     assert_eq!(l.stop(Duration::from_secs(30)).0, 0);
@@ -193,12 +193,21 @@ fn a_bootstrap_that_times_out_takes_its_configured_action() {
     );
     let mut l = Running::start(&ns, &cfg, &[]);
     let code = l.wait_exit(Duration::from_secs(90));
-    let out = l.output();
+    let out = l.log();
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("bootstrap: retrying"), "{out}");
-    assert!(out.contains("timed out after 2s on attempt 2"), "{out}");
     assert!(
-        !out.contains("restart 1/"),
+        out.any(|e| e.message == "bootstrap: retrying from the first step"
+            && e.field("error").ends_with("on attempt 1")),
+        "{out}"
+    );
+    assert!(
+        out.any(|e| e.message == "bootstrap failed"
+            && e.field("error")
+                .ends_with("timed out after 2s on attempt 2")),
+        "{out}"
+    );
+    assert!(
+        !out.transition("restarting", ""),
         "fail does not restart qemu: {out}"
     );
     assert_eq!(ns.health(), "1 VM failed");
@@ -214,8 +223,8 @@ fn a_bootstrap_that_times_out_takes_its_configured_action() {
     );
     let mut l = Running::start(&ns, &cfg, &[]);
     let code = l.wait_exit(Duration::from_secs(120));
-    let out = l.output();
-    assert!(out.contains("restart 1/1"), "{out}");
+    let out = l.log();
+    assert!(out.transition("restarting", "restart 1/1"), "{out}");
     assert_eq!(code, Some(137), "{out}");
 }
 
@@ -223,11 +232,13 @@ fn a_bootstrap_that_times_out_takes_its_configured_action() {
 fn extra_serial_ports_have_their_own_log_and_telnet_port() {
     let ns = Netns::new("serials");
     let cfg = tinylinux_config(&ns, "rs", "", "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("tl.hostname=rs", "tl.hostname=rs tl.serials=3")
-        .replace("[console]", "[console]\nextra_serials = 3");
-    std::fs::write(&cfg, text).unwrap();
+    edit_file(
+        &cfg,
+        &[
+            ("tl.hostname=rs", "tl.hostname=rs tl.serials=3"),
+            ("[console]", "[console]\nextra_serials = 3"),
+        ],
+    );
     let mut l = Running::start(&ns, &cfg, &[]);
     wait_for(Duration::from_secs(90), "ready", || {
         status(&ns).filter(|s| s["state"] == "ready")
@@ -247,7 +258,7 @@ fn extra_serial_ports_have_their_own_log_and_telnet_port() {
         let log = std::fs::read_to_string(ns.dir.join(format!("console.ttyS{n}.log"))).unwrap();
         assert!(log.contains(&want), "{log}");
     }
-    assert!(l.output().contains("ttyS2: tinylinux: hello on ttyS2"));
+    assert!(l.log().has_line("ttyS2: tinylinux: hello on ttyS2"));
     let main_log = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
     assert!(
         !main_log.contains("hello on ttyS1"),

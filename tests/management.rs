@@ -36,10 +36,7 @@ fn passthrough_the_guest_answers_on_the_containers_own_address() {
         .to_string();
 
     let cfg = tinylinux_config(&ns, "rp", "", &login_bootstrap("bootstrap", AFTER_LOGIN));
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("tl.mgmt=user", "tl.mgmt=passthrough");
-    std::fs::write(&cfg, text).unwrap();
+    edit_file(&cfg, &[("tl.mgmt=user", "tl.mgmt=passthrough")]);
     let mut l = Running::start(&ns, &cfg, &[("CLAB_MGMT_PASSTHROUGH", "true")]);
     let st = wait_state(&ns, "ready", Duration::from_secs(120));
     assert_eq!(st["reason"], "bootstrap finished", "{st}");
@@ -76,8 +73,8 @@ fn passthrough_the_guest_answers_on_the_containers_own_address() {
         text.contains("management: passthrough eth0 192.0.2.2/24 via 192.0.2.1"),
         "{text}"
     );
-    let out = l.output();
-    assert!(out.contains("management passthrough wired"), "{out}");
+    let out = l.log();
+    assert!(out.has("management passthrough wired", &[]), "{out}");
     let (code, _) = l.stop(Duration::from_secs(30));
     assert_eq!(code, 0, "{}", l.output());
 }

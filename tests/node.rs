@@ -60,13 +60,6 @@ fn node_config(ns: &Netns) -> std::path::PathBuf {
     p
 }
 
-/// The number of the first line of `hay` holding every one of `parts` (to order log lines).
-fn at(hay: &str, parts: &[&str]) -> usize {
-    hay.lines()
-        .position(|l| parts.iter().all(|p| l.contains(p)))
-        .unwrap_or_else(|| panic!("no line with {parts:?} in the launcher's output:\n{hay}"))
-}
-
 /// The two-VM node (one data link, eth1) running in a fresh namespace, ready.
 fn start_node(tag: &str) -> (Netns, Running, serde_json::Value) {
     let ns = Netns::new(tag);
@@ -141,21 +134,21 @@ fn two_vms_linked_internally_start_in_order_ping_and_stop_in_reverse() {
     assert!(br.contains("i0-fab") && br.contains("i1-fab"), "{br}");
 
     // Started in order: fp's qemu only once cp's guest ran.
-    let out = l.output();
-    let cp_running = at(&out, &["VM state vm=cp", "to=\"running\""]);
-    let fp_started = at(&out, &["VM state vm=fp", "to=\"booting\""]);
-    assert!(cp_running < fp_started, "fp started before cp ran:\n{out}");
+    let log = l.log();
+    let cp_running = log.at("VM state", &[("vm", "cp"), ("to", "running")]);
+    let fp_started = log.at("VM state", &[("vm", "fp"), ("to", "booting")]);
+    assert!(cp_running < fp_started, "fp started before cp ran:\n{log}");
 
     // SIGTERM: fp powers off first, then cp; both through ACPI; exit 0.
     let (code, took) = l.stop(Duration::from_secs(60));
     println!("two VMs: SIGTERM to exit {took:?}");
-    let out = l.output();
-    assert_eq!(code, 0, "{out}");
-    let fp_stopped = at(&out, &["VM state vm=fp", "to=\"stopped\""]);
-    let cp_stopping = at(&out, &["VM state vm=cp", "to=\"stopping\""]);
+    let log = l.log();
+    assert_eq!(code, 0, "{log}");
+    let fp_stopped = log.at("VM state", &[("vm", "fp"), ("to", "stopped")]);
+    let cp_stopping = log.at("VM state", &[("vm", "cp"), ("to", "stopping")]);
     assert!(
         fp_stopped < cp_stopping,
-        "not stopped in reverse order:\n{out}"
+        "not stopped in reverse order:\n{log}"
     );
     for vm in ["cp", "fp"] {
         let c = std::fs::read_to_string(ns.dir.join(format!("{vm}.console.log"))).unwrap();
@@ -171,9 +164,9 @@ fn one_vm_failing_fails_the_node_and_stops_the_other_cleanly() {
     let (ns, mut l, st) = start_node("nodefail");
     let fp_pid = st["vms"][1]["qemu_pid"].as_i64().unwrap() as i32;
     let cp_pid = st["vms"][0]["qemu_pid"].as_i64().unwrap() as i32;
-    unsafe { libc::kill(fp_pid, libc::SIGKILL) };
+    kill(fp_pid, libc::SIGKILL);
     let code = l.wait_exit(Duration::from_secs(60));
-    let out = l.output();
+    let out = l.log();
     assert_eq!(code, Some(137), "fp's qemu was killed: 128 + 9\n{out}");
     assert_eq!(ns.health(), "1 VM failed");
     // The control plane was powered off through ACPI, not killed.
@@ -183,11 +176,11 @@ fn one_vm_failing_fails_the_node_and_stops_the_other_cleanly() {
         "{cp}\n{out}"
     );
     assert!(
-        out.contains("vm=cp from=\"stopping\" to=\"stopped\""),
+        out.has(
+            "VM state",
+            &[("vm", "cp"), ("from", "stopping"), ("to", "stopped")]
+        ),
         "{out}"
     );
-    assert!(
-        unsafe { libc::kill(cp_pid, 0) } != 0,
-        "cp's qemu still alive"
-    );
+    assert!(!kill(cp_pid, 0), "cp's qemu still alive");
 }

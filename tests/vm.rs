@@ -11,7 +11,7 @@ fn state(ns: &Netns) -> Option<String> {
 }
 
 fn pid_alive(pid: i64) -> bool {
-    unsafe { libc::kill(pid as i32, 0) == 0 }
+    kill(pid as i32, 0)
 }
 
 fn veth_pair(ns: &Netns, eth: &str, peer: &str) {
@@ -52,9 +52,14 @@ fn boots_to_ready_then_sigterm_powers_off_through_acpi() {
     assert_eq!(ns.health(), "0 running");
     let health = ns.launcher(&["health"]).output().unwrap();
     assert!(health.status.success());
+    let log = r.log();
     assert!(
-        r.output().contains("using TCG"),
-        "one warning line says why TCG"
+        log.events
+            .iter()
+            .filter(|e| e.level == "WARN" && e.message.starts_with("using TCG"))
+            .count()
+            == 1,
+        "one warning line says why TCG:\n{log}"
     );
     // The guest's NICs got the MACs derived from the name, in ethN order.
     let console = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
@@ -70,7 +75,7 @@ fn boots_to_ready_then_sigterm_powers_off_through_acpi() {
         "the guest powered off through ACPI:\n{console}"
     );
     assert!(!pid_alive(qemu_pid), "qemu {qemu_pid} is still alive");
-    assert!(r.output().contains("clean shutdown"));
+    assert!(r.log().has("clean shutdown", &[("vm", "r1")]));
 }
 
 #[test]
@@ -85,19 +90,23 @@ fn qemu_killed_is_restarted_per_policy_and_then_given_up() {
     let mut r = Running::start(&ns, &cfg, &[]);
     let st = wait_state(&ns, "ready", Duration::from_secs(90));
     let first = st["qemu_pid"].as_i64().unwrap();
-    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    kill(first as i32, libc::SIGKILL);
     // Visible in status: restarting, then ready again with restarts = 1 and a new pid.
     let st = wait_for(Duration::from_secs(90), "ready after restart", || {
         status(&ns).filter(|s| s["state"] == "ready" && s["restarts"] == 1)
     });
     let second = st["qemu_pid"].as_i64().unwrap();
     assert_ne!(first, second);
-    assert!(r.output().contains("restart 1/1"), "{}", r.output());
+    assert!(
+        r.log().transition("restarting", "restart 1/1"),
+        "{}",
+        r.output()
+    );
     // The console log carried on across the restart: two boots in one file.
     let console = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
     assert_eq!(console.matches("TINYLINUX-READY").count(), 2, "{console}");
     // Over the limit: the launcher gives up with 128+9 so Docker's restart policy applies.
-    unsafe { libc::kill(second as i32, libc::SIGKILL) };
+    kill(second as i32, libc::SIGKILL);
     let code = r.wait_exit(Duration::from_secs(30));
     assert_eq!(code, Some(137), "{}", r.output());
     assert_eq!(ns.health(), "1 VM failed");
@@ -197,9 +206,9 @@ fn a_burst_overrunning_the_link_event_socket_is_recovered_by_listing_again() {
     ns.ip(&format!("-batch {}", batch.display()));
     let st = wait_all_wired(&ns, Duration::from_secs(60));
     assert_eq!(st["links"].as_array().unwrap().len(), 100);
-    let out = r.output();
+    let out = r.log();
     assert!(
-        out.contains("link event socket overran; listing links again"),
+        out.has("link event socket overran; listing links again", &[]),
         "the burst did not overrun the 1-byte (kernel minimum) buffer:\n{out}"
     );
     wait_state(&ns, "ready", Duration::from_secs(120));
@@ -214,10 +223,11 @@ fn missing_interfaces_time_out_with_a_clear_error() {
     let cfg = tinylinux_config(&ns, "r5", "", "[nics]\nwait_timeout = 1\n");
     let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "3")]);
     let code = r.wait_exit(Duration::from_secs(20));
-    let out = r.output();
+    let out = r.log();
     assert_eq!(code, Some(3), "{out}");
+    // The final error report (stderr), not a log line.
     assert!(
-        out.contains("eth2, eth3") && !out.contains("eth1,"),
+        out.stderr.contains("eth2, eth3") && !out.stderr.contains("eth1,"),
         "the error lists exactly what is missing: {out}"
     );
 }
@@ -285,43 +295,47 @@ fn broken_configs_and_environment_exit_2_naming_the_key_and_touch_nothing() {
     type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
     let cases: Vec<Case> = vec![
         (
-            base.replace("memory = 256", "memroy = 256"),
+            replace_once(&base, "memory = 256", "memroy = 256"),
             vec![],
             "memroy",
         ),
         (
-            base.replace("memory = 256", "memory = 1"),
+            replace_once(&base, "memory = 256", "memory = 1"),
             vec![],
             "vm.memory",
         ),
         (
-            base.replace("memory = 256", "memory = \"big\""),
+            replace_once(&base, "memory = 256", "memory = \"big\""),
             vec![],
             "memory",
         ),
         (
-            base.replace("machine = \"q35\"", "machine = \"\""),
+            replace_once(&base, "machine = \"q35\"", "machine = \"\""),
             vec![],
             "vm.machine",
         ),
         (
-            base.replace("[management]", "[management]\nmode = \"bridge\""),
+            replace_once(&base, "[management]", "[management]\nmode = \"bridge\""),
             vec![],
             "management.mode",
         ),
         (
-            base.replace("forwards = []", "forwards = [\"tcp:70000\"]"),
+            replace_once(&base, "forwards = []", "forwards = [\"tcp:70000\"]"),
             vec![],
             "management.forwards[0]",
         ),
         (
-            base.replace("[vm]", "[vm]\naccel = \"hvf\""),
+            replace_once(&base, "[vm]", "[vm]\naccel = \"hvf\""),
             vec![],
             "vm.accel",
         ),
-        (base.replace("[vm]", "[vm]\nsmp = 0"), vec![], "vm.smp"),
         (
-            base.replace("name = \"r7\"", "name = \"has space\""),
+            replace_once(&base, "[vm]", "[vm]\nsmp = 0"),
+            vec![],
+            "vm.smp",
+        ),
+        (
+            replace_once(&base, "name = \"r7\"", "name = \"has space\""),
             vec![],
             "vm.name",
         ),
@@ -367,7 +381,11 @@ fn broken_configs_and_environment_exit_2_naming_the_key_and_touch_nothing() {
             "CLAB_MGMT_PASSTHROUGH",
         ),
         (
-            base.replace("[management]\n", "[management]\ninterface = \"eth1\"\n"),
+            replace_once(
+                &base,
+                "[management]\n",
+                "[management]\ninterface = \"eth1\"\n",
+            ),
             vec![("CLAB_INTFS", "1"), ("CLAB_MGMT_PASSTHROUGH", "true")],
             "CLAB_MGMT_PASSTHROUGH",
         ),
@@ -422,11 +440,13 @@ fn broken_configs_and_environment_exit_2_naming_the_key_and_touch_nothing() {
 fn a_guest_ignoring_acpi_is_quit_after_the_shutdown_timeout() {
     let ns = Netns::new("noacpi");
     let cfg = tinylinux_config(&ns, "r8", "", "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("tl.hostname=r8", "tl.hostname=r8 tl.acpi=off")
-        .replace("shutdown_timeout = 20", "shutdown_timeout = 2");
-    std::fs::write(&cfg, text).unwrap();
+    edit_file(
+        &cfg,
+        &[
+            ("tl.hostname=r8", "tl.hostname=r8 tl.acpi=off"),
+            ("shutdown_timeout = 20", "shutdown_timeout = 2"),
+        ],
+    );
     let mut r = Running::start(&ns, &cfg, &[]);
     let st = wait_state(&ns, "ready", Duration::from_secs(90));
     let qemu_pid = st["qemu_pid"].as_i64().unwrap();
@@ -438,8 +458,8 @@ fn a_guest_ignoring_acpi_is_quit_after_the_shutdown_timeout() {
         "waited the shutdown timeout: {took:?}"
     );
     assert!(
-        r.output()
-            .contains("guest did not power off in time: QMP quit"),
+        r.log()
+            .has("guest did not power off in time: QMP quit", &[]),
         "{}",
         r.output()
     );
@@ -450,14 +470,16 @@ fn a_guest_ignoring_acpi_is_quit_after_the_shutdown_timeout() {
 fn a_second_sigterm_skips_to_quit() {
     let ns = Netns::new("twice");
     let cfg = tinylinux_config(&ns, "r9", "", "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("tl.hostname=r9", "tl.hostname=r9 tl.acpi=off")
-        .replace("shutdown_timeout = 20", "shutdown_timeout = 60");
-    std::fs::write(&cfg, text).unwrap();
+    edit_file(
+        &cfg,
+        &[
+            ("tl.hostname=r9", "tl.hostname=r9 tl.acpi=off"),
+            ("shutdown_timeout = 20", "shutdown_timeout = 60"),
+        ],
+    );
     let mut r = Running::start(&ns, &cfg, &[]);
     wait_state(&ns, "ready", Duration::from_secs(90));
-    unsafe { libc::kill(r.pid(), libc::SIGTERM) };
+    kill(r.pid(), libc::SIGTERM);
     wait_state(&ns, "stopping", Duration::from_secs(5));
     let (code, took) = r.stop(Duration::from_secs(20));
     assert!(
@@ -466,7 +488,8 @@ fn a_second_sigterm_skips_to_quit() {
     );
     assert_eq!(code, 1, "{}", r.output());
     assert!(
-        r.output().contains("second stop signal: quitting qemu now"),
+        r.log()
+            .has("second stop signal: quitting qemu now", &[("vm", "r9")]),
         "{}",
         r.output()
     );
@@ -486,10 +509,7 @@ fn sixty_data_nics_boot_on_pci_bridges() {
         ns.dir.join("batch").display()
     ));
     let cfg = tinylinux_config(&ns, "r60", "", "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("tl.hostname=r60", "tl.hostname=r60 tl.nics=61");
-    std::fs::write(&cfg, text).unwrap();
+    edit_file(&cfg, &[("tl.hostname=r60", "tl.hostname=r60 tl.nics=61")]);
     let check = ns
         .launcher(&["check", "--config", cfg.to_str().unwrap()])
         .env("CLAB_INTFS", "60")
@@ -527,11 +547,13 @@ fn readiness_waits_for_the_tcp_probe_through_the_management_forward() {
     let ns = Netns::new("tcpready");
     let cfg = tinylinux_config(&ns, "rp", "", "");
     // Container port 8080 forwards to guest port 8081, where nothing listens at boot.
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("forwards = []", "forwards = [\"tcp:8080:8081\"]")
-        .replace("[console]", "[console]\nready_tcp = 8080");
-    std::fs::write(&cfg, text).unwrap();
+    edit_file(
+        &cfg,
+        &[
+            ("forwards = []", "forwards = [\"tcp:8080:8081\"]"),
+            ("[console]", "[console]\nready_tcp = 8080"),
+        ],
+    );
     let mut r = Running::start(&ns, &cfg, &[]);
     wait_for(Duration::from_secs(90), "the ready marker", || {
         std::fs::read_to_string(ns.dir.join("console.log"))
@@ -647,11 +669,13 @@ fn platform_files_reach_the_guest_and_the_nic_offset_holds() {
             day0.display()
         ),
     );
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "forwards = []",
-        &format!("forwards = []\ntftp_root = \"{}\"", tftp.display()),
+    edit_file(
+        &cfg,
+        &[(
+            "forwards = []",
+            &format!("forwards = []\ntftp_root = \"{}\"", tftp.display()),
+        )],
     );
-    std::fs::write(&cfg, text).unwrap();
     ns.ip("link add p1 type veth peer name eth1");
     let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "1")]);
     wait_state(&ns, "ready", Duration::from_secs(90));

@@ -42,10 +42,16 @@ fn init_tracing(trace: bool) {
         Ok(f) if !f.is_empty() => tracing_subscriber::EnvFilter::new(f),
         _ => tracing_subscriber::EnvFilter::new(if trace { "debug" } else { "info" }),
     };
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_writer(std::io::stdout)
-        .init();
+        .with_writer(std::io::stdout);
+    // LAUNCHER_LOG_FORMAT=json: one JSON object per line ({"timestamp", "level", "fields":
+    // {"message", ...}}), for tools and the root tests; the human format stays the default.
+    if std::env::var("LAUNCHER_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        fmt.json().init();
+    } else {
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init();
+    }
 }

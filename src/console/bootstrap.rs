@@ -1,8 +1,9 @@
 //! The bootstrap runner, the console's scripted user: a declarative sequence of steps (expect a
 //! regex within a time-out, send a templated line, send the startup config line by line waiting
 //! for the prompt, wait). While it runs it holds the console's write side, so a human typing on
-//! telnet cannot race it; readers still see everything. What a time-out leads to (retry, restart
-//! qemu, fail) is returned to the supervisor.
+//! telnet cannot race it; readers still see everything. It retries from the first step when the
+//! config says `retry`; it never touches qemu: what a final failure leads to (restart qemu or give
+//! up) is decided by the caller, with [`after_failure`].
 
 use crate::config::{BootAction, Bootstrap, Step};
 use crate::console::Hub;
@@ -38,14 +39,98 @@ pub fn strip_escapes(s: &str) -> String {
     out
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("bootstrap step {step} ({what}) timed out after {timeout:?} on attempt {attempt}")]
-pub struct StepTimeout {
-    pub step: usize,
-    pub what: String,
-    pub timeout: Duration,
-    pub attempt: u32,
-    pub action: BootAction,
+/// Why a bootstrap run ended without finishing.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// A step did not see what it waited for (on the last attempt).
+    #[error("bootstrap step {step} ({what}) timed out after {timeout:?} on attempt {attempt}")]
+    Timeout {
+        step: usize,
+        what: String,
+        timeout: Duration,
+        attempt: u32,
+    },
+    /// A step's pattern does not compile (config validates them, so this is a bug there).
+    #[error("bootstrap step {step}: invalid pattern {pattern:?}")]
+    Pattern {
+        step: usize,
+        pattern: String,
+        #[source]
+        source: regex::Error,
+    },
+}
+
+/// What becomes of qemu once the bootstrap has failed for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Kill qemu; the restart policy decides whether it comes back.
+    RestartQemu,
+    /// Kill qemu and do not restart it: the VM has failed.
+    GiveUp,
+}
+
+/// The config's `bootstrap.on_timeout` applied to a failed run (retries are already spent
+/// when a run fails, so `retry` ends like `fail`). A broken pattern never gets better by
+/// restarting.
+pub fn after_failure(e: &BootstrapError, on_timeout: BootAction) -> AfterFailure {
+    match (e, on_timeout) {
+        (BootstrapError::Timeout { .. }, BootAction::Restart) => AfterFailure::RestartQemu,
+        (BootstrapError::Timeout { .. }, BootAction::Retry | BootAction::Fail)
+        | (BootstrapError::Pattern { .. }, _) => AfterFailure::GiveUp,
+    }
+}
+
+/// Whether a run that failed on `attempt` (from 1) starts again from the first step.
+fn retries(e: &BootstrapError, on_timeout: BootAction, attempt: u32, attempts: u32) -> bool {
+    matches!(e, BootstrapError::Timeout { .. })
+        && on_timeout == BootAction::Retry
+        && attempt < attempts
+}
+
+/// One step with its pattern compiled (once per run, not once per read).
+enum Compiled<'a> {
+    Expect {
+        re: Regex,
+        pattern: &'a str,
+        timeout: Duration,
+    },
+    Send(&'a str),
+    SendConfig {
+        re: Regex,
+        prompt: &'a str,
+        timeout: Duration,
+    },
+    Wait(Duration),
+}
+
+fn compile(steps: &[Step]) -> Result<Vec<Compiled<'_>>, BootstrapError> {
+    let re = |step: usize, pattern: &str| {
+        Regex::new(pattern).map_err(|source| BootstrapError::Pattern {
+            step,
+            pattern: pattern.into(),
+            source,
+        })
+    };
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Ok(match s {
+                Step::Expect { pattern, timeout } => Compiled::Expect {
+                    re: re(i, pattern)?,
+                    pattern,
+                    timeout: *timeout,
+                },
+                Step::Send(t) => Compiled::Send(t),
+                Step::SendConfig { prompt, timeout } => Compiled::SendConfig {
+                    re: re(i, prompt)?,
+                    prompt,
+                    timeout: *timeout,
+                },
+                Step::Wait(d) => Compiled::Wait(*d),
+            })
+        })
+        .collect()
 }
 
 /// Reads the console into a text buffer and matches regexes against it.
@@ -95,84 +180,94 @@ pub async fn run(
     hub: &Hub,
     values: &Values,
     startup_config: Option<&str>,
-) -> Result<(), StepTimeout> {
+) -> Result<(), BootstrapError> {
+    let steps = compile(&b.steps)?;
     let mut reader = Reader {
         rx: hub.subscribe(),
         buf: String::new(),
     };
+    let script = Script {
+        steps: &steps,
+        hub,
+        values,
+        startup_config,
+    };
     hub.hold(true);
-    let result = run_attempts(b, hub, values, startup_config, &mut reader).await;
+    let result = run_attempts(b, &script, &mut reader).await;
     hub.hold(false);
     result
 }
 
+/// One run's fixed inputs.
+struct Script<'a> {
+    steps: &'a [Compiled<'a>],
+    hub: &'a Hub,
+    values: &'a Values,
+    startup_config: Option<&'a str>,
+}
+
 async fn run_attempts(
     b: &Bootstrap,
-    hub: &Hub,
-    values: &Values,
-    startup_config: Option<&str>,
+    script: &Script<'_>,
     reader: &mut Reader,
-) -> Result<(), StepTimeout> {
+) -> Result<(), BootstrapError> {
     let mut attempt = 1;
     loop {
-        match run_steps(b, hub, values, startup_config, reader, attempt).await {
+        match run_steps(script, reader, attempt).await {
             Ok(()) => return Ok(()),
-            Err(e) if e.action == BootAction::Retry && attempt < b.attempts => {
+            Err(e) if retries(&e, b.on_timeout, attempt, b.attempts) => {
                 tracing::warn!(error = %e, "bootstrap: retrying from the first step");
                 attempt += 1;
                 // Provoke a fresh prompt.
-                hub.write(b"\r");
+                script.hub.write(b"\r");
             }
-            Err(mut e) => {
-                if e.action == BootAction::Retry {
-                    e.action = BootAction::Fail;
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
     }
 }
 
 async fn run_steps(
-    b: &Bootstrap,
-    hub: &Hub,
-    values: &Values,
-    startup_config: Option<&str>,
+    script: &Script<'_>,
     reader: &mut Reader,
     attempt: u32,
-) -> Result<(), StepTimeout> {
-    for (i, step) in b.steps.iter().enumerate() {
-        let fail = |what: String, timeout| StepTimeout {
+) -> Result<(), BootstrapError> {
+    for (i, step) in script.steps.iter().enumerate() {
+        let fail = |what: String, timeout| BootstrapError::Timeout {
             step: i,
             what,
             timeout,
             attempt,
-            action: b.on_timeout,
         };
         match step {
-            Step::Expect { pattern, timeout } => {
-                let re = Regex::new(pattern).expect("validated in config");
+            Compiled::Expect {
+                re,
+                pattern,
+                timeout,
+            } => {
                 tracing::debug!(step = i, %pattern, "bootstrap: expect");
-                if !reader.expect(&re, *timeout).await {
+                if !reader.expect(re, *timeout).await {
                     return Err(fail(format!("expect {pattern:?}"), *timeout));
                 }
             }
-            Step::Send(t) => {
-                let line = render(t, values);
+            Compiled::Send(t) => {
+                let line = render(t, script.values);
                 tracing::debug!(step = i, "bootstrap: send");
-                send_line(hub, &line);
+                send_line(script.hub, &line);
             }
-            Step::SendConfig { prompt, timeout } => {
-                let Some(cfg) = startup_config else {
+            Compiled::SendConfig {
+                re,
+                prompt,
+                timeout,
+            } => {
+                let Some(cfg) = script.startup_config else {
                     tracing::info!("bootstrap: no startup config to send");
                     continue;
                 };
-                let re = Regex::new(prompt).expect("validated in config");
                 let lines: Vec<&str> = cfg.lines().filter(|l| !l.trim().is_empty()).collect();
                 tracing::info!(lines = lines.len(), "bootstrap: sending the startup config");
                 for (n, l) in lines.iter().enumerate() {
-                    send_line(hub, l);
-                    if !reader.expect(&re, *timeout).await {
+                    send_line(script.hub, l);
+                    if !reader.expect(re, *timeout).await {
                         return Err(fail(
                             format!("prompt {prompt:?} after startup config line {}", n + 1),
                             *timeout,
@@ -180,7 +275,7 @@ async fn run_steps(
                     }
                 }
             }
-            Step::Wait(d) => tokio::time::sleep(*d).await,
+            Compiled::Wait(d) => tokio::time::sleep(*d).await,
         }
     }
     tracing::info!(attempt, "bootstrap finished");
@@ -190,6 +285,94 @@ async fn run_steps(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn timeout() -> BootstrapError {
+        BootstrapError::Timeout {
+            step: 0,
+            what: "expect \"x\"".into(),
+            timeout: Duration::from_secs(2),
+            attempt: 2,
+        }
+    }
+
+    fn bad_pattern() -> BootstrapError {
+        compile(&[Step::Expect {
+            pattern: "(".into(),
+            timeout: Duration::from_secs(1),
+        }])
+        .err()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_timeout_names_the_step_the_wait_and_the_attempt() {
+        assert_eq!(
+            timeout().to_string(),
+            "bootstrap step 0 (expect \"x\") timed out after 2s on attempt 2"
+        );
+        let e = bad_pattern();
+        assert!(
+            matches!(e, BootstrapError::Pattern { step: 0, .. }),
+            "{e:?}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(!e.to_string().contains("regex parse error"), "{e}");
+    }
+
+    #[test]
+    fn the_action_after_a_failure_follows_on_timeout() {
+        use AfterFailure::*;
+        use BootAction::*;
+        let t = timeout();
+        assert_eq!(after_failure(&t, Restart), RestartQemu);
+        assert_eq!(after_failure(&t, Retry), GiveUp, "retries spent: like fail");
+        assert_eq!(after_failure(&t, Fail), GiveUp);
+        for a in [Retry, Restart, Fail] {
+            assert_eq!(after_failure(&bad_pattern(), a), GiveUp);
+        }
+    }
+
+    #[test]
+    fn only_a_timeout_under_retry_with_attempts_left_retries() {
+        let t = timeout();
+        assert!(retries(&t, BootAction::Retry, 1, 2));
+        assert!(!retries(&t, BootAction::Retry, 2, 2));
+        assert!(!retries(&t, BootAction::Restart, 1, 5));
+        assert!(!retries(&t, BootAction::Fail, 1, 5));
+        assert!(!retries(&bad_pattern(), BootAction::Retry, 1, 5));
+    }
+
+    #[tokio::test]
+    async fn expect_waits_for_the_pattern_and_consumes_up_to_it() {
+        let (tx, rx) = broadcast::channel(16);
+        let mut r = Reader {
+            rx,
+            buf: String::new(),
+        };
+        let config = [
+            Step::Expect {
+                pattern: "login: $".into(),
+                timeout: Duration::from_secs(1),
+            },
+            Step::Expect {
+                pattern: "# ".into(),
+                timeout: Duration::from_secs(1),
+            },
+        ];
+        let steps = compile(&config).unwrap();
+        let re = |i: usize| match &steps[i] {
+            Compiled::Expect { re, .. } => re.clone(),
+            _ => unreachable!(),
+        };
+        tx.send(std::sync::Arc::from(&b"boot\r\nr1 lo"[..]))
+            .unwrap();
+        tx.send(std::sync::Arc::from(&b"gin: \x1b[6n"[..])).unwrap();
+        assert!(r.expect(&re(0), Duration::from_millis(200)).await);
+        // The prompt before the match was consumed: "# " must be new.
+        tx.send(std::sync::Arc::from(&b"r1# "[..])).unwrap();
+        assert!(r.expect(&re(1), Duration::from_millis(200)).await);
+        assert!(!r.expect(&re(1), Duration::from_millis(50)).await);
+    }
 
     #[test]
     fn escapes_are_stripped() {

@@ -3,8 +3,14 @@
 //! restart and no early output is lost. Every line goes to stdout marked `console:` (docker
 //! logs) and to the log file; the bytes fan out to telnet clients (vrnetlab's port 5000) and to
 //! `launcher console` clients, who may all type, except while the bootstrap holds the write side.
+//! This module owns the serial socket, the hub (history, fan-out, the hold), the log file and
+//! the docker-logs lines; telnet lives in [`telnet`], the scripted user in [`bootstrap`]. It
+//! never starts qemu and never decides what a console event means for the VM's state.
 
 pub mod bootstrap;
+pub mod telnet;
+
+pub use telnet::TelnetFilter;
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -21,17 +27,17 @@ const HISTORY: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
-    #[error("cannot listen on serial socket {path}: {source}")]
+    #[error("cannot listen on serial socket {path}")]
     Listen {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open console log {path}: {source}")]
+    #[error("cannot open console log {path}")]
     Log {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot listen on telnet port {port}: {source}")]
+    #[error("cannot listen on telnet port {port}")]
     Telnet { port: u16, source: std::io::Error },
 }
 
@@ -127,54 +133,10 @@ impl Hub {
     }
 }
 
-/// Strips telnet negotiation from client input and turns CR NUL / CR LF into CR.
-#[derive(Default)]
-pub struct TelnetFilter {
-    state: u8, // 0 data, 1 after IAC, 2 option byte follows, 3 in subnegotiation, 4 IAC in SB, 5 after CR
-}
-
-impl TelnetFilter {
-    pub fn feed(&mut self, input: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(input.len());
-        for &b in input {
-            match (self.state, b) {
-                (0, 255) => self.state = 1,
-                (0, b'\r') => {
-                    out.push(b'\r');
-                    self.state = 5;
-                }
-                (0, b) => out.push(b),
-                (5, 0) | (5, b'\n') => self.state = 0,
-                (5, 255) => self.state = 1,
-                (5, b) => {
-                    self.state = 0;
-                    if b == b'\r' {
-                        self.state = 5;
-                    }
-                    out.push(b);
-                }
-                (1, 255) => {
-                    out.push(255);
-                    self.state = 0;
-                }
-                (1, 251..=254) => self.state = 2,
-                (1, 250) => self.state = 3,
-                (1, _) => self.state = 0,
-                (2, _) => self.state = 0,
-                (3, 255) => self.state = 4,
-                (3, _) => {}
-                (4, 240) => self.state = 0,
-                (4, _) => self.state = 3,
-                _ => self.state = 0,
-            }
-        }
-        out
-    }
-}
-
 /// Starts the owner of one serial port: binds `socket` for qemu, appends to `log`, prints
 /// lines to stdout after `label`, serves telnet on `telnet` (0 = off). Reports readiness on the
-/// returned channel.
+/// returned channel: `ready` is a literal substring of a line (not a regex, unlike the
+/// bootstrap's `expect`).
 pub async fn start(
     label: &str,
     socket: &Path,
@@ -182,31 +144,8 @@ pub async fn start(
     ready: Option<String>,
     telnet: u16,
 ) -> Result<(Hub, mpsc::UnboundedReceiver<ConsoleEvent>), ConsoleError> {
-    if let Some(d) = socket.parent() {
-        std::fs::create_dir_all(d).map_err(|source| ConsoleError::Listen {
-            path: socket.into(),
-            source,
-        })?;
-    }
-    let _ = std::fs::remove_file(socket);
-    let listener = UnixListener::bind(socket).map_err(|source| ConsoleError::Listen {
-        path: socket.into(),
-        source,
-    })?;
-    if let Some(d) = log.parent() {
-        std::fs::create_dir_all(d).map_err(|source| ConsoleError::Log {
-            path: log.into(),
-            source,
-        })?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(|source| ConsoleError::Log {
-            path: log.into(),
-            source,
-        })?;
+    let listener = bind_serial(socket)?;
+    let file = open_log(log)?;
     let telnet_listener = if telnet != 0 {
         Some(
             TcpListener::bind(("0.0.0.0", telnet))
@@ -220,105 +159,153 @@ pub async fn start(
         None
     };
 
-    let (to_vm, mut to_vm_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (to_vm, to_vm_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let (from_vm, _) = broadcast::channel(1024);
     let hub = Hub {
         to_vm,
         from_vm,
-        history: Default::default(),
-        held: Default::default(),
+        history: Arc::default(),
+        held: Arc::default(),
     };
     let (tx, rx) = mpsc::unbounded_channel();
-
-    // The write side of the current qemu connection.
-    let writer: Arc<tokio::sync::Mutex<Option<OwnedWriteHalf>>> = Default::default();
-    let w2 = writer.clone();
-    tokio::spawn(async move {
-        while let Some(bytes) = to_vm_rx.recv().await {
-            let mut w = w2.lock().await;
-            if let Some(conn) = w.as_mut() {
-                if conn.write_all(&bytes).await.is_err() {
-                    *w = None;
-                }
-            }
-        }
-    });
-
-    let h = hub.clone();
-    let label = label.to_string();
-    tokio::spawn(async move {
-        let mut lines = LineSplitter {
-            label,
-            file,
-            line: Vec::new(),
-            ready,
-            seen: false,
-            tx,
-        };
-        loop {
-            let Ok((conn, _)) = listener.accept().await else {
-                continue;
-            };
-            tracing::debug!("qemu connected to the serial console");
-            let (mut r, w) = conn.into_split();
-            *writer.lock().await = Some(w);
-            lines.seen = false;
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = match r.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let chunk = &buf[..n];
-                {
-                    let mut hist = h.history.lock().unwrap();
-                    hist.extend(chunk);
-                    let excess = hist.len().saturating_sub(HISTORY);
-                    hist.drain(..excess);
-                }
-                let _ = h.from_vm.send(Arc::from(chunk));
-                lines.feed(chunk);
-            }
-            lines.flush();
-            *writer.lock().await = None;
-            tracing::debug!("qemu left the serial console");
-        }
-    });
-
+    let lines = LineSplitter::new(label, file, std::io::stdout(), ready, tx);
+    let writer = Writer::default();
+    tokio::spawn(forward_to_vm(to_vm_rx, writer.clone()));
+    tokio::spawn(own_serial(listener, hub.clone(), writer, lines));
     if let Some(tl) = telnet_listener {
-        let h = hub.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((conn, peer)) = tl.accept().await else {
-                    continue;
-                };
-                tracing::info!(%peer, "telnet console client attached");
-                let h = h.clone();
-                tokio::spawn(async move {
-                    let _ = conn.set_nodelay(true);
-                    h.attach(conn, true).await;
-                    tracing::info!(%peer, "telnet console client left");
-                });
-            }
-        });
+        tokio::spawn(telnet::serve(tl, hub.clone()));
     }
     Ok((hub, rx))
 }
 
-/// Splits console bytes into lines for docker logs, appends raw bytes to the log file, and
-/// watches for the readiness pattern (also in a partial line: a prompt has no newline).
-struct LineSplitter {
+/// The write side of the current qemu connection (none between two qemus).
+type Writer = Arc<tokio::sync::Mutex<Option<OwnedWriteHalf>>>;
+
+fn bind_serial(socket: &Path) -> Result<UnixListener, ConsoleError> {
+    let err = |source| ConsoleError::Listen {
+        path: socket.into(),
+        source,
+    };
+    if let Some(d) = socket.parent() {
+        std::fs::create_dir_all(d).map_err(err)?;
+    }
+    let _ = std::fs::remove_file(socket);
+    UnixListener::bind(socket).map_err(err)
+}
+
+fn open_log(log: &Path) -> Result<std::fs::File, ConsoleError> {
+    let err = |source| ConsoleError::Log {
+        path: log.into(),
+        source,
+    };
+    if let Some(d) = log.parent() {
+        std::fs::create_dir_all(d).map_err(err)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(err)
+}
+
+/// Writes what clients and the bootstrap send to the qemu connected now (dropped when none is).
+async fn forward_to_vm(mut to_vm: mpsc::UnboundedReceiver<Vec<u8>>, writer: Writer) {
+    while let Some(bytes) = to_vm.recv().await {
+        let mut w = writer.lock().await;
+        if let Some(conn) = w.as_mut() {
+            if conn.write_all(&bytes).await.is_err() {
+                *w = None;
+            }
+        }
+    }
+}
+
+/// Accepts each qemu in turn on the serial socket, for the launcher's life, and fans out what
+/// it prints: history, subscribers, the log file and docker logs.
+async fn own_serial(
+    listener: UnixListener,
+    hub: Hub,
+    writer: Writer,
+    mut lines: LineSplitter<std::fs::File, std::io::Stdout>,
+) {
+    let mut failures = 0;
+    loop {
+        let conn = match listener.accept().await {
+            Ok((conn, _)) => {
+                failures = 0;
+                conn
+            }
+            Err(error) => {
+                failures += 1;
+                let pause = telnet::accept_backoff(failures);
+                tracing::warn!(%error, ?pause, "serial console: accept failed");
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        };
+        tracing::debug!("qemu connected to the serial console");
+        let (mut r, w) = conn.into_split();
+        *writer.lock().await = Some(w);
+        lines.new_connection();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = &buf[..n];
+            {
+                let mut hist = hub.history.lock().unwrap();
+                hist.extend(chunk);
+                let excess = hist.len().saturating_sub(HISTORY);
+                hist.drain(..excess);
+            }
+            let _ = hub.from_vm.send(Arc::from(chunk));
+            lines.feed(chunk);
+        }
+        lines.flush();
+        *writer.lock().await = None;
+        tracing::debug!("qemu left the serial console");
+    }
+}
+
+/// Splits console bytes into lines for docker logs (`label: text` on `out`), appends raw bytes
+/// to the log file, and watches for the readiness pattern (also in a partial line: a prompt has
+/// no newline), once per qemu connection.
+struct LineSplitter<L: Write, O: Write> {
     label: String,
-    file: std::fs::File,
+    log: L,
+    out: O,
     line: Vec<u8>,
     ready: Option<String>,
     seen: bool,
     tx: mpsc::UnboundedSender<ConsoleEvent>,
 }
 
-impl LineSplitter {
+impl<L: Write, O: Write> LineSplitter<L, O> {
+    fn new(
+        label: &str,
+        log: L,
+        out: O,
+        ready: Option<String>,
+        tx: mpsc::UnboundedSender<ConsoleEvent>,
+    ) -> Self {
+        LineSplitter {
+            label: label.to_string(),
+            log,
+            out,
+            line: Vec::new(),
+            ready,
+            seen: false,
+            tx,
+        }
+    }
+    /// A new qemu connected: its readiness pattern counts again.
+    fn new_connection(&mut self) {
+        self.seen = false;
+    }
     fn feed(&mut self, chunk: &[u8]) {
-        let _ = self.file.write_all(chunk);
+        let _ = self.log.write_all(chunk);
         for &b in chunk {
             if b == b'\n' {
                 self.check();
@@ -339,15 +326,15 @@ impl LineSplitter {
     }
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}: {text}", self.label);
+        let _ = writeln!(self.out, "{}: {text}", self.label);
         self.line.clear();
     }
+    /// The connection ended: a partial line is printed, the log flushed.
     fn flush(&mut self) {
         if !self.line.is_empty() {
             self.emit();
         }
-        let _ = self.file.flush();
+        let _ = self.log.flush();
     }
 }
 
@@ -355,21 +342,69 @@ impl LineSplitter {
 mod tests {
     use super::*;
 
+    type Splitter = LineSplitter<Vec<u8>, Vec<u8>>;
+
+    fn splitter(ready: Option<&str>) -> (Splitter, mpsc::UnboundedReceiver<ConsoleEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let s = LineSplitter::new("console", Vec::new(), Vec::new(), ready.map(Into::into), tx);
+        (s, rx)
+    }
+
+    fn events(rx: &mut mpsc::UnboundedReceiver<ConsoleEvent>) -> Vec<ConsoleEvent> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
     #[test]
-    fn telnet_negotiation_is_stripped() {
-        let mut f = TelnetFilter::default();
-        // IAC DO ECHO, "ls", CR NUL, IAC SB ... IAC SE, IAC IAC, "x", CR LF
-        let input = [
-            255, 253, 1, b'l', b's', b'\r', 0, 255, 250, 24, 1, 255, 240, 255, 255, b'x', b'\r',
-            b'\n',
-        ];
-        assert_eq!(f.feed(&input), vec![b'l', b's', b'\r', 255, b'x', b'\r']);
-        // Split across reads.
-        let mut f = TelnetFilter::default();
-        let mut out = f.feed(&[b'a', 255]);
-        out.extend(f.feed(&[251]));
-        out.extend(f.feed(&[3, b'b', b'\r']));
-        out.extend(f.feed(&[0, b'c']));
-        assert_eq!(out, b"ab\rc");
+    fn lines_are_labelled_without_carriage_returns_and_the_log_gets_raw_bytes() {
+        let (mut s, _rx) = splitter(None);
+        s.feed(b"boot\r\nhel");
+        s.feed(b"lo\r\r\nlogin: ");
+        assert_eq!(
+            String::from_utf8_lossy(&s.out),
+            "console: boot\nconsole: hello\n"
+        );
+        // A partial line waits for its newline, or for the connection to end.
+        s.flush();
+        assert_eq!(
+            String::from_utf8_lossy(&s.out),
+            "console: boot\nconsole: hello\nconsole: login: \n"
+        );
+        assert_eq!(s.log, b"boot\r\nhello\r\r\nlogin: ");
+        // Nothing is printed twice.
+        s.flush();
+        assert_eq!(String::from_utf8_lossy(&s.out).lines().count(), 3);
+    }
+
+    #[test]
+    fn the_ready_pattern_is_seen_once_per_connection_even_in_a_partial_line_or_split() {
+        let (mut s, mut rx) = splitter(Some("READY"));
+        s.feed(b"not yet\nRE");
+        assert!(events(&mut rx).is_empty());
+        s.feed(b"ADY r1");
+        assert_eq!(
+            events(&mut rx),
+            vec![ConsoleEvent::ReadyPattern("READY".into())]
+        );
+        s.feed(b"\nREADY again\n");
+        assert!(events(&mut rx).is_empty(), "once per connection");
+        s.flush();
+        s.new_connection();
+        s.feed(b"READY after a restart\n");
+        assert_eq!(events(&mut rx).len(), 1);
+    }
+
+    #[test]
+    fn the_pattern_does_not_span_two_lines() {
+        let (mut s, mut rx) = splitter(Some("AB"));
+        s.feed(b"xA\nBx\n");
+        assert!(events(&mut rx).is_empty());
+    }
+
+    #[test]
+    fn other_labels_name_their_port() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut s = LineSplitter::new("ttyS2", Vec::new(), Vec::new(), None, tx);
+        s.feed(b"tinylinux: hello on ttyS2\n");
+        assert_eq!(s.out, b"ttyS2: tinylinux: hello on ttyS2\n");
     }
 }
