@@ -46,18 +46,6 @@ impl Code {
     pub fn is_ok(self) -> bool {
         self.as_i32() == 0
     }
-
-    /// A command body that still returns a bare number (status, health, console, wire until
-    /// they move to their own files): mapped here, at the dispatch, and nowhere else.
-    pub fn from_legacy(code: i32) -> Code {
-        match code {
-            0 => Code::Ok,
-            1 => Code::Failure,
-            2 => Code::BadInput,
-            3 => Code::LinksMissing,
-            c => Code::Guest(c),
-        }
-    }
 }
 
 impl From<Code> for std::process::ExitCode {
@@ -99,9 +87,6 @@ mod tests {
         assert_eq!(Code::Guest(137).as_i32(), 137);
         assert_eq!(Code::unclean(0), Code::Failure);
         assert_eq!(Code::unclean(137), Code::Guest(137));
-        for n in [0, 1, 2, 3, 42, 137] {
-            assert_eq!(Code::from_legacy(n).as_i32(), n);
-        }
     }
 
     #[derive(Debug, thiserror::Error)]

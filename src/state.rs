@@ -4,7 +4,6 @@
 //! handles; status and health read it. Never spawns, never touches the network.
 
 // The snapshot type moves here with the control room's rewrite; until then it is imported.
-use crate::control::{Shared, Snapshot};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -418,13 +417,10 @@ impl VmHandle {
             .state
     }
 
-    /// The pid of this VM's qemu (None between runs). The first VM's is also the node's.
+    /// The pid of this VM's qemu (None between runs).
     pub fn set_pid(&self, pid: Option<i32>) {
         let mut s = self.node.shared.lock().unwrap();
         s.vms[self.vm].qemu_pid = pid;
-        if self.vm == 0 {
-            s.qemu_pid = pid;
-        }
     }
 
     /// How the VM is managed, as status shows it.
@@ -538,7 +534,7 @@ mod tests {
             name: "r1".into(),
             vms: vms
                 .iter()
-                .map(|n| crate::control::VmSnapshot {
+                .map(|n| VmSnapshot {
                     name: n.to_string(),
                     ..Default::default()
                 })

@@ -5,7 +5,7 @@
 use super::{load_node, report};
 use crate::cli::Cli;
 use crate::exit::Code;
-use crate::{config, qemu};
+use crate::qemu;
 
 pub fn check(cli: &Cli) -> Code {
     let node = match load_node(cli) {
@@ -16,15 +16,11 @@ pub fn check(cli: &Cli) -> Code {
         }
     };
     for (i, plan) in node.vms.iter().enumerate() {
-        let accel = qemu::AccelChoice {
-            kvm: plan.machine.accel == config::Accel::Kvm,
-            vhost: false,
-            warning: None,
-        };
+        let launch = qemu::Launch::for_check(plan);
         if i > 0 {
             println!();
         }
-        for a in qemu::argv(plan, &accel) {
+        for a in qemu::argv(plan, &launch, &qemu::Resolved::planned(plan)) {
             println!("{}", a.to_string_lossy());
         }
     }

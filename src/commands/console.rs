@@ -3,6 +3,7 @@
 //! Never talks to the serial socket directly; the running launcher owns it.
 
 use crate::control::{self, ControlError};
+use crate::exit::Code;
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -10,16 +11,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const DETACH: u8 = 0x1d;
 
 /// Runs the command: 0 after a session, 2 for a VM that is not there, 1 for any other failure.
-pub fn run(rt: &tokio::runtime::Runtime, vm: Option<&str>) -> u8 {
+pub fn run(rt: &tokio::runtime::Runtime, vm: Option<&str>) -> Code {
     match rt.block_on(session(&control::socket_path(), vm)) {
-        Ok(()) => 0,
+        Ok(()) => Code::Ok,
         Err(e) => {
             super::report(&e);
             // Asking for a VM that is not there is bad input.
             if matches!(e, ControlError::Refused(_)) {
-                2
+                Code::BadInput
             } else {
-                1
+                Code::Failure
             }
         }
     }

@@ -3,9 +3,10 @@
 //! (health: and healthy), 1 otherwise. Never reads the snapshot directly.
 
 use crate::control;
+use crate::exit::Code;
 
 /// `launcher status`: the report as pretty JSON, or the human table.
-pub fn status(rt: &tokio::runtime::Runtime, json: bool) -> u8 {
+pub fn status(rt: &tokio::runtime::Runtime, json: bool) -> Code {
     match rt.block_on(control::status(&control::socket_path())) {
         Ok(r) => {
             if json {
@@ -13,29 +14,29 @@ pub fn status(rt: &tokio::runtime::Runtime, json: bool) -> u8 {
             } else {
                 print!("{}", control::render(&r));
             }
-            0
+            Code::Ok
         }
         Err(e) => {
             super::report(&e);
-            1
+            Code::Failure
         }
     }
 }
 
 /// `launcher health`: "NAME: STATE"; 0 only when healthy.
-pub fn health(rt: &tokio::runtime::Runtime) -> u8 {
+pub fn health(rt: &tokio::runtime::Runtime) -> Code {
     match rt.block_on(control::health(&control::socket_path())) {
         Ok(h) => {
             println!("{}: {}", h.name, h.state);
             if h.healthy {
-                0
+                Code::Ok
             } else {
-                1
+                Code::Failure
             }
         }
         Err(e) => {
             super::report(&e);
-            1
+            Code::Failure
         }
     }
 }

@@ -2,6 +2,8 @@
 //! themselves. Parses ETH=TAP pairs (pure), checks every interface before touching anything,
 //! wires with undo on failure. Never runs a VM; the wiring itself is `net`'s.
 
+use crate::config::ifname_problem;
+use crate::exit::Code;
 use crate::net::tap;
 use crate::net::{wire_links, LinkInfo, NetError, Netlink};
 
@@ -20,52 +22,38 @@ pub enum WireError {
     Net(#[from] NetError),
 }
 
-impl WireError {
-    /// 2 for the user's input, else 1.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            WireError::Usage { .. } => 2,
-            WireError::Net(_) => 1,
+/// The user's input is bad input; anything else is a failure.
+impl From<&WireError> for Code {
+    fn from(e: &WireError) -> Self {
+        match e {
+            WireError::Usage { .. } => Code::BadInput,
+            WireError::Net(_) => Code::Failure,
         }
     }
 }
 
 /// `launcher wire ETH=TAP...`: one line per pair; 0, or 2 for bad input, 1 for a failure.
-pub fn wire(rt: &tokio::runtime::Runtime, args: &[String], mtu: Option<u32>) -> u8 {
+pub fn wire(rt: &tokio::runtime::Runtime, args: &[String], mtu: Option<u32>) -> Code {
     outcome(parse_pairs(args).and_then(|p| rt.block_on(wire_pairs(&p, mtu))))
 }
 
 /// `launcher unwire ETH=TAP...`: as [`wire`].
-pub fn unwire(rt: &tokio::runtime::Runtime, args: &[String]) -> u8 {
+pub fn unwire(rt: &tokio::runtime::Runtime, args: &[String]) -> Code {
     outcome(parse_pairs(args).and_then(|p| rt.block_on(unwire_pairs(&p))))
 }
 
-fn outcome(res: Result<Vec<String>, WireError>) -> u8 {
+fn outcome(res: Result<Vec<String>, WireError>) -> Code {
     match res {
         Ok(lines) => {
             for l in lines {
                 println!("{l}");
             }
-            0
+            Code::Ok
         }
         Err(e) => {
             super::report(&e);
-            e.exit_code()
+            Code::from(&e)
         }
-    }
-}
-
-/// Why `name` cannot be an interface name, if it cannot.
-// TODO(merge): use config::ifname_problem
-fn ifname_problem(name: &str) -> Option<&'static str> {
-    if name.is_empty() {
-        Some("is empty")
-    } else if name.len() > 15 {
-        Some("is longer than 15 bytes")
-    } else if name.contains(['/', ' ', ':', '=']) {
-        Some("contains '/', ' ', ':' or '='")
-    } else {
-        None
     }
 }
 
@@ -81,7 +69,8 @@ pub fn parse_pairs(args: &[String]) -> Result<Vec<Pair>, WireError> {
             .split_once('=')
             .ok_or_else(|| usage("expected ETH=TAP, for example eth1=tap1"))?;
         for n in [eth, tap] {
-            if ifname_problem(n).is_some() {
+            // The config's one rule; '=' separates the pair, so it cannot be in a name here.
+            if ifname_problem(n).is_some() || n.contains('=') {
                 return Err(usage(&format!("{n:?} is not a valid interface name")));
             }
         }
@@ -226,7 +215,7 @@ mod tests {
         ] {
             let args: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
             let e = parse_pairs(&args).expect_err(&format!("{bad:?}"));
-            assert_eq!(e.exit_code(), 2, "{bad:?}");
+            assert_eq!(Code::from(&e), Code::BadInput, "{bad:?}");
         }
     }
 

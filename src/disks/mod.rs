@@ -4,7 +4,7 @@
 
 pub mod iso;
 
-use crate::config::VmPlan;
+use crate::config::{DiskKind, VmPlan};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -45,7 +45,7 @@ pub fn prepare(plan: &VmPlan) -> Result<(), DiskError> {
 /// takes effect at the next start.
 fn make_cd_images(plan: &VmPlan) -> Result<(), DiskError> {
     for d in &plan.boot.disks {
-        if let Some((image, label)) = &d.cd {
+        if let DiskKind::Cd { image, label } = &d.kind {
             iso::write_from_dir(&d.path, label, image)?;
             tracing::info!(folder = %d.path.display(), image = %image.display(), "CD image written");
         }
@@ -58,7 +58,13 @@ fn make_cd_images(plan: &VmPlan) -> Result<(), DiskError> {
 /// because both run on the launcher's one runtime thread (see `commands::run`).
 fn make_overlays(plan: &VmPlan) -> Result<(), DiskError> {
     for d in &plan.boot.disks {
-        let Some(o) = &d.overlay else { continue };
+        let DiskKind::Image {
+            format,
+            overlay: Some(o),
+        } = &d.kind
+        else {
+            continue;
+        };
         if o.exists() {
             tracing::info!(overlay = %o.display(), "reusing disk overlay");
             continue;
@@ -70,7 +76,7 @@ fn make_overlays(plan: &VmPlan) -> Result<(), DiskError> {
             })?;
         }
         let out = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", &d.format, "-b"])
+            .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
             .arg(&d.path)
             .arg(o)
             .stdin(Stdio::null())

@@ -46,18 +46,7 @@ pub enum NetError {
     Missing { waited: Duration, missing: String },
 }
 
-/// An error and its causes on one line ("a: b: c"), for log fields and the link table, where
-/// no one walks the chain afterwards.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
-}
+pub use crate::exit::chain;
 
 /// What the launcher knows of one link.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -104,22 +93,5 @@ impl LinkInfo {
             }
         }
         (!li.name.is_empty()).then_some(li)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chain_prints_each_cause_once() {
-        let e = NetError::Request {
-            op: "set link up",
-            ifname: "eth1".into(),
-            source: std::io::Error::from_raw_os_error(libc::ENODEV),
-        };
-        let text = chain(&e);
-        assert!(text.starts_with("set link up on eth1: "), "{text}");
-        assert_eq!(text.matches("No such device").count(), 1, "{text}");
     }
 }

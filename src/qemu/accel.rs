@@ -80,7 +80,7 @@ impl Launch {
     /// The launch `launcher check` shows, without probing the system: the accel asked for
     /// (auto shows as TCG, the safe choice), no vhost-net.
     pub fn for_check(plan: &VmPlan) -> Self {
-        Launch::new(plan, plan.accel == Accel::Kvm, false, None)
+        Launch::new(plan, plan.machine.accel == Accel::Kvm, false, None)
     }
 
     /// A launch with the given choices, as if decided (for tests of the argv).
@@ -99,7 +99,7 @@ impl Launch {
 /// Decides KVM or TCG, vhost-net and the queues for one VM. A PVM-only KVM (a /dev/kvm
 /// without vmx/svm in cpuinfo) hangs real guests, so `auto` picks TCG there.
 pub fn decide(plan: &VmPlan, host: &Host) -> Result<Launch, AccelError> {
-    let (kvm, warning) = match plan.accel {
+    let (kvm, warning) = match plan.machine.accel {
         Accel::Tcg => (false, None),
         Accel::Kvm if host.kvm_opens => (true, None),
         Accel::Kvm => return Err(AccelError::KvmUnavailable),
@@ -112,7 +112,7 @@ pub fn decide(plan: &VmPlan, host: &Host) -> Result<Launch, AccelError> {
     let warning =
         warning.map(|why| format!("using TCG software emulation, the VM will be slow: {why}"));
     // vhost-net moves the data path into the kernel; it only helps (and only works) with KVM.
-    let data = !plan.links.is_empty();
+    let data = !plan.nics.links.is_empty();
     let vhost = kvm && host.vhost_opens && data;
     let mut launch = Launch::new(plan, kvm, vhost, warning);
     launch.vhost_reason = data.then_some(match (kvm, host.vhost_opens) {
@@ -126,8 +126,8 @@ pub fn decide(plan: &VmPlan, host: &Host) -> Result<Launch, AccelError> {
 /// Queues per data NIC: as configured, or with 0 (auto) one per vCPU (at most 16) when
 /// vhost-net is on (virtio-net only), else one.
 fn queues(plan: &VmPlan, vhost: bool) -> u32 {
-    match plan.nic_queues {
-        0 if vhost && plan.nic_model.starts_with("virtio-net") => plan.smp.min(16),
+    match plan.nics.queues {
+        0 if vhost && plan.nics.model.starts_with("virtio-net") => plan.machine.smp.min(16),
         0 => 1,
         n => n,
     }

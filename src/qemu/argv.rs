@@ -5,9 +5,11 @@
 
 use super::accel::Launch;
 use super::fds::FdLayout;
-use crate::config::{Delivery, DiskInterface, DiskKind, Management, Protocol, StartupConfig, VmPlan};
+use crate::config::{
+    Delivery, DiskInterface, DiskKind, Management, Protocol, StartupConfig, VmPlan,
+};
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The guest's management address in user mode (vrnetlab's convention).
 pub const GUEST_MGMT_IP: &str = "10.0.0.15";
@@ -87,7 +89,7 @@ pub fn argv(plan: &VmPlan, launch: &Launch, resolved: &Resolved) -> Vec<OsString
     internal_nics(&mut a, plan, &fds, &seed);
     data_nics(&mut a, plan, launch, &fds, &seed);
     fw_cfg(&mut a, resolved);
-    for x in &plan.extra_args {
+    for x in &plan.machine.extra_args {
         a.push(x.clone());
     }
     a.0
@@ -95,25 +97,25 @@ pub fn argv(plan: &VmPlan, launch: &Launch, resolved: &Resolved) -> Vec<OsString
 
 /// The binary, identity, machine, accel, CPU, memory, uuid and SMBIOS.
 fn machine(a: &mut Argv, plan: &VmPlan, launch: &Launch) {
-    a.push(plan.qemu.clone());
+    a.push(plan.machine.qemu.clone());
     a.opt("-name", format!("{},debug-threads=on", plan.name));
     a.push("-nodefaults").push("-no-user-config");
     a.opt("-display", "none");
     a.opt("-machine", plan.machine.machine_type.clone());
     a.opt("-accel", if launch.kvm { "kvm" } else { "tcg" });
     // `host` exists only under KVM; under TCG `max` is its closest equivalent.
-    let cpu = if !launch.kvm && plan.cpu == "host" {
+    let cpu = if !launch.kvm && plan.machine.cpu == "host" {
         "max".to_string()
     } else {
-        plan.cpu.clone()
+        plan.machine.cpu.clone()
     };
     a.opt("-cpu", cpu);
-    a.opt("-smp", plan.smp.to_string());
-    a.opt("-m", format!("{}M", plan.memory_mib));
-    if let Some(u) = &plan.uuid {
+    a.opt("-smp", plan.machine.smp.to_string());
+    a.opt("-m", format!("{}M", plan.machine.memory_mib));
+    if let Some(u) = &plan.machine.uuid {
         a.opt("-uuid", u.clone());
     }
-    for t in &plan.smbios {
+    for t in &plan.machine.smbios {
         a.opt("-smbios", t.clone());
     }
 }
@@ -129,7 +131,7 @@ fn qmp_and_serials(a: &mut Argv, plan: &VmPlan) {
     );
     // The launcher listens on the serial socket; qemu connects to it, so no output is lost and
     // the console outlives a qemu restart.
-    for n in 0..=plan.extra_serials {
+    for n in 0..=plan.console.extra_serials {
         a.opt(
             "-chardev",
             path_opt(
@@ -143,7 +145,7 @@ fn qmp_and_serials(a: &mut Argv, plan: &VmPlan) {
 
 /// Direct kernel boot, with the resolved command line.
 fn kernel(a: &mut Argv, plan: &VmPlan, resolved: &Resolved) {
-    let Some(k) = &plan.kernel else { return };
+    let Some(k) = &plan.boot.kernel else { return };
     a.opt("-kernel", k.path.clone());
     if let Some(i) = &k.initrd {
         a.opt("-initrd", i.clone());
@@ -184,7 +186,7 @@ fn disks(a: &mut Argv, plan: &VmPlan) {
     // IDE: two units per bus on pc (ide.0, ide.1); q35's AHCI has six buses of one unit.
     let mut ide = 0u32;
     let q35 = plan.machine.machine_type.contains("q35");
-    for (i, d) in plan.disks.iter().enumerate() {
+    for (i, d) in plan.boot.disks.iter().enumerate() {
         a.opt("-drive", drive(i, d));
         match d.interface {
             DiskInterface::Virtio => a.opt("-device", format!("virtio-blk-pci,drive=disk{i}")),
@@ -256,7 +258,7 @@ fn internal_nics(a: &mut Argv, plan: &VmPlan, fds: &FdLayout, seed: &str) {
             "-device",
             format!(
                 "{},netdev=int{k},mac={}",
-                plan.nic_model,
+                plan.nics.model,
                 mac(seed, 0x200 + k as u32)
             ),
         );
@@ -289,9 +291,9 @@ impl Slots {
 /// port N still is the container's ethN. Slots: `nic_offset` empty ones first, then data NIC N
 /// in slot offset + N.
 fn data_nics(a: &mut Argv, plan: &VmPlan, launch: &Launch, fds: &FdLayout, seed: &str) {
-    let max = plan.links.iter().map(|l| l.index).max().unwrap_or(0);
-    let off = plan.nic_offset;
-    let per = plan.nics_per_bridge.max(1);
+    let max = plan.nics.links.iter().map(|l| l.index).max().unwrap_or(0);
+    let off = plan.nics.offset;
+    let per = plan.nics.per_bridge.max(1);
     let slots = Slots {
         per,
         bridged: max + off > per,
@@ -304,7 +306,7 @@ fn data_nics(a: &mut Argv, plan: &VmPlan, launch: &Launch, fds: &FdLayout, seed:
             );
         }
     }
-    let model = &plan.nic_model;
+    let model = &plan.nics.model;
     for k in 1..=off {
         let (mac, at) = (mac(seed, 0x100 + k), slots.place(k));
         a.opt("-device", format!("{model},id=reserved{k},mac={mac}{at}"));
@@ -319,7 +321,7 @@ fn data_nics(a: &mut Argv, plan: &VmPlan, launch: &Launch, fds: &FdLayout, seed:
     let mut pos = 0usize;
     for index in 1..=max {
         let (mac, at) = (mac(seed, index), slots.place(index + off));
-        if plan.links.get(pos).is_some_and(|l| l.index == index) {
+        if plan.nics.links.get(pos).is_some_and(|l| l.index == index) {
             let fd = fds.netdev_fd_arg(pos);
             a.opt("-netdev", format!("tap,id=net{index},{fd}{vhost}"));
             a.opt(
@@ -400,7 +402,7 @@ mod tests {
         let layout = FdLayout::of(plan, launch);
         let mgmt = matches!(plan.management, Management::Passthrough { .. }).then_some(1000);
         let internal: Vec<i32> = (0..plan.internal.len() as i32).map(|k| 2000 + k).collect();
-        let data: Vec<Vec<i32>> = (0..plan.links.len() as i32)
+        let data: Vec<Vec<i32>> = (0..plan.nics.links.len() as i32)
             .map(|pos| {
                 (0..launch.queues as i32)
                     .map(|j| 3000 + 100 * pos + j)

@@ -75,7 +75,7 @@ impl FdLayout {
         FdLayout::new(
             plan.internal.len(),
             matches!(plan.management, Management::Passthrough { .. }),
-            &vec![launch.queues; plan.links.len()],
+            &vec![launch.queues; plan.nics.links.len()],
         )
     }
 

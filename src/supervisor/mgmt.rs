@@ -1,9 +1,12 @@
-//! What a VM is told about its management network: the addresses it is to take (user mode's
-//! fixed ones, or what passthrough found on the container's interface), the values its
-//! templates see, and the line status shows. Pure: it reads what net found, touches nothing.
+//! What a VM learns at run time and its plan cannot know: the management addresses it is to
+//! take (user mode's fixed ones, or what passthrough found on the container's interface), the
+//! values its templates see, how status shows its management, and the [`qemu::Resolved`] facts
+//! its argv takes (passthrough MAC, the kernel line rendered, the startup config if its file is
+//! there). Reads what net found and whether one file exists; never edits the plan.
 
 use crate::config::{Management, VmPlan};
-use crate::net::links::Passthrough;
+use crate::net::Passthrough;
+use crate::state::MgmtView;
 use crate::{qemu, template};
 
 /// The management addresses the guest is to take, for the bootstrap templates.
@@ -61,23 +64,51 @@ impl MgmtAddrs {
     }
 }
 
-/// How the VM is managed, as status shows it.
-pub fn describe(m: &Management, addrs: &MgmtAddrs) -> String {
+/// How the VM is managed, as status shows it (`control::report` renders it).
+pub fn describe(m: &Management, addrs: &MgmtAddrs) -> MgmtView {
     match m {
-        Management::None => "none".to_string(),
-        Management::User { forwards, .. } => {
-            format!("user {} ({} forwards)", addrs.ipv4, forwards.len())
-        }
-        Management::Passthrough { interface, .. } => format!(
-            "passthrough {interface} {} via {}",
-            addrs.ipv4,
-            if addrs.gateway4.is_empty() {
-                "-"
-            } else {
-                &addrs.gateway4
-            }
-        ),
+        Management::None => MgmtView::None,
+        Management::User { forwards, .. } => MgmtView::User {
+            address: addrs.ipv4.clone(),
+            forwards: forwards.len(),
+        },
+        Management::Passthrough { interface, .. } => MgmtView::Passthrough {
+            interface: interface.clone(),
+            address: addrs.ipv4.clone(),
+            gateway: (!addrs.gateway4.is_empty()).then(|| addrs.gateway4.clone()),
+        },
     }
+}
+
+/// What one VM was told at start: the facts its argv takes, and the values its templates see.
+#[derive(Debug, Clone)]
+pub struct VmFacts {
+    pub resolved: qemu::Resolved,
+    pub values: template::Values,
+}
+
+/// Resolves one VM's run-time facts once, at start: `mac` is the container interface's MAC in
+/// passthrough mode. A startup config whose file is not there is left out (the VM boots
+/// without one), as it was at start.
+pub fn resolve(plan: &VmPlan, addrs: &MgmtAddrs, mac: Option<String>) -> VmFacts {
+    let values = template_values(plan, addrs);
+    let startup_config = plan.startup_config.clone().filter(|sc| {
+        let there = sc.path.exists();
+        if !there {
+            tracing::info!(path = %sc.path.display(), "no startup config there; booting without one");
+        }
+        there
+    });
+    let resolved = qemu::Resolved {
+        mgmt_mac: mac,
+        kernel_append: plan
+            .boot
+            .kernel
+            .as_ref()
+            .map(|k| template::render(&k.append, &values)),
+        startup_config,
+    };
+    VmFacts { resolved, values }
 }
 
 /// The values a VM's templates (kernel command line, bootstrap) see.

@@ -33,7 +33,9 @@ pub enum SupervisorError {
     #[error(transparent)]
     Accel(#[from] qemu::AccelError),
     #[error(transparent)]
-    Datapath(#[from] net::links::DatapathError),
+    Net(#[from] net::NetError),
+    #[error(transparent)]
+    Fds(#[from] qemu::FdError),
     #[error(transparent)]
     Console(#[from] console::ConsoleError),
     #[error(transparent)]
@@ -60,9 +62,7 @@ impl From<&SupervisorError> for Code {
     fn from(e: &SupervisorError) -> Self {
         match e {
             SupervisorError::Accel(_) => Code::BadInput,
-            SupervisorError::Datapath(net::links::DatapathError::Missing { .. }) => {
-                Code::LinksMissing
-            }
+            SupervisorError::Net(net::NetError::Missing { .. }) => Code::LinksMissing,
             _ => Code::Failure,
         }
     }
@@ -70,32 +70,32 @@ impl From<&SupervisorError> for Code {
 
 /// Runs the router until it is shut down or gives up; returns the node's exit code. Each step
 /// is one named call, run once, in the order below; each comment says why it stands there.
-pub async fn run(mut node: Node) -> Result<Code, SupervisorError> {
+pub async fn run(node: Node) -> Result<Code, SupervisorError> {
     let t0 = Instant::now();
     // 1. Signals and the SIGCHLD reaper before any child exists (as tini and catatonit do), so
     //    no stop request and no exit status can be lost; the subreaper, checked, with them.
     let (mut signals, reaper) = reaper::start()?;
     // 2. The accel per VM, from host facts read once: a bad `accel = "kvm"` fails here, before
     //    anything is created on the system.
-    let accels = setup::decide_accels(&node)?;
+    let launches = setup::decide_accels(&node)?;
     // 3. The node state (snapshot + health file) next: every later step reports through it.
-    let snapshot = setup::snapshot(&node, &accels);
-    let state = NodeState::new(snapshot, node.first().health_file.clone());
+    let snapshot = setup::snapshot(&node, &launches);
+    let state = NodeState::new(snapshot, node.settings.health_file.clone());
     // 4. Consoles before qemu can connect to them, and before disks: their logs and telnet
     //    ports exist from the first second, and passthrough must know the telnet ports.
     let consoles = setup::start_consoles(&node).await?;
     // 5. Files: run folders, disk overlays, CD images. All local; a failure here leaves the
     //    network untouched.
-    setup::prepare_files(&mut node)?;
+    setup::prepare_files(&node)?;
     // 6. The network: passthrough (its addresses feed the kernel command line), the data
     //    links' taps (subscribed to link events first, so no ethN arrival is missed), the
     //    internal networks. Every tap fd is owned from here to the end of `run`.
-    let mut net = setup::bring_up_net(&mut node, &accels, &state).await?;
+    let mut net = setup::bring_up_net(&node, &launches, &state).await?;
     // 7. The control socket once there is state, links and consoles to show: `status` works
     //    during the (possibly long) wait for the lab tool.
     let (table, nl) = net.for_status();
     let hubs = setup::console_hubs(&node, &consoles);
-    let _control = control::serve(control::socket_path(), state.shared(), table, nl, hubs).await?;
+    let _control = control::serve(control::socket_path(), state.shared(), table, nl, hubs)?;
     // 8. Wait for the data links, interruptible: a SIGTERM here stops the node with exit 0.
     if setup::wait_for_links(&mut net, &node, &mut signals, &state).await? == Waited::Stopped {
         return Ok(Code::Ok);
@@ -106,7 +106,7 @@ pub async fn run(mut node: Node) -> Result<Code, SupervisorError> {
     }
     // 10. Per VM: its fds at fixed numbers and its argv. Only now: the links are wired and the
     //     plan holds everything the argv needs (passthrough MAC, rendered kernel line).
-    let vms = setup::ready_vms(node, &accels, &net, consoles, &state, &reaper);
+    let vms = setup::ready_vms(node, &launches, &net, consoles, &state, &reaper)?;
     // From here the watcher task owns the data links; it re-wires a re-created ethN.
     setup::keep_links_wired(&mut net);
     // 11. The VMs: ordered start, reverse stop, restarts; their ends make the exit code.

@@ -3,7 +3,7 @@
 //! (the scripted console user). Dropping [`Helpers`] ends them all. Never moves the VM's state
 //! (the run does, from what they report).
 
-use super::mgmt::{self, MgmtAddrs};
+use super::mgmt::VmFacts;
 use crate::config::VmPlan;
 use crate::console::{bootstrap, Hub};
 use crate::qemu::qmp::{Event, Qmp};
@@ -19,7 +19,7 @@ pub struct Feeds {
     /// QMP events (a `Resume` first when qemu already runs the guest at connect time).
     pub events: UnboundedReceiver<Event>,
     /// The bootstrap's verdict.
-    pub bootstrap: UnboundedReceiver<Result<(), bootstrap::StepTimeout>>,
+    pub bootstrap: UnboundedReceiver<Result<(), bootstrap::BootstrapError>>,
     /// The port, once the TCP probe got an answer.
     pub tcp: UnboundedReceiver<u16>,
 }
@@ -43,7 +43,7 @@ impl Drop for Helpers {
 }
 
 /// Starts the helpers for one run of `plan`'s qemu.
-pub fn start(plan: &VmPlan, mgmt: &MgmtAddrs, hub: &Hub) -> (Helpers, Feeds) {
+pub fn start(plan: &VmPlan, facts: &VmFacts, hub: &Hub) -> (Helpers, Feeds) {
     let (qmp_tx, qmp) = unbounded_channel();
     let (ev_tx, events) = unbounded_channel();
     let (boot_tx, bootstrap) = unbounded_channel();
@@ -55,11 +55,13 @@ pub fn start(plan: &VmPlan, mgmt: &MgmtAddrs, hub: &Hub) -> (Helpers, Feeds) {
     // The bootstrap, when configured, runs against this qemu's console.
     if let Some(b) = plan.bootstrap.clone() {
         let hub = hub.clone();
-        let values = mgmt::template_values(plan, mgmt);
-        let startup = plan
+        let values = facts.values.clone();
+        // Read at every run: an edited startup config reaches the next restart.
+        let startup = facts
+            .resolved
             .startup_config
             .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok());
+            .and_then(|sc| std::fs::read_to_string(&sc.path).ok());
         helpers.hub = Some(hub.clone());
         helpers.tasks.push(tokio::spawn(async move {
             let r = bootstrap::run(&b, &hub, &values, startup.as_deref()).await;

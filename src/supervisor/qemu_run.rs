@@ -5,8 +5,9 @@
 use super::probes;
 use super::reaper::exit_code_of;
 use super::vm::Vm;
-use crate::config::{BootAction, VmPlan};
-use crate::console::{bootstrap::StepTimeout, ConsoleEvent};
+use crate::config::VmPlan;
+use crate::console::bootstrap::{self, AfterFailure, BootstrapError};
+use crate::console::ConsoleEvent;
 use crate::qemu::qmp::{Event, Qmp};
 use crate::state::{Probe, Readiness, State, VmHandle};
 use nix::sys::signal::{kill, Signal};
@@ -106,7 +107,7 @@ impl Shutdown {
 /// Supervises one qemu process until it exits.
 pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child: Child) -> RunEnd {
     let Child { pid, mut exited } = child;
-    let (helpers, mut feeds) = probes::start(&vm.plan, &vm.mgmt, &vm.hub);
+    let (helpers, mut feeds) = probes::start(&vm.plan, &vm.facts, &vm.hub);
     let mut run = Run::new(&vm.plan, &vm.handle, Pid::from_raw(pid));
     // Drain console readiness left over from a previous run.
     while vm.console_rx.try_recv().is_ok() {}
@@ -273,13 +274,15 @@ impl<'a> Run<'a> {
         self.kill();
     }
 
-    fn on_bootstrap(&mut self, r: Result<(), StepTimeout>) {
+    fn on_bootstrap(&mut self, r: Result<(), BootstrapError>) {
         match r {
             Ok(()) => self.probe(Probe::Bootstrap, "bootstrap finished"),
             Err(e) => {
                 tracing::error!(error = %e, "bootstrap failed");
                 if !self.stopping {
-                    self.give_up = e.action == BootAction::Fail;
+                    let policy = self.plan.bootstrap.as_ref().map(|b| b.on_timeout);
+                    self.give_up = policy
+                        .is_some_and(|p| bootstrap::after_failure(&e, p) == AfterFailure::GiveUp);
                     self.kill();
                 }
             }

@@ -1,7 +1,7 @@
 //! The steps of the recipe in `supervisor::run` before the VMs start, one function each: the
 //! accel decision, the node's first snapshot, the consoles, the files, the network bring-up,
-//! the wait for the data links, the boot delay, and the one place fd numbers are computed.
-//! Never starts qemu.
+//! the wait for the data links, the boot delay, and each VM made ready (its resolved facts,
+//! its argv, its fds bound through the one [`FdLayout`]). Never starts qemu.
 
 use super::mgmt::{self, MgmtAddrs};
 use super::reaper::{Reaper, Signals};
@@ -9,14 +9,10 @@ use super::vm::Vm;
 use super::SupervisorError;
 use crate::config::{DataLink, Management, Node};
 use crate::console::{self, ConsoleEvent, Hub};
-use crate::control::{self, Snapshot, VmSnapshot};
-use crate::net::links::{self, Datapath, Table};
-use crate::net::netlink::Netlink;
-use crate::net::tap::Tap;
-use crate::qemu::{self, AccelChoice, INTERNAL_FD_BASE, MGMT_TAP_FD, TAP_FD_BASE};
-use crate::state::{NodeState, State};
-use crate::template;
-use std::collections::HashMap;
+use crate::control;
+use crate::net::{self, tap::Tap, DataLinks, LinkTable, Netlink};
+use crate::qemu::{self, FdLayout, Launch};
+use crate::state::{NodeState, Snapshot, State, VmSnapshot};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -24,45 +20,27 @@ use tokio::sync::mpsc::UnboundedReceiver;
 /// One console's owner: its hub and its readiness events.
 pub type Console = (Hub, UnboundedReceiver<ConsoleEvent>);
 
-/// The host facts are read once; then KVM or TCG, and vhost-net, per VM.
-pub fn decide_accels(node: &Node) -> Result<Vec<AccelChoice>, SupervisorError> {
-    let opens = |p: &str| {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(p)
-            .is_ok()
-    };
-    let kvm_opens = opens("/dev/kvm");
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    // vhost-net moves the data path into the kernel; it only helps (and only works) with KVM.
-    let vhost_opens = opens("/dev/vhost-net");
-    let mut accels: Vec<AccelChoice> = Vec::new();
+/// The host facts are read once; then KVM or TCG, vhost-net and the queues, per VM.
+pub fn decide_accels(node: &Node) -> Result<Vec<Launch>, SupervisorError> {
+    let host = qemu::Host::read();
+    let mut launches: Vec<Launch> = Vec::new();
     for plan in &node.vms {
-        let mut accel = qemu::decide_accel(plan.machine.accel, kvm_opens, &cpuinfo)?;
-        if let Some(w) = &accel.warning {
-            if accels.is_empty() {
-                tracing::warn!("{w}");
-            }
+        let launch = qemu::decide(plan, &host)?;
+        if let (Some(w), true) = (&launch.warning, launches.is_empty()) {
+            tracing::warn!("{w}");
         }
-        accel.vhost = accel.kvm && vhost_opens && !plan.nics.links.is_empty();
-        if !plan.nics.links.is_empty() {
-            let why = match (accel.kvm, vhost_opens) {
-                (true, true) => "on",
-                (false, _) => "off (TCG)",
-                (true, false) => "off (/dev/vhost-net not available; pass --device /dev/vhost-net)",
-            };
+        if let Some(why) = launch.vhost_reason() {
             tracing::info!("vhost-net for data NICs: {why}");
         }
-        accels.push(accel);
+        launches.push(launch);
     }
-    Ok(accels)
+    Ok(launches)
 }
 
 /// The node as status first shows it.
-pub fn snapshot(node: &Node, accels: &[AccelChoice]) -> Snapshot {
+pub fn snapshot(node: &Node, accels: &[Launch]) -> Snapshot {
     Snapshot {
-        name: node.first().identity().to_string(),
+        name: node.settings.identity.clone(),
         accel: if accels[0].kvm { "kvm" } else { "tcg" }.into(),
         vms: node
             .vms
@@ -85,7 +63,8 @@ pub async fn start_consoles(node: &Node) -> Result<Vec<Console>, SupervisorError
         let (socket, log) = (plan.serial_socket(0), plan.serial_log(0));
         let ready = plan.console.ready_pattern.clone();
         let label = plan.serial_label(0);
-        consoles.push(console::start(&label, &socket, &log, ready, plan.console.telnet_port).await?);
+        consoles
+            .push(console::start(&label, &socket, &log, ready, plan.console.telnet_port).await?);
         for n in 1..=plan.console.extra_serials {
             let telnet = match plan.console.telnet_port {
                 0 => 0,
@@ -107,56 +86,50 @@ pub fn console_hubs(node: &Node, consoles: &[Console]) -> control::Consoles {
     )
 }
 
-/// Every file a VM needs before qemu: its run folder, its disks; a startup config that is not
-/// there is forgotten (the VM boots without one).
-pub fn prepare_files(node: &mut Node) -> Result<(), SupervisorError> {
-    for plan in &mut node.vms {
+/// Every file a VM needs before qemu: its run folder, its disks.
+pub fn prepare_files(node: &Node) -> Result<(), SupervisorError> {
+    for plan in &node.vms {
         std::fs::create_dir_all(&plan.run_dir).map_err(|source| SupervisorError::Dir {
             path: plan.run_dir.clone(),
             source,
         })?;
-        if let Some(sc) = &plan.startup_config {
-            if !sc.exists() {
-                tracing::info!(path = %sc.display(), "no startup config there; booting without one");
-                plan.startup_config = None;
-            }
-        }
         crate::disks::prepare(plan)?;
     }
     Ok(())
 }
 
 /// Every network object the launcher owns for its whole life, and what the VMs learn from it.
-pub struct Net {
-    /// Per VM: its management addresses.
-    mgmts: Vec<MgmtAddrs>,
+pub struct NetResources {
+    /// Per VM: its management addresses, and the MAC its management NIC takes (passthrough).
+    mgmts: Vec<(MgmtAddrs, Option<String>)>,
     /// Per VM: its management tap (passthrough).
     mgmt_taps: Vec<Option<Tap>>,
-    /// The data links (and their taps) until the wait is over; then the watcher owns them.
-    datapath: Option<Datapath>,
-    links: Vec<(usize, DataLink)>,
-    queues: Vec<u32>,
+    /// The data links (and their taps, per link) until the wait is over; then the watcher
+    /// owns them.
+    links: Option<DataLinks>,
+    /// Which VM each data link belongs to, in link order.
+    link_vm: Vec<usize>,
+    /// The internal networks' taps, by name.
     internal: Vec<Tap>,
 }
 
-impl Net {
+impl NetResources {
     /// The link table and netlink handle status reads (none without data links).
-    pub fn for_status(&self) -> (Option<Table>, Option<Netlink>) {
-        match &self.datapath {
-            Some(dp) => (Some(dp.table()), Some(dp.netlink())),
+    pub fn for_status(&self) -> (Option<LinkTable>, Option<Netlink>) {
+        match &self.links {
+            Some(dl) => (Some(dl.table()), Some(dl.netlink())),
             None => (None, None),
         }
     }
 }
 
 /// Management passthrough (a VM takes over eth0, the consoles' telnet ports excepted), the
-/// data links' taps, the internal networks. Records each VM's management in status and renders
-/// the kernel command line's templates, now that the addresses are known.
+/// data links' taps, the internal networks. Records each VM's management in status.
 pub async fn bring_up_net(
-    node: &mut Node,
-    accels: &[AccelChoice],
+    node: &Node,
+    launches: &[Launch],
     state: &NodeState,
-) -> Result<Net, SupervisorError> {
+) -> Result<NetResources, SupervisorError> {
     let keep: Vec<u16> = node
         .vms
         .iter()
@@ -164,49 +137,46 @@ pub async fn bring_up_net(
         .flat_map(|p| (0..=p.console.extra_serials as u16).map(move |n| p.console.telnet_port + n))
         .collect();
     let (mut mgmts, mut mgmt_taps) = (Vec::new(), Vec::new());
-    for (i, plan) in node.vms.iter_mut().enumerate() {
-        let mut addrs = MgmtAddrs::without_passthrough(&plan.management);
-        let mut tap = None;
+    for (i, plan) in node.vms.iter().enumerate() {
+        let (mut addrs, mut mac, mut tap) =
+            (MgmtAddrs::without_passthrough(&plan.management), None, None);
         if let Management::Passthrough {
             interface,
             tap: name,
-            mac,
             ..
-        } = &mut plan.management
+        } = &plan.management
         {
-            let p = links::passthrough(interface, name, &keep).await?;
-            *mac = Some(p.mac.clone());
+            let p = net::passthrough::wire(interface, name, &keep).await?;
             addrs = MgmtAddrs::from_passthrough(&p);
+            mac = Some(p.mac.clone());
             tap = Some(p.tap);
         }
         state
             .vm(i)
             .set_management(mgmt::describe(&plan.management, &addrs));
-        let values = mgmt::template_values(plan, &addrs);
-        if let Some(k) = &mut plan.boot.kernel {
-            k.append = template::render(&k.append, &values);
-        }
-        mgmts.push(addrs);
+        mgmts.push((addrs, mac));
         mgmt_taps.push(tap);
     }
-    let links = node.links();
-    let queues: Vec<u32> = links
-        .iter()
-        .map(|(vm, _)| qemu::queues(&node.vms[*vm], &accels[*vm]))
-        .collect();
-    let datapath = if links.is_empty() {
+    let all = node.links();
+    let link_vm = all.iter().map(|(vm, _)| *vm).collect();
+    let links = if all.is_empty() {
         None
     } else {
-        let only: Vec<DataLink> = links.iter().map(|(_, l)| l.clone()).collect();
-        Some(Datapath::new(&only, node.first().min_tap_mtu, &queues).await?)
+        let with_queues: Vec<(DataLink, u32)> = all
+            .into_iter()
+            .map(|(vm, l)| (l, launches[vm].queues))
+            .collect();
+        // A diagnostic knob (a minimal event buffer provokes ENOBUFS), read here, once.
+        let rcvbuf = std::env::var(net::events::RCVBUF_ENV).ok();
+        let small = net::events::parse_rcvbuf(rcvbuf.as_deref());
+        Some(DataLinks::new(&with_queues, node.settings.tap_mtu, small).await?)
     };
-    let internal = links::internal_networks(&node.internal, node.first().min_tap_mtu).await?;
-    Ok(Net {
+    let internal = net::internal::bring_up(&node.internal, node.settings.tap_mtu).await?;
+    Ok(NetResources {
         mgmts,
         mgmt_taps,
-        datapath,
         links,
-        queues,
+        link_vm,
         internal,
     })
 }
@@ -221,19 +191,19 @@ pub enum Waited {
 
 /// Waits (bounded) for every data link's ethN, a stop signal still honoured.
 pub async fn wait_for_links(
-    net: &mut Net,
+    net: &mut NetResources,
     node: &Node,
     signals: &mut Signals,
     state: &NodeState,
 ) -> Result<Waited, SupervisorError> {
-    let Some(dp) = &mut net.datapath else {
+    let Some(dl) = &mut net.links else {
         return Ok(Waited::Go);
     };
-    let reason = format!("waiting for {} data interfaces", net.links.len());
+    let reason = format!("waiting for {} data interfaces", net.link_vm.len());
     state.advance_where_valid(State::WaitingForInterfaces, &reason);
-    let first = node.first();
+    let settings = &node.settings;
     tokio::select! {
-        r = dp.wait_all(first.link_wait, first.on_timeout) => r?,
+        r = dl.wait_all(settings.link_wait_timeout, settings.on_missing_links) => r?,
         s = signals.stop() => {
             tracing::info!(signal = s, "stopped while waiting for interfaces");
             return Ok(stopped_before_qemu(state, s));
@@ -244,7 +214,7 @@ pub async fn wait_for_links(
 
 /// BOOT_DELAY, a stop signal still honoured.
 pub async fn boot_delay(node: &Node, signals: &mut Signals, state: &NodeState) -> Waited {
-    let delay = node.first().boot_delay;
+    let delay = node.settings.boot_delay;
     if delay.is_zero() {
         return Waited::Go;
     }
@@ -261,73 +231,73 @@ fn stopped_before_qemu(state: &NodeState, signal: &str) -> Waited {
     Waited::Stopped
 }
 
-/// Per VM, the `(number in qemu, fd)` list: internal-network taps at INTERNAL_FD_BASE + k, the
-/// management tap at MGMT_TAP_FD, data taps at TAP_FD_BASE + (link position in the VM) *
-/// queues + queue. The one place these numbers are computed here (qemu's argv computes the
-/// same from the plan).
-fn fd_bindings(node: &Node, net: &Net) -> Vec<Vec<(i32, RawFd)>> {
-    let mut fds: Vec<Vec<(i32, RawFd)>> = vec![Vec::new(); node.vms.len()];
-    for (i, tap) in net.mgmt_taps.iter().enumerate() {
-        if let Some(t) = tap {
-            fds[i].push((MGMT_TAP_FD, t.fd.as_raw_fd()));
-        }
-    }
-    if let Some(dp) = &net.datapath {
-        // The taps come flat: link order, queue order within a link.
-        let mut taps = dp.taps().iter();
-        let mut local = vec![0i32; node.vms.len()];
-        for ((vm, _), q) in net.links.iter().zip(&net.queues) {
-            for j in 0..*q as i32 {
-                let t = taps.next().expect("one tap per queue");
-                fds[*vm].push((TAP_FD_BASE + local[*vm] * *q as i32 + j, t.fd.as_raw_fd()));
-            }
-            local[*vm] += 1;
-        }
-    }
-    let by_name: HashMap<&str, RawFd> = net
+/// One VM's fds at the numbers its [`FdLayout`] gives them (the same layout its argv was built
+/// from): the management tap (passthrough), the internal-network taps, the data taps per link.
+fn bind_fds(
+    vm: usize,
+    layout: &FdLayout,
+    plan: &crate::config::VmPlan,
+    net: &NetResources,
+) -> Result<Vec<(i32, RawFd)>, SupervisorError> {
+    let mgmt = net.mgmt_taps[vm].as_ref().map(|t| t.fd.as_raw_fd());
+    let internal: Vec<RawFd> = plan
         .internal
         .iter()
-        .map(|t| (t.name.as_str(), t.fd.as_raw_fd()))
+        .map(|name| {
+            let t = net.internal.iter().find(|t| &t.name == name);
+            t.expect("every internal tap of the plan was brought up")
+                .fd
+                .as_raw_fd()
+        })
         .collect();
-    for (i, plan) in node.vms.iter().enumerate() {
-        for (k, tap) in plan.internal.iter().enumerate() {
-            fds[i].push((INTERNAL_FD_BASE + k as i32, by_name[tap.as_str()]));
-        }
-    }
-    fds
+    let data: Vec<Vec<RawFd>> = match &net.links {
+        None => Vec::new(),
+        Some(dl) => dl
+            .taps()
+            .iter()
+            .zip(&net.link_vm)
+            .filter(|(_, &owner)| owner == vm)
+            .map(|(lt, _)| lt.queues.iter().map(|t| t.fd.as_raw_fd()).collect())
+            .collect(),
+    };
+    Ok(layout.bind(mgmt, &internal, &data)?)
 }
 
-/// Each VM ready to run: its argv, its fds at fixed numbers, its console, its state handle.
+/// Each VM ready to run: its run-time facts resolved (passthrough MAC, the kernel line's
+/// templates filled, the startup config if its file is there), its argv, its fds bound through
+/// the one layout both use, its console and state handle.
 pub fn ready_vms(
     node: Node,
-    accels: &[AccelChoice],
-    net: &Net,
+    launches: &[Launch],
+    net: &NetResources,
     consoles: Vec<Console>,
     state: &NodeState,
     reaper: &Reaper,
-) -> Vec<Vm> {
-    let fds = fd_bindings(&node, net);
-    let per_vm = accels.iter().zip(fds).zip(consoles).zip(&net.mgmts);
-    let vms = node.vms.into_iter().zip(per_vm).enumerate();
-    vms.map(
-        |(i, (plan, (((accel, fds), (hub, console_rx)), mgmt)))| Vm {
-            argv: qemu::argv(&plan, accel),
+) -> Result<Vec<Vm>, SupervisorError> {
+    let mut vms = Vec::new();
+    for ((i, plan), (hub, console_rx)) in node.vms.into_iter().enumerate().zip(consoles) {
+        let (addrs, mac) = &net.mgmts[i];
+        let facts = mgmt::resolve(&plan, addrs, mac.clone());
+        let layout = FdLayout::of(&plan, &launches[i]);
+        let fds = bind_fds(i, &layout, &plan, net)?;
+        vms.push(Vm {
+            argv: qemu::argv(&plan, &launches[i], &facts.resolved),
             plan,
-            mgmt: mgmt.clone(),
+            facts,
             fds,
             handle: state.vm(i),
             hub,
             console_rx,
             reaper: reaper.clone(),
-        },
-    )
-    .collect()
+        });
+    }
+    Ok(vms)
 }
 
 /// From here the watcher owns the data links (and their tap fds) for the launcher's whole
 /// life: it re-wires ethN when the lab tool re-creates it.
-pub fn keep_links_wired(net: &mut Net) {
-    if let Some(dp) = net.datapath.take() {
-        tokio::spawn(dp.watch());
+pub fn keep_links_wired(net: &mut NetResources) {
+    if let Some(dl) = net.links.take() {
+        tokio::spawn(dl.watch());
     }
 }

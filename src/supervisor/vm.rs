@@ -2,11 +2,11 @@
 //! fail, or restart after a back-off) with the pure [`after_exit`]. Never touches another VM
 //! (the node sequences them) and never opens an fd (they are owned by the net bring-up).
 
-use super::mgmt::MgmtAddrs;
+use super::mgmt::VmFacts;
 use super::qemu_run::{self, Child, RunEnd, StopLevel};
 use super::reaper::Reaper;
 use super::{spawn, SupervisorError};
-use crate::config::{VmPlan, RestartPolicy};
+use crate::config::{RestartPolicy, VmPlan};
 use crate::console::{ConsoleEvent, Hub};
 use crate::exit::{self, Code};
 use crate::state::{State, VmHandle};
@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, watch};
 /// supervisor's net bring-up for the launcher's whole life).
 pub struct Vm {
     pub plan: VmPlan,
-    pub mgmt: MgmtAddrs,
+    /// What was resolved at start (argv facts, template values).
+    pub facts: VmFacts,
     pub argv: Vec<OsString>,
     /// `(number in qemu, fd here)`.
     pub fds: Vec<(i32, RawFd)>,
