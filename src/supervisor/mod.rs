@@ -87,7 +87,7 @@ pub async fn run(node: Node) -> Result<Code, SupervisorError> {
     // 5. Files: run folders, disk overlays, CD images. All local; a failure here leaves the
     //    network untouched.
     setup::prepare_files(&node)?;
-    // 6. The network: passthrough (its addresses feed the kernel command line), the data
+    // 6. The network: passthrough (its addresses feed the templates), the data
     //    links' taps (subscribed to link events first, so no ethN arrival is missed), the
     //    internal networks. Every tap fd is owned from here to the end of `run`.
     let mut net = setup::bring_up_net(&node, &launches, &state).await?;
@@ -104,8 +104,9 @@ pub async fn run(node: Node) -> Result<Code, SupervisorError> {
     if setup::boot_delay(&node, &mut signals, &state).await == Waited::Stopped {
         return Ok(Code::Ok);
     }
-    // 10. Per VM: its fds at fixed numbers and its argv. Only now: the links are wired and the
-    //     plan holds everything the argv needs (passthrough MAC, rendered kernel line).
+    // 10. Per VM: its run-time facts (passthrough MAC, the kernel line rendered, the startup
+    //     config if there), its argv, and its fds bound through the same FdLayout. Only now:
+    //     the links are wired and every tap is open. The plan itself is never edited.
     let vms = setup::ready_vms(node, &launches, &net, consoles, &state, &reaper)?;
     // From here the watcher task owns the data links; it re-wires a re-created ethN.
     setup::keep_links_wired(&mut net);
