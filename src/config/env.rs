@@ -4,6 +4,7 @@
 //! bad value is kept as its error and reported only where the value is used, so a variable that
 //! does not apply (CLAB_INTFS beside nics.names) stays as harmless as before.
 
+use super::bounds::{seconds, MAX_DELAY_S};
 use super::{choice, pick, Accel, ConfigError, Env, Key};
 
 /// One variable: unset (or blank), a value, or the error to report where it is used.
@@ -53,7 +54,7 @@ impl<T> From<Result<Option<T>, ConfigError>> for Var<T> {
 pub(super) struct NodeEnv {
     /// LAUNCHER_ACCEL: auto, kvm or tcg, for every VM.
     pub(super) accel: Var<Accel>,
-    /// BOOT_DELAY: seconds before the first qemu starts (at most 3600).
+    /// BOOT_DELAY: seconds before the first qemu starts (at most `MAX_DELAY_S`).
     pub(super) boot_delay: Var<u64>,
     /// CLAB_INTFS: how many data interfaces the lab connects.
     pub(super) intfs: Var<u32>,
@@ -119,11 +120,9 @@ impl NodeEnv {
                 .transpose()
                 .into(),
             boot_delay: number::<u64>(env, "BOOT_DELAY", "a number of seconds")
-                .and_then(|d| match d {
-                    Some(d) if d > 3600 => {
-                        Err(Key::new("BOOT_DELAY").invalid(d, "at most 3600 seconds"))
-                    }
-                    d => Ok(d),
+                .and_then(|d| {
+                    d.map(|d| seconds(&Key::new("BOOT_DELAY"), d, 0, MAX_DELAY_S).map(|_| d))
+                        .transpose()
                 })
                 .into(),
             intfs: number(env, "CLAB_INTFS", "a number of data interfaces").into(),

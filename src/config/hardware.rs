@@ -4,6 +4,7 @@
 //! the validated part of the plan. Never looks at another section (that is `vm`) and never at
 //! the system.
 
+use super::bounds::{seconds, MAX_TIMEOUT_S};
 use super::env::{NodeEnv, Var, VmEnv};
 use super::schema::{DiskSection, KernelSection, NicSection, VmSection};
 use super::{
@@ -317,8 +318,9 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
     })
 }
 
-/// nics.offset, nics.queues, nics.per_bridge and nics.mtu.
+/// nics.offset, nics.queues, nics.per_bridge, nics.mtu and nics.wait_timeout.
 fn layout(key: &Key, n: &NicSection) -> Result<(), ConfigError> {
+    seconds(&key.child("wait_timeout"), n.wait_timeout, 0, MAX_TIMEOUT_S)?;
     if n.offset > 8 {
         return Err(key
             .child("offset")

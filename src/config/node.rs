@@ -3,6 +3,7 @@
 //! internal networks joining them, what two VMs cannot share, and the node-wide settings. Never
 //! validates a section itself (`hardware`, `sections` and `vm` do).
 
+use super::bounds::MAX_DATA_PORT;
 use super::env::EnvSettings;
 use super::hardware::{self, NodeNics};
 use super::schema::{
@@ -309,6 +310,9 @@ fn data_ports(key: &Key, data: Option<&toml::Value>, all: &[u32]) -> Result<Vec<
         let (a, b): (u32, u32) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
         if a == 0 || b < a {
             return Err(bad());
+        }
+        if b > MAX_DATA_PORT {
+            return Err(key.invalid(s, format!("data ports are numbered 1 to {MAX_DATA_PORT}")));
         }
         out.extend(a..=b);
     }

@@ -4,6 +4,10 @@
 //! validated part of the plan. Never looks at another section (that is `vm`) and never at the
 //! system.
 
+use super::bounds::{
+    count, seconds, MAX_ATTEMPTS, MAX_BACKOFF_S, MAX_DELAY_S, MAX_RESTARTS, MAX_SHUTDOWN_TIMEOUT_S,
+    MAX_TIMEOUT_S,
+};
 use super::env::{NodeEnv, Var};
 use super::schema::{BootstrapSection, ConsoleSection, MgmtSection, RestartSection, VmSection};
 use super::{
@@ -114,41 +118,39 @@ pub(super) fn console(key: &Key, c: &ConsoleSection, base: &Path) -> Result<Cons
     })
 }
 
-/// The vm time-outs (under `key`, the `[vm]` table) and `[restart]`.
+/// The vm time-outs and boot delay (under `key`, the `[vm]` table) and `[restart]`.
 pub(super) fn supervision(
     key: &Key,
     vm: &VmSection,
     r: &RestartSection,
 ) -> Result<Supervision, ConfigError> {
-    if vm.boot_timeout == 0 {
-        return Err(key
-            .child("boot_timeout")
-            .invalid(0, "must be at least 1 second"));
-    }
-    if vm.shutdown_timeout == 0 || vm.shutdown_timeout > 3600 {
-        return Err(key
-            .child("shutdown_timeout")
-            .invalid(vm.shutdown_timeout, "must be between 1 and 3600 seconds"));
-    }
+    let boot_timeout = seconds(
+        &key.child("boot_timeout"),
+        vm.boot_timeout,
+        1,
+        MAX_TIMEOUT_S,
+    )?;
+    let shutdown_timeout = seconds(
+        &key.child("shutdown_timeout"),
+        vm.shutdown_timeout,
+        1,
+        MAX_SHUTDOWN_TIMEOUT_S,
+    )?;
+    // Used for the first VM only (BOOT_DELAY over it), bounded in every entry all the same.
+    seconds(&key.child("boot_delay"), vm.boot_delay, 0, MAX_DELAY_S)?;
     let key = Key::new("restart");
     let on_failure = choice(
         &key.child("policy"),
         &r.policy,
         &[("never", false), ("on-failure", true)],
     )?;
-    if on_failure && r.backoff > 600 {
-        return Err(key
-            .child("backoff")
-            .invalid(r.backoff, "at most 600 seconds"));
-    }
+    let max = count(&key.child("max"), r.max, 0, MAX_RESTARTS)?;
+    let backoff = seconds(&key.child("backoff"), r.backoff, 0, MAX_BACKOFF_S)?;
     Ok(Supervision {
-        boot_timeout: Duration::from_secs(vm.boot_timeout),
-        shutdown_timeout: Duration::from_secs(vm.shutdown_timeout),
+        boot_timeout,
+        shutdown_timeout,
         restart: if on_failure {
-            RestartPolicy::OnFailure {
-                max: r.max,
-                backoff: Duration::from_secs(r.backoff),
-            }
+            RestartPolicy::OnFailure { max, backoff }
         } else {
             RestartPolicy::Never
         },
@@ -202,11 +204,7 @@ pub(super) fn bootstrap(key: &Key, b: &BootstrapSection) -> Result<Bootstrap, Co
             ("fail", BootAction::Fail),
         ],
     )?;
-    if !(1..=100).contains(&b.attempts) {
-        return Err(key
-            .child("attempts")
-            .invalid(b.attempts, "must be between 1 and 100"));
-    }
+    count(&key.child("attempts"), b.attempts, 1, MAX_ATTEMPTS)?;
     let steps_key = key.child("steps");
     let steps = b
         .steps
@@ -226,10 +224,12 @@ pub(super) fn bootstrap(key: &Key, b: &BootstrapSection) -> Result<Bootstrap, Co
 
 /// One bootstrap step: exactly one of expect, send, send_config, wait.
 fn step(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> {
-    let timeout = Duration::from_secs(s.timeout.unwrap_or(60));
-    if s.timeout == Some(0) {
-        return Err(key.child("timeout").invalid(0, "must be at least 1 second"));
-    }
+    let timeout = seconds(
+        &key.child("timeout"),
+        s.timeout.unwrap_or(60),
+        1,
+        MAX_TIMEOUT_S,
+    )?;
     let regex = |k: &str, p: &str| -> Result<String, ConfigError> {
         regex::Regex::new(p)
             .map_err(|e| key.child(k).invalid(p, format!("not a valid regex: {e}")))?;
@@ -248,11 +248,14 @@ fn step(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> 
             prompt: regex("send_config", p)?,
             timeout,
         },
-        (None, None, None, Some(w)) if (0.0..=3600.0).contains(&w) => {
+        // NaN and the infinities are outside too.
+        (None, None, None, Some(w)) if (0.0..=MAX_DELAY_S as f64).contains(&w) => {
             Step::Wait(Duration::from_secs_f64(w))
         }
         (None, None, None, Some(w)) => {
-            return Err(key.child("wait").invalid(w, "seconds between 0 and 3600"))
+            return Err(key
+                .child("wait")
+                .invalid(w, format!("seconds between 0 and {MAX_DELAY_S}")))
         }
         _ => {
             return Err(key.invalid(

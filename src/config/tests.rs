@@ -673,3 +673,156 @@ fn interface_name_rule() {
         assert!(ifname_problem(bad).is_some(), "{bad:?}");
     }
 }
+
+/// (config text, environment, what the error says).
+type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+
+/// Every time, delay and count has a bound, said in the error with the key and the value; the
+/// bounds themselves are accepted. Before the bounds, `vm.boot_timeout = 9223372036854775807`
+/// passed `launcher check` and aborted `launcher run` on `Instant + Duration`.
+#[test]
+fn every_number_has_a_bound() {
+    let vm = |k: &str| format!("[vm]\n{k}\n{MIN}");
+    let boot = |b: &str| format!("{MIN}[bootstrap]\n{b}");
+    let entry = TWO.replace("memory = 512", "memory = 512\nboot_delay = 3601");
+    let cases: Vec<Case> = vec![
+        (
+            vm("boot_timeout = 9223372036854775807"),
+            vec![],
+            "vm.boot_timeout = \"9223372036854775807\": must be between 1 and 86400 seconds",
+        ),
+        (
+            vm("boot_timeout = 86401"),
+            vec![],
+            "vm.boot_timeout = \"86401\": must be between 1 and 86400 seconds",
+        ),
+        (
+            vm("shutdown_timeout = 3601"),
+            vec![],
+            "vm.shutdown_timeout = \"3601\": must be between 1 and 3600 seconds",
+        ),
+        (
+            vm("boot_delay = 9223372036854775807"),
+            vec![],
+            "vm.boot_delay = \"9223372036854775807\": at most 3600 seconds",
+        ),
+        (
+            entry,
+            vec![],
+            "vm[1].boot_delay = \"3601\": at most 3600 seconds",
+        ),
+        (
+            format!("{MIN}[nics]\nwait_timeout = 9223372036854775807"),
+            vec![],
+            "nics.wait_timeout = \"9223372036854775807\": at most 86400 seconds",
+        ),
+        (
+            format!("{MIN}[restart]\nmax = 4294967295"),
+            vec![],
+            "restart.max = \"4294967295\": at most 1000",
+        ),
+        (
+            format!("{MIN}[restart]\npolicy = \"never\"\nbackoff = 601"),
+            vec![],
+            "restart.backoff = \"601\": at most 600 seconds",
+        ),
+        (
+            boot("steps = [{expect = \"x\", timeout = 9223372036854775807}]"),
+            vec![],
+            "bootstrap.steps[0].timeout = \"9223372036854775807\": must be between 1 and 86400 seconds",
+        ),
+        (
+            boot("steps = [{send_config = \"#\", timeout = 86401}]"),
+            vec![],
+            "bootstrap.steps[0].timeout = \"86401\": must be between 1 and 86400 seconds",
+        ),
+        (
+            boot("steps = [{wait = nan}]"),
+            vec![],
+            "bootstrap.steps[0].wait = \"NaN\": seconds between 0 and 3600",
+        ),
+        (
+            boot("steps = [{wait = inf}]"),
+            vec![],
+            "bootstrap.steps[0].wait = \"inf\": seconds between 0 and 3600",
+        ),
+        (
+            boot("steps = [{wait = -1.0}]"),
+            vec![],
+            "bootstrap.steps[0].wait = \"-1\": seconds between 0 and 3600",
+        ),
+        (
+            boot("attempts = 101\nsteps = [{wait = 1.0}]"),
+            vec![],
+            "bootstrap.attempts = \"101\": must be between 1 and 100",
+        ),
+        (
+            boot("attempts = 0\nsteps = [{wait = 1.0}]"),
+            vec![],
+            "bootstrap.attempts = \"0\": must be between 1 and 100",
+        ),
+        (
+            MIN.into(),
+            vec![("BOOT_DELAY", "3601")],
+            "BOOT_DELAY = \"3601\": at most 3600 seconds",
+        ),
+        (
+            MIN.into(),
+            vec![("BOOT_DELAY", "18446744073709551616")],
+            "BOOT_DELAY = \"18446744073709551616\": expected a number of seconds",
+        ),
+        (
+            MIN.into(),
+            vec![("QEMU_SMP", "4294967296")],
+            "QEMU_SMP = \"4294967296\": expected a number of vCPUs",
+        ),
+        (
+            MIN.into(),
+            vec![("QEMU_MEMORY", "4194305")],
+            "QEMU_MEMORY = \"4194305\": memory in MiB must be between 16 and 4194304",
+        ),
+        (
+            TWO.replace("data = \"2-4\"", "data = \"2-4294967295\""),
+            vec![],
+            "vm[1].data = \"2-4294967295\": data ports are numbered 1 to 512",
+        ),
+    ];
+    for (text, env, want) in &cases {
+        let got = pn(text, env).map(|_| ()).unwrap_err().to_string();
+        assert_eq!(&got, want, "{text}");
+    }
+    // The bounds themselves are fine; XRv9k's two hours under TCG too.
+    let edge = format!(
+        "[vm]\nboot_timeout = 86400\nshutdown_timeout = 3600\nboot_delay = 3600\n{MIN}\
+         [nics]\nwait_timeout = 86400\n[restart]\nmax = 1000\nbackoff = 600\n\
+         [bootstrap]\nattempts = 100\nsteps = [{{expect = \"x\", timeout = 86400}}, {{wait = 3600.0}}]\n"
+    );
+    let n = pn(&edge, &[("BOOT_DELAY", "3600")]).unwrap();
+    assert_eq!(n.settings.link_wait_timeout, Duration::from_secs(86_400));
+    assert_eq!(
+        n.vms[0].supervision.boot_timeout,
+        Duration::from_secs(86_400)
+    );
+    assert!(p(&vm("boot_timeout = 7200"), &[]).is_ok());
+}
+
+/// Out-of-range integers for keys typed narrower than TOML's i64 are syntax errors naming the
+/// key (serde's bound).
+#[test]
+fn integers_beyond_their_type_name_the_key() {
+    for (text, key) in [
+        (
+            format!("{MIN}[console]\ntelnet_port = 70000"),
+            "telnet_port",
+        ),
+        (format!("{MIN}[console]\nready_tcp = -1"), "ready_tcp"),
+        (format!("[vm]\nsmp = 4294967296\n{MIN}"), "smp"),
+        (
+            format!("[vm]\nshutdown_timeout = 18446744073709551615\n{MIN}"),
+            "shutdown_timeout",
+        ),
+    ] {
+        let err = pn(&text, &[]).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+}

@@ -66,7 +66,7 @@ pub fn after_exit(end: &RunEnd, failures: u32, policy: RestartPolicy) -> Next {
     }
     match policy {
         RestartPolicy::OnFailure { max, backoff } if failures <= max => {
-            let wait = backoff * (1 << (failures - 1).min(6));
+            let wait = backoff.saturating_mul(1 << (failures - 1).min(6));
             Next::Restart {
                 wait,
                 why: format!(
@@ -234,6 +234,16 @@ mod tests {
         let n = after_exit(&end(1, false, false, false), 19, on_failure(100));
         assert!(
             matches!(n, Next::Restart { wait, .. } if wait == Duration::from_secs(2 * 64)),
+            "{n:?}"
+        );
+        // A back-off beyond the config's bound saturates rather than panics.
+        let huge = RestartPolicy::OnFailure {
+            max: 9,
+            backoff: Duration::MAX / 2,
+        };
+        let n = after_exit(&end(1, false, false, false), 5, huge);
+        assert!(
+            matches!(n, Next::Restart { wait, .. } if wait == Duration::MAX),
             "{n:?}"
         );
     }
