@@ -389,6 +389,35 @@ fn broken_configs_and_environment_exit_2_naming_the_key_and_touch_nothing() {
             vec![("CLAB_INTFS", "1"), ("CLAB_MGMT_PASSTHROUGH", "true")],
             "CLAB_MGMT_PASSTHROUGH",
         ),
+        // Extra arguments that would break supervision: before they were refused, qemu
+        // failed on the duplicate id and the launcher restarted it until it gave up (exit 1).
+        (
+            base.clone(),
+            vec![(
+                "QEMU_ADDITIONAL_ARGS",
+                "-device pvpanic -chardev socket,id=serial0,path=/nonexistent",
+            )],
+            "QEMU_ADDITIONAL_ARGS = \"socket,id=serial0,path=/nonexistent\": refused",
+        ),
+        (
+            replace_once(
+                &base,
+                "[vm]",
+                "[vm]\nextra_args = [\"-rtc\", \"base=utc\", \"--daemonize\"]",
+            ),
+            vec![],
+            "vm.extra_args[2] = \"--daemonize\": refused",
+        ),
+        // Before the bound, `run` aborted on `Instant + Duration` with qemu started.
+        (
+            replace_once(
+                &base,
+                "boot_timeout = 120",
+                "boot_timeout = 9223372036854775807",
+            ),
+            vec![],
+            "vm.boot_timeout = \"9223372036854775807\": must be between 1 and 86400 seconds",
+        ),
     ];
     assert!(cases.len() >= 20);
     for (i, (text, env, key)) in cases.iter().enumerate() {

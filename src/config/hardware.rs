@@ -81,6 +81,13 @@ pub(super) fn machine(
     };
     let mut extra_args = vm.extra_args.clone();
     extra_args.extend(env.additional_args.get()?.unwrap_or_default());
+    if let Some((i, why)) = super::qemu_args::refused(&extra_args) {
+        let key = match vm.extra_args.len() {
+            n if i < n => key.child("extra_args").index(i),
+            _ => Key::new("QEMU_ADDITIONAL_ARGS"),
+        };
+        return Err(key.invalid(&extra_args[i], why));
+    }
     if let Some(u) = &vm.uuid {
         let lens: Vec<usize> = u.split('-').map(str::len).collect();
         if lens != [8, 4, 4, 4, 12] || !u.chars().all(|c| c == '-' || c.is_ascii_hexdigit()) {

@@ -7,15 +7,16 @@
 //!
 //! The rooms: `schema` (the serde sections as the file is), `env` (the environment parsed once),
 //! `hardware` and `sections` (one builder per section), `bounds` (the bound of every number),
-//! `vm` (one VM: its sections in order, then
-//! the checks across them), `node` (`[vm]` or `[[vm]]`, the data-port split, internal networks,
-//! what two VMs cannot share), `plan` (the validated types).
+//! `qemu_args` (the extra qemu arguments refused), `vm` (one VM: its sections in order, then the
+//! checks across them), `node` (`[vm]` or `[[vm]]`, the data-port split, internal networks, what
+//! two VMs cannot share), `plan` (the validated types).
 
 mod bounds;
 mod env;
 mod hardware;
 mod node;
 mod plan;
+mod qemu_args;
 mod schema;
 mod sections;
 mod vm;

@@ -826,3 +826,93 @@ fn integers_beyond_their_type_name_the_key() {
         assert!(err.contains(key), "{text}: {err}");
     }
 }
+
+/// Extra qemu arguments that would break supervision are refused, naming the key (with the
+/// argument's index) or the variable, and the argument.
+#[test]
+fn extra_args_that_break_supervision_are_refused() {
+    let extra = |a: &str| format!("[vm]\nextra_args = {a}\n{MIN}");
+    let cases: Vec<Case> = vec![
+        (
+            extra(r#"["-rtc", "base=utc", "-device", "pvpanic", "-daemonize"]"#),
+            vec![],
+            "vm.extra_args[4] = \"-daemonize\": refused: qemu would fork away",
+        ),
+        (
+            extra(r#"["--qmp", "tcp::4444,server"]"#),
+            vec![],
+            "vm.extra_args[0] = \"--qmp\": refused: the launcher owns qemu's monitor",
+        ),
+        (
+            extra(r#"["-chardev", "socket,id=serial0,path=/x"]"#),
+            vec![],
+            "vm.extra_args[1] = \"socket,id=serial0,path=/x\": refused: the id serial0 is the launcher's own",
+        ),
+        (
+            MIN.into(),
+            vec![("QEMU_ADDITIONAL_ARGS", "-device pvpanic -S")],
+            "QEMU_ADDITIONAL_ARGS = \"-S\": refused: the guest would stay paused",
+        ),
+        (
+            extra(r#"["-device", "pvpanic"]"#),
+            vec![("QEMU_ADDITIONAL_ARGS", "-netdev user,id=mgmt")],
+            "QEMU_ADDITIONAL_ARGS = \"user,id=mgmt\": refused: the id mgmt is the launcher's own",
+        ),
+        (
+            MIN.into(),
+            vec![("QEMU_ADDITIONAL_ARGS", "-monitor stdio")],
+            "QEMU_ADDITIONAL_ARGS = \"-monitor\": refused: the launcher owns qemu's monitor",
+        ),
+        (
+            MIN.into(),
+            vec![("QEMU_ADDITIONAL_ARGS", "-serial pty")],
+            "QEMU_ADDITIONAL_ARGS = \"-serial\": refused: the launcher owns the serial ports",
+        ),
+        (
+            MIN.into(),
+            vec![("QEMU_ADDITIONAL_ARGS", "-no-shutdown")],
+            "QEMU_ADDITIONAL_ARGS = \"-no-shutdown\": refused: a guest powering off",
+        ),
+        (
+            TWO.replace("memory = 512", "memory = 512\nextra_args = [\"-drive\", \"id=disk0,file=x\"]"),
+            vec![],
+            "vm[1].extra_args[1] = \"id=disk0,file=x\": refused: the id disk0",
+        ),
+    ];
+    for (text, env, want) in &cases {
+        let got = pn(text, env).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            got.starts_with(want),
+            "{text} {env:?}:\n got {got}\nwant {want}"
+        );
+    }
+    // Harmless ones pass as given.
+    let plan = p(
+        &extra(r#"["-device", "virtio-rng-pci,id=rng0", "-rtc", "base=utc"]"#),
+        &[("QEMU_ADDITIONAL_ARGS", "-chardev socket,id=mine,path=/x")],
+    )
+    .unwrap();
+    assert_eq!(plan.machine.extra_args.len(), 6);
+}
+
+/// Every id the launcher writes into a qemu argv (the golden files) is one `qemu_args` keeps
+/// for the launcher, so an extra argument cannot take it.
+#[test]
+fn every_id_in_the_golden_argvs_is_reserved() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let words: Vec<&str> = text.lines().collect();
+        for w in words.windows(2) {
+            if ["-chardev", "-netdev", "-device", "-drive"].contains(&w[0]) {
+                for id in qemu_args::ids(w[1]) {
+                    // The golden extra arguments carry no id; anything else is the launcher's.
+                    assert!(qemu_args::is_own(&id), "{id} ({}) is not reserved", w[1]);
+                    seen += 1;
+                }
+            }
+        }
+    }
+    assert!(seen > 50, "only {seen} ids in {}", dir.display());
+}
