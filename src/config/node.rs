@@ -48,7 +48,7 @@ fn single(
     env: &EnvSettings,
     over: &Overrides,
 ) -> Result<Node, ConfigError> {
-    let nics = hardware::nics(&f.nics, &env.node)?;
+    let nics = node_nics(f, env)?;
     let shared = shared(f, base, env, over, &nics);
     let console = f.console.clone().unwrap_or_default();
     let plan = vm::build(
@@ -113,6 +113,19 @@ fn finish(
         vms,
         internal,
     })
+}
+
+/// `[nics]` and its variables: the data links, each numbered at most [`MAX_DATA_PORT`] (as
+/// nics.count and CLAB_INTFS are) so a name such as eth4294967295 asks for no billion NICs.
+fn node_nics(f: &File, env: &EnvSettings) -> Result<NodeNics, ConfigError> {
+    let nics = hardware::nics(&f.nics, &env.node)?;
+    if let Some(l) = nics.nics.links.iter().find(|l| l.index > MAX_DATA_PORT) {
+        return Err(Key::new("nics").child("names").invalid(
+            &l.eth,
+            format!("data ports are numbered 1 to {MAX_DATA_PORT}"),
+        ));
+    }
+    Ok(nics)
 }
 
 /// One `[[vm]]` entry, its sections decoded apart so a syntax error names the section.
@@ -199,7 +212,7 @@ fn several(
         return Err(Key::new("vm").invalid(entries.len(), "between 1 and 8 [[vm]] entries"));
     }
     nothing_per_vm_at_top_level(f)?;
-    let nics = hardware::nics(&f.nics, &env.node)?;
+    let nics = node_nics(f, env)?;
     let shared = shared(f, base, env, over, &nics);
     let all: Vec<u32> = nics.nics.links.iter().map(|l| l.index).collect();
     let no_env = Default::default();

@@ -782,6 +782,11 @@ fn every_number_has_a_bound() {
             "QEMU_MEMORY = \"4194305\": memory in MiB must be between 16 and 4194304",
         ),
         (
+            format!("{MIN}[nics]\nnames = [\"eth1\", \"eth4294967295\"]"),
+            vec![],
+            "nics.names = \"eth4294967295\": data ports are numbered 1 to 512",
+        ),
+        (
             TWO.replace("data = \"2-4\"", "data = \"2-4294967295\""),
             vec![],
             "vm[1].data = \"2-4294967295\": data ports are numbered 1 to 512",
