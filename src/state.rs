@@ -411,6 +411,24 @@ impl VmHandle {
         true
     }
 
+    /// Replaces the reason of this VM's current state without a transition (something status
+    /// should show that does not move the state, e.g. QMP lost while booting).
+    pub fn note(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        let mut s = self.node.shared.lock().unwrap();
+        let multi = s.vms.len() > 1;
+        let v = &mut s.vms[self.vm];
+        v.lifecycle.reason = reason.clone();
+        let name = v.name.clone();
+        s.lifecycle.reason = if multi {
+            format!("{name}: {reason}")
+        } else {
+            reason
+        };
+        drop(s);
+        self.node.changed.send_modify(|n| *n += 1);
+    }
+
     pub fn state(&self) -> State {
         self.node.shared.lock().unwrap().vms[self.vm]
             .lifecycle

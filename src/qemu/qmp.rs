@@ -1,14 +1,16 @@
 //! A tolerant QMP client: connect with retry, negotiate capabilities, run commands, and turn
 //! events into [`Event`]s. Decoding is done on plain JSON values: unknown events, unknown enum
-//! values and extra fields from a newer qemu are logged and ignored, never fatal. Policy (what
-//! an event means for the VM) is the supervisor's.
+//! values and extra fields from a newer qemu are logged and ignored, never fatal. Lines are read
+//! as bytes, capped at [`MAX_LINE`] (a longer one is skipped with a warning) and decoded
+//! lossily, so neither invalid UTF-8 nor a runaway line ends the connection. Policy (what an
+//! event means for the VM, reconnecting) is the supervisor's.
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
@@ -122,6 +124,73 @@ pub fn decode(line: &str) -> Incoming {
     Incoming::Unknown(line.chars().take(200).collect())
 }
 
+/// The longest QMP line read (a `query-qmp-schema` answer is a few hundred KiB); a longer one
+/// is skipped.
+pub const MAX_LINE: usize = 8 << 20;
+
+/// One line read from qemu.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (without its newline), decoded lossily.
+    Text(String),
+    /// A line over [`MAX_LINE`] bytes, skipped: its length.
+    TooLong(usize),
+    /// The connection closed.
+    Eof,
+}
+
+/// Reads one line of at most `max` bytes as bytes. A longer line is consumed to its end and
+/// reported as [`Line::TooLong`]; invalid UTF-8 becomes U+FFFD. A last line without a newline
+/// still counts.
+async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Line> {
+    let mut buf = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(match len {
+                0 => Line::Eof,
+                n if n > max => Line::TooLong(n),
+                _ => Line::Text(String::from_utf8_lossy(&buf).into_owned()),
+            });
+        }
+        let (used, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let data = &chunk[..if done { used - 1 } else { used }];
+        len += data.len();
+        if len <= max {
+            buf.extend_from_slice(data);
+        } else {
+            buf = Vec::new();
+        }
+        r.consume(used);
+        if done {
+            if len > max {
+                return Ok(Line::TooLong(len));
+            }
+            if std::str::from_utf8(&buf).is_err() {
+                tracing::warn!(bytes = len, "QMP line is not UTF-8; decoded lossily");
+            }
+            return Ok(Line::Text(String::from_utf8_lossy(&buf).into_owned()));
+        }
+    }
+}
+
+/// The next line that is not over-long (those are skipped with a warning); None at the end.
+async fn next_line<R: AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<Option<String>> {
+    loop {
+        match read_line(r, MAX_LINE).await? {
+            Line::Text(t) => return Ok(Some(t)),
+            Line::TooLong(n) => {
+                tracing::warn!(bytes = n, max = MAX_LINE, "over-long QMP line skipped")
+            }
+            Line::Eof => return Ok(None),
+        }
+    }
+}
+
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, (String, String)>>>>>;
 
 /// A negotiated QMP connection.
@@ -153,8 +222,8 @@ impl Qmp {
             }
         };
         let (r, w) = stream.into_split();
-        let mut lines = BufReader::new(r).lines();
-        let greeting = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await;
+        let mut lines = BufReader::new(r);
+        let greeting = tokio::time::timeout(Duration::from_secs(10), next_line(&mut lines)).await;
         match greeting {
             Ok(Ok(Some(l))) if decode(&l) == Incoming::Greeting => {}
             Ok(Ok(Some(l))) => {
@@ -186,7 +255,15 @@ impl Qmp {
         let (tx, rx) = mpsc::unbounded_channel();
         let p2 = pending.clone();
         tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
+            loop {
+                let line = match next_line(&mut lines).await {
+                    Ok(Some(l)) => l,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "QMP read failed");
+                        break;
+                    }
+                };
                 match decode(&line) {
                     Incoming::Return {
                         id: Some(id),
@@ -379,6 +456,74 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("CommandNotFound"), "{err}");
         assert_eq!(events.recv().await, Some(Event::Reset { guest: true }));
+        drop(qmp);
+        server.await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn lines_are_read_as_capped_bytes_and_decoded_lossily() {
+        let input: &[u8] = b"ok\n\xff\xfe{}\n0123456789ABC\nlast";
+        let mut r = BufReader::with_capacity(4, input);
+        assert_eq!(
+            read_line(&mut r, 10).await.unwrap(),
+            Line::Text("ok".into())
+        );
+        assert_eq!(
+            read_line(&mut r, 10).await.unwrap(),
+            Line::Text("\u{fffd}\u{fffd}{}".into())
+        );
+        assert_eq!(read_line(&mut r, 10).await.unwrap(), Line::TooLong(13));
+        assert_eq!(
+            read_line(&mut r, 10).await.unwrap(),
+            Line::Text("last".into())
+        );
+        assert_eq!(read_line(&mut r, 10).await.unwrap(), Line::Eof);
+    }
+
+    /// A hostile QMP peer (a fake qemu: the misbehaviour is the point) sends a line of invalid
+    /// UTF-8 and a line over the cap: both are skipped, the connection lives on and the event
+    /// after them arrives.
+    #[tokio::test(flavor = "current_thread")]
+    async fn invalid_utf8_and_an_over_long_line_do_not_end_the_client() {
+        let dir = std::env::temp_dir().join(format!("launcher-qmp-bytes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("qmp.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let (r, mut w) = sock.into_split();
+            let mut r = BufReader::new(r).lines();
+            w.write_all(b"{\"QMP\":{\"version\":{},\"capabilities\":[]}}\n")
+                .await
+                .unwrap();
+            let l = r.next_line().await.unwrap().unwrap();
+            let v: Value = serde_json::from_str(&l).unwrap();
+            let reply = json!({"return": {}, "id": v["id"]});
+            w.write_all(format!("{reply}\n").as_bytes()).await.unwrap();
+            w.write_all(b"{\"event\":\"STOP\",\"data\":{\"x\":\"\xff\xc3\x28\"}}\n")
+                .await
+                .unwrap();
+            let mut long = vec![b'x'; MAX_LINE + 100];
+            long.push(b'\n');
+            w.write_all(&long).await.unwrap();
+            w.write_all(b"{\"event\":\"RESET\",\"data\":{\"guest\":true}}\n")
+                .await
+                .unwrap();
+            // Held open until the client has read everything.
+            let _ = r.next_line().await;
+        });
+        let (qmp, mut events) = Qmp::connect(&path, Duration::from_secs(5)).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("the event after the bad lines");
+        // The invalid UTF-8 sits in a string value: lossily decoded, the STOP still counts.
+        assert_eq!(got, Some(Event::Stop));
+        let got = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("the event after the over-long line");
+        assert_eq!(got, Some(Event::Reset { guest: true }));
         drop(qmp);
         server.await.unwrap();
         let _ = std::fs::remove_dir_all(&dir);

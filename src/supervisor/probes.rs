@@ -1,5 +1,6 @@
 //! The helpers that watch one qemu run from the side, each a task that reports over a channel:
-//! the QMP connection (its handle and its events), the TCP readiness probe, and the bootstrap
+//! the QMP connection (its handle and its events, reconnected with a back-off while qemu lives),
+//! the TCP readiness probe, and the bootstrap
 //! (the scripted console user). Dropping [`Helpers`] ends them all. Never moves the VM's state
 //! (the run does, from what they report).
 
@@ -9,13 +10,13 @@ use crate::console::{bootstrap, Hub};
 use crate::qemu::qmp::{Event, Qmp};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
 /// What the helpers report.
 pub struct Feeds {
-    /// The QMP handle, once connected.
-    pub qmp: UnboundedReceiver<Arc<Qmp>>,
+    /// The QMP handle at each (re)connect; `None` when the connection was lost (or never came).
+    pub qmp: UnboundedReceiver<Option<Arc<Qmp>>>,
     /// QMP events (a `Resume` first when qemu already runs the guest at connect time).
     pub events: UnboundedReceiver<Event>,
     /// The bootstrap's verdict.
@@ -70,25 +71,9 @@ pub fn start(plan: &VmPlan, facts: &VmFacts, hub: &Hub) -> (Helpers, Feeds) {
     }
     // QMP connects in the background; events and the handle come back over channels.
     let path = plan.qmp_socket();
-    helpers.tasks.push(tokio::spawn(async move {
-        match Qmp::connect(&path, Duration::from_secs(30)).await {
-            Ok((q, mut incoming)) => {
-                let q = Arc::new(q);
-                if let Ok(st) = q.query_status().await {
-                    if st == "running" {
-                        let _ = ev_tx.send(Event::Resume);
-                    }
-                }
-                let _ = qmp_tx.send(q.clone());
-                while let Some(e) = incoming.recv().await {
-                    if ev_tx.send(e).is_err() {
-                        break;
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "QMP unavailable"),
-        }
-    }));
+    helpers
+        .tasks
+        .push(tokio::spawn(qmp_link(path, qmp_tx, ev_tx)));
     // The TCP probe: until the port answers through the management forward.
     if let Some(port) = plan.console.ready_tcp {
         helpers.tasks.push(tokio::spawn(async move {
@@ -108,6 +93,60 @@ pub fn start(plan: &VmPlan, facts: &VmFacts, hub: &Hub) -> (Helpers, Feeds) {
         tcp,
     };
     (helpers, feeds)
+}
+
+/// The first QMP connect may take this long (qemu creates the socket a little after exec).
+const QMP_FIRST: Duration = Duration::from_secs(30);
+/// The back-off between reconnects: doubling from the first to the last.
+const QMP_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(5));
+/// A closed connection is reported lost only after this: when qemu is exiting, the run ends
+/// (and this task with it) first.
+const QMP_GRACE: Duration = Duration::from_millis(500);
+
+/// Keeps a QMP connection to qemu for as long as the task lives (the run aborts it when qemu
+/// exits): sends the handle at every connect, forwards the events, reports a loss (`None`), and
+/// reconnects with a back-off.
+async fn qmp_link(
+    path: std::path::PathBuf,
+    qmp_tx: UnboundedSender<Option<Arc<Qmp>>>,
+    ev_tx: UnboundedSender<Event>,
+) {
+    let mut within = QMP_FIRST;
+    let mut wait = QMP_BACKOFF.0;
+    let mut lost = false;
+    loop {
+        match Qmp::connect(&path, within).await {
+            Ok((q, mut incoming)) => {
+                let q = Arc::new(q);
+                if let Ok(st) = q.query_status().await {
+                    if st == "running" {
+                        let _ = ev_tx.send(Event::Resume);
+                    }
+                }
+                if lost {
+                    tracing::info!("QMP reconnected");
+                }
+                let _ = qmp_tx.send(Some(q));
+                while let Some(e) = incoming.recv().await {
+                    let _ = ev_tx.send(e);
+                }
+                tokio::time::sleep(QMP_GRACE).await;
+                tracing::warn!("QMP connection lost; reconnecting");
+                lost = true;
+                let _ = qmp_tx.send(None);
+                wait = QMP_BACKOFF.0;
+            }
+            Err(e) if !lost => {
+                tracing::warn!(error = %e, "QMP unavailable; retrying");
+                lost = true;
+                let _ = qmp_tx.send(None);
+            }
+            Err(e) => tracing::debug!(error = %e, "QMP reconnect failed"),
+        }
+        within = Duration::ZERO;
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(QMP_BACKOFF.1);
+    }
 }
 
 /// Whether a service answers on `port` through qemu's user-mode forward. slirp accepts every

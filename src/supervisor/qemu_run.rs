@@ -1,6 +1,9 @@
-//! One qemu process, from spawn to exit: QMP events, the readiness probes, the bootstrap, the
-//! boot timeout, and the shutdown escalation (ACPI powerdown, then QMP `quit`, then SIGKILL).
-//! Never restarts qemu (the VM's life decides that) and never reaps it (the reaper does).
+//! One qemu process, from spawn to exit: QMP events (and its loss), the readiness probes, the
+//! bootstrap, the boot timeout, and the shutdown escalation (ACPI powerdown, then QMP `quit`,
+//! then SIGKILL). A guest not ready yet (still booting: no ACPI driver to press the button for)
+//! is quit at once, and that is a clean stop. Without QMP, `quit` becomes SIGTERM to qemu (qemu
+//! handles it as a clean quit of the emulator, not a guest powerdown). Never restarts qemu (the
+//! VM's life decides that) and never reaps it (the reaper does).
 
 use super::probes;
 use super::reaper::exit_code_of;
@@ -8,7 +11,8 @@ use super::vm::Vm;
 use crate::config::VmPlan;
 use crate::console::bootstrap::{self, AfterFailure, BootstrapError};
 use crate::console::ConsoleEvent;
-use crate::qemu::qmp::{Event, Qmp};
+use crate::exit;
+use crate::qemu::qmp::{Event, Qmp, QmpError};
 use crate::state::{Probe, Readiness, State, VmHandle};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
@@ -17,6 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{sleep_until, Instant};
+
+/// How long qemu has to exit after `quit` (or SIGTERM) before SIGKILL.
+const QUIT_WAIT: Duration = Duration::from_secs(3);
 
 /// What a VM is told by the node: run; power down (ACPI, then quit, then kill); or quit now.
 /// Each with why (the signal, or the node stopping).
@@ -54,7 +61,7 @@ pub struct Child {
 }
 
 /// How one qemu run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunEnd {
     /// Its exit code, or 128 + the signal.
     pub code: i32,
@@ -64,6 +71,9 @@ pub struct RunEnd {
     pub clean: bool,
     /// The bootstrap failed with on_timeout = fail: no restart.
     pub give_up: bool,
+    /// The launcher killed qemu, for this reason (a failed bootstrap, the boot timeout, the
+    /// shutdown escalation): its 137 is ours, not the guest's.
+    pub killed: Option<String>,
 }
 
 /// Where the shutdown escalation is. Only ever moves forward.
@@ -74,9 +84,11 @@ enum Shutdown {
     PoweringDown {
         until: Instant,
     },
-    /// `quit` sent; SIGKILL at `until`.
+    /// `quit` (or SIGTERM) sent; SIGKILL at `until`. `clean`: quitting is the clean stop (the
+    /// guest was still booting).
     Quitting {
         until: Instant,
+        clean: bool,
     },
     /// SIGKILL sent (by the escalation, the boot timeout or a failed bootstrap).
     Killed,
@@ -85,20 +97,26 @@ enum Shutdown {
 impl Shutdown {
     fn deadline(self) -> Option<Instant> {
         match self {
-            Shutdown::PoweringDown { until } | Shutdown::Quitting { until } => Some(until),
+            Shutdown::PoweringDown { until } | Shutdown::Quitting { until, .. } => Some(until),
             Shutdown::Running | Shutdown::Killed => None,
         }
     }
-    /// An exit now would be clean: never quit, never killed.
+    /// An exit now would be clean: never quit (unless quitting was the clean stop), never
+    /// killed.
     fn clean(self) -> bool {
-        matches!(self, Shutdown::Running | Shutdown::PoweringDown { .. })
+        matches!(
+            self,
+            Shutdown::Running
+                | Shutdown::PoweringDown { .. }
+                | Shutdown::Quitting { clean: true, .. }
+        )
     }
     /// The next escalation step at once ("quit now").
     fn hurry(self) -> Self {
         let until = Instant::now();
         match self {
             Shutdown::PoweringDown { .. } => Shutdown::PoweringDown { until },
-            Shutdown::Quitting { .. } => Shutdown::Quitting { until },
+            Shutdown::Quitting { clean, .. } => Shutdown::Quitting { until, clean },
             s => s,
         }
     }
@@ -122,7 +140,7 @@ pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child
                 let level = *stop.borrow_and_update();
                 run.on_stop(level).await;
             }
-            Some(q) = feeds.qmp.recv() => run.qmp = Some(q),
+            Some(q) = feeds.qmp.recv() => run.on_qmp(q),
             Some(e) = feeds.events.recv() => run.on_event(e),
             Some(r) = feeds.bootstrap.recv() => run.on_bootstrap(r),
             Some(ConsoleEvent::ReadyPattern(p)) = vm.console_rx.recv() => {
@@ -160,6 +178,12 @@ struct Run<'a> {
     booted: bool,
     boot_deadline: Instant,
     give_up: bool,
+    /// Why the launcher killed qemu, once it did.
+    killed: Option<String>,
+    /// The QMP connection was lost (or never came) and is not back.
+    qmp_lost: bool,
+    /// qemu was sent SIGTERM (a quit without QMP).
+    sigterm: bool,
 }
 
 impl<'a> Run<'a> {
@@ -176,6 +200,9 @@ impl<'a> Run<'a> {
             booted: false,
             boot_deadline: Instant::now() + plan.supervision.boot_timeout,
             give_up: false,
+            killed: None,
+            qmp_lost: false,
+            sigterm: false,
         }
     }
 
@@ -186,14 +213,43 @@ impl<'a> Run<'a> {
         RunEnd {
             code,
             stopping: self.stopping,
-            clean: code == 0 && self.shutdown.clean(),
+            // Dead of our SIGTERM before qemu handled it (right after exec): still a quit.
+            clean: (code == 0 || (self.sigterm && code == 128 + 15)) && self.shutdown.clean(),
             give_up: self.give_up,
+            killed: self.killed.clone(),
         }
     }
 
-    fn kill(&mut self) {
+    fn kill(&mut self, why: impl Into<String>) {
         let _ = kill(self.pid, Signal::SIGKILL);
         self.shutdown = Shutdown::Killed;
+        self.killed.get_or_insert_with(|| why.into());
+    }
+
+    /// QMP (re)connected, or lost (`None`). Shown in status: a ready VM whose QMP is gone is
+    /// only running (unhealthy) until QMP is back.
+    fn on_qmp(&mut self, q: Option<Arc<Qmp>>) {
+        let back = q.is_some() && self.qmp_lost;
+        self.qmp_lost = q.is_none();
+        self.qmp = q;
+        if self.stopping {
+            return;
+        }
+        let state = self.handle.state();
+        if self.qmp_lost {
+            let why = "QMP connection lost; reconnecting";
+            if state == State::Ready {
+                self.handle.advance(State::Running, why);
+            } else {
+                self.handle.note(why);
+            }
+        } else if back {
+            if state == State::Running && self.readiness.is_ready() {
+                self.handle.advance(State::Ready, "QMP reconnected");
+            } else {
+                self.handle.note("QMP reconnected");
+            }
+        }
     }
 
     /// A readiness probe passed (ignored once stopping).
@@ -211,9 +267,20 @@ impl<'a> Run<'a> {
         let why = level.why();
         if !self.stopping {
             self.stopping = true;
-            self.handle
-                .advance(State::Stopping, format!("{why}: ACPI powerdown"));
-            if self.shutdown == Shutdown::Running {
+            if self.shutdown != Shutdown::Running {
+                // Already being killed (boot timeout, bootstrap): nothing more to send.
+                self.handle
+                    .advance(State::Stopping, format!("{why}: qemu being killed"));
+            } else if !self.readiness.is_ready() {
+                // No ACPI driver to press the button for yet: quitting loses nothing.
+                self.handle.advance(
+                    State::Stopping,
+                    format!("{why}: guest still booting: quitting qemu"),
+                );
+                self.shutdown = self.quit(true).await;
+            } else {
+                self.handle
+                    .advance(State::Stopping, format!("{why}: ACPI powerdown"));
                 self.shutdown = self.power_down().await;
             }
         }
@@ -223,13 +290,12 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// The ACPI power button; with no QMP (or a refusal) the escalation goes on at once.
-    async fn power_down(&self) -> Shutdown {
+    /// The ACPI power button; with no QMP (or a refusal) qemu is quit at once.
+    async fn power_down(&mut self) -> Shutdown {
         let until = Instant::now() + self.plan.supervision.shutdown_timeout;
         let Some(q) = &self.qmp else {
-            return Shutdown::PoweringDown {
-                until: Instant::now(),
-            };
+            tracing::warn!("QMP unavailable: no ACPI powerdown possible; quitting qemu");
+            return self.quit(false).await;
         };
         match q
             .execute("system_powerdown", None, Duration::from_secs(5))
@@ -238,10 +304,27 @@ impl<'a> Run<'a> {
             Ok(_) => Shutdown::PoweringDown { until },
             Err(e) => {
                 tracing::warn!(error = %e, "system_powerdown failed; quitting qemu");
-                Shutdown::PoweringDown {
-                    until: Instant::now(),
-                }
+                self.quit(false).await
             }
+        }
+    }
+
+    /// QMP `quit`; without QMP (or when it fails) SIGTERM, which qemu handles as a clean quit
+    /// of the emulator (not a guest powerdown). SIGKILL follows if qemu is still there.
+    /// `clean`: this quit is the clean stop.
+    async fn quit(&mut self, clean: bool) -> Shutdown {
+        let quit = match &self.qmp {
+            Some(q) => q.execute("quit", None, Duration::from_secs(2)).await.err(),
+            None => Some(QmpError::Closed),
+        };
+        if let Some(e) = quit {
+            tracing::warn!(error = %e, "QMP quit failed: SIGTERM to qemu");
+            let _ = kill(self.pid, Signal::SIGTERM);
+            self.sigterm = true;
+        }
+        Shutdown::Quitting {
+            until: Instant::now() + QUIT_WAIT,
+            clean,
         }
     }
 
@@ -250,16 +333,14 @@ impl<'a> Run<'a> {
         match self.shutdown {
             Shutdown::PoweringDown { .. } => {
                 tracing::warn!("guest did not power off in time: QMP quit");
-                if let Some(q) = &self.qmp {
-                    let _ = q.execute("quit", None, Duration::from_secs(2)).await;
-                }
-                self.shutdown = Shutdown::Quitting {
-                    until: Instant::now() + Duration::from_secs(3),
-                };
+                self.shutdown = self.quit(false).await;
             }
             Shutdown::Quitting { .. } => {
                 tracing::warn!("qemu still alive after quit: SIGKILL");
-                self.kill();
+                self.kill(format!(
+                    "qemu still alive {}s after quit",
+                    QUIT_WAIT.as_secs()
+                ));
             }
             Shutdown::Running | Shutdown::Killed => {}
         }
@@ -271,7 +352,10 @@ impl<'a> Run<'a> {
             "guest not ready within the boot timeout; killing qemu"
         );
         self.booted = true; // fire once
-        self.kill();
+        self.kill(format!(
+            "guest not ready within the boot timeout ({}s)",
+            self.plan.supervision.boot_timeout.as_secs()
+        ));
     }
 
     fn on_bootstrap(&mut self, r: Result<(), BootstrapError>) {
@@ -283,7 +367,7 @@ impl<'a> Run<'a> {
                     let policy = self.plan.bootstrap.as_ref().map(|b| b.on_timeout);
                     self.give_up = policy
                         .is_some_and(|p| bootstrap::after_failure(&e, p) == AfterFailure::GiveUp);
-                    self.kill();
+                    self.kill(exit::chain(&e));
                 }
             }
         }
@@ -337,7 +421,13 @@ mod tests {
         let later = Instant::now() + Duration::from_secs(60);
         let s = Shutdown::PoweringDown { until: later };
         assert!(s.clean() && Shutdown::Running.clean());
-        assert!(!Shutdown::Quitting { until: later }.clean() && !Shutdown::Killed.clean());
+        let quit = |clean| Shutdown::Quitting {
+            until: later,
+            clean,
+        };
+        assert!(!quit(false).clean() && !Shutdown::Killed.clean());
+        // Quitting a guest that was still booting is the clean stop, and stays so when hurried.
+        assert!(quit(true).clean() && quit(true).hurry().clean());
         assert_eq!(Shutdown::Running.deadline(), None);
         assert_eq!(Shutdown::Killed.deadline(), None);
         assert!(s.hurry().deadline().unwrap() <= Instant::now());

@@ -42,16 +42,28 @@ pub enum Next {
     Restart { wait: Duration, why: String },
 }
 
-/// The decision after a qemu run ended. `failures`: the failed runs before this one.
+/// The decision after a qemu run ended. `failures`: the failed runs before this one. A qemu the
+/// launcher killed (a failed bootstrap, the boot timeout) fails with 1 and the launcher's reason,
+/// never with the 137 of its own SIGKILL; a qemu that ended on its own fails with its code. The
+/// reason names the policy that applied.
 pub fn after_exit(end: &RunEnd, failures: u32, policy: RestartPolicy) -> Next {
     let code = end.code;
+    // What ended the run, and the code the VM fails with if it is not restarted.
+    let (cause, fail_code) = match &end.killed {
+        Some(why) => (why.clone(), Code::Failure),
+        None => (format!("qemu exited with {code}"), Code::unclean(code)),
+    };
     if end.stopping {
         if end.clean {
             return Next::Stopped { asked: true };
         }
+        let cause = match &end.killed {
+            Some(why) => format!("{why}: killed"),
+            None => format!("qemu ended with {code}"),
+        };
         return Next::Failed {
-            code: Code::unclean(code),
-            why: format!("qemu ended with {code} during shutdown"),
+            code: fail_code,
+            why: format!("{cause} during shutdown"),
         };
     }
     if end.clean && code == 0 {
@@ -61,7 +73,7 @@ pub fn after_exit(end: &RunEnd, failures: u32, policy: RestartPolicy) -> Next {
     if end.give_up {
         return Next::Failed {
             code: Code::Failure,
-            why: "bootstrap failed; not restarting (bootstrap.on_timeout = \"fail\")".into(),
+            why: format!("{cause}; not restarting (bootstrap.on_timeout = \"fail\")"),
         };
     }
     match policy {
@@ -69,15 +81,16 @@ pub fn after_exit(end: &RunEnd, failures: u32, policy: RestartPolicy) -> Next {
             let wait = backoff.saturating_mul(1 << (failures - 1).min(6));
             Next::Restart {
                 wait,
-                why: format!(
-                    "qemu exited with {code}; restart {failures}/{max} in {}s",
-                    wait.as_secs()
-                ),
+                why: format!("{cause}; restart {failures}/{max} in {}s", wait.as_secs()),
             }
         }
-        _ => Next::Failed {
-            code: Code::unclean(code),
-            why: format!("qemu exited with {code}; not restarting (restart policy)"),
+        RestartPolicy::OnFailure { max, .. } => Next::Failed {
+            code: fail_code,
+            why: format!("{cause}; restart policy on-failure: {max}/{max} restarts used"),
+        },
+        RestartPolicy::Never => Next::Failed {
+            code: fail_code,
+            why: format!("{cause}; restart policy never: not restarting"),
         },
     }
 }
@@ -158,8 +171,17 @@ mod tests {
             stopping,
             clean,
             give_up,
+            killed: None,
         }
     }
+    /// A run whose qemu the launcher killed (SIGKILL: 137) for `why`.
+    fn killed(stopping: bool, give_up: bool, why: &str) -> RunEnd {
+        RunEnd {
+            killed: Some(why.into()),
+            ..end(137, stopping, false, give_up)
+        }
+    }
+    const BOOT: &str = "bootstrap step 2 (expect \"# \") timed out after 10s on attempt 1";
     const NEVER: RestartPolicy = RestartPolicy::Never;
     fn on_failure(max: u32) -> RestartPolicy {
         RestartPolicy::OnFailure {
@@ -209,12 +231,54 @@ mod tests {
 
     #[test]
     fn a_bootstrap_give_up_fails_with_1_whatever_the_policy() {
-        let n = after_exit(&end(137, false, false, true), 0, on_failure(3));
+        let n = after_exit(&killed(false, true, BOOT), 0, on_failure(3));
         assert_eq!(
             n,
             Next::Failed {
                 code: Code::Failure,
-                why: "bootstrap failed; not restarting (bootstrap.on_timeout = \"fail\")".into()
+                why: format!("{BOOT}; not restarting (bootstrap.on_timeout = \"fail\")")
+            }
+        );
+    }
+
+    #[test]
+    fn a_kill_by_the_launcher_restarts_with_its_reason_then_fails_with_1_not_137() {
+        let n = after_exit(&killed(false, false, BOOT), 0, on_failure(3));
+        assert_eq!(
+            n,
+            Next::Restart {
+                wait: Duration::from_secs(2),
+                why: format!("{BOOT}; restart 1/3 in 2s")
+            }
+        );
+        let n = after_exit(&killed(false, false, BOOT), 3, on_failure(3));
+        assert_eq!(
+            n,
+            Next::Failed {
+                code: Code::Failure,
+                why: format!("{BOOT}; restart policy on-failure: 3/3 restarts used")
+            }
+        );
+        let why = "guest not ready within the boot timeout (120s)";
+        let n = after_exit(&killed(false, false, why), 0, NEVER);
+        assert_eq!(
+            n,
+            Next::Failed {
+                code: Code::Failure,
+                why: format!("{why}; restart policy never: not restarting")
+            }
+        );
+        // Killed at the end of the shutdown escalation: 1 too, not 137.
+        let n = after_exit(
+            &killed(true, false, "qemu still alive 3s after quit"),
+            0,
+            NEVER,
+        );
+        assert_eq!(
+            n,
+            Next::Failed {
+                code: Code::Failure,
+                why: "qemu still alive 3s after quit: killed during shutdown".into()
             }
         );
     }
@@ -255,7 +319,7 @@ mod tests {
             n,
             Next::Failed {
                 code: Code::Guest(137),
-                why: "qemu exited with 137; not restarting (restart policy)".into()
+                why: "qemu exited with 137; restart policy on-failure: 3/3 restarts used".into()
             }
         );
         // Killed at the boot timeout with code 0 is not clean: a failure, exit 1.
