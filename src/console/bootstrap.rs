@@ -168,10 +168,10 @@ impl Reader {
     }
 }
 
-fn send_line(hub: &Hub, line: &str) {
+async fn send_line(hub: &Hub, line: &str) {
     let mut b = line.as_bytes().to_vec();
     b.push(b'\r');
-    hub.write(&b);
+    hub.write(&b).await;
 }
 
 /// Runs the bootstrap to the end, retrying per its policy. Holds the console while it runs.
@@ -219,7 +219,7 @@ async fn run_attempts(
                 tracing::warn!(error = %e, "bootstrap: retrying from the first step");
                 attempt += 1;
                 // Provoke a fresh prompt.
-                script.hub.write(b"\r");
+                script.hub.write(b"\r").await;
             }
             Err(e) => return Err(e),
         }
@@ -252,7 +252,7 @@ async fn run_steps(
             Compiled::Send(t) => {
                 let line = render(t, script.values);
                 tracing::debug!(step = i, "bootstrap: send");
-                send_line(script.hub, &line);
+                send_line(script.hub, &line).await;
             }
             Compiled::SendConfig {
                 re,
@@ -266,7 +266,7 @@ async fn run_steps(
                 let lines: Vec<&str> = cfg.lines().filter(|l| !l.trim().is_empty()).collect();
                 tracing::info!(lines = lines.len(), "bootstrap: sending the startup config");
                 for (n, l) in lines.iter().enumerate() {
-                    send_line(script.hub, l);
+                    send_line(script.hub, l).await;
                     if !reader.expect(re, *timeout).await {
                         return Err(fail(
                             format!("prompt {prompt:?} after startup config line {}", n + 1),
