@@ -266,3 +266,54 @@ fn extra_serial_ports_have_their_own_log_and_telnet_port() {
     );
     assert_eq!(l.stop(Duration::from_secs(30)).0, 0);
 }
+
+/// The launcher's resident memory in KiB (VmRSS of /proc/PID/status).
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_telnet_flood_towards_a_guest_that_does_not_read_leaves_the_launcher_bounded() {
+    // The misbehaving part is the point: qemu is stopped (SIGSTOP), so nothing reads the serial
+    // socket, while a telnet client (no login on port 5000) sends up to 50 MB.
+    let ns = Netns::new("flood");
+    let cfg = tinylinux_config(&ns, "rfl", "", "");
+    let mut l = Running::start(&ns, &cfg, &[]);
+    let s = wait_state(&ns, "ready", Duration::from_secs(90));
+    let qemu = i32::try_from(s["qemu_pid"].as_i64().expect("qemu_pid")).unwrap();
+    let before = rss_kib(l.pid());
+    assert!(kill(qemu, libc::SIGSTOP));
+    let mut t = Telnet::connect(&ns);
+    t.stream
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    let (mut sent, start) = (0usize, Instant::now());
+    while sent < 50 << 20 && start.elapsed() < Duration::from_secs(60) {
+        match t.stream.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break, // the launcher stopped reading us: backpressure
+        }
+    }
+    let answered = status(&ns);
+    let after = rss_kib(l.pid());
+    println!(
+        "sent {} KiB; launcher VmRSS {before} -> {after} KiB",
+        sent >> 10
+    );
+    kill(qemu, libc::SIGCONT);
+    drop(t);
+    assert!(
+        answered.is_some(),
+        "launcher status answers during the flood"
+    );
+    assert!(
+        after < before + 16 * 1024,
+        "VmRSS grew from {before} to {after} KiB after {} KiB sent",
+        sent >> 10
+    );
+    assert!(sent < 50 << 20, "the launcher read all 50 MB");
+    assert_eq!(l.stop(Duration::from_secs(30)).0, 0);
+}
