@@ -133,17 +133,32 @@ fn compile(steps: &[Step]) -> Result<Vec<Compiled<'_>>, BootstrapError> {
         .collect()
 }
 
-/// Reads the console into a text buffer and matches regexes against it.
+/// The most console text a pattern is matched against: past it, the oldest half is dropped.
+const WINDOW: usize = 16 * 1024;
+
+/// Reads the console into a text buffer (at most [`WINDOW`] bytes) and matches regexes against
+/// it. Everything that arrived is appended before the next search, so under a flood one search
+/// covers many chunks: the cost per byte stays bounded however small the chunks are.
 struct Reader {
     rx: broadcast::Receiver<std::sync::Arc<[u8]>>,
     buf: String,
+    /// Searches so far (the tests count them).
+    searches: usize,
 }
 
 impl Reader {
+    fn new(rx: broadcast::Receiver<std::sync::Arc<[u8]>>) -> Self {
+        Reader {
+            rx,
+            buf: String::new(),
+            searches: 0,
+        }
+    }
     /// Waits until `re` matches what arrived since the last match; consumes up to the match.
     async fn expect(&mut self, re: &Regex, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            self.searches += 1;
             if let Some(m) = re.find(&self.buf) {
                 self.buf.drain(..m.end());
                 return true;
@@ -151,19 +166,25 @@ impl Reader {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Err(_) => return false,
                 Ok(Ok(bytes)) => {
-                    self.buf
-                        .push_str(&strip_escapes(&String::from_utf8_lossy(&bytes)));
-                    if self.buf.len() > 65536 {
-                        let cut = self.buf.len() - 32768;
-                        let cut = (cut..self.buf.len())
-                            .find(|&i| self.buf.is_char_boundary(i))
-                            .unwrap_or(0);
-                        self.buf.drain(..cut);
+                    self.append(&bytes);
+                    while let Ok(more) = self.rx.try_recv() {
+                        self.append(&more);
                     }
                 }
                 Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
                 Ok(Err(broadcast::error::RecvError::Closed)) => return false,
             }
+        }
+    }
+    fn append(&mut self, bytes: &[u8]) {
+        self.buf
+            .push_str(&strip_escapes(&String::from_utf8_lossy(bytes)));
+        if self.buf.len() > WINDOW {
+            let cut = self.buf.len() - WINDOW / 2;
+            let cut = (cut..self.buf.len())
+                .find(|&i| self.buf.is_char_boundary(i))
+                .unwrap_or(0);
+            self.buf.drain(..cut);
         }
     }
 }
@@ -182,10 +203,7 @@ pub async fn run(
     startup_config: Option<&str>,
 ) -> Result<(), BootstrapError> {
     let steps = compile(&b.steps)?;
-    let mut reader = Reader {
-        rx: hub.subscribe(),
-        buf: String::new(),
-    };
+    let mut reader = Reader::new(hub.subscribe());
     let script = Script {
         steps: &steps,
         hub,
@@ -345,10 +363,7 @@ mod tests {
     #[tokio::test]
     async fn expect_waits_for_the_pattern_and_consumes_up_to_it() {
         let (tx, rx) = broadcast::channel(16);
-        let mut r = Reader {
-            rx,
-            buf: String::new(),
-        };
+        let mut r = Reader::new(rx);
         let config = [
             Step::Expect {
                 pattern: "login: $".into(),
@@ -380,5 +395,22 @@ mod tests {
             strip_escapes("r1# \x1b[6n\r\n\x1b[1;32mok\x1b[0m"),
             "r1# \nok"
         );
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_small_chunks_is_searched_in_few_passes_within_a_bounded_buffer() {
+        let (tx, rx) = broadcast::channel(1024);
+        let mut r = Reader::new(rx);
+        let re = Regex::new("login: $").unwrap();
+        // 1000 chunks of 64 bytes without a newline, all arrived before the reader looks.
+        for _ in 0..1000 {
+            tx.send(std::sync::Arc::from(&[b'.'; 64][..])).unwrap();
+        }
+        assert!(!r.expect(&re, Duration::from_millis(50)).await);
+        assert!(r.searches <= 3, "{} searches for 1000 chunks", r.searches);
+        assert!(r.buf.len() <= WINDOW, "{}", r.buf.len());
+        // The pattern after the flood is still found.
+        tx.send(std::sync::Arc::from(&b"\nr1 login: "[..])).unwrap();
+        assert!(r.expect(&re, Duration::from_millis(200)).await);
     }
 }
