@@ -3,9 +3,10 @@
 //! restart and no early output is lost. Every line goes to stdout marked `console:` (docker
 //! logs) and to the log file; the bytes fan out to telnet clients (vrnetlab's port 5000) and to
 //! `launcher console` clients, who may all type, except while the bootstrap holds the write side.
-//! This module owns the serial socket, the hub (history, fan-out, the hold), the log file and
-//! the docker-logs lines; telnet lives in [`telnet`], the scripted user in [`bootstrap`]. It
-//! never starts qemu and never decides what a console event means for the VM's state.
+//! This module owns the serial socket and the hub (history, fan-out, the hold, the bounded queue
+//! towards the VM); the log file, docker-logs lines and ready pattern live in `lines`, telnet in
+//! [`telnet`], the scripted user in [`bootstrap`]. It never starts qemu and never decides what a
+//! console event means for the VM's state.
 
 pub mod bootstrap;
 mod lines;
