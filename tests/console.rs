@@ -267,3 +267,130 @@ fn extra_serial_ports_have_their_own_log_and_telnet_port() {
     );
     assert_eq!(l.stop(Duration::from_secs(30)).0, 0);
 }
+
+/// The launcher's resident memory in KiB (VmRSS of /proc/PID/status).
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_telnet_flood_towards_a_guest_that_does_not_read_leaves_the_launcher_bounded() {
+    // The misbehaving part is the point: qemu is stopped (SIGSTOP), so nothing reads the serial
+    // socket, while a telnet client (no login on port 5000) sends up to 50 MB.
+    let ns = Netns::new("flood");
+    let cfg = tinylinux_config(&ns, "rfl", "", "");
+    let mut l = Running::start(&ns, &cfg, &[]);
+    let s = wait_state(&ns, "ready", Duration::from_secs(90));
+    let qemu = i32::try_from(s["qemu_pid"].as_i64().expect("qemu_pid")).unwrap();
+    let before = rss_kib(l.pid());
+    assert!(kill(qemu, libc::SIGSTOP));
+    let mut t = Telnet::connect(&ns);
+    t.stream
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    let (mut sent, start) = (0usize, Instant::now());
+    while sent < 50 << 20 && start.elapsed() < Duration::from_secs(60) {
+        match t.stream.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break, // the launcher stopped reading us: backpressure
+        }
+    }
+    let answered = status(&ns);
+    let after = rss_kib(l.pid());
+    println!(
+        "sent {} KiB; launcher VmRSS {before} -> {after} KiB",
+        sent >> 10
+    );
+    kill(qemu, libc::SIGCONT);
+    drop(t);
+    assert!(
+        answered.is_some(),
+        "launcher status answers during the flood"
+    );
+    assert!(
+        after < before + 16 * 1024,
+        "VmRSS grew from {before} to {after} KiB after {} KiB sent",
+        sent >> 10
+    );
+    assert!(sent < 50 << 20, "the launcher read all 50 MB");
+    assert_eq!(l.stop(Duration::from_secs(30)).0, 0);
+}
+
+/// The launcher's CPU time so far, in clock ticks (utime + stime of /proc/PID/stat).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat; `after` starts at field 3.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Sets `pid`'s RLIMIT_NOFILE soft limit; returns the previous limits.
+fn set_nofile(pid: i32, soft: Option<u64>, restore: Option<libc::rlimit>) -> libc::rlimit {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a null new limit only reads; `old` is a valid rlimit for the kernel to fill.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit read");
+    let new = match (soft, restore) {
+        (_, Some(r)) => r,
+        (Some(s), None) => libc::rlimit {
+            rlim_cur: s,
+            rlim_max: old.rlim_max,
+        },
+        (None, None) => return old,
+    };
+    // SAFETY: `new` is a valid rlimit; a null old limit is allowed.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit set");
+    old
+}
+
+#[test]
+fn accept_errors_back_off_instead_of_spinning() {
+    // No fd left (RLIMIT_NOFILE lowered under the launcher's feet): every accept fails with
+    // EMFILE while telnet and control clients wait in the backlog.
+    let ns = Netns::new("emfile");
+    let cfg = tinylinux_config(&ns, "rem", "", "");
+    let mut l = Running::start(&ns, &cfg, &[]);
+    wait_state(&ns, "ready", Duration::from_secs(90));
+    let pid = l.pid();
+    let old = set_nofile(pid, Some(3), None);
+    let clients: Vec<TcpStream> = {
+        let _g = ns.enter();
+        (0..4)
+            .map(|_| TcpStream::connect("127.0.0.1:5000").unwrap())
+            .collect()
+    };
+    let ctl = std::os::unix::net::UnixStream::connect(ns.dir.join("control.sock")).unwrap();
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_ticks(pid) - before;
+    set_nofile(pid, None, Some(old));
+    drop((clients, ctl));
+    let failed = |m: &str| l.log().events.iter().filter(|e| e.message == m).count();
+    let (telnet, control) = (
+        failed("telnet console: accept failed"),
+        failed("control socket cannot accept"),
+    );
+    println!("3 s of EMFILE: {used} ticks, {telnet} telnet and {control} control accept failures");
+    assert!(telnet >= 1 && control >= 1, "{}", l.output());
+    assert!(
+        telnet <= 20 && control <= 20,
+        "accept retried without backing off"
+    );
+    assert!(
+        used < 50,
+        "{used} clock ticks of CPU in 3 s: the accept loops spin"
+    );
+    // With fds again, the launcher serves as before.
+    wait_for(Duration::from_secs(10), "status after EMFILE", || {
+        status(&ns)
+    });
+    assert_eq!(l.stop(Duration::from_secs(30)).0, 0);
+}

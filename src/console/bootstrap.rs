@@ -133,17 +133,32 @@ fn compile(steps: &[Step]) -> Result<Vec<Compiled<'_>>, BootstrapError> {
         .collect()
 }
 
-/// Reads the console into a text buffer and matches regexes against it.
+/// The most console text a pattern is matched against: past it, the oldest half is dropped.
+const WINDOW: usize = 16 * 1024;
+
+/// Reads the console into a text buffer (at most [`WINDOW`] bytes) and matches regexes against
+/// it. Everything that arrived is appended before the next search, so under a flood one search
+/// covers many chunks: the cost per byte stays bounded however small the chunks are.
 struct Reader {
     rx: broadcast::Receiver<std::sync::Arc<[u8]>>,
     buf: String,
+    /// Searches so far (the tests count them).
+    searches: usize,
 }
 
 impl Reader {
+    fn new(rx: broadcast::Receiver<std::sync::Arc<[u8]>>) -> Self {
+        Reader {
+            rx,
+            buf: String::new(),
+            searches: 0,
+        }
+    }
     /// Waits until `re` matches what arrived since the last match; consumes up to the match.
     async fn expect(&mut self, re: &Regex, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            self.searches += 1;
             if let Some(m) = re.find(&self.buf) {
                 self.buf.drain(..m.end());
                 return true;
@@ -151,14 +166,9 @@ impl Reader {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Err(_) => return false,
                 Ok(Ok(bytes)) => {
-                    self.buf
-                        .push_str(&strip_escapes(&String::from_utf8_lossy(&bytes)));
-                    if self.buf.len() > 65536 {
-                        let cut = self.buf.len() - 32768;
-                        let cut = (cut..self.buf.len())
-                            .find(|&i| self.buf.is_char_boundary(i))
-                            .unwrap_or(0);
-                        self.buf.drain(..cut);
+                    self.append(&bytes);
+                    while let Ok(more) = self.rx.try_recv() {
+                        self.append(&more);
                     }
                 }
                 Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
@@ -166,12 +176,23 @@ impl Reader {
             }
         }
     }
+    fn append(&mut self, bytes: &[u8]) {
+        self.buf
+            .push_str(&strip_escapes(&String::from_utf8_lossy(bytes)));
+        if self.buf.len() > WINDOW {
+            let cut = self.buf.len() - WINDOW / 2;
+            let cut = (cut..self.buf.len())
+                .find(|&i| self.buf.is_char_boundary(i))
+                .unwrap_or(0);
+            self.buf.drain(..cut);
+        }
+    }
 }
 
-fn send_line(hub: &Hub, line: &str) {
+async fn send_line(hub: &Hub, line: &str) {
     let mut b = line.as_bytes().to_vec();
     b.push(b'\r');
-    hub.write(&b);
+    hub.write(&b).await;
 }
 
 /// Runs the bootstrap to the end, retrying per its policy. Holds the console while it runs.
@@ -182,10 +203,7 @@ pub async fn run(
     startup_config: Option<&str>,
 ) -> Result<(), BootstrapError> {
     let steps = compile(&b.steps)?;
-    let mut reader = Reader {
-        rx: hub.subscribe(),
-        buf: String::new(),
-    };
+    let mut reader = Reader::new(hub.subscribe());
     let script = Script {
         steps: &steps,
         hub,
@@ -219,7 +237,7 @@ async fn run_attempts(
                 tracing::warn!(error = %e, "bootstrap: retrying from the first step");
                 attempt += 1;
                 // Provoke a fresh prompt.
-                script.hub.write(b"\r");
+                script.hub.write(b"\r").await;
             }
             Err(e) => return Err(e),
         }
@@ -252,7 +270,7 @@ async fn run_steps(
             Compiled::Send(t) => {
                 let line = render(t, script.values);
                 tracing::debug!(step = i, "bootstrap: send");
-                send_line(script.hub, &line);
+                send_line(script.hub, &line).await;
             }
             Compiled::SendConfig {
                 re,
@@ -266,7 +284,7 @@ async fn run_steps(
                 let lines: Vec<&str> = cfg.lines().filter(|l| !l.trim().is_empty()).collect();
                 tracing::info!(lines = lines.len(), "bootstrap: sending the startup config");
                 for (n, l) in lines.iter().enumerate() {
-                    send_line(script.hub, l);
+                    send_line(script.hub, l).await;
                     if !reader.expect(re, *timeout).await {
                         return Err(fail(
                             format!("prompt {prompt:?} after startup config line {}", n + 1),
@@ -345,10 +363,7 @@ mod tests {
     #[tokio::test]
     async fn expect_waits_for_the_pattern_and_consumes_up_to_it() {
         let (tx, rx) = broadcast::channel(16);
-        let mut r = Reader {
-            rx,
-            buf: String::new(),
-        };
+        let mut r = Reader::new(rx);
         let config = [
             Step::Expect {
                 pattern: "login: $".into(),
@@ -380,5 +395,22 @@ mod tests {
             strip_escapes("r1# \x1b[6n\r\n\x1b[1;32mok\x1b[0m"),
             "r1# \nok"
         );
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_small_chunks_is_searched_in_few_passes_within_a_bounded_buffer() {
+        let (tx, rx) = broadcast::channel(1024);
+        let mut r = Reader::new(rx);
+        let re = Regex::new("login: $").unwrap();
+        // 1000 chunks of 64 bytes without a newline, all arrived before the reader looks.
+        for _ in 0..1000 {
+            tx.send(std::sync::Arc::from(&[b'.'; 64][..])).unwrap();
+        }
+        assert!(!r.expect(&re, Duration::from_millis(50)).await);
+        assert!(r.searches <= 3, "{} searches for 1000 chunks", r.searches);
+        assert!(r.buf.len() <= WINDOW, "{}", r.buf.len());
+        // The pattern after the flood is still found.
+        tx.send(std::sync::Arc::from(&b"\nr1 login: "[..])).unwrap();
+        assert!(r.expect(&re, Duration::from_millis(200)).await);
     }
 }

@@ -3,17 +3,21 @@
 //! restart and no early output is lost. Every line goes to stdout marked `console:` (docker
 //! logs) and to the log file; the bytes fan out to telnet clients (vrnetlab's port 5000) and to
 //! `launcher console` clients, who may all type, except while the bootstrap holds the write side.
-//! This module owns the serial socket, the hub (history, fan-out, the hold), the log file and
-//! the docker-logs lines; telnet lives in [`telnet`], the scripted user in [`bootstrap`]. It
-//! never starts qemu and never decides what a console event means for the VM's state.
+//! This module owns the serial socket and the hub (history, fan-out, the hold, the bounded queue
+//! towards the VM); the log file, docker-logs lines and ready pattern live in `lines`, telnet in
+//! [`telnet`], the scripted user in [`bootstrap`]. It never starts qemu and never decides what a
+//! console event means for the VM's state.
 
 pub mod bootstrap;
+mod lines;
 pub mod telnet;
 
+pub use lines::{CUT_MARK, MAX_LINE};
 pub use telnet::TelnetFilter;
 
+use lines::LineSplitter;
+
 use std::collections::VecDeque;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +28,11 @@ use tokio::sync::{broadcast, mpsc};
 
 /// How much recent output a newly attached client is shown first.
 const HISTORY: usize = 4096;
+
+/// How many writes (a client's read of at most 1 KiB, a bootstrap line) may wait for the serial
+/// line. When the VM does not read, writers wait for room, so a telnet client is no longer read
+/// and TCP pushes back on it; the launcher's memory stays bounded.
+pub const TO_VM_QUEUE: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
@@ -51,20 +60,33 @@ pub enum ConsoleEvent {
 /// A handle on the console: read what the VM prints, write to it, hold its write side.
 #[derive(Clone)]
 pub struct Hub {
-    to_vm: mpsc::UnboundedSender<Vec<u8>>,
+    to_vm: mpsc::Sender<Vec<u8>>,
     from_vm: broadcast::Sender<Arc<[u8]>>,
     history: Arc<Mutex<VecDeque<u8>>>,
     held: Arc<AtomicBool>,
 }
 
 impl Hub {
+    /// A hub and the receiving end of what is written to the VM.
+    fn new() -> (Hub, mpsc::Receiver<Vec<u8>>) {
+        let (to_vm, to_vm_rx) = mpsc::channel::<Vec<u8>>(TO_VM_QUEUE);
+        let (from_vm, _) = broadcast::channel(1024);
+        let hub = Hub {
+            to_vm,
+            from_vm,
+            history: Arc::default(),
+            held: Arc::default(),
+        };
+        (hub, to_vm_rx)
+    }
     /// Every byte the VM prints from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<[u8]>> {
         self.from_vm.subscribe()
     }
-    /// Writes to the VM, whoever holds the console (the bootstrap uses this).
-    pub fn write(&self, bytes: &[u8]) {
-        let _ = self.to_vm.send(bytes.to_vec());
+    /// Writes to the VM, whoever holds the console (the bootstrap uses this); waits while
+    /// [`TO_VM_QUEUE`] writes are already waiting for the serial line.
+    pub async fn write(&self, bytes: &[u8]) {
+        let _ = self.to_vm.send(bytes.to_vec()).await;
     }
     /// While held, human input is discarded (readers still see everything).
     pub fn hold(&self, on: bool) {
@@ -127,7 +149,8 @@ impl Hub {
                 continue;
             }
             warned = false;
-            self.write(&data);
+            // Waits while the queue is full: this client is not read meanwhile (backpressure).
+            self.write(&data).await;
         }
         out.abort();
     }
@@ -159,14 +182,7 @@ pub async fn start(
         None
     };
 
-    let (to_vm, to_vm_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let (from_vm, _) = broadcast::channel(1024);
-    let hub = Hub {
-        to_vm,
-        from_vm,
-        history: Arc::default(),
-        held: Arc::default(),
-    };
+    let (hub, to_vm_rx) = Hub::new();
     let (tx, rx) = mpsc::unbounded_channel();
     let lines = LineSplitter::new(label, file, std::io::stdout(), ready, tx);
     let writer = Writer::default();
@@ -209,7 +225,7 @@ fn open_log(log: &Path) -> Result<std::fs::File, ConsoleError> {
 }
 
 /// Writes what clients and the bootstrap send to the qemu connected now (dropped when none is).
-async fn forward_to_vm(mut to_vm: mpsc::UnboundedReceiver<Vec<u8>>, writer: Writer) {
+async fn forward_to_vm(mut to_vm: mpsc::Receiver<Vec<u8>>, writer: Writer) {
     while let Some(bytes) = to_vm.recv().await {
         let mut w = writer.lock().await;
         if let Some(conn) = w.as_mut() {
@@ -266,145 +282,5 @@ async fn own_serial(
         lines.flush();
         *writer.lock().await = None;
         tracing::debug!("qemu left the serial console");
-    }
-}
-
-/// Splits console bytes into lines for docker logs (`label: text` on `out`), appends raw bytes
-/// to the log file, and watches for the readiness pattern (also in a partial line: a prompt has
-/// no newline), once per qemu connection.
-struct LineSplitter<L: Write, O: Write> {
-    label: String,
-    log: L,
-    out: O,
-    line: Vec<u8>,
-    ready: Option<String>,
-    seen: bool,
-    tx: mpsc::UnboundedSender<ConsoleEvent>,
-}
-
-impl<L: Write, O: Write> LineSplitter<L, O> {
-    fn new(
-        label: &str,
-        log: L,
-        out: O,
-        ready: Option<String>,
-        tx: mpsc::UnboundedSender<ConsoleEvent>,
-    ) -> Self {
-        LineSplitter {
-            label: label.to_string(),
-            log,
-            out,
-            line: Vec::new(),
-            ready,
-            seen: false,
-            tx,
-        }
-    }
-    /// A new qemu connected: its readiness pattern counts again.
-    fn new_connection(&mut self) {
-        self.seen = false;
-    }
-    fn feed(&mut self, chunk: &[u8]) {
-        let _ = self.log.write_all(chunk);
-        for &b in chunk {
-            if b == b'\n' {
-                self.check();
-                self.emit();
-            } else if b != b'\r' {
-                self.line.push(b);
-            }
-        }
-        self.check();
-    }
-    fn check(&mut self) {
-        if let Some(p) = &self.ready {
-            if !self.seen && String::from_utf8_lossy(&self.line).contains(p.as_str()) {
-                self.seen = true;
-                let _ = self.tx.send(ConsoleEvent::ReadyPattern(p.clone()));
-            }
-        }
-    }
-    fn emit(&mut self) {
-        let text = String::from_utf8_lossy(&self.line);
-        let _ = writeln!(self.out, "{}: {text}", self.label);
-        self.line.clear();
-    }
-    /// The connection ended: a partial line is printed, the log flushed.
-    fn flush(&mut self) {
-        if !self.line.is_empty() {
-            self.emit();
-        }
-        let _ = self.log.flush();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    type Splitter = LineSplitter<Vec<u8>, Vec<u8>>;
-
-    fn splitter(ready: Option<&str>) -> (Splitter, mpsc::UnboundedReceiver<ConsoleEvent>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let s = LineSplitter::new("console", Vec::new(), Vec::new(), ready.map(Into::into), tx);
-        (s, rx)
-    }
-
-    fn events(rx: &mut mpsc::UnboundedReceiver<ConsoleEvent>) -> Vec<ConsoleEvent> {
-        std::iter::from_fn(|| rx.try_recv().ok()).collect()
-    }
-
-    #[test]
-    fn lines_are_labelled_without_carriage_returns_and_the_log_gets_raw_bytes() {
-        let (mut s, _rx) = splitter(None);
-        s.feed(b"boot\r\nhel");
-        s.feed(b"lo\r\r\nlogin: ");
-        assert_eq!(
-            String::from_utf8_lossy(&s.out),
-            "console: boot\nconsole: hello\n"
-        );
-        // A partial line waits for its newline, or for the connection to end.
-        s.flush();
-        assert_eq!(
-            String::from_utf8_lossy(&s.out),
-            "console: boot\nconsole: hello\nconsole: login: \n"
-        );
-        assert_eq!(s.log, b"boot\r\nhello\r\r\nlogin: ");
-        // Nothing is printed twice.
-        s.flush();
-        assert_eq!(String::from_utf8_lossy(&s.out).lines().count(), 3);
-    }
-
-    #[test]
-    fn the_ready_pattern_is_seen_once_per_connection_even_in_a_partial_line_or_split() {
-        let (mut s, mut rx) = splitter(Some("READY"));
-        s.feed(b"not yet\nRE");
-        assert!(events(&mut rx).is_empty());
-        s.feed(b"ADY r1");
-        assert_eq!(
-            events(&mut rx),
-            vec![ConsoleEvent::ReadyPattern("READY".into())]
-        );
-        s.feed(b"\nREADY again\n");
-        assert!(events(&mut rx).is_empty(), "once per connection");
-        s.flush();
-        s.new_connection();
-        s.feed(b"READY after a restart\n");
-        assert_eq!(events(&mut rx).len(), 1);
-    }
-
-    #[test]
-    fn the_pattern_does_not_span_two_lines() {
-        let (mut s, mut rx) = splitter(Some("AB"));
-        s.feed(b"xA\nBx\n");
-        assert!(events(&mut rx).is_empty());
-    }
-
-    #[test]
-    fn other_labels_name_their_port() {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let mut s = LineSplitter::new("ttyS2", Vec::new(), Vec::new(), None, tx);
-        s.feed(b"tinylinux: hello on ttyS2\n");
-        assert_eq!(s.out, b"ttyS2: tinylinux: hello on ttyS2\n");
     }
 }

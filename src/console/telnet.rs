@@ -3,8 +3,14 @@
 //! expects. It never talks to qemu: it hands clients to the [`Hub`], which owns the serial line.
 
 use crate::console::Hub;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// The most telnet clients one console serves at once; one more is told so in a line and closed.
+pub const MAX_CLIENTS: usize = 16;
 
 /// Telnet command bytes (RFC 854).
 const IAC: u8 = 255;
@@ -82,9 +88,11 @@ pub(crate) fn accept_backoff(failures: u32) -> Duration {
         .min(ACCEPT_BACKOFF_MAX)
 }
 
-/// Serves telnet clients on `listener` for the launcher's life, each attached to `hub`.
+/// Serves telnet clients on `listener` for the launcher's life, each attached to `hub`, at
+/// most [`MAX_CLIENTS`] at once.
 pub(crate) async fn serve(listener: TcpListener, hub: Hub) {
     let mut failures = 0;
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
         let (conn, peer) = match listener.accept().await {
             Ok(c) => {
@@ -99,14 +107,34 @@ pub(crate) async fn serve(listener: TcpListener, hub: Hub) {
                 continue;
             }
         };
-        tracing::info!(%peer, "telnet console client attached");
         let hub = hub.clone();
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = MAX_CLIENTS, "telnet console client refused");
+            tokio::spawn(refuse(conn));
+            continue;
+        };
+        tracing::info!(%peer, "telnet console client attached");
         tokio::spawn(async move {
             let _ = conn.set_nodelay(true);
             hub.attach(conn, true).await;
+            drop(slot);
             tracing::info!(%peer, "telnet console client left");
         });
     }
+}
+
+/// Tells a client past the cap why, then closes. What it sent meanwhile is discarded for up to
+/// a second first (closing with unread input resets the connection and the line would be lost).
+async fn refuse(mut conn: tokio::net::TcpStream) {
+    let line = format!("too many console clients ({MAX_CLIENTS} attached); try again later\r\n");
+    let second = Duration::from_secs(1);
+    let _ = tokio::time::timeout(second, conn.write_all(line.as_bytes())).await;
+    let _ = conn.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(second, async {
+        while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 #[cfg(test)]
@@ -170,5 +198,54 @@ mod tests {
         assert_eq!(accept_backoff(1), ACCEPT_BACKOFF);
         assert_eq!(accept_backoff(2), ACCEPT_BACKOFF * 2);
         assert_eq!(accept_backoff(40), ACCEPT_BACKOFF_MAX);
+    }
+
+    /// Everything a client reads until the server closes (bounded wait).
+    async fn read_all(mut conn: tokio::net::TcpStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut out))
+            .await
+            .expect("the server closes")
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn past_the_cap_a_telnet_client_is_told_why_and_a_freed_slot_serves_again() {
+        use tokio::net::TcpStream;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (hub, _to_vm) = Hub::new();
+        let server = tokio::spawn(serve(listener, hub));
+        let mut held = Vec::new();
+        for _ in 0..MAX_CLIENTS {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            // Attached: the telnet negotiation arrives.
+            let mut neg = [0u8; 6];
+            c.read_exact(&mut neg).await.unwrap();
+            assert_eq!(neg, [IAC, WILL, 1, IAC, WILL, 3]);
+            held.push(c);
+        }
+        let mut refused = TcpStream::connect(addr).await.unwrap();
+        // It negotiates first, as telnet clients do: the line still arrives.
+        refused.write_all(&[IAC, 253, 1]).await.unwrap();
+        assert_eq!(
+            String::from_utf8(read_all(refused).await).unwrap(),
+            format!("too many console clients ({MAX_CLIENTS} attached); try again later\r\n")
+        );
+        drop(held.pop());
+        let mut again = None;
+        for _ in 0..100 {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let mut first = [0u8; 1];
+            c.read_exact(&mut first).await.unwrap();
+            if first[0] == IAC {
+                again = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(again.is_some(), "a freed slot serves a new client");
+        server.abort();
     }
 }

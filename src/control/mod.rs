@@ -1,7 +1,9 @@
 //! The control socket: `launcher status`, `launcher health` and `launcher console` (run through
 //! `docker exec`) ask the running launcher over a Unix socket (mode 0600). One request line
 //! (`verb [arg]`), one answer line in one JSON envelope for every verb: `{"ok": ...}` or
-//! `{"error": "..."}`; a console session continues on the same stream after its `ok`.
+//! `{"error": "..."}`; a console session continues on the same stream after its `ok`. The server
+//! bounds its clients (how many at once, how long and how large a request line may be) and
+//! answers each refusal with the error envelope.
 //! The server answers from the node snapshot ([`crate::state`]) plus the link table; it never
 //! changes state and never imports the supervisor.
 

@@ -14,6 +14,22 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+
+/// The most control clients served at once (a console session counts until it ends); one more
+/// is answered `{"error": ...}` and closed.
+pub const MAX_CLIENTS: usize = 32;
+/// How long a client may take to send its request line.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest request line, newline excluded.
+pub const MAX_REQUEST: usize = 256;
+
+/// What one server allows its clients (the constants above, smaller in tests).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    clients: usize,
+    timeout: Duration,
+}
 
 /// The consoles `launcher console [VM]` can attach to, by VM name; the first is the default.
 pub type Consoles = Arc<Vec<(String, Hub)>>;
@@ -36,6 +52,26 @@ pub fn serve(
     nl: Option<Netlink>,
     consoles: Consoles,
 ) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+    serve_with(
+        path,
+        Sources {
+            snap,
+            table,
+            nl,
+            consoles,
+        },
+        Limits {
+            clients: MAX_CLIENTS,
+            timeout: REQUEST_TIMEOUT,
+        },
+    )
+}
+
+fn serve_with(
+    path: PathBuf,
+    sources: Sources,
+    limits: Limits,
+) -> Result<tokio::task::JoinHandle<()>, ControlError> {
     let listen = |source| ControlError::Listen {
         path: path.clone(),
         source,
@@ -46,28 +82,31 @@ pub fn serve(
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).map_err(listen)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(listen)?;
-    let sources = Sources {
-        snap,
-        table,
-        nl,
-        consoles,
-    };
-    Ok(tokio::spawn(accept_loop(listener, sources)))
+    Ok(tokio::spawn(accept_loop(listener, sources, limits)))
 }
 
 /// Accepts for ever. A failing accept (EMFILE, ENFILE, ENOMEM: it persists until something is
-/// freed) is logged and backed off, from 10 ms doubling to 1 s, instead of spinning.
-async fn accept_loop(listener: UnixListener, sources: Sources) {
+/// freed) is logged and backed off, from 10 ms doubling to 1 s, instead of spinning. Past
+/// `limits.clients` clients at once, a new one is told so and closed.
+async fn accept_loop(listener: UnixListener, sources: Sources, limits: Limits) {
     let mut backoff = Duration::from_millis(10);
+    let slots = Arc::new(Semaphore::new(limits.clients));
     loop {
         match listener.accept().await {
             Ok((conn, _)) => {
                 backoff = Duration::from_millis(10);
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(max = limits.clients, "control socket: client refused");
+                    let why = format!("too many control clients ({} at once)", limits.clients);
+                    tokio::spawn(refuse(conn, why));
+                    continue;
+                };
                 let sources = sources.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = answer(conn, sources).await {
+                    if let Err(e) = answer(conn, sources, limits.timeout).await {
                         tracing::debug!(error = %e, "control client");
                     }
+                    drop(slot);
                 });
             }
             Err(e) => {
@@ -79,19 +118,52 @@ async fn accept_loop(listener: UnixListener, sources: Sources) {
     }
 }
 
-/// Reads the request line byte by byte, so nothing after it is consumed (a console session
-/// continues on the same stream).
-async fn request_line(conn: &mut UnixStream) -> std::io::Result<String> {
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while line.len() < 256 && conn.read(&mut b).await? == 1 && b[0] != b'\n' {
-        line.push(b[0]);
-    }
-    Ok(String::from_utf8_lossy(&line).trim().to_string())
+/// How long a refused client's unread input is discarded before its socket is closed.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// Answers `{"error": why}` and closes, without serving. The client's unread input is read and
+/// discarded for up to [`DRAIN`] first: closing a Unix socket with unread data resets it, and
+/// the client would lose the answer.
+async fn refuse(mut conn: UnixStream, why: String) {
+    let line = Envelope::<()>::Error(why).encode();
+    let _ = tokio::time::timeout(DRAIN, conn.write_all(line.as_bytes())).await;
+    let _ = conn.shutdown().await;
+    let mut sink = [0u8; 16 * 1024];
+    let _ = tokio::time::timeout(DRAIN, async {
+        while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
-async fn answer(mut conn: UnixStream, src: Sources) -> std::io::Result<()> {
-    let req = request_line(&mut conn).await?;
+/// Reads the request line byte by byte, so nothing after it is consumed (a console session
+/// continues on the same stream). Err(why) when it is longer than [`MAX_REQUEST`].
+async fn request_line(conn: &mut UnixStream) -> std::io::Result<Result<String, String>> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        if conn.read(&mut b).await? != 1 || b[0] == b'\n' {
+            break;
+        }
+        if line.len() == MAX_REQUEST {
+            return Ok(Err(format!("request line longer than {MAX_REQUEST} bytes")));
+        }
+        line.push(b[0]);
+    }
+    Ok(Ok(String::from_utf8_lossy(&line).trim().to_string()))
+}
+
+async fn answer(mut conn: UnixStream, src: Sources, timeout: Duration) -> std::io::Result<()> {
+    let req = match tokio::time::timeout(timeout, request_line(&mut conn)).await {
+        Ok(read) => read?,
+        Err(_) => Err(format!("no request line within {timeout:?}")),
+    };
+    let req = match req {
+        Ok(req) => req,
+        Err(why) => {
+            refuse(conn, why).await;
+            return Ok(());
+        }
+    };
     let (verb, arg) = match req.split_once(' ') {
         Some((v, a)) => (v, Some(a.trim())),
         None => (req.as_str(), None),
@@ -196,5 +268,111 @@ mod tests {
         );
         task.abort();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn sources() -> Sources {
+        let snap = Snapshot {
+            name: "r1".into(),
+            ..Default::default()
+        };
+        Sources {
+            snap: Arc::new(std::sync::Mutex::new(snap)),
+            table: None,
+            nl: None,
+            consoles: Arc::new(vec![]),
+        }
+    }
+
+    fn socket(tag: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("launcher-ctl-{tag}-{}", std::process::id()));
+        (dir.join("control.sock"), dir)
+    }
+
+    /// Everything the server sends on `conn` until it closes (bounded wait).
+    async fn answer_of(conn: UnixStream) -> String {
+        let (mut r, _w) = conn.into_split();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(5), r.read_to_string(&mut out))
+            .await
+            .expect("the server closes")
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_gets_an_error_after_the_time_out_and_holds_nobody() {
+        let (path, dir) = socket("silent");
+        let limits = Limits {
+            clients: MAX_CLIENTS,
+            timeout: Duration::from_millis(300),
+        };
+        let task = serve_with(path.clone(), sources(), limits).unwrap();
+        let silent = UnixStream::connect(&path).await.unwrap();
+        // Meanwhile others are answered.
+        assert_eq!(client::health(&path).await.unwrap().name, "r1");
+        let t = std::time::Instant::now();
+        let got = answer_of(silent).await;
+        assert_eq!(got, "{\"error\":\"no request line within 300ms\"}\n");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        task.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn ten_megabytes_without_a_newline_get_an_error_not_a_request() {
+        let (path, dir) = socket("long");
+        let task = serve(path.clone(), sources().snap, None, None, Arc::new(vec![])).unwrap();
+        let (r, mut w) = UnixStream::connect(&path).await.unwrap().into_split();
+        let writer = tokio::spawn(async move { w.write_all(&vec![b'x'; 10 << 20]).await });
+        let mut got = String::new();
+        let mut r = r;
+        tokio::time::timeout(Duration::from_secs(5), r.read_to_string(&mut got))
+            .await
+            .expect("the server answers and closes")
+            .unwrap();
+        assert_eq!(
+            got,
+            format!("{{\"error\":\"request line longer than {MAX_REQUEST} bytes\"}}\n")
+        );
+        let _ = writer.await; // the rest is discarded (or the socket reset)
+        assert_eq!(client::health(&path).await.unwrap().name, "r1");
+        task.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn past_the_client_cap_a_client_is_told_why_and_a_freed_slot_serves_again() {
+        let (path, dir) = socket("cap");
+        let task = serve(path.clone(), sources().snap, None, None, Arc::new(vec![])).unwrap();
+        let mut held = Vec::new();
+        for _ in 0..MAX_CLIENTS {
+            held.push(UnixStream::connect(&path).await.unwrap());
+        }
+        let refused = UnixStream::connect(&path).await.unwrap();
+        assert_eq!(
+            answer_of(refused).await,
+            format!("{{\"error\":\"too many control clients ({MAX_CLIENTS} at once)\"}}\n")
+        );
+        let e = client::health(&path).await.unwrap_err();
+        assert!(matches!(&e, ControlError::Refused(_)), "{e:?}");
+        // One leaves: its slot serves the next client.
+        let mut one = held.pop().unwrap();
+        one.write_all(b"health\n").await.unwrap();
+        assert!(answer_of(one).await.starts_with("{\"ok\""));
+        let h = wait_health(&path).await;
+        assert_eq!(h.name, "r1");
+        task.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Health, retried briefly (a freed slot is released just after its answer is sent).
+    async fn wait_health(path: &std::path::Path) -> Health {
+        for _ in 0..100 {
+            if let Ok(h) = client::health(path).await {
+                return h;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no slot freed");
     }
 }
