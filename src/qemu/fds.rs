@@ -5,6 +5,9 @@
 //! The layout: internal-network tap k at 3 + k (k < [`MAX_INTERNAL`]), the passthrough
 //! management tap at 9, then the data taps from 10 on, link by link in the plan's link order,
 //! each link's queues in a row.
+//!
+//! The open-file limit follows from the layouts too ([`nofile_needed`]): where the spawn parks
+//! the fds before moving them ([`park_from`]) and how many the launcher and qemu hold.
 
 use super::accel::Launch;
 use crate::config::{Management, VmPlan, MAX_INTERNAL};
@@ -18,6 +21,17 @@ const MGMT: i32 = 9;
 /// The first data tap's number.
 const DATA_BASE: i32 = 10;
 const _: () = assert!(INTERNAL_BASE + MAX_INTERNAL as i32 <= MGMT);
+
+/// Files the launcher keeps open besides the taps, whatever the node: stdio, the runtime,
+/// netlink sockets, the control socket and its clients. Generous on purpose.
+const LAUNCHER_OWN: u64 = 64;
+/// And per VM: its consoles (socket, log, telnet listener and clients), QMP, probes.
+const LAUNCHER_PER_VM: u64 = 32;
+/// What qemu opens of its own (disks, sockets, eventfds of the other devices).
+const QEMU_OWN: u64 = 64;
+/// What qemu opens per data tap with vhost-net: the vhost device and, per virtqueue of the
+/// queue pair, a kick and a call eventfd. Without vhost-net (TCG), nothing per tap.
+const QEMU_PER_VHOST_TAP: u64 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FdError {
@@ -115,6 +129,11 @@ impl FdLayout {
         data.or(mgmt).or(internal).unwrap_or(2)
     }
 
+    /// How many fds qemu is handed.
+    pub fn count(&self) -> usize {
+        self.internal + self.passthrough as usize + self.data.iter().map(|r| r.len()).sum::<usize>()
+    }
+
     /// Pairs each open fd with its number: the management tap (passthrough only), the
     /// internal-network taps in order, and per data link (in link order) its queue taps.
     /// Errs when the counts disagree with the layout.
@@ -163,6 +182,32 @@ impl FdLayout {
     }
 }
 
+/// Where the spawn parks copies of `bound`'s fds (`(number, fd)` pairs) before moving them to
+/// their numbers: just above the highest number, so no parked copy sits on a number some fd
+/// is later moved to (`dup2` there would close the copy before it is moved itself). Never a
+/// fixed high number: under a soft RLIMIT_NOFILE of 1024 (Docker's and a login shell's
+/// default) `F_DUPFD` from 1024 fails, and fds above the limit cannot exist.
+pub fn park_from(bound: &[(i32, RawFd)]) -> RawFd {
+    bound.iter().map(|&(n, _)| n).max().unwrap_or(2) + 1
+}
+
+/// The RLIMIT_NOFILE a node needs, from each VM's layout and whether its data taps use
+/// vhost-net: the most of what the launcher needs while it spawns any VM's qemu (every tap of
+/// every VM open, its own files, and that VM's parked copies above its highest number) and
+/// what each qemu needs (its numbers, its own files, vhost-net's per tap).
+pub fn nofile_needed(vms: &[(FdLayout, bool)]) -> u64 {
+    let taps: u64 = vms.iter().map(|(l, _)| l.count() as u64).sum();
+    let launcher_own = LAUNCHER_OWN + LAUNCHER_PER_VM * vms.len() as u64;
+    let per_vm = vms.iter().map(|(l, vhost)| {
+        let (top, n) = (l.max_fd() as u64 + 1, l.count() as u64);
+        let data = l.data.iter().map(|r| r.len() as u64).sum::<u64>();
+        let launcher = top + taps + launcher_own + n;
+        let qemu = top + QEMU_OWN + if *vhost { QEMU_PER_VHOST_TAP * data } else { 0 };
+        launcher.max(qemu)
+    });
+    per_vm.max().unwrap_or(LAUNCHER_OWN)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +227,33 @@ mod tests {
         assert_eq!(FdLayout::new(0, false, &[]).max_fd(), 2);
         assert_eq!(FdLayout::new(3, false, &[]).max_fd(), 5);
         assert_eq!(FdLayout::new(3, true, &[]).max_fd(), 9);
+    }
+
+    #[test]
+    fn parking_starts_above_every_number() {
+        let l = FdLayout::new(1, true, &[2, 1]);
+        let bound = l.bind(Some(50), &[60], &[vec![11, 10], vec![12]]).unwrap();
+        assert_eq!(park_from(&bound), l.max_fd() + 1);
+        assert_eq!(park_from(&bound), 13);
+        assert_eq!(park_from(&[]), 3);
+        assert_eq!(l.count(), 5);
+    }
+
+    #[test]
+    fn the_open_file_limit_counts_every_tap_and_vhost() {
+        // One link, one queue, TCG: far below Docker's 1024.
+        let one = FdLayout::new(0, false, &[1]);
+        assert_eq!(one.count(), 1);
+        assert_eq!(nofile_needed(&[(one.clone(), false)]), 11 + 1 + 64 + 32 + 1);
+        // 60 links of 4 queues: 240 taps at 10..250; the launcher holds them all and parks
+        // 240 copies above 249; qemu with vhost-net adds 5 per tap.
+        let big = FdLayout::new(0, false, &[4; 60]);
+        assert_eq!(nofile_needed(&[(big.clone(), false)]), 250 + 240 + 96 + 240);
+        assert_eq!(nofile_needed(&[(big.clone(), true)]), 250 + 64 + 5 * 240);
+        // Two VMs: the launcher holds both VMs' taps while it spawns either.
+        let two = nofile_needed(&[(one.clone(), false), (big, false)]);
+        assert_eq!(two, 250 + 241 + 64 + 64 + 240);
+        assert_eq!(nofile_needed(&[]), 64);
     }
 
     #[test]

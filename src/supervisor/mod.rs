@@ -48,6 +48,13 @@ pub enum SupervisorError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the open-file limit (RLIMIT_NOFILE) is {soft} (hard limit {hard}), too low for {taps} taps: the launcher and qemu need {needed}; raise it (docker run --ulimit nofile={needed}:{needed}, or ulimit -n {needed})")]
+    FdLimit {
+        soft: u64,
+        hard: u64,
+        needed: u64,
+        taps: usize,
+    },
     #[error("cannot start qemu {qemu}")]
     Spawn {
         qemu: PathBuf,
@@ -61,7 +68,7 @@ pub enum SupervisorError {
 impl From<&SupervisorError> for Code {
     fn from(e: &SupervisorError) -> Self {
         match e {
-            SupervisorError::Accel(_) => Code::BadInput,
+            SupervisorError::Accel(_) | SupervisorError::FdLimit { .. } => Code::BadInput,
             SupervisorError::Net(net::NetError::Missing { .. }) => Code::LinksMissing,
             _ => Code::Failure,
         }
@@ -78,6 +85,8 @@ pub async fn run(node: Node) -> Result<Code, SupervisorError> {
     // 2. The accel per VM, from host facts read once: a bad `accel = "kvm"` fails here, before
     //    anything is created on the system.
     let launches = setup::decide_accels(&node)?;
+    //    And the open-file limit those NICs need (taps, queues), checked as early.
+    spawn::fd_limit(&node, &launches)?;
     // 3. The node state (snapshot + health file) next: every later step reports through it.
     let snapshot = setup::snapshot(&node, &launches);
     let state = NodeState::new(snapshot, node.settings.health_file.clone());

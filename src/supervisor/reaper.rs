@@ -1,6 +1,7 @@
-//! PID 1's duties towards signals and children: the stop signals (SIGTERM, SIGINT), the SIGCHLD
-//! reaper (the one owner of exit statuses) and, when not PID 1, a checked child subreaper. All
-//! registered before any child exists. Never decides what a stop means (the node does).
+//! PID 1's duties towards signals and children: the stop signals (SIGTERM, SIGINT; SIGHUP and
+//! SIGQUIT too when not PID 1), the SIGCHLD reaper (the one owner of exit statuses) and, when
+//! not PID 1, a checked child subreaper; and the open-file limit raised for the children to
+//! come. All before any child exists. Never decides what a stop means (the node does).
 
 use super::SupervisorError;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -10,11 +11,13 @@ use std::sync::{Arc, Mutex};
 use tokio::signal::unix::{signal, Signal as SigStream, SignalKind};
 use tokio::sync::oneshot;
 
-/// Signals, then the reaper, then (when not PID 1) the subreaper: orphans of qemu's helpers
-/// get re-parented to us, as they would to PID 1. A subreaper that cannot be set is fatal, as
-/// in tini and catatonit: without it those orphans escape the reaper.
+/// The soft open-file limit raised to the hard one (logged), signals, then the reaper, then
+/// (when not PID 1) the subreaper: orphans of qemu's helpers get re-parented to us, as they
+/// would to PID 1. A subreaper that cannot be set is fatal, as in tini and catatonit: without
+/// it those orphans escape the reaper.
 pub fn start() -> Result<(Signals, Reaper), SupervisorError> {
-    let signals = Signals::new()?;
+    super::spawn::raise_nofile();
+    let signals = Signals::new(std::process::id() == 1)?;
     let reaper = Reaper::start()?;
     if std::process::id() != 1 {
         // SAFETY: prctl with integer arguments only; no memory is passed to the kernel.
@@ -35,26 +38,47 @@ pub fn exit_code_of(ws: WaitStatus) -> Option<i32> {
     }
 }
 
-/// The stop signals PID 1 listens to. (SIGCHLD belongs to the [`Reaper`].)
+/// The stop signals the launcher listens to. (SIGCHLD belongs to the [`Reaper`].)
+///
+/// Outside a container (not PID 1) SIGHUP (the terminal closed) and SIGQUIT (^\) stop it as
+/// SIGTERM does: their default action would kill the launcher on the spot and leave qemu
+/// behind. As PID 1 they keep their default, which for PID 1 is to be ignored: a container is
+/// stopped with SIGTERM.
 pub struct Signals {
     term: SigStream,
     int: SigStream,
+    /// SIGHUP and SIGQUIT, when not PID 1.
+    hup_quit: Option<(SigStream, SigStream)>,
 }
 
 impl Signals {
-    fn new() -> Result<Self, SupervisorError> {
+    fn new(pid1: bool) -> Result<Self, SupervisorError> {
         let s = |k| signal(k).map_err(SupervisorError::Signals);
         Ok(Self {
             term: s(SignalKind::terminate())?,
             int: s(SignalKind::interrupt())?,
+            hup_quit: match pid1 {
+                true => None,
+                false => Some((s(SignalKind::hangup())?, s(SignalKind::quit())?)),
+            },
         })
     }
 
-    /// The next SIGTERM or SIGINT, by name.
+    /// The next stop signal, by name.
     pub async fn stop(&mut self) -> &'static str {
+        let hup_quit = async {
+            match &mut self.hup_quit {
+                Some((hup, quit)) => tokio::select! {
+                    _ = hup.recv() => "SIGHUP",
+                    _ = quit.recv() => "SIGQUIT",
+                },
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
+            s = hup_quit => s,
         }
     }
 }

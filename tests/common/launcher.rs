@@ -184,9 +184,23 @@ pub struct Running {
 
 impl Running {
     pub fn start(ns: &Netns, config: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_under(ns, config, env, &[])
+    }
+
+    /// Like [`Running::start`], the launcher run by `wrapper` (a command that execs its
+    /// arguments, as `prlimit --nofile=1024:1024` does, so the pid is still the launcher's).
+    pub fn start_under(ns: &Netns, config: &Path, env: &[(&str, &str)], wrapper: &[&str]) -> Self {
         let stdout = ns.dir.join("launcher.out");
         let stderr = ns.dir.join("launcher.err");
         let mut c = ns.launcher(&["run", "--config", config.to_str().unwrap()]);
+        if let Some((prog, args)) = wrapper.split_first() {
+            let inner = c;
+            c = Command::new(prog);
+            c.args(args).arg(inner.get_program()).args(inner.get_args());
+            for (k, v) in inner.get_envs() {
+                c.env(k, v.expect("no removed variables"));
+            }
+        }
         c.stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .stdin(Stdio::null())
