@@ -2,8 +2,9 @@
 //! the accel decision, the node state, consoles, disks, the network, the control socket, the
 //! wait for the data links, then each VM's qemu with its tap fds at fixed numbers, started in
 //! order and stopped in the reverse order, restarted per policy, shut down on SIGTERM/SIGINT
-//! (ACPI powerdown, then `quit`, then SIGKILL). The only room that imports both `net` and
-//! `qemu`. Never parses config and never prints to the terminal (commands does).
+//! (and SIGHUP/SIGQUIT when not PID 1): ACPI powerdown, then `quit`, then SIGKILL; a router
+//! still booting quits at once. The only room that imports both `net` and `qemu`. Never parses
+//! config and never prints to the terminal (commands does).
 
 mod mgmt;
 mod node;
