@@ -8,7 +8,7 @@ use super::env::{NodeEnv, Var, VmEnv};
 use super::schema::{DiskSection, KernelSection, NicSection, VmSection};
 use super::{
     check_template, choice, resolve, valid_ifname, Accel, Boot, ConfigError, DataLink, Disk,
-    DiskInterface, DiskKind, Kernel, Key, Machine, Nics, OnMissingLinks,
+    DiskInterface, DiskKind, Kernel, Key, LinkSpec, Machine, Nics, OnMissingLinks, Ports,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -273,6 +273,7 @@ fn disk_interface(
 /// (explicit names, else CLAB_INTFS, else nics.count), and the link settings of the node.
 pub(super) struct NodeNics {
     pub(super) nics: Nics,
+    pub(super) spec: LinkSpec,
     pub(super) wait_timeout: Duration,
     pub(super) on_missing_links: OnMissingLinks,
     pub(super) tap_mtu: u32,
@@ -283,7 +284,7 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
     let prefix = env.intf_prefix.get()?.unwrap_or_else(|| n.prefix.clone());
     valid_ifname(&key.child("prefix"), &prefix)?;
     valid_ifname(&key.child("tap_prefix"), &n.tap_prefix)?;
-    let links = links(&key, n, env, &prefix)?;
+    let (links, spec) = links(&key, n, env, &prefix)?;
     for l in &links {
         valid_ifname(&key.child("tap_prefix"), &l.tap)?;
         valid_ifname(&key.child("prefix"), &l.eth)?;
@@ -309,16 +310,25 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
             offset: n.offset,
             queues: n.queues,
             per_bridge: n.per_bridge,
+            slots: n.slots,
+            ports: Ports::All,
             links,
         },
+        spec,
         wait_timeout: Duration::from_secs(n.wait_timeout),
         on_missing_links,
         tap_mtu: n.mtu,
     })
 }
 
-/// nics.offset, nics.queues, nics.per_bridge and nics.mtu.
+/// nics.offset, nics.queues, nics.per_bridge, nics.mtu and nics.slots.
 fn layout(key: &Key, n: &NicSection) -> Result<(), ConfigError> {
+    if n.slots > 512 {
+        return Err(key.child("slots").invalid(
+            n.slots,
+            "at most 512 data NIC slots (0 = up to the highest port)",
+        ));
+    }
     if n.offset > 8 {
         return Err(key
             .child("offset")
@@ -348,27 +358,45 @@ fn layout(key: &Key, n: &NicSection) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The data links, in port order: from nics.names, else CLAB_INTFS or nics.count.
+/// The data links, in port order: from nics.names, else CLAB_INTFS (any N ports, found at run
+/// time; planned as ports 1..N) or nics.count (ports 1..N). None above nics.slots.
 fn links(
     key: &Key,
     n: &NicSection,
     env: &NodeEnv,
     prefix: &str,
-) -> Result<Vec<DataLink>, ConfigError> {
+) -> Result<(Vec<DataLink>, LinkSpec), ConfigError> {
     let link = |index: u32, eth: String| DataLink {
         index,
         eth,
         tap: format!("{}{index}", n.tap_prefix),
     };
+    let above_slots = |index: u32| n.slots > 0 && index > n.slots;
+    let slots_reason = |what: &str| format!("{what} above nics.slots = {}", n.slots);
     let mut links = Vec::new();
     if n.names.is_empty() {
-        let (count, count_key) = over(env.intfs.get()?, n.count, "CLAB_INTFS", key.child("count"));
+        let intfs = env.intfs.get()?;
+        let (count, count_key) = over(intfs, n.count, "CLAB_INTFS", key.child("count"));
         if count > 512 {
             return Err(count_key.invalid(count, "at most 512 data interfaces"));
         }
-        return Ok((1..=count)
+        if above_slots(count) {
+            return Err(count_key.invalid(count, slots_reason("more data interfaces than slots:")));
+        }
+        // The lab tool's CLAB_INTFS counts links, which may skip ports; a file's count names
+        // ports 1..N.
+        let spec = match intfs {
+            Some(n_links) if n_links > 0 => LinkSpec::AnyIndex {
+                n: n_links,
+                prefix: prefix.to_string(),
+                tap_prefix: n.tap_prefix.clone(),
+            },
+            _ => LinkSpec::Listed,
+        };
+        let links = (1..=count)
             .map(|index| link(index, format!("{prefix}{index}")))
-            .collect());
+            .collect();
+        return Ok((links, spec));
     }
     for (i, name) in n.names.iter().enumerate() {
         let key = key.child("names").index(i);
@@ -381,8 +409,11 @@ fn links(
         if links.iter().any(|l: &DataLink| l.index == index) {
             return Err(key.invalid(name, "listed twice"));
         }
+        if above_slots(index) {
+            return Err(key.invalid(name, slots_reason("a port")));
+        }
         links.push(link(index, name.clone()));
     }
     links.sort_by_key(|l| l.index);
-    Ok(links)
+    Ok((links, LinkSpec::Listed))
 }
