@@ -100,7 +100,36 @@ fn too_few_links_time_out_saying_which_were_found() {
     let code = r.wait_exit(Duration::from_secs(20));
     let out = r.log();
     assert_eq!(code, Some(3), "{out}");
-    assert!(out.stderr.contains("1 of 2 (found 1 of 2: eth3)"), "{out}");
+    assert!(out.stderr.contains("1 of 2 (found eth3)"), "{out}");
+}
+
+#[test]
+fn on_timeout_continue_boots_with_the_ports_found_and_wires_late_ones() {
+    let ns = Netns::new("sparse-cont");
+    let peer = Netns::new("sparse-cont-peer");
+    let nics = "[nics]\nwait_timeout = 2\non_timeout = \"continue\"\n";
+    let cfg = tinylinux_config(&ns, "rcont", "", nics);
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "2")]);
+    wait_state(&ns, "waiting-for-interfaces", Duration::from_secs(10));
+    clab_link(&ns, &peer, "eth3", "p3");
+    // After the wait: eth3 found, the missing one assumed the lowest free port (eth1).
+    let st = wait_for(Duration::from_secs(20), "eth3 wired, eth1 not", || {
+        status(&ns).filter(|s| ports(s) == [(1, false), (3, true)])
+    });
+    assert_ne!(st["state"], "waiting-for-interfaces", "{st}");
+    let out = r.log();
+    assert!(
+        out.any(|e| e
+            .message
+            .starts_with("found 1 of 2 data interfaces: eth3; booting with ports eth1, eth3")),
+        "{out}"
+    );
+    clab_link(&ns, &peer, "eth1", "p1");
+    let st = wait_all_wired(&ns, Duration::from_secs(20));
+    assert_eq!(ports(&st), [(1, true), (3, true)], "{st}");
+    wait_state(&ns, "ready", Duration::from_secs(120));
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0, "{}", r.output());
 }
 
 #[test]

@@ -335,22 +335,25 @@ pub async fn find_present(
         }
         // Any event may be one of ours (a new link, a rename, an overrun): list again.
         if let Ok(ev) = tokio::time::timeout_at(deadline, events.next()).await {
-            ev?;
+            if let LinkEvent::Overrun = ev? {
+                tracing::warn!("link event socket overran; listing links again");
+            }
             continue;
         }
-        let summary = match found.is_empty() {
-            true => format!("found 0 of {n}"),
-            false => format!("found {} of {n}: {}", found.len(), names(&found)),
+        let list = match found.is_empty() {
+            true => "none".to_string(),
+            false => names(&found),
         };
         if on_timeout == OnMissingLinks::Fail {
             return Err(NetError::Missing {
                 waited: timeout,
-                missing: format!("{} of {n} ({summary})", n as usize - found.len()),
+                missing: format!("{} of {n} (found {list})", n as usize - found.len()),
             });
         }
         let assumed = fill_lowest(&found, n);
         tracing::warn!(
-            "{summary} data interfaces; booting with ports {} (the missing ones are wired when they appear)",
+            "found {} of {n} data interfaces: {list}; booting with ports {} (the missing ones are wired when they appear)",
+            found.len(),
             names(&assumed)
         );
         return Ok(assumed);
