@@ -161,3 +161,52 @@ fn sigterm_while_counting_links_stops_cleanly() {
     assert_eq!(code, 0, "{}", r.output());
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+/// A `[[vm]]` entry for tinylinux taking the data ports `data`, no management network.
+fn vm_entry(ns: &Netns, name: &str, data: &str, telnet: u16) -> String {
+    let b = tinylinux_dir();
+    format!(
+        "[[vm]]\nname = \"{name}\"\nmachine = \"q35\"\nmemory = 256\nshutdown_timeout = 20\n\
+         data = \"{data}\"\n[vm.kernel]\npath = \"{k}\"\ninitrd = \"{i}\"\n\
+         append = \"console=ttyS0 panic=-1 tl.hostname={name}\"\n[vm.management]\nmode = \"none\"\n\
+         [vm.console]\nready_pattern = \"TINYLINUX-READY\"\nlog = \"{d}/{name}.console.log\"\n\
+         telnet_port = {telnet}\n",
+        k = b.join("vmlinuz").display(),
+        i = b.join("initramfs.cpio.gz").display(),
+        d = ns.dir.display(),
+    )
+}
+
+#[test]
+fn several_vms_take_the_ports_present_that_their_data_selects() {
+    let ns = Netns::new("sparse-vms");
+    let peer = Netns::new("sparse-vms-peer");
+    let d = ns.dir.display();
+    let text = format!(
+        "[restart]\npolicy = \"never\"\n[paths]\nrun_dir = \"{d}/run\"\nstate_dir = \"{d}/state\"\nhealth_file = \"{d}/health\"\n{}{}",
+        vm_entry(&ns, "cp", "1", 5000),
+        vm_entry(&ns, "lc", "2-4", 5001),
+    );
+    let cfg = ns.dir.join("node.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "2")]);
+    wait_state(&ns, "waiting-for-interfaces", Duration::from_secs(10));
+    clab_link(&ns, &peer, "eth3", "p3");
+    clab_link(&ns, &peer, "eth1", "p1");
+    let st = wait_all_wired(&ns, Duration::from_secs(30));
+    assert_eq!(ports(&st), [(1, true), (3, true)], "{st}");
+    wait_state(&ns, "ready", Duration::from_secs(150));
+    // cp: its data NIC 1; lc: NICs for ports 1..3, only port 3 with a link (MAC ...:00:03).
+    let nics = |vm: &str| {
+        let log = std::fs::read_to_string(ns.dir.join(format!("{vm}.console.log"))).unwrap();
+        let line = log.lines().find(|l| l.contains("NICs:"));
+        line.unwrap_or_default().to_string()
+    };
+    assert!(nics("cp").contains("tinylinux: 1 NICs:"), "{}", nics("cp"));
+    let lc = nics("lc");
+    assert!(lc.contains("tinylinux: 3 NICs:"), "{lc}");
+    let lc_eth2 = lc.split_whitespace().find(|w| w.starts_with("eth2="));
+    assert!(lc_eth2.unwrap_or_default().contains(":00:03/"), "{lc}");
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0, "{}", r.output());
+}
