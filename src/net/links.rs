@@ -1,6 +1,6 @@
-//! The data links of one router: for each configured ethN, its tapN (one fd per queue, kept for
-//! life), the wait for ethN to arrive, the wiring, and the re-wiring when the lab tool
-//! re-creates ethN. It keeps the shared per-link table that status reads. Built on `netlink`,
+//! The data links of one router: with CLAB_INTFS, the wait for that many ethK whatever their K
+//! ([`find_present`]); then for each ethN, its tapN (one fd per queue, kept for life), the wait
+//! for ethN to arrive, the wiring, and the re-wiring when the lab tool re-creates ethN. It keeps the shared per-link table that status reads. Built on `netlink`,
 //! `tc`, `events` and `tap`; never decides fd numbers (the taps are handed out per link, in
 //! link order) and never reads the environment.
 
