@@ -4,12 +4,12 @@
 //! the validated part of the plan. Never looks at another section (that is `vm`) and never at
 //! the system.
 
-use super::bounds::{seconds, MAX_TIMEOUT_S};
+use super::bounds::{seconds, MAX_DATA_PORT, MAX_TIMEOUT_S};
 use super::env::{NodeEnv, Var, VmEnv};
 use super::schema::{DiskSection, KernelSection, NicSection, VmSection};
 use super::{
     check_template, choice, resolve, valid_ifname, Accel, Boot, ConfigError, DataLink, Disk,
-    DiskInterface, DiskKind, Kernel, Key, Machine, Nics, OnMissingLinks,
+    DiskInterface, DiskKind, Kernel, Key, LinkSpec, Machine, Nics, OnMissingLinks, Ports,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -281,6 +281,7 @@ fn disk_interface(
 /// (explicit names, else CLAB_INTFS, else nics.count), and the link settings of the node.
 pub(super) struct NodeNics {
     pub(super) nics: Nics,
+    pub(super) spec: LinkSpec,
     pub(super) wait_timeout: Duration,
     pub(super) on_missing_links: OnMissingLinks,
     pub(super) tap_mtu: u32,
@@ -291,7 +292,7 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
     let prefix = env.intf_prefix.get()?.unwrap_or_else(|| n.prefix.clone());
     valid_ifname(&key.child("prefix"), &prefix)?;
     valid_ifname(&key.child("tap_prefix"), &n.tap_prefix)?;
-    let links = links(&key, n, env, &prefix)?;
+    let (links, spec) = links(&key, n, env, &prefix)?;
     for l in &links {
         valid_ifname(&key.child("tap_prefix"), &l.tap)?;
         valid_ifname(&key.child("prefix"), &l.eth)?;
@@ -317,17 +318,26 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
             offset: n.offset,
             queues: n.queues,
             per_bridge: n.per_bridge,
+            slots: n.slots,
+            ports: Ports::All,
             links,
         },
+        spec,
         wait_timeout: Duration::from_secs(n.wait_timeout),
         on_missing_links,
         tap_mtu: n.mtu,
     })
 }
 
-/// nics.offset, nics.queues, nics.per_bridge, nics.mtu and nics.wait_timeout.
+/// nics.offset, nics.queues, nics.per_bridge, nics.mtu, nics.slots and nics.wait_timeout.
 fn layout(key: &Key, n: &NicSection) -> Result<(), ConfigError> {
     seconds(&key.child("wait_timeout"), n.wait_timeout, 0, MAX_TIMEOUT_S)?;
+    if n.slots > MAX_DATA_PORT {
+        return Err(key.child("slots").invalid(
+            n.slots,
+            format!("at most {MAX_DATA_PORT} data NIC slots (0 = up to the highest port)"),
+        ));
+    }
     if n.offset > 8 {
         return Err(key
             .child("offset")
@@ -357,27 +367,47 @@ fn layout(key: &Key, n: &NicSection) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The data links, in port order: from nics.names, else CLAB_INTFS or nics.count.
+/// The data links, in port order: from nics.names, else CLAB_INTFS (any N ports, found at run
+/// time; planned as ports 1..N) or nics.count (ports 1..N). None above nics.slots.
 fn links(
     key: &Key,
     n: &NicSection,
     env: &NodeEnv,
     prefix: &str,
-) -> Result<Vec<DataLink>, ConfigError> {
+) -> Result<(Vec<DataLink>, LinkSpec), ConfigError> {
     let link = |index: u32, eth: String| DataLink {
         index,
         eth,
         tap: format!("{}{index}", n.tap_prefix),
     };
+    let above_slots = |index: u32| n.slots > 0 && index > n.slots;
+    let slots_reason = |what: &str| format!("{what} above nics.slots = {}", n.slots);
     let mut links = Vec::new();
     if n.names.is_empty() {
-        let (count, count_key) = over(env.intfs.get()?, n.count, "CLAB_INTFS", key.child("count"));
-        if count > 512 {
-            return Err(count_key.invalid(count, "at most 512 data interfaces"));
+        let intfs = env.intfs.get()?;
+        let (count, count_key) = over(intfs, n.count, "CLAB_INTFS", key.child("count"));
+        if count > MAX_DATA_PORT {
+            return Err(
+                count_key.invalid(count, format!("at most {MAX_DATA_PORT} data interfaces"))
+            );
         }
-        return Ok((1..=count)
+        if above_slots(count) {
+            return Err(count_key.invalid(count, slots_reason("more data interfaces than slots:")));
+        }
+        // The lab tool's CLAB_INTFS counts links, which may skip ports; a file's count names
+        // ports 1..N.
+        let spec = match intfs {
+            Some(n_links) if n_links > 0 => LinkSpec::AnyIndex {
+                n: n_links,
+                prefix: prefix.to_string(),
+                tap_prefix: n.tap_prefix.clone(),
+            },
+            _ => LinkSpec::Listed,
+        };
+        let links = (1..=count)
             .map(|index| link(index, format!("{prefix}{index}")))
-            .collect());
+            .collect();
+        return Ok((links, spec));
     }
     for (i, name) in n.names.iter().enumerate() {
         let key = key.child("names").index(i);
@@ -390,8 +420,11 @@ fn links(
         if links.iter().any(|l: &DataLink| l.index == index) {
             return Err(key.invalid(name, "listed twice"));
         }
+        if above_slots(index) {
+            return Err(key.invalid(name, slots_reason("a port")));
+        }
         links.push(link(index, name.clone()));
     }
     links.sort_by_key(|l| l.index);
-    Ok(links)
+    Ok((links, LinkSpec::Listed))
 }

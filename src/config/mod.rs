@@ -264,3 +264,5 @@ fn check_template(key: &Key, t: &str) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_links;

@@ -11,8 +11,8 @@ use super::schema::{
 };
 use super::vm::{self, Shared, VmInput};
 use super::{
-    decode, resolve, ConfigError, InternalNet, Key, Management, Node, NodeSettings, Overrides,
-    Protocol, VmPlan, MAX_INTERNAL,
+    decode, resolve, ConfigError, InternalNet, Key, LinkSpec, Management, Node, NodeSettings,
+    Overrides, Ports, Protocol, VmPlan, MAX_INTERNAL,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -65,6 +65,7 @@ fn single(
             run_dir: resolve(base, &f.paths.run_dir),
             state_dir: resolve(base, &f.paths.state_dir),
             links: nics.nics.links.clone(),
+            ports: Ports::All,
             internal: vec![],
             env: &env.first_vm,
         },
@@ -106,6 +107,7 @@ fn finish(
             identity: vms[0].identity().to_string(),
             health_file: resolve(base, &f.paths.health_file),
             link_wait_timeout: nics.wait_timeout,
+            links: nics.spec.clone(),
             on_missing_links: nics.on_missing_links,
             tap_mtu: nics.tap_mtu,
             boot_delay: Duration::from_secs(boot_delay),
@@ -214,7 +216,6 @@ fn several(
     nothing_per_vm_at_top_level(f)?;
     let nics = node_nics(f, env)?;
     let shared = shared(f, base, env, over, &nics);
-    let all: Vec<u32> = nics.nics.links.iter().map(|l| l.index).collect();
     let no_env = Default::default();
     // Without a [vm.management], a VM has the file's; only the first VM forwards the
     // container's ports by default.
@@ -227,7 +228,7 @@ fn several(
     for (i, entry) in entries.into_iter().enumerate() {
         let key = Key::new("vm").index(i);
         let e = Entry::decode(i, &key, entry, origin)?;
-        let ports = data_ports(&key.child("data"), e.data.as_ref(), &all)?;
+        let ports = data_ports(&key.child("data"), e.data.as_ref())?;
         let internal = internal_taps(&key.child("internal"), i, &e.internal, &mut nets)?;
         let plan = vm::build(
             VmInput {
@@ -250,9 +251,10 @@ fn several(
                     .nics
                     .links
                     .iter()
-                    .filter(|l| ports.contains(&l.index))
+                    .filter(|l| ports.contains(l.index))
                     .cloned()
                     .collect(),
+                ports: ports.clone(),
                 internal,
                 env: if i == 0 { &env.first_vm } else { &no_env },
             },
@@ -297,9 +299,9 @@ fn nothing_per_vm_at_top_level(f: &File) -> Result<(), ConfigError> {
 
 /// Parses a `data` port selection: "all", "none", or numbers and ranges ("1-4,7"). Ports the
 /// lab did not connect (a line card's "1-48" with CLAB_INTFS=3) simply are not there.
-fn data_ports(key: &Key, data: Option<&toml::Value>, all: &[u32]) -> Result<Vec<u32>, ConfigError> {
+fn data_ports(key: &Key, data: Option<&toml::Value>) -> Result<Ports, ConfigError> {
     let s = match data {
-        None => return Ok(vec![]),
+        None => return Ok(Ports::Only(vec![])),
         Some(toml::Value::String(s)) => s,
         Some(other) => {
             return Err(key.invalid(
@@ -309,8 +311,8 @@ fn data_ports(key: &Key, data: Option<&toml::Value>, all: &[u32]) -> Result<Vec<
         }
     };
     match s.trim() {
-        "all" => return Ok(all.to_vec()),
-        "none" | "" => return Ok(vec![]),
+        "all" => return Ok(Ports::All),
+        "none" | "" => return Ok(Ports::Only(vec![])),
         _ => {}
     }
     let bad = || key.invalid(s, "expected all, none, or ports and ranges such as 1-4,7");
@@ -329,7 +331,7 @@ fn data_ports(key: &Key, data: Option<&toml::Value>, all: &[u32]) -> Result<Vec<
         }
         out.extend(a..=b);
     }
-    Ok(out)
+    Ok(Ports::Only(out))
 }
 
 /// VM `i`'s internal-network taps (`i{i}-{net}`), each added to its network in `nets`.
@@ -367,11 +369,24 @@ fn internal_taps(
     Ok(taps)
 }
 
-/// Every data port of the node on exactly one VM.
-fn one_vm_per_port(nics: &NodeNics, selections: &[Vec<u32>]) -> Result<(), ConfigError> {
+/// Every data port of the node on exactly one VM; with CLAB_INTFS (any ports), no port number
+/// in two VMs' selections.
+fn one_vm_per_port(nics: &NodeNics, selections: &[Ports]) -> Result<(), ConfigError> {
+    if let LinkSpec::AnyIndex { .. } = nics.spec {
+        for (b, sb) in selections.iter().enumerate() {
+            for (a, sa) in selections[..b].iter().enumerate() {
+                if let Some(port) = common(sa, sb) {
+                    return Err(Key::new("vm").index(b).child("data").invalid(
+                        describe(sb),
+                        format!("port {port} is also vm[{a}]'s; with CLAB_INTFS any port may be present, so each port belongs to one VM"),
+                    ));
+                }
+            }
+        }
+    }
     for l in &nics.nics.links {
         let on: Vec<usize> = (0..selections.len())
-            .filter(|&i| selections[i].contains(&l.index))
+            .filter(|&i| selections[i].contains(l.index))
             .collect();
         match on.as_slice() {
             [_] => {}
@@ -390,6 +405,41 @@ fn one_vm_per_port(nics: &NodeNics, selections: &[Vec<u32>]) -> Result<(), Confi
         }
     }
     Ok(())
+}
+
+/// A selection as `data` writes it: "all", or ports and ranges such as "1-4,7".
+fn describe(p: &Ports) -> String {
+    let Ports::Only(ports) = p else {
+        return "all".into();
+    };
+    let mut ports = ports.clone();
+    ports.sort_unstable();
+    ports.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ports.len() {
+        let mut j = i;
+        while j + 1 < ports.len() && ports[j + 1] == ports[j] + 1 {
+            j += 1;
+        }
+        parts.push(match j > i {
+            true => format!("{}-{}", ports[i], ports[j]),
+            false => ports[i].to_string(),
+        });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+/// A port two selections both take ("all" when both take every port).
+fn common(a: &Ports, b: &Ports) -> Option<String> {
+    match (a, b) {
+        (Ports::Only(a), Ports::Only(b)) => a.iter().find(|p| b.contains(p)).map(u32::to_string),
+        (Ports::All, Ports::Only(p)) | (Ports::Only(p), Ports::All) => {
+            p.first().map(u32::to_string)
+        }
+        (Ports::All, Ports::All) => Some("all".into()),
+    }
 }
 
 /// What two VMs cannot share: telnet ports, forwarded ports, the management interface.

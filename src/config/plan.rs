@@ -74,6 +74,38 @@ pub struct DataLink {
     pub tap: String,
 }
 
+/// Where the node's data links come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkSpec {
+    /// Known from the file (nics.names, nics.count): each VM's `nics.links` are its links.
+    Listed,
+    /// CLAB_INTFS = `n`: the lab tool connects `n` interfaces `{prefix}K` (K >= 1), whatever
+    /// their K (links may skip ports). Which ones is known only once they are there: the
+    /// supervisor waits for them and asks [`Node::links_present`] for each VM's links. Until
+    /// then each VM's `nics.links` assume ports 1..n (what `launcher check` shows).
+    AnyIndex {
+        n: u32,
+        prefix: String,
+        tap_prefix: String,
+    },
+}
+
+/// The data ports a VM takes (`[[vm]]`'s `data`): every port, or these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ports {
+    All,
+    Only(Vec<u32>),
+}
+
+impl Ports {
+    pub fn contains(&self, port: u32) -> bool {
+        match self {
+            Ports::All => true,
+            Ports::Only(p) => p.contains(&port),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Tcp,
@@ -192,7 +224,13 @@ pub struct Nics {
     pub queues: u32,
     /// Data NICs per PCI bridge once there are more than this many.
     pub per_bridge: u32,
-    /// This VM's data links, in port order.
+    /// The data NIC slots the VM always has (nics.slots), placeholders for absent ports;
+    /// 0 = as many as the highest port of its links.
+    pub slots: u32,
+    /// The data ports this VM takes.
+    pub ports: Ports,
+    /// This VM's data links, in port order (with [`LinkSpec::AnyIndex`], as planned: ports
+    /// 1..n).
     pub links: Vec<DataLink>,
 }
 
@@ -297,6 +335,8 @@ pub struct NodeSettings {
     /// The router's name in status and health: the hostname, else the first VM's name.
     pub identity: String,
     pub health_file: PathBuf,
+    /// Where the data links come from: the VMs' plans, or the interfaces present at start.
+    pub links: LinkSpec,
     /// How long to wait for the data interfaces (nics.wait_timeout).
     pub link_wait_timeout: Duration,
     /// What interfaces still missing after that wait lead to (nics.on_timeout).
@@ -327,5 +367,47 @@ impl Node {
             .collect();
         out.sort_by_key(|(_, l)| l.index);
         out
+    }
+}
+
+impl Node {
+    /// With [`LinkSpec::AnyIndex`], each VM's data links (in port order) once the ports present
+    /// are known: port K is `{prefix}K` on tap `{tap_prefix}K`, on the VM whose `data` takes
+    /// it. A port above a VM's nics.slots, or on no VM, is refused. With [`LinkSpec::Listed`]
+    /// the plans' links.
+    pub fn links_present(&self, ports: &[u32]) -> Result<Vec<Vec<DataLink>>, super::ConfigError> {
+        let LinkSpec::AnyIndex {
+            prefix, tap_prefix, ..
+        } = &self.settings.links
+        else {
+            return Ok(self.vms.iter().map(|p| p.nics.links.clone()).collect());
+        };
+        let mut ports = ports.to_vec();
+        ports.sort_unstable();
+        ports.dedup();
+        let mut out = vec![Vec::new(); self.vms.len()];
+        for k in ports {
+            let eth = format!("{prefix}{k}");
+            let vm = self.vms.iter().position(|p| p.nics.ports.contains(k));
+            let Some(vm) = vm else {
+                return Err(super::Key::new("vm[]").child("data").invalid(
+                    &eth,
+                    "this data interface is present but on no VM: give it to one with data = \"...\"",
+                ));
+            };
+            let slots = self.vms[vm].nics.slots;
+            if slots > 0 && k > slots {
+                return Err(super::Key::new("nics").child("slots").invalid(
+                    slots,
+                    format!("{eth} is present, above the platform's {slots} data ports"),
+                ));
+            }
+            out[vm].push(DataLink {
+                index: k,
+                eth,
+                tap: format!("{tap_prefix}{k}"),
+            });
+        }
+        Ok(out)
     }
 }

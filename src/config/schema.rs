@@ -140,6 +140,7 @@ pub(super) struct NicSection {
     pub(super) per_bridge: u32,
     pub(super) queues: u32,
     pub(super) offset: u32,
+    pub(super) slots: u32,
 }
 
 impl Default for NicSection {
@@ -156,6 +157,7 @@ impl Default for NicSection {
             per_bridge: 26,
             queues: 0,
             offset: 0,
+            slots: 0,
         }
     }
 }

@@ -12,7 +12,7 @@ use super::schema::{
 use super::sections;
 use super::{
     resolve, Bootstrap, ConfigError, Console, DataLink, Delivery, Key, Management, Nics, Overrides,
-    Protocol, StartupConfig, Step, VmPlan,
+    Ports, Protocol, StartupConfig, Step, VmPlan,
 };
 use std::path::{Path, PathBuf};
 
@@ -34,6 +34,8 @@ pub(super) struct VmInput<'a> {
     pub(super) state_dir: PathBuf,
     /// This VM's data links (all of the node's for a single VM).
     pub(super) links: Vec<DataLink>,
+    /// The data ports it takes (every one for a single VM).
+    pub(super) ports: Ports,
     /// This VM's internal-network taps.
     pub(super) internal: Vec<String>,
     /// The variables that size this VM (set for the first VM only).
@@ -92,6 +94,8 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
             offset: shared.nics.nics.offset,
             queues: shared.nics.nics.queues,
             per_bridge: shared.nics.nics.per_bridge,
+            slots: shared.nics.nics.slots,
+            ports: v.ports,
             links: v.links,
         },
         management,

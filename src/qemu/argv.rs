@@ -6,7 +6,7 @@
 use super::accel::Launch;
 use super::fds::FdLayout;
 use crate::config::{
-    Delivery, DiskInterface, DiskKind, Management, Protocol, StartupConfig, VmPlan,
+    DataLink, Delivery, DiskInterface, DiskKind, Management, Protocol, StartupConfig, VmPlan,
 };
 use std::ffi::OsString;
 use std::path::Path;
@@ -24,16 +24,20 @@ pub struct Resolved {
     pub kernel_append: Option<String>,
     /// The startup config to hand over, when its file exists at start.
     pub startup_config: Option<StartupConfig>,
+    /// The VM's data links, in port order: the plan's, or those present at start (CLAB_INTFS
+    /// counts links, which may skip ports).
+    pub links: Vec<DataLink>,
 }
 
 impl Resolved {
     /// Nothing resolved: the plan as written (derived MAC, kernel text as is, the startup
-    /// config assumed present). What `launcher check` shows.
+    /// config assumed present, the planned links). What `launcher check` shows.
     pub fn planned(plan: &VmPlan) -> Self {
         Resolved {
             mgmt_mac: None,
             kernel_append: None,
             startup_config: plan.startup_config.clone(),
+            links: plan.nics.links.clone(),
         }
     }
 }
@@ -79,7 +83,7 @@ fn path_opt(prefix: &str, p: &Path) -> OsString {
 /// The whole qemu argv (argv[0] included).
 pub fn argv(plan: &VmPlan, launch: &Launch, resolved: &Resolved) -> Vec<OsString> {
     let mut a = Argv(Vec::new());
-    let fds = FdLayout::of(plan, launch);
+    let fds = FdLayout::of(plan, launch, &resolved.links);
     let seed = plan.mac_seed();
     machine(&mut a, plan, launch);
     qmp_and_serials(&mut a, plan);
@@ -87,7 +91,7 @@ pub fn argv(plan: &VmPlan, launch: &Launch, resolved: &Resolved) -> Vec<OsString
     disks(&mut a, plan);
     management(&mut a, plan, resolved, &fds, &seed);
     internal_nics(&mut a, plan, &fds, &seed);
-    data_nics(&mut a, plan, launch, &fds, &seed);
+    data_nics(&mut a, plan, &resolved.links, launch, &fds, &seed);
     fw_cfg(&mut a, resolved);
     for x in &plan.machine.extra_args {
         a.push(x.clone());
@@ -287,11 +291,19 @@ impl Slots {
     }
 }
 
-/// Data NICs in ethN order; a gap in the numbering gets a NIC with no backend so the guest's
-/// port N still is the container's ethN. Slots: `nic_offset` empty ones first, then data NIC N
-/// in slot offset + N.
-fn data_nics(a: &mut Argv, plan: &VmPlan, launch: &Launch, fds: &FdLayout, seed: &str) {
-    let max = plan.nics.links.iter().map(|l| l.index).max().unwrap_or(0);
+/// Data NICs in ethN order, up to the highest link's port or nics.slots; a port without a link
+/// gets a NIC with no backend so the guest's port N still is the container's ethN. Slots:
+/// `nic_offset` empty ones first, then data NIC N in slot offset + N.
+fn data_nics(
+    a: &mut Argv,
+    plan: &VmPlan,
+    links: &[DataLink],
+    launch: &Launch,
+    fds: &FdLayout,
+    seed: &str,
+) {
+    let highest = links.iter().map(|l| l.index).max().unwrap_or(0);
+    let max = highest.max(plan.nics.slots);
     let off = plan.nics.offset;
     let per = plan.nics.per_bridge.max(1);
     let slots = Slots {
@@ -321,7 +333,7 @@ fn data_nics(a: &mut Argv, plan: &VmPlan, launch: &Launch, fds: &FdLayout, seed:
     let mut pos = 0usize;
     for index in 1..=max {
         let (mac, at) = (mac(seed, index), slots.place(index + off));
-        if plan.nics.links.get(pos).is_some_and(|l| l.index == index) {
+        if links.get(pos).is_some_and(|l| l.index == index) {
             let fd = fds.netdev_fd_arg(pos);
             a.opt("-netdev", format!("tap,id=net{index},{fd}{vhost}"));
             a.opt(
@@ -398,11 +410,11 @@ mod tests {
 
     /// Every fd number in the argv is bound exactly once, and every bound number is in the
     /// argv, when the taps are handed over as the layout asks.
-    fn argv_and_binding_agree(plan: &VmPlan, launch: &Launch, argv: &[String]) {
-        let layout = FdLayout::of(plan, launch);
+    fn argv_and_binding_agree(plan: &VmPlan, launch: &Launch, links: &[DataLink], argv: &[String]) {
+        let layout = FdLayout::of(plan, launch, links);
         let mgmt = matches!(plan.management, Management::Passthrough { .. }).then_some(1000);
         let internal: Vec<i32> = (0..plan.internal.len() as i32).map(|k| 2000 + k).collect();
-        let data: Vec<Vec<i32>> = (0..plan.nics.links.len() as i32)
+        let data: Vec<Vec<i32>> = (0..links.len() as i32)
             .map(|pos| {
                 (0..launch.queues as i32)
                     .map(|j| 3000 + 100 * pos + j)
@@ -426,6 +438,17 @@ mod tests {
     }
 
     fn golden(name: &str, toml: &str, env: &[(&str, &str)], kvm: bool) {
+        golden_present(name, toml, env, kvm, None)
+    }
+
+    /// A golden case; with `present`, the data ports found at start (CLAB_INTFS counts links).
+    fn golden_present(
+        name: &str,
+        toml: &str,
+        env: &[(&str, &str)],
+        kvm: bool,
+        present: Option<&[u32]>,
+    ) {
         let env: Env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -438,15 +461,20 @@ mod tests {
             &Overrides::default(),
         )
         .unwrap();
+        let found = present.map(|p| node.links_present(p).unwrap());
         // One argv per VM, a blank line between.
         let mut all = Vec::new();
-        for plan in node.vms {
-            let launch = Launch::assumed(&plan, kvm, kvm);
-            let got: Vec<String> = argv(&plan, &launch, &golden_resolved(&plan))
+        for (i, plan) in node.vms.iter().enumerate() {
+            let launch = Launch::assumed(plan, kvm, kvm);
+            let mut resolved = golden_resolved(plan);
+            if let Some(found) = &found {
+                resolved.links = found[i].clone();
+            }
+            let got: Vec<String> = argv(plan, &launch, &resolved)
                 .into_iter()
                 .map(|s| s.into_string().unwrap())
                 .collect();
-            argv_and_binding_agree(&plan, &launch, &got);
+            argv_and_binding_agree(plan, &launch, &resolved.links, &got);
             all.push(got.join("\n") + "\n");
         }
         let got = all.join("\n");
@@ -558,6 +586,30 @@ format = "raw"
             "[vm]\nname=\"vsrx\"\n[[disk]]\npath=\"/images/vsrx.qcow2\"\n[nics]\nmodel=\"vmxnet3\"\ncount=2\n[management]\nmodel=\"e1000\"\n",
             &[("CLAB_MGMT_PASSTHROUGH", "true")],
             false,
+        );
+    }
+
+    #[test]
+    fn golden_sparse_links_found_at_start() {
+        // CLAB_INTFS=2 counts links: eth1 and eth3 are there, port 2 keeps its NIC slot.
+        golden_present(
+            "sparse",
+            "[vm]\nname=\"sparse\"\n[kernel]\npath=\"k\"\n[management]\nforwards=[]\n",
+            &[("CLAB_INTFS", "2")],
+            false,
+            Some(&[1, 3]),
+        );
+    }
+
+    #[test]
+    fn golden_sparse_links_in_fixed_slots() {
+        // nics.slots = 4: ports 2 and 4 are placeholders, whatever is present.
+        golden_present(
+            "sparse-slots",
+            "[vm]\nname=\"slots\"\n[kernel]\npath=\"k\"\n[nics]\nslots=4\n[management]\nforwards=[]\n",
+            &[("CLAB_INTFS", "2")],
+            false,
+            Some(&[1, 3]),
         );
     }
 

@@ -10,7 +10,7 @@
 //! the fds before moving them ([`park_from`]) and how many the launcher and qemu hold.
 
 use super::accel::Launch;
-use crate::config::{Management, VmPlan, MAX_INTERNAL};
+use crate::config::{DataLink, Management, VmPlan, MAX_INTERNAL};
 use std::ops::Range;
 use std::os::fd::RawFd;
 
@@ -84,12 +84,13 @@ impl FdLayout {
         }
     }
 
-    /// The layout of one VM of a plan, launched so.
-    pub fn of(plan: &VmPlan, launch: &Launch) -> Self {
+    /// The layout of one VM of a plan, launched so, with these data links (the plan's, or
+    /// those present at start).
+    pub fn of(plan: &VmPlan, launch: &Launch, links: &[DataLink]) -> Self {
         FdLayout::new(
             plan.internal.len(),
             matches!(plan.management, Management::Passthrough { .. }),
-            &vec![launch.queues; plan.nics.links.len()],
+            &vec![launch.queues; links.len()],
         )
     }
 

@@ -107,6 +107,7 @@ pub fn resolve(plan: &VmPlan, addrs: &MgmtAddrs, mac: Option<String>) -> VmFacts
             .as_ref()
             .map(|k| template::render(&k.append, &values)),
         startup_config,
+        links: plan.nics.links.clone(),
     };
     VmFacts { resolved, values }
 }

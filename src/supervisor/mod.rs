@@ -43,6 +43,8 @@ pub enum SupervisorError {
     Control(#[from] control::ControlError),
     #[error(transparent)]
     Disk(#[from] disks::DiskError),
+    #[error("the data interfaces present do not fit the configuration")]
+    Links(#[source] crate::config::ConfigError),
     #[error("cannot create {path}")]
     Dir {
         path: PathBuf,
@@ -69,7 +71,9 @@ pub enum SupervisorError {
 impl From<&SupervisorError> for Code {
     fn from(e: &SupervisorError) -> Self {
         match e {
-            SupervisorError::Accel(_) | SupervisorError::FdLimit { .. } => Code::BadInput,
+            SupervisorError::Accel(_)
+            | SupervisorError::FdLimit { .. }
+            | SupervisorError::Links(_) => Code::BadInput,
             SupervisorError::Net(net::NetError::Missing { .. }) => Code::LinksMissing,
             _ => Code::Failure,
         }

@@ -7,14 +7,15 @@ use super::mgmt::{self, MgmtAddrs};
 use super::reaper::{Reaper, Signals};
 use super::vm::Vm;
 use super::SupervisorError;
-use crate::config::{DataLink, Management, Node};
+use crate::config::{DataLink, LinkSpec, Management, Node};
 use crate::console::{self, ConsoleEvent, Hub};
 use crate::control;
 use crate::net::{self, tap::Tap, DataLinks, LinkTable, Netlink};
 use crate::qemu::{self, FdLayout, Launch};
 use crate::state::{NodeState, Snapshot, State, VmSnapshot};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// One console's owner: its hub and its readiness events.
@@ -105,10 +106,18 @@ pub struct NetResources {
     /// Per VM: its management tap (passthrough).
     mgmt_taps: Vec<Option<Tap>>,
     /// The data links (and their taps, per link) until the wait is over; then the watcher
-    /// owns them.
+    /// owns them. With CLAB_INTFS (any ports), opened once the wait found them.
     links: Option<DataLinks>,
     /// Which VM each data link belongs to, in link order.
     link_vm: Vec<usize>,
+    /// Per VM: its data links, in port order (the plan's, or those found present).
+    vm_links: Vec<Vec<DataLink>>,
+    /// Per VM: the queues of each of its data taps.
+    queues: Vec<u32>,
+    /// The link table and netlink handle status reads (none without data links).
+    status: (Option<LinkTable>, Option<Netlink>),
+    /// A diagnostic knob (a minimal event buffer provokes ENOBUFS), read once.
+    small_rcvbuf: Option<usize>,
     /// The internal networks' taps, by name.
     internal: Vec<Tap>,
 }
@@ -116,10 +125,24 @@ pub struct NetResources {
 impl NetResources {
     /// The link table and netlink handle status reads (none without data links).
     pub fn for_status(&self) -> (Option<LinkTable>, Option<Netlink>) {
-        match &self.links {
-            Some(dl) => (Some(dl.table()), Some(dl.netlink())),
-            None => (None, None),
-        }
+        self.status.clone()
+    }
+
+    /// Opens the taps of these links (each with its VM), filling `table`.
+    async fn open_links(
+        &mut self,
+        all: Vec<(usize, DataLink)>,
+        tap_mtu: u32,
+        table: LinkTable,
+    ) -> Result<(), SupervisorError> {
+        self.link_vm = all.iter().map(|(vm, _)| *vm).collect();
+        let with_queues: Vec<(DataLink, u32)> = all
+            .into_iter()
+            .map(|(vm, l)| (l, self.queues[vm]))
+            .collect();
+        let dl = DataLinks::new(&with_queues, tap_mtu, self.small_rcvbuf, table).await?;
+        self.links = Some(dl);
+        Ok(())
     }
 }
 
@@ -157,28 +180,31 @@ pub async fn bring_up_net(
         mgmts.push((addrs, mac));
         mgmt_taps.push(tap);
     }
-    let all = node.links();
-    let link_vm = all.iter().map(|(vm, _)| *vm).collect();
-    let links = if all.is_empty() {
-        None
-    } else {
-        let with_queues: Vec<(DataLink, u32)> = all
-            .into_iter()
-            .map(|(vm, l)| (l, launches[vm].queues))
-            .collect();
-        // A diagnostic knob (a minimal event buffer provokes ENOBUFS), read here, once.
-        let rcvbuf = std::env::var(net::events::RCVBUF_ENV).ok();
-        let small = net::events::parse_rcvbuf(rcvbuf.as_deref());
-        Some(DataLinks::new(&with_queues, node.settings.tap_mtu, small).await?)
-    };
-    let internal = net::internal::bring_up(&node.internal, node.settings.tap_mtu).await?;
-    Ok(NetResources {
+    let rcvbuf = std::env::var(net::events::RCVBUF_ENV).ok();
+    let mut net = NetResources {
         mgmts,
         mgmt_taps,
-        links,
-        link_vm,
-        internal,
-    })
+        links: None,
+        link_vm: Vec::new(),
+        vm_links: node.vms.iter().map(|p| p.nics.links.clone()).collect(),
+        queues: launches.iter().map(|l| l.queues).collect(),
+        status: (None, None),
+        small_rcvbuf: net::events::parse_rcvbuf(rcvbuf.as_deref()),
+        internal: net::internal::bring_up(&node.internal, node.settings.tap_mtu).await?,
+    };
+    let table: LinkTable = Arc::new(Mutex::new(Vec::new()));
+    match &node.settings.links {
+        // Which ports are known only once they are there: the taps come after the wait.
+        LinkSpec::AnyIndex { .. } => net.status = (Some(table), Some(Netlink::new()?)),
+        LinkSpec::Listed if node.links().is_empty() => {}
+        LinkSpec::Listed => {
+            net.open_links(node.links(), node.settings.tap_mtu, table.clone())
+                .await?;
+            let nl = net.links.as_ref().map(DataLinks::netlink);
+            net.status = (Some(table), nl);
+        }
+    }
+    Ok(net)
 }
 
 /// How the wait before qemu ended.
@@ -189,21 +215,45 @@ pub enum Waited {
     Stopped,
 }
 
-/// Waits (bounded) for every data link's ethN, a stop signal still honoured.
+/// Waits (bounded) for every data link's ethN, a stop signal still honoured. With CLAB_INTFS
+/// (any ports), first for that many interfaces whatever their ports; they are the links.
 pub async fn wait_for_links(
     net: &mut NetResources,
     node: &Node,
     signals: &mut Signals,
     state: &NodeState,
 ) -> Result<Waited, SupervisorError> {
+    let settings = &node.settings;
+    let mut timeout = settings.link_wait_timeout;
+    if let LinkSpec::AnyIndex { n, prefix, .. } = &settings.links {
+        let reason = format!("waiting for {n} data interfaces ({prefix}N, any N)");
+        state.advance_where_valid(State::WaitingForInterfaces, &reason);
+        let started = Instant::now();
+        let on = settings.on_missing_links;
+        let found = tokio::select! {
+            r = net::links::find_present(prefix, *n, timeout, on, net.small_rcvbuf) => r?,
+            s = signals.stop() => {
+                tracing::info!(signal = s, "stopped while waiting for interfaces");
+                return Ok(stopped_before_qemu(state, s));
+            }
+        };
+        net.vm_links = node.links_present(&found).map_err(SupervisorError::Links)?;
+        let mut all: Vec<(usize, DataLink)> = (net.vm_links.iter().enumerate())
+            .flat_map(|(vm, links)| links.iter().map(move |l| (vm, l.clone())))
+            .collect();
+        all.sort_by_key(|(_, l)| l.index);
+        let table = net.status.0.clone().expect("a link table with CLAB_INTFS");
+        net.open_links(all, settings.tap_mtu, table).await?;
+        timeout = timeout.saturating_sub(started.elapsed());
+    } else if !net.link_vm.is_empty() {
+        let reason = format!("waiting for {} data interfaces", net.link_vm.len());
+        state.advance_where_valid(State::WaitingForInterfaces, &reason);
+    }
     let Some(dl) = &mut net.links else {
         return Ok(Waited::Go);
     };
-    let reason = format!("waiting for {} data interfaces", net.link_vm.len());
-    state.advance_where_valid(State::WaitingForInterfaces, &reason);
-    let settings = &node.settings;
     tokio::select! {
-        r = dl.wait_all(settings.link_wait_timeout, settings.on_missing_links) => r?,
+        r = dl.wait_all(timeout, settings.on_missing_links) => r?,
         s = signals.stop() => {
             tracing::info!(signal = s, "stopped while waiting for interfaces");
             return Ok(stopped_before_qemu(state, s));
@@ -277,8 +327,9 @@ pub fn ready_vms(
     let mut vms = Vec::new();
     for ((i, plan), (hub, console_rx)) in node.vms.into_iter().enumerate().zip(consoles) {
         let (addrs, mac) = &net.mgmts[i];
-        let facts = mgmt::resolve(&plan, addrs, mac.clone());
-        let layout = FdLayout::of(&plan, &launches[i]);
+        let mut facts = mgmt::resolve(&plan, addrs, mac.clone());
+        facts.resolved.links = net.vm_links[i].clone();
+        let layout = FdLayout::of(&plan, &launches[i], &facts.resolved.links);
         let fds = bind_fds(i, &layout, &plan, net)?;
         vms.push(Vm {
             argv: qemu::argv(&plan, &launches[i], &facts.resolved),

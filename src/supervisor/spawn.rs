@@ -87,13 +87,14 @@ pub fn qemu(argv: &[OsString], fds: &[(i32, RawFd)]) -> std::io::Result<i32> {
 
 /// Fails (before anything is created) when the open-file limit cannot hold what the node's
 /// fds need (see [`fds::nofile_needed`]), from each VM's layout as launched. The soft limit was
-/// raised to the hard one at start (`reaper::start`).
+/// raised to the hard one at start (`reaper::start`). The planned links count: with links on
+/// any ports (CLAB_INTFS), as many are found as are planned, whatever their numbers.
 pub fn fd_limit(node: &Node, launches: &[Launch]) -> Result<(), SupervisorError> {
     let vms: Vec<(FdLayout, bool)> = node
         .vms
         .iter()
         .zip(launches)
-        .map(|(plan, l)| (FdLayout::of(plan, l), l.vhost))
+        .map(|(plan, l)| (FdLayout::of(plan, l, &plan.nics.links), l.vhost))
         .collect();
     let needed = fds::nofile_needed(&vms);
     let (soft, hard) = match nofile() {

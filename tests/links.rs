@@ -1,0 +1,212 @@
+//! Sparse links, as containerlab makes them: CLAB_INTFS counts the links (eth0 excluded), and
+//! links may skip ports (eth1 and eth3 only: CLAB_INTFS=2). Each interface is created in a peer
+//! namespace after the launcher starts, moved into the router's namespace and renamed there.
+//! Real qemu (TCG) booting images/tinylinux where the guest is needed.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+/// containerlab's way: a veth made outside the router's namespace (`peer` keeps `outside`),
+/// its other end moved in under a temporary name, renamed to `eth` and brought up.
+fn clab_link(ns: &Netns, peer: &Netns, eth: &str, outside: &str) {
+    let tmp = format!("tmp-{eth}");
+    peer.ip(&format!("link add {outside} type veth peer name {tmp}"));
+    peer.ip(&format!("link set {tmp} netns {}", ns.name));
+    ns.ip(&format!("link set {tmp} name {eth}"));
+    ns.ip(&format!("link set {eth} up"));
+    peer.ip(&format!("link set {outside} up"));
+}
+
+fn ports(st: &serde_json::Value) -> Vec<(u64, bool)> {
+    st["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["port"].as_u64().unwrap(), l["wired"] == true))
+        .collect()
+}
+
+#[test]
+fn clab_intfs_2_with_eth1_and_eth3_wires_both_and_port_3_carries_traffic() {
+    let ns = Netns::new("sparse");
+    let peer = Netns::new("sparse-peer");
+    let sc = ns.dir.join("startup-config.cfg");
+    std::fs::write(&sc, "ip addr add 192.0.2.2/24 dev eth3\n").unwrap();
+    let cfg = tinylinux_config(
+        &ns,
+        "rsparse",
+        &format!("startup_config = \"{}\"", sc.display()),
+        "[nics]\nwait_timeout = 60\n",
+    );
+    // The guest waits for its 4 NICs: management, ports 1, 2 (a placeholder) and 3.
+    edit_file(&cfg, &[("tl.mgmt=user", "tl.mgmt=user tl.nics=4")]);
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "2")]);
+    wait_state(&ns, "waiting-for-interfaces", Duration::from_secs(10));
+    clab_link(&ns, &peer, "eth3", "p3");
+    std::thread::sleep(Duration::from_millis(500));
+    let st = status(&ns).unwrap();
+    assert_eq!(st["state"], "waiting-for-interfaces", "one of two: {st}");
+    clab_link(&ns, &peer, "eth1", "p1");
+    peer.ip("addr add 192.0.2.1/24 dev p3");
+    let st = wait_all_wired(&ns, Duration::from_secs(30));
+    assert_eq!(ports(&st), [(1, true), (3, true)], "{st}");
+    assert_eq!(st["links"][1]["eth"], "eth3", "{st}");
+    assert_eq!(st["links"][1]["tap"], "tap3", "{st}");
+    wait_state(&ns, "ready", Duration::from_secs(120));
+    let out = r.log();
+    assert!(
+        out.has("found 2 of 2 data interfaces: eth1, eth3", &[]),
+        "{out}"
+    );
+    // The guest's own view: port N is its ethN (MAC ...:00:0N), port 2 a NIC without a link.
+    let console = std::fs::read_to_string(ns.dir.join("console.log")).unwrap();
+    let line = console
+        .lines()
+        .find(|l| l.contains("NICs:"))
+        .unwrap_or_default()
+        .to_string();
+    let nic = |n: u32| {
+        line.split_whitespace()
+            .find(|w| w.starts_with(&format!("eth{n}=")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line.contains("tinylinux: 4 NICs:"), "{line}");
+    for n in 1..=3 {
+        assert!(nic(n).contains(&format!(":00:0{n}/")), "eth{n}: {line}");
+    }
+    // Traffic from the peer's end of eth3 to the guest's port 3.
+    let t = Instant::now();
+    while !peer.exec("ping -c 1 -W 2 192.0.2.2").status.success() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no ping through eth3 into the guest's port 3\n{}",
+            r.output()
+        );
+    }
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0, "{}", r.output());
+}
+
+#[test]
+fn too_few_links_time_out_saying_which_were_found() {
+    let ns = Netns::new("sparse-few");
+    let peer = Netns::new("sparse-few-peer");
+    let cfg = tinylinux_config(&ns, "rfew", "", "[nics]\nwait_timeout = 2\n");
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "2")]);
+    wait_state(&ns, "waiting-for-interfaces", Duration::from_secs(10));
+    clab_link(&ns, &peer, "eth3", "p3");
+    let code = r.wait_exit(Duration::from_secs(20));
+    let out = r.log();
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.stderr.contains("1 of 2 (found eth3)"), "{out}");
+}
+
+#[test]
+fn on_timeout_continue_boots_with_the_ports_found_and_wires_late_ones() {
+    let ns = Netns::new("sparse-cont");
+    let peer = Netns::new("sparse-cont-peer");
+    let nics = "[nics]\nwait_timeout = 2\non_timeout = \"continue\"\n";
+    let cfg = tinylinux_config(&ns, "rcont", "", nics);
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "2")]);
+    wait_state(&ns, "waiting-for-interfaces", Duration::from_secs(10));
+    clab_link(&ns, &peer, "eth3", "p3");
+    // After the wait: eth3 found, the missing one assumed the lowest free port (eth1).
+    let st = wait_for(Duration::from_secs(20), "eth3 wired, eth1 not", || {
+        status(&ns).filter(|s| ports(s) == [(1, false), (3, true)])
+    });
+    assert_ne!(st["state"], "waiting-for-interfaces", "{st}");
+    let out = r.log();
+    assert!(
+        out.any(|e| e
+            .message
+            .starts_with("found 1 of 2 data interfaces: eth3; booting with ports eth1, eth3")),
+        "{out}"
+    );
+    clab_link(&ns, &peer, "eth1", "p1");
+    let st = wait_all_wired(&ns, Duration::from_secs(20));
+    assert_eq!(ports(&st), [(1, true), (3, true)], "{st}");
+    wait_state(&ns, "ready", Duration::from_secs(120));
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0, "{}", r.output());
+}
+
+#[test]
+fn a_link_above_the_platforms_slots_exits_2_naming_it() {
+    let ns = Netns::new("sparse-slots");
+    let peer = Netns::new("sparse-slots-peer");
+    let cfg = tinylinux_config(&ns, "rslots", "", "[nics]\nslots = 4\nwait_timeout = 30\n");
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "2")]);
+    wait_state(&ns, "waiting-for-interfaces", Duration::from_secs(10));
+    clab_link(&ns, &peer, "eth1", "p1");
+    clab_link(&ns, &peer, "eth5", "p5");
+    let code = r.wait_exit(Duration::from_secs(20));
+    let out = r.log();
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.stderr.contains("nics.slots") && out.stderr.contains("eth5"),
+        "{out}"
+    );
+    assert!(!ns.dir.join("run/qmp.sock").exists(), "qemu never started");
+}
+
+#[test]
+fn sigterm_while_counting_links_stops_cleanly() {
+    let ns = Netns::new("sparse-term");
+    let cfg = tinylinux_config(&ns, "rterm", "", "[nics]\nwait_timeout = 60\n");
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "2")]);
+    wait_state(&ns, "waiting-for-interfaces", Duration::from_secs(10));
+    let (code, took) = r.stop(Duration::from_secs(10));
+    assert_eq!(code, 0, "{}", r.output());
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// A `[[vm]]` entry for tinylinux taking the data ports `data`, no management network.
+fn vm_entry(ns: &Netns, name: &str, data: &str, telnet: u16) -> String {
+    let b = tinylinux_dir();
+    format!(
+        "[[vm]]\nname = \"{name}\"\nmachine = \"q35\"\nmemory = 256\nshutdown_timeout = 20\n\
+         data = \"{data}\"\n[vm.kernel]\npath = \"{k}\"\ninitrd = \"{i}\"\n\
+         append = \"console=ttyS0 panic=-1 tl.hostname={name}\"\n[vm.management]\nmode = \"none\"\n\
+         [vm.console]\nready_pattern = \"TINYLINUX-READY\"\nlog = \"{d}/{name}.console.log\"\n\
+         telnet_port = {telnet}\n",
+        k = b.join("vmlinuz").display(),
+        i = b.join("initramfs.cpio.gz").display(),
+        d = ns.dir.display(),
+    )
+}
+
+#[test]
+fn several_vms_take_the_ports_present_that_their_data_selects() {
+    let ns = Netns::new("sparse-vms");
+    let peer = Netns::new("sparse-vms-peer");
+    let d = ns.dir.display();
+    let text = format!(
+        "[restart]\npolicy = \"never\"\n[paths]\nrun_dir = \"{d}/run\"\nstate_dir = \"{d}/state\"\nhealth_file = \"{d}/health\"\n{}{}",
+        vm_entry(&ns, "cp", "1", 5000),
+        vm_entry(&ns, "lc", "2-4", 5001),
+    );
+    let cfg = ns.dir.join("node.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "2")]);
+    wait_state(&ns, "waiting-for-interfaces", Duration::from_secs(10));
+    clab_link(&ns, &peer, "eth3", "p3");
+    clab_link(&ns, &peer, "eth1", "p1");
+    let st = wait_all_wired(&ns, Duration::from_secs(30));
+    assert_eq!(ports(&st), [(1, true), (3, true)], "{st}");
+    wait_state(&ns, "ready", Duration::from_secs(150));
+    // cp: its data NIC 1; lc: NICs for ports 1..3, only port 3 with a link (MAC ...:00:03).
+    let nics = |vm: &str| {
+        let log = std::fs::read_to_string(ns.dir.join(format!("{vm}.console.log"))).unwrap();
+        let line = log.lines().find(|l| l.contains("NICs:"));
+        line.unwrap_or_default().to_string()
+    };
+    assert!(nics("cp").contains("tinylinux: 1 NICs:"), "{}", nics("cp"));
+    let lc = nics("lc");
+    assert!(lc.contains("tinylinux: 3 NICs:"), "{lc}");
+    let lc_eth2 = lc.split_whitespace().find(|w| w.starts_with("eth2="));
+    assert!(lc_eth2.unwrap_or_default().contains(":00:03/"), "{lc}");
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0, "{}", r.output());
+}
