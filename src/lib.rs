@@ -13,6 +13,7 @@ pub mod console;
 pub mod control;
 pub mod disks;
 pub mod exit;
+pub mod logout;
 pub mod net;
 pub mod qemu;
 pub mod state;

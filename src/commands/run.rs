@@ -4,24 +4,27 @@
 use super::{load_node, report};
 use crate::cli::Cli;
 use crate::exit::Code;
+use crate::logout;
 use crate::supervisor;
 
 pub fn run(cli: &Cli) -> Code {
     init_tracing(cli.trace);
-    let node = match load_node(cli) {
-        Ok(node) => node,
-        Err(e) => {
-            report(&e);
-            return Code::from(&e);
-        }
-    };
-    match runtime().block_on(supervisor::run(node)) {
-        Ok(code) => code,
+    let code = match load_node(cli) {
+        Ok(node) => match runtime().block_on(supervisor::run(node)) {
+            Ok(code) => code,
+            Err(e) => {
+                report(&e);
+                Code::from(&e)
+            }
+        },
         Err(e) => {
             report(&e);
             Code::from(&e)
         }
-    }
+    };
+    // Bounded: a stdout nobody drains does not hold the exit.
+    logout::finish();
+    code
 }
 
 /// A current-thread runtime, and it must stay one. The supervisor's reaper reaps every child
@@ -37,7 +40,9 @@ pub(super) fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// The log goes to stdout through [`logout`]'s bounded queue, never written from this thread.
 fn init_tracing(trace: bool) {
+    logout::init();
     let filter = match std::env::var("RUST_LOG") {
         Ok(f) if !f.is_empty() => tracing_subscriber::EnvFilter::new(f),
         _ => tracing_subscriber::EnvFilter::new(if trace { "debug" } else { "info" }),
@@ -45,7 +50,7 @@ fn init_tracing(trace: bool) {
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stdout);
+        .with_writer(logout::stdout);
     // LAUNCHER_LOG_FORMAT=json: one JSON object per line ({"timestamp", "level", "fields":
     // {"message", ...}}), for tools and the root tests; the human format stays the default.
     if std::env::var("LAUNCHER_LOG_FORMAT").is_ok_and(|f| f == "json") {

@@ -1,8 +1,9 @@
 //! The VM's serial console, owned in one place. The launcher listens on the serial socket and
 //! each qemu it starts connects to it, so the console (its log, its clients) outlives a qemu
 //! restart and no early output is lost. Every line goes to stdout marked `console:` (docker
-//! logs) and to the log file; the bytes fan out to telnet clients (vrnetlab's port 5000) and to
-//! `launcher console` clients, who may all type, except while the bootstrap holds the write side.
+//! logs; through `logout`'s queue, never blocking) and to the log file; the bytes fan out to
+//! telnet clients (vrnetlab's port 5000) and to `launcher console` clients, who may all type,
+//! except while the bootstrap holds the write side.
 //! This module owns the serial socket and the hub (history, fan-out, the hold, the bounded queue
 //! towards the VM); the log file, docker-logs lines and ready pattern live in `lines`, telnet in
 //! [`telnet`], the scripted user in [`bootstrap`]. It never starts qemu and never decides what a
@@ -184,7 +185,7 @@ pub async fn start(
 
     let (hub, to_vm_rx) = Hub::new();
     let (tx, rx) = mpsc::unbounded_channel();
-    let lines = LineSplitter::new(label, file, std::io::stdout(), ready, tx);
+    let lines = LineSplitter::new(label, file, crate::logout::stdout(), ready, tx);
     let writer = Writer::default();
     tokio::spawn(forward_to_vm(to_vm_rx, writer.clone()));
     tokio::spawn(own_serial(listener, hub.clone(), writer, lines));
@@ -242,7 +243,7 @@ async fn own_serial(
     listener: UnixListener,
     hub: Hub,
     writer: Writer,
-    mut lines: LineSplitter<std::fs::File, std::io::Stdout>,
+    mut lines: LineSplitter<std::fs::File, crate::logout::Line>,
 ) {
     let mut failures = 0;
     loop {
