@@ -249,6 +249,9 @@ pub struct VmSnapshot {
     pub lifecycle: Lifecycle,
     pub qemu_pid: Option<i32>,
     pub telnet_port: u16,
+    /// Its serial logs: console.log first, then one per extra serial port (each rotates to
+    /// `.1`, `.2`, ... beside it).
+    pub logs: Vec<PathBuf>,
     /// How the VM is managed (rendered for people by `control::report`).
     pub management: MgmtView,
 }

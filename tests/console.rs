@@ -1,6 +1,7 @@
 //! Console and bootstrap on real qemu + tinylinux: the bootstrap logs in and applies a startup
 //! config over the console while a human types on telnet; readiness waits for it; telnet (two
-//! clients) and `launcher console` see the same output; a bootstrap time-out takes its action.
+//! clients) and `launcher console` see the same output; a bootstrap time-out takes its action;
+//! the console log rotates at its size and status says where it is.
 
 mod common;
 use common::*;
@@ -265,6 +266,51 @@ fn extra_serial_ports_have_their_own_log_and_telnet_port() {
         !main_log.contains("hello on ttyS1"),
         "ttyS1 output stays off the main console"
     );
+    assert_eq!(l.stop(Duration::from_secs(30)).0, 0);
+}
+
+#[test]
+fn console_logs_rotate_at_their_size_and_status_shows_where_they_are() {
+    let ns = Netns::new("logrot");
+    let cfg = tinylinux_config(&ns, "rl", "", "");
+    edit_file(
+        &cfg,
+        &[("[console]", "[console]\nlog_max_size = 4096\nlog_keep = 2")],
+    );
+    let mut l = Running::start(&ns, &cfg, &[]);
+    let st = wait_for(Duration::from_secs(90), "ready", || {
+        status(&ns).filter(|s| s["state"] == "ready")
+    });
+    let log = ns.dir.join("console.log");
+    // The kernel's boot messages alone are well past 4 KiB.
+    assert!(
+        ns.dir.join("console.log.1").exists(),
+        "console.log.1 after boot"
+    );
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(size <= 4096, "console.log is {size} bytes");
+    let mut logs: Vec<String> = std::fs::read_dir(&ns.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("console.log"))
+        .collect();
+    logs.sort();
+    assert_eq!(logs, ["console.log", "console.log.1", "console.log.2"]);
+    for n in &logs {
+        let len = std::fs::metadata(ns.dir.join(n)).unwrap().len();
+        assert!(len <= 4096, "{n} is {len} bytes");
+    }
+    // The newest output (the ready line) is in console.log or just rotated out of it.
+    let newest = [ns.dir.join("console.log.1"), log.clone()]
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect::<String>();
+    assert!(newest.contains("TINYLINUX-READY"), "{newest}");
+    let path = log.display().to_string();
+    assert_eq!(st["vms"][0]["logs"][0], path.as_str(), "{st}");
+    let human = ns.launcher(&["status"]).output().unwrap();
+    let human = String::from_utf8_lossy(&human.stdout).into_owned();
+    assert!(human.contains(&format!("logs: {path}\n")), "{human}");
     assert_eq!(l.stop(Duration::from_secs(30)).0, 0);
 }
 

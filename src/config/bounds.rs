@@ -23,6 +23,15 @@ pub const MAX_ATTEMPTS: u32 = 100;
 /// allow as many data interfaces).
 pub const MAX_DATA_PORT: u32 = 512;
 
+/// console.log_max_size by default: 10 MiB per log file before it rotates.
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 << 20;
+/// console.log_max_size: at least 4 KiB (a few screens of boot output), at most 1 TiB; 0 means
+/// never rotate.
+pub const MIN_LOG_MAX_SIZE: u64 = 4096;
+pub const MAX_LOG_MAX_SIZE: u64 = 1 << 40;
+/// console.log_keep: rotated files kept (console.log.1 ... console.log.N).
+pub const MAX_LOG_KEEP: u32 = 100;
+
 /// `value` seconds under `key`, between `min` and `max`; the error names both bounds.
 pub(super) fn seconds(key: &Key, value: u64, min: u64, max: u64) -> Result<Duration, ConfigError> {
     if (min..=max).contains(&value) {

@@ -237,6 +237,10 @@ pub struct Nics {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Console {
     pub log: PathBuf,
+    /// Each serial log rotates once it would pass this many bytes (0: never).
+    pub log_max_size: u64,
+    /// How many rotated files each log keeps (console.log.1 is the newest).
+    pub log_keep: u32,
     /// A literal substring of the console output that means the guest is ready.
     pub ready_pattern: Option<String>,
     /// Ready only once this container port answers (through the management forward).

@@ -228,6 +228,8 @@ pub(super) struct ConsoleSection {
     pub(super) ready_tcp: Option<u16>,
     pub(super) telnet_port: u16,
     pub(super) extra_serials: u32,
+    pub(super) log_max_size: u64,
+    pub(super) log_keep: u32,
 }
 
 impl Default for ConsoleSection {
@@ -238,6 +240,8 @@ impl Default for ConsoleSection {
             ready_tcp: None,
             telnet_port: 5000,
             extra_serials: 0,
+            log_max_size: super::bounds::DEFAULT_LOG_MAX_SIZE,
+            log_keep: 3,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! validated part of the plan. Never looks at another section (that is `vm`) and never at the
 //! system.
 
+use super::bounds;
 use super::bounds::{
     count, seconds, MAX_ATTEMPTS, MAX_BACKOFF_S, MAX_DELAY_S, MAX_RESTARTS, MAX_SHUTDOWN_TIMEOUT_S,
     MAX_TIMEOUT_S,
@@ -109,8 +110,22 @@ pub(super) fn console(key: &Key, c: &ConsoleSection, base: &Path) -> Result<Cons
             .child("ready_pattern")
             .invalid("", "must not be empty (leave it out instead)"));
     }
+    let max = c.log_max_size;
+    if max != 0 && !(bounds::MIN_LOG_MAX_SIZE..=bounds::MAX_LOG_MAX_SIZE).contains(&max) {
+        return Err(key.child("log_max_size").invalid(
+            max,
+            format!(
+                "must be 0 (never rotate) or between {} and {} bytes",
+                bounds::MIN_LOG_MAX_SIZE,
+                bounds::MAX_LOG_MAX_SIZE
+            ),
+        ));
+    }
+    let log_keep = bounds::count(&key.child("log_keep"), c.log_keep, 1, bounds::MAX_LOG_KEEP)?;
     Ok(Console {
         log: resolve(base, &c.log),
+        log_max_size: max,
+        log_keep,
         ready_pattern: c.ready_pattern.clone(),
         ready_tcp: c.ready_tcp,
         telnet_port: c.telnet_port,

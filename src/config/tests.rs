@@ -921,3 +921,26 @@ fn every_id_in_the_golden_argvs_is_reserved() {
     }
     assert!(seen > 50, "only {seen} ids in {}", dir.display());
 }
+
+#[test]
+fn console_log_rotation_defaults_and_bounds() {
+    let v = p(MIN, &[]).unwrap();
+    assert_eq!((v.console.log_max_size, v.console.log_keep), (10 << 20, 3));
+    let v = p(
+        &format!("{MIN}[console]\nlog_max_size = 0\nlog_keep = 5\n"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!((v.console.log_max_size, v.console.log_keep), (0, 5));
+    let err = p(&format!("{MIN}[console]\nlog_max_size = 100\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("console.log_max_size") && err.contains("4096"),
+        "{err}"
+    );
+    let err = p(&format!("{MIN}[console]\nlog_keep = 0\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("console.log_keep"), "{err}");
+}

@@ -11,12 +11,14 @@
 
 pub mod bootstrap;
 mod lines;
+mod logfile;
 pub mod telnet;
 
 pub use lines::{CUT_MARK, MAX_LINE};
 pub use telnet::TelnetFilter;
 
 use lines::LineSplitter;
+use logfile::RotatingLog;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -157,6 +159,26 @@ impl Hub {
     }
 }
 
+/// A serial port's log file and its rotation: at `max_size` bytes (0: never) it becomes
+/// `path.1`, keeping `keep` such files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFile {
+    pub path: PathBuf,
+    pub max_size: u64,
+    pub keep: u32,
+}
+
+impl LogFile {
+    /// The log of `plan`'s serial port `n` (0 = the console) with the `[console]` rotation.
+    pub fn of(plan: &crate::config::VmPlan, n: u32) -> Self {
+        LogFile {
+            path: plan.serial_log(n),
+            max_size: plan.console.log_max_size,
+            keep: plan.console.log_keep,
+        }
+    }
+}
+
 /// Starts the owner of one serial port: binds `socket` for qemu, appends to `log`, prints
 /// lines to stdout after `label`, serves telnet on `telnet` (0 = off). Reports readiness on the
 /// returned channel: `ready` is a literal substring of a line (not a regex, unlike the
@@ -164,7 +186,7 @@ impl Hub {
 pub async fn start(
     label: &str,
     socket: &Path,
-    log: &Path,
+    log: &LogFile,
     ready: Option<String>,
     telnet: u16,
 ) -> Result<(Hub, mpsc::UnboundedReceiver<ConsoleEvent>), ConsoleError> {
@@ -210,19 +232,11 @@ fn bind_serial(socket: &Path) -> Result<UnixListener, ConsoleError> {
     UnixListener::bind(socket).map_err(err)
 }
 
-fn open_log(log: &Path) -> Result<std::fs::File, ConsoleError> {
-    let err = |source| ConsoleError::Log {
-        path: log.into(),
+fn open_log(log: &LogFile) -> Result<RotatingLog, ConsoleError> {
+    RotatingLog::open(&log.path, log.max_size, log.keep).map_err(|source| ConsoleError::Log {
+        path: log.path.clone(),
         source,
-    };
-    if let Some(d) = log.parent() {
-        std::fs::create_dir_all(d).map_err(err)?;
-    }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(err)
+    })
 }
 
 /// Writes what clients and the bootstrap send to the qemu connected now (dropped when none is).
@@ -243,7 +257,7 @@ async fn own_serial(
     listener: UnixListener,
     hub: Hub,
     writer: Writer,
-    mut lines: LineSplitter<std::fs::File, crate::logout::Line>,
+    mut lines: LineSplitter<RotatingLog, crate::logout::Line>,
 ) {
     let mut failures = 0;
     loop {

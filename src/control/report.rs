@@ -55,6 +55,9 @@ pub struct VmReport {
     pub telnet_port: u16,
     #[serde(default)]
     pub management: String,
+    /// Where its serial logs are (console.log first; rotated ones are `.1`, `.2`, ...).
+    #[serde(default)]
+    pub logs: Vec<String>,
 }
 
 /// The answer to `health`: from the snapshot alone (no netlink).
@@ -136,6 +139,7 @@ impl Report {
                     qemu_pid: v.qemu_pid,
                     telnet_port: v.telnet_port,
                     management: management_text(&v.management),
+                    logs: v.logs.iter().map(|l| l.display().to_string()).collect(),
                 })
                 .collect(),
         }
@@ -176,6 +180,14 @@ pub fn render(r: &Report) -> String {
     );
     if let [vm] = r.vms.as_slice() {
         out.push_str(&format!("management: {}\n", vm.management));
+    }
+    for vm in &r.vms {
+        let who = if r.vms.len() > 1 {
+            format!(" {}", vm.name)
+        } else {
+            String::new()
+        };
+        out.push_str(&format!("logs{who}: {}\n", vm.logs.join(", ")));
     }
     if r.vms.len() > 1 {
         out.push_str(&format!(
@@ -330,6 +342,7 @@ mod tests {
             restarts: 0,
             qemu_pid: None,
             telnet_port: port,
+            logs: vec![],
             management: "none".into(),
         };
         let two = Report {
@@ -372,6 +385,7 @@ mod tests {
         let vm = |pid| crate::state::VmSnapshot {
             name: "vm".into(),
             qemu_pid: pid,
+            logs: vec!["/var/log/launcher/vm.console.log".into()],
             management: MgmtView::None,
             ..Default::default()
         };
@@ -385,6 +399,10 @@ mod tests {
         assert_eq!(r.vms[1].management, "none");
         let text = render(&r);
         assert!(text.contains("qemu pid 42"), "{text}");
+        assert!(
+            text.contains("logs vm: /var/log/launcher/vm.console.log\n"),
+            "{text}"
+        );
         let json = serde_json::to_value(&r).unwrap();
         for field in [
             "name", "state", "since", "reason", "restarts", "healthy", "accel", "qemu_pid",
@@ -392,5 +410,9 @@ mod tests {
         ] {
             assert!(json.get(field).is_some(), "{field}");
         }
+        assert_eq!(
+            json["vms"][0]["logs"][0],
+            "/var/log/launcher/vm.console.log"
+        );
     }
 }

@@ -161,6 +161,12 @@ fn kernel(a: &mut Argv, plan: &VmPlan, resolved: &Resolved) {
 }
 
 /// The `-drive` of disk `i`: a CD image, a folder as FAT, or a disk (its overlay if any).
+///
+/// A writable disk is either an overlay kept in the state dir across restarts or the image
+/// itself written in place: both persist, so both honour the guest's flushes
+/// (`cache=writeback`). `unsafe` would drop them and a host crash would lose what the guest
+/// believed written; `none` needs O_DIRECT, which the state dir's filesystem (tmpfs, older
+/// overlayfs) may refuse. CDs and FAT folders are read-only: no cache option.
 fn drive(i: usize, d: &crate::config::Disk) -> OsString {
     match &d.kind {
         DiskKind::Cd { image, .. } => path_opt(
@@ -178,7 +184,7 @@ fn drive(i: usize, d: &crate::config::Disk) -> OsString {
                 None => (&d.path, format.as_str()),
             };
             let mut drive = path_opt(&format!("if=none,id=disk{i},format={format},file="), file);
-            drive.push(",cache=unsafe,discard=unmap");
+            drive.push(",cache=writeback,discard=unmap");
             drive
         }
     }
@@ -498,6 +504,34 @@ mod tests {
             &[("CLAB_INTFS", "2")],
             false,
         );
+    }
+
+    #[test]
+    fn persisted_disks_honour_guest_flushes() {
+        let toml = "[vm]\nname=\"r\"\n[[disk]]\npath=\"/images/a.qcow2\"\n[[disk]]\npath=\"b.img\"\nformat=\"raw\"\noverlay=false\n[[disk]]\npath=\"/config/lic\"\nformat=\"fat\"\n[management]\nmode=\"none\"\n";
+        let node = parse(
+            toml,
+            Path::new("/etc/launcher/launcher.toml"),
+            Path::new("/etc/launcher"),
+            &Env::default(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let vm = &node.vms[0];
+        let drives: Vec<String> = vm
+            .boot
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| drive(i, d).to_string_lossy().into_owned())
+            .collect();
+        // The overlay (kept in the state dir) and the image written in place both persist.
+        for d in &drives[..2] {
+            assert!(d.contains(",cache=writeback,"), "{d}");
+            assert!(!d.contains("unsafe"), "{d}");
+        }
+        // The FAT folder is read-only: no cache option at all.
+        assert!(drives[2].contains("readonly=on") && !drives[2].contains("cache="));
     }
 
     #[test]

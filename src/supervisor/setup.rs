@@ -49,6 +49,9 @@ pub fn snapshot(node: &Node, accels: &[Launch]) -> Snapshot {
             .map(|p| VmSnapshot {
                 name: p.name.clone(),
                 telnet_port: p.console.telnet_port,
+                logs: (0..=p.console.extra_serials)
+                    .map(|n| p.serial_log(n))
+                    .collect(),
                 ..Default::default()
             })
             .collect(),
@@ -61,7 +64,7 @@ pub fn snapshot(node: &Node, accels: &[Launch]) -> Snapshot {
 pub async fn start_consoles(node: &Node) -> Result<Vec<Console>, SupervisorError> {
     let mut consoles = Vec::new();
     for plan in &node.vms {
-        let (socket, log) = (plan.serial_socket(0), plan.serial_log(0));
+        let (socket, log) = (plan.serial_socket(0), console::LogFile::of(plan, 0));
         let ready = plan.console.ready_pattern.clone();
         let label = plan.serial_label(0);
         consoles
@@ -71,7 +74,7 @@ pub async fn start_consoles(node: &Node) -> Result<Vec<Console>, SupervisorError
                 0 => 0,
                 p => p + n as u16,
             };
-            let (socket, log) = (plan.serial_socket(n), plan.serial_log(n));
+            let (socket, log) = (plan.serial_socket(n), console::LogFile::of(plan, n));
             console::start(&plan.serial_label(n), &socket, &log, None, telnet).await?;
         }
     }
