@@ -88,3 +88,56 @@ fn links_missing_at_the_time_out_take_the_wiring_off_the_present_one() {
     let socks = sockets_under(&ns.dir);
     assert!(socks.is_empty(), "sockets left after exit: {socks:?}");
 }
+
+/// Nothing the earlier steps would create: no run folder, no console log, no health file.
+fn assert_nothing_created(ns: &Netns, out: &str) {
+    for f in ["run", "console.log", "health", "control.sock"] {
+        assert!(!ns.dir.join(f).exists(), "{f} was created: {out}");
+    }
+    let links = ns.ip("-o link show");
+    assert!(!links.contains("tap"), "a tap was created: {links}");
+}
+
+#[test]
+fn a_missing_disk_image_exits_2_naming_the_key_and_creates_nothing() {
+    let ns = Netns::new("pre-disk");
+    veth_pair(&ns, "eth1", "p1");
+    let disk = ns.dir.join("absent.qcow2");
+    let extra = format!(
+        "[[disk]]\npath = \"{}\"\nformat = \"qcow2\"\n",
+        disk.display()
+    );
+    let cfg = tinylinux_config(&ns, "p1", "", &extra);
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "1")]);
+    let code = r.wait_exit(Duration::from_secs(20));
+    let log = r.log();
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.stderr.contains("disk[0].path") && log.stderr.contains("absent.qcow2"),
+        "the error names the key and the path: {log}"
+    );
+    assert_nothing_created(&ns, &log.to_string());
+}
+
+#[test]
+fn without_net_admin_a_node_with_data_links_exits_2_naming_cap_add() {
+    let ns = Netns::new("pre-cap");
+    veth_pair(&ns, "eth1", "p1");
+    let cfg = tinylinux_config(&ns, "p2", "", "");
+    // setpriv (util-linux) drops NET_ADMIN from every set, then execs `ip netns exec ...`.
+    let drop = [
+        "setpriv",
+        "--inh-caps=-net_admin",
+        "--ambient-caps=-net_admin",
+        "--bounding-set=-net_admin",
+    ];
+    let mut r = Running::start_under(&ns, &cfg, &[("CLAB_INTFS", "1")], &drop);
+    let code = r.wait_exit(Duration::from_secs(20));
+    let log = r.log();
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.stderr.contains("--cap-add NET_ADMIN") && log.stderr.contains("CAP_NET_ADMIN"),
+        "the error names the capability and the fix: {log}"
+    );
+    assert_nothing_created(&ns, &log.to_string());
+}

@@ -8,6 +8,7 @@
 
 mod mgmt;
 mod node;
+mod preflight;
 mod probes;
 mod qemu_run;
 mod reaper;
@@ -33,6 +34,8 @@ pub enum SupervisorError {
     Subreaper(#[source] std::io::Error),
     #[error(transparent)]
     Accel(#[from] qemu::AccelError),
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
     #[error(transparent)]
     Net(#[from] net::NetError),
     #[error(transparent)]
@@ -72,6 +75,7 @@ impl From<&SupervisorError> for Code {
     fn from(e: &SupervisorError) -> Self {
         match e {
             SupervisorError::Accel(_)
+            | SupervisorError::Preflight(_)
             | SupervisorError::FdLimit { .. }
             | SupervisorError::Links(_) => Code::BadInput,
             SupervisorError::Net(net::NetError::Missing { .. }) => Code::LinksMissing,
@@ -92,6 +96,9 @@ pub async fn run(node: Node) -> Result<Code, SupervisorError> {
     let launches = setup::decide_accels(&node)?;
     //    And the open-file limit those NICs need (taps, queues), checked as early.
     spawn::fd_limit(&node, &launches)?;
+    //    The preflight, before anything is created: the files the VMs boot from, the qemu
+    //    binary, the tap names, NET_ADMIN when the node needs it.
+    preflight::Facts::check_system(&node)?;
     // 3. The node state (snapshot + health file) next: every later step reports through it.
     let snapshot = setup::snapshot(&node, &launches);
     let state = NodeState::new(snapshot, node.settings.health_file.clone());
