@@ -49,10 +49,13 @@ fn sigterm_takes_the_wiring_off_ethn_and_removes_the_sockets() {
         wired.contains("mirred"),
         "while running, eth1 redirects to the tap: {wired}"
     );
-    assert!(
-        !sockets_under(&ns.dir).is_empty(),
-        "while running there are sockets"
-    );
+    // qemu is up (its QMP socket is there): the stop goes through the VMs' shutdown.
+    wait_for(Duration::from_secs(60), "qemu's QMP socket", || {
+        sockets_under(&ns.dir)
+            .iter()
+            .any(|p| p.ends_with("qmp.sock"))
+            .then_some(())
+    });
     let (code, _) = r.stop(Duration::from_secs(60));
     assert_eq!(code, 0, "{}", r.output());
     // No stale redirect to the deleted tap: a frame arriving on eth1 would vanish.
