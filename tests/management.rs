@@ -77,4 +77,14 @@ fn passthrough_the_guest_answers_on_the_containers_own_address() {
     assert!(out.has("management passthrough wired", &[]), "{out}");
     let (code, _) = l.stop(Duration::from_secs(30));
     assert_eq!(code, 0, "{}", l.output());
+    // After the exit eth0 is the container's again: the passthrough filters are gone, and a
+    // frame arriving on eth0 is no longer redirected to the deleted tap (silently dropped).
+    let left = ns.exec("tc filter show dev eth0 ingress");
+    let left = String::from_utf8_lossy(&left.stdout).trim().to_string();
+    assert!(left.is_empty(), "passthrough filters left on eth0: {left}");
+    let ping = ns.exec("ping -c 2 -W 2 192.0.2.1");
+    assert!(
+        ping.status.success(),
+        "the container reaches the gateway again: {ping:?}"
+    );
 }

@@ -91,6 +91,32 @@ impl Netlink {
         }
     }
 
+    /// Takes back what the launcher added to `link`'s ingress: its filters at `prios` (the
+    /// whole u32 classifier at each, any protocol), nothing else. The ingress qdisc stays (it
+    /// may predate the launcher; empty, it passes every frame). A link or filter already gone
+    /// is not an error: the lab tool may have moved or deleted ethN.
+    pub async fn remove_filters(&self, link: &LinkInfo, prios: &[u16]) -> Result<(), NetError> {
+        for &prio in prios {
+            let res = self
+                .request(
+                    "delete filter",
+                    &link.name,
+                    RouteNetlinkMessage::DelTrafficFilter(filter_at(link.index, prio)),
+                    NLM_F_ACK,
+                )
+                .await;
+            match res {
+                Err(NetError::Request { source, .. })
+                    if matches!(
+                        source.raw_os_error(),
+                        Some(libc::ENOENT) | Some(libc::EINVAL) | Some(libc::ENODEV)
+                    ) => {}
+                other => other.map(|_| ())?,
+            }
+        }
+        Ok(())
+    }
+
     /// Management passthrough: everything entering `eth` goes to `tap` except TCP to the
     /// `keep_tcp` ports (the launcher's own telnet consoles), which stays with this namespace;
     /// ARP goes to both (the VM and the container share the address and MAC); everything the
@@ -145,6 +171,19 @@ pub fn ingress_qdisc(index: u32) -> TcMessage {
     m.header.parent = TcHandle::INGRESS;
     m.header.handle = TcHandle::from(INGRESS_PARENT);
     m.attributes.push(TcAttribute::Kind("ingress".into()));
+    m
+}
+
+/// The launcher's filter prios on a data link's ingress (ethN and tapN).
+pub const DATA_PRIOS: [u16; 1] = [FILTER_PRIO];
+/// The passthrough filter prios on the management interface's ingress.
+pub const PASSTHROUGH_PRIOS: [u16; 3] = [1, 2, 3];
+
+/// `tc filter del dev X parent ffff: prio P`, as a message: every filter at that prio.
+pub fn filter_at(index: u32, prio: u16) -> TcMessage {
+    let mut m = TcMessage::with_index(index as i32);
+    m.header.parent = TcHandle::from(INGRESS_PARENT);
+    m.header.info = (prio as u32) << 16;
     m
 }
 

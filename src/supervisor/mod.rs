@@ -8,6 +8,7 @@
 
 mod mgmt;
 mod node;
+mod preflight;
 mod probes;
 mod qemu_run;
 mod reaper;
@@ -33,6 +34,8 @@ pub enum SupervisorError {
     Subreaper(#[source] std::io::Error),
     #[error(transparent)]
     Accel(#[from] qemu::AccelError),
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
     #[error(transparent)]
     Net(#[from] net::NetError),
     #[error(transparent)]
@@ -72,6 +75,7 @@ impl From<&SupervisorError> for Code {
     fn from(e: &SupervisorError) -> Self {
         match e {
             SupervisorError::Accel(_)
+            | SupervisorError::Preflight(_)
             | SupervisorError::FdLimit { .. }
             | SupervisorError::Links(_) => Code::BadInput,
             SupervisorError::Net(net::NetError::Missing { .. }) => Code::LinksMissing,
@@ -92,6 +96,9 @@ pub async fn run(node: Node) -> Result<Code, SupervisorError> {
     let launches = setup::decide_accels(&node)?;
     //    And the open-file limit those NICs need (taps, queues), checked as early.
     spawn::fd_limit(&node, &launches)?;
+    //    The preflight, before anything is created: the files the VMs boot from, the qemu
+    //    binary, the tap names, NET_ADMIN when the node needs it.
+    preflight::Facts::check_system(&node)?;
     // 3. The node state (snapshot + health file) next: every later step reports through it.
     let snapshot = setup::snapshot(&node, &launches);
     let state = NodeState::new(snapshot, node.settings.health_file.clone());
@@ -104,29 +111,44 @@ pub async fn run(node: Node) -> Result<Code, SupervisorError> {
     // 6. The network: passthrough (its addresses feed the templates), the data
     //    links' taps (subscribed to link events first, so no ethN arrival is missed), the
     //    internal networks. Every tap fd is owned from here to the end of `run`.
-    let mut net = setup::bring_up_net(&node, &launches, &state).await?;
-    // 7. The control socket once there is state, links and consoles to show: `status` works
-    //    during the (possibly long) wait for the lab tool.
-    let (table, nl) = net.for_status();
-    let hubs = setup::console_hubs(&node, &consoles);
-    let _control = control::serve(control::socket_path(), state.shared(), table, nl, hubs)?;
-    // 8. Wait for the data links, interruptible: a SIGTERM here stops the node with exit 0.
-    if setup::wait_for_links(&mut net, &node, &mut signals, &state).await? == Waited::Stopped {
-        return Ok(Code::Ok);
+    //    The sockets consoles made (and qemu and control will make), removed at the end.
+    let sockets = setup::socket_paths(&node);
+    let mut net = match setup::bring_up_net(&node, &launches, &state).await {
+        Ok(net) => net,
+        Err(e) => {
+            setup::remove_sockets(&sockets);
+            return Err(e);
+        }
+    };
+    let result = async {
+        // 7. The control socket once there is state, links and consoles to show: `status`
+        //    works during the (possibly long) wait for the lab tool.
+        let (table, nl) = net.for_status();
+        let hubs = setup::console_hubs(&node, &consoles);
+        let _control = control::serve(control::socket_path(), state.shared(), table, nl, hubs)?;
+        // 8. Wait for the data links, interruptible: a SIGTERM here stops the node with exit 0.
+        if setup::wait_for_links(&mut net, &node, &mut signals, &state).await? == Waited::Stopped {
+            return Ok(Code::Ok);
+        }
+        // 9. BOOT_DELAY, after the links (the lab tool is done) and before qemu, interruptible.
+        if setup::boot_delay(&node, &mut signals, &state).await == Waited::Stopped {
+            return Ok(Code::Ok);
+        }
+        // 10. Per VM: its run-time facts (passthrough MAC, the kernel line rendered, the
+        //     startup config if there), its argv, and its fds bound through the same FdLayout.
+        //     Only now: the links are wired and every tap is open. The plan is never edited.
+        let vms = setup::ready_vms(node, &launches, &net, consoles, &state, &reaper)?;
+        // From here the watcher task owns the data links; it re-wires a re-created ethN.
+        setup::keep_links_wired(&mut net);
+        // 11. The VMs: ordered start, reverse stop, restarts; their ends make the exit code.
+        Ok(node::drive(vms, &state, &mut signals, t0).await)
     }
-    // 9. BOOT_DELAY, after the links (the lab tool is done) and before qemu, interruptible.
-    if setup::boot_delay(&node, &mut signals, &state).await == Waited::Stopped {
-        return Ok(Code::Ok);
-    }
-    // 10. Per VM: its run-time facts (passthrough MAC, the kernel line rendered, the startup
-    //     config if there), its argv, and its fds bound through the same FdLayout. Only now:
-    //     the links are wired and every tap is open. The plan itself is never edited.
-    let vms = setup::ready_vms(node, &launches, &net, consoles, &state, &reaper)?;
-    // From here the watcher task owns the data links; it re-wires a re-created ethN.
-    setup::keep_links_wired(&mut net);
-    // 11. The VMs: ordered start, reverse stop, restarts; their ends make the exit code.
-    let code = node::drive(vms, &state, &mut signals, t0).await;
-    // The taps (management, internal) close only now, after every qemu has exited.
+    .await;
+    // 12. Nothing left behind, on every exit after bring-up (stop, a VM failing, an error, links
+    //     missing): the launcher's filters come off ethN and eth0, its sockets are removed.
+    //     The taps (management, internal, data) close only now, after every qemu has exited.
+    setup::unwire(&mut net).await;
     drop(net);
-    Ok(code)
+    setup::remove_sockets(&sockets);
+    result
 }

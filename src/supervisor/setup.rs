@@ -123,6 +123,12 @@ pub struct NetResources {
     small_rcvbuf: Option<usize>,
     /// The internal networks' taps, by name.
     internal: Vec<Tap>,
+    /// What takes the wiring off the data links at the end (once their taps are open).
+    unwiring: Option<net::links::Unwiring>,
+    /// The watcher task that owns the data links after the wait, stopped before unwiring.
+    watcher: Option<tokio::task::JoinHandle<()>>,
+    /// The interfaces passthrough wired (eth0), whose filters come off at the end.
+    passthrough: Vec<String>,
 }
 
 impl NetResources {
@@ -144,6 +150,7 @@ impl NetResources {
             .map(|(vm, l)| (l, self.queues[vm]))
             .collect();
         let dl = DataLinks::new(&with_queues, tap_mtu, self.small_rcvbuf, table).await?;
+        self.unwiring = Some(dl.unwiring());
         self.links = Some(dl);
         Ok(())
     }
@@ -162,7 +169,7 @@ pub async fn bring_up_net(
         .filter(|p| p.console.telnet_port > 0)
         .flat_map(|p| (0..=p.console.extra_serials as u16).map(move |n| p.console.telnet_port + n))
         .collect();
-    let (mut mgmts, mut mgmt_taps) = (Vec::new(), Vec::new());
+    let (mut mgmts, mut mgmt_taps, mut wired) = (Vec::new(), Vec::new(), Vec::new());
     for (i, plan) in node.vms.iter().enumerate() {
         let (mut addrs, mut mac, mut tap) =
             (MgmtAddrs::without_passthrough(&plan.management), None, None);
@@ -173,6 +180,7 @@ pub async fn bring_up_net(
         } = &plan.management
         {
             let p = net::passthrough::wire(interface, name, &keep).await?;
+            wired.push(interface.clone());
             addrs = MgmtAddrs::from_passthrough(&p);
             mac = Some(p.mac.clone());
             tap = Some(p.tap);
@@ -194,6 +202,9 @@ pub async fn bring_up_net(
         status: (None, None),
         small_rcvbuf: net::events::parse_rcvbuf(rcvbuf.as_deref()),
         internal: net::internal::bring_up(&node.internal, node.settings.tap_mtu).await?,
+        unwiring: None,
+        watcher: None,
+        passthrough: wired,
     };
     let table: LinkTable = Arc::new(Mutex::new(Vec::new()));
     match &node.settings.links {
@@ -352,6 +363,60 @@ pub fn ready_vms(
 /// life: it re-wires ethN when the lab tool re-creates it.
 pub fn keep_links_wired(net: &mut NetResources) {
     if let Some(dl) = net.links.take() {
-        tokio::spawn(dl.watch());
+        net.watcher = Some(tokio::spawn(dl.watch()));
+    }
+}
+
+/// Takes back the wiring the launcher added, on every exit after bring-up: stops the watcher
+/// (so nothing re-wires), removes the launcher's filters from each ethN and from the
+/// passthrough interface (the taps, and their own filters, go when their fds close). Failures
+/// are logged; the exit goes on.
+pub async fn unwire(net: &mut NetResources) {
+    if let Some(w) = net.watcher.take() {
+        w.abort();
+        let _ = w.await;
+    }
+    if let Some(u) = net.unwiring.take() {
+        u.unwire_all().await;
+    }
+    if net.passthrough.is_empty() {
+        return;
+    }
+    let nl = match Netlink::new() {
+        Ok(nl) => nl,
+        Err(e) => return tracing::warn!(error = %net::chain(&e), "cannot undo passthrough"),
+    };
+    for name in std::mem::take(&mut net.passthrough) {
+        let res = match nl.link(&name).await {
+            Ok(Some(eth)) => nl.remove_filters(&eth, &net::tc::PASSTHROUGH_PRIOS).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = res {
+            tracing::warn!(interface = %name, error = %net::chain(&e), "cannot undo passthrough");
+        }
+    }
+}
+
+/// The sockets the launcher made in the VMs' run folders (consoles, QMP), and the control
+/// socket, removed at the end so nothing stale is left to connect to.
+pub fn socket_paths(node: &Node) -> Vec<std::path::PathBuf> {
+    let mut out = vec![control::socket_path()];
+    for plan in &node.vms {
+        out.extend((0..=plan.console.extra_serials).map(|n| plan.serial_socket(n)));
+        out.push(plan.qmp_socket());
+    }
+    out
+}
+
+/// Removes `paths` (those already gone are fine).
+pub fn remove_sockets(paths: &[std::path::PathBuf]) {
+    for p in paths {
+        match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %p.display(), error = %e, "cannot remove socket")
+            }
+            _ => {}
+        }
     }
 }
