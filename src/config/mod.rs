@@ -262,6 +262,23 @@ fn check_template(key: &Key, t: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// Tests (here and in other rooms): `parse` with the environment given as pairs, the file at
+/// /cfg/launcher.toml.
+#[cfg(test)]
+pub(crate) fn parse_with(text: &str, env: &[(&str, &str)]) -> Result<Node, ConfigError> {
+    let env: Env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    parse(
+        text,
+        Path::new("/cfg/launcher.toml"),
+        Path::new("/cfg"),
+        &env,
+        &Overrides::default(),
+    )
+}
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -14,17 +14,7 @@ fn p(text: &str, env: &[(&str, &str)]) -> Result<VmPlan, ConfigError> {
 }
 
 fn pn(text: &str, env: &[(&str, &str)]) -> Result<Node, ConfigError> {
-    let env: Env = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    parse(
-        text,
-        Path::new("/cfg/launcher.toml"),
-        Path::new("/cfg"),
-        &env,
-        &Overrides::default(),
-    )
+    parse_with(text, env)
 }
 
 const TWO: &str = r#"

@@ -6,17 +6,7 @@ use super::*;
 const MIN: &str = "[kernel]\npath = \"k\"\n";
 
 fn pn(text: &str, env: &[(&str, &str)]) -> Result<Node, ConfigError> {
-    let env: Env = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    parse(
-        text,
-        Path::new("/cfg/launcher.toml"),
-        Path::new("/cfg"),
-        &env,
-        &Overrides::default(),
-    )
+    parse_with(text, env)
 }
 
 /// The key an error names.

@@ -136,24 +136,12 @@ fn queues(plan: &VmPlan, vhost: bool) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse, Env, Overrides};
-    use std::path::Path;
 
     const CPUINFO_VMX: &str = "processor : 0\nflags\t\t: fpu vme de pse vmx sse\n";
     const CPUINFO_PLAIN: &str = "processor : 0\nflags\t\t: fpu vme de pse sse hypervisor\n";
 
     fn plan(toml: &str, intfs: &str) -> VmPlan {
-        let env: Env = [("CLAB_INTFS".to_string(), intfs.to_string())]
-            .into_iter()
-            .collect();
-        let node = parse(
-            toml,
-            Path::new("/etc/launcher/launcher.toml"),
-            Path::new("/etc/launcher"),
-            &env,
-            &Overrides::default(),
-        )
-        .unwrap();
+        let node = crate::config::parse_with(toml, &[("CLAB_INTFS", intfs)]).unwrap();
         node.vms.into_iter().next().unwrap()
     }
 

@@ -417,15 +417,21 @@ mod tests {
         assert!(matches!(decode(r#"[1,2]"#), Incoming::Unknown(_)));
     }
 
-    /// A fake qemu that greets with unknown capabilities, floods unknown events and fields and
-    /// garbage, and answers with an enum value no qemu has: the client keeps working.
-    #[tokio::test(flavor = "current_thread")]
-    async fn survives_a_fake_qemu_from_the_future() {
-        let dir = std::env::temp_dir().join(format!("launcher-qmp-{}", std::process::id()));
+    /// A fresh folder and the QMP socket a fake qemu listens on there.
+    fn fake_qmp_socket(name: &str) -> (std::path::PathBuf, std::path::PathBuf, UnixListener) {
+        let dir = std::env::temp_dir().join(format!("launcher-qmp-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("qmp.sock");
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).unwrap();
+        (dir, path, listener)
+    }
+
+    /// A fake qemu that greets with unknown capabilities, floods unknown events and fields and
+    /// garbage, and answers with an enum value no qemu has: the client keeps working.
+    #[tokio::test(flavor = "current_thread")]
+    async fn survives_a_fake_qemu_from_the_future() {
+        let (dir, path, listener) = fake_qmp_socket("future");
         let server = tokio::spawn(async move {
             let (sock, _) = listener.accept().await.unwrap();
             let (r, mut w) = sock.into_split();
@@ -486,11 +492,7 @@ mod tests {
     /// after them arrives.
     #[tokio::test(flavor = "current_thread")]
     async fn invalid_utf8_and_an_over_long_line_do_not_end_the_client() {
-        let dir = std::env::temp_dir().join(format!("launcher-qmp-bytes-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("qmp.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).unwrap();
+        let (dir, path, listener) = fake_qmp_socket("bytes");
         let server = tokio::spawn(async move {
             let (sock, _) = listener.accept().await.unwrap();
             let (r, mut w) = sock.into_split();
