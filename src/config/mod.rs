@@ -282,4 +282,8 @@ pub(crate) fn parse_with(text: &str, env: &[(&str, &str)]) -> Result<Node, Confi
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_bounds;
+#[cfg(test)]
 mod tests_links;
+#[cfg(test)]
+mod tests_node;

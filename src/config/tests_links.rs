@@ -1,13 +1,8 @@
 //! The data links' table tests: CLAB_INTFS as a count of links on any ports, nics.count and
 //! nics.names as fixed ports, nics.slots, and each VM's links once the ports present are known.
 
+use super::tests::{pn, MIN};
 use super::*;
-
-const MIN: &str = "[kernel]\npath = \"k\"\n";
-
-fn pn(text: &str, env: &[(&str, &str)]) -> Result<Node, ConfigError> {
-    parse_with(text, env)
-}
 
 /// The key an error names.
 fn key_of(e: ConfigError) -> String {
