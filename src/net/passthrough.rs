@@ -1,6 +1,7 @@
 //! Management passthrough: the VM takes over the container's management interface (eth0). This
 //! module reads eth0's MAC, addresses and default gateways, creates the management tap and
-//! wires eth0 to it with the console-port exceptions. It never renders what the VM is told.
+//! wires eth0 to it with the console-port exceptions, and takes those filters off again at the
+//! end. It never renders what the VM is told.
 
 use crate::net::tap::{self, Tap};
 use crate::net::{NetError, Netlink};
@@ -58,4 +59,17 @@ pub async fn wire(
         addresses,
         gateways,
     })
+}
+
+/// Takes the launcher's passthrough filters off `interface` (an interface already gone is
+/// fine); the tap and its own filters go when its fd closes.
+pub async fn unwire(interface: &str) -> Result<(), NetError> {
+    let nl = Netlink::new()?;
+    match nl.link(interface).await? {
+        Some(eth) => {
+            nl.remove_filters(&eth, &crate::net::tc::PASSTHROUGH_PRIOS)
+                .await
+        }
+        None => Ok(()),
+    }
 }

@@ -210,9 +210,12 @@ pub async fn bring_up_net(
     match &node.settings.links {
         // Which ports are known only once they are there: the taps come after the wait.
         LinkSpec::AnyIndex { .. } => net.status = (Some(table), Some(Netlink::new()?)),
-        LinkSpec::Listed if node.links().is_empty() => {}
         LinkSpec::Listed => {
-            net.open_links(node.links(), node.settings.tap_mtu, table.clone())
+            let all = node.links();
+            if all.is_empty() {
+                return Ok(net);
+            }
+            net.open_links(all, node.settings.tap_mtu, table.clone())
                 .await?;
             let nl = net.links.as_ref().map(DataLinks::netlink);
             net.status = (Some(table), nl);
@@ -244,13 +247,11 @@ pub async fn wait_for_links(
         state.advance_where_valid(State::WaitingForInterfaces, &reason);
         let started = Instant::now();
         let on = settings.on_missing_links;
-        let found = tokio::select! {
-            r = net::links::find_present(prefix, *n, timeout, on, net.small_rcvbuf) => r?,
-            s = signals.stop() => {
-                tracing::info!(signal = s, "stopped while waiting for interfaces");
-                return Ok(stopped_before_qemu(state, s));
-            }
+        let finding = net::links::find_present(prefix, *n, timeout, on, net.small_rcvbuf);
+        let Some(found) = unless_stopped(finding, signals, state).await else {
+            return Ok(Waited::Stopped);
         };
+        let found = found?;
         net.vm_links = node.links_present(&found).map_err(SupervisorError::Links)?;
         let mut all: Vec<(usize, DataLink)> = (net.vm_links.iter().enumerate())
             .flat_map(|(vm, links)| links.iter().map(move |l| (vm, l.clone())))
@@ -266,14 +267,33 @@ pub async fn wait_for_links(
     let Some(dl) = &mut net.links else {
         return Ok(Waited::Go);
     };
+    match unless_stopped(
+        dl.wait_all(timeout, settings.on_missing_links),
+        signals,
+        state,
+    )
+    .await
+    {
+        Some(r) => r.map(|()| Waited::Go).map_err(Into::into),
+        None => Ok(Waited::Stopped),
+    }
+}
+
+/// Waits for `work` unless a stop signal comes first; then every VM is stopped (qemu never
+/// started) and there is nothing.
+async fn unless_stopped<T>(
+    work: impl std::future::Future<Output = T>,
+    signals: &mut Signals,
+    state: &NodeState,
+) -> Option<T> {
     tokio::select! {
-        r = dl.wait_all(timeout, settings.on_missing_links) => r?,
+        r = work => Some(r),
         s = signals.stop() => {
             tracing::info!(signal = s, "stopped while waiting for interfaces");
-            return Ok(stopped_before_qemu(state, s));
+            stopped_before_qemu(state, s);
+            None
         }
     }
-    Ok(Waited::Go)
 }
 
 /// BOOT_DELAY, a stop signal still honoured.
@@ -379,20 +399,8 @@ pub async fn unwire(net: &mut NetResources) {
     if let Some(u) = net.unwiring.take() {
         u.unwire_all().await;
     }
-    if net.passthrough.is_empty() {
-        return;
-    }
-    let nl = match Netlink::new() {
-        Ok(nl) => nl,
-        Err(e) => return tracing::warn!(error = %net::chain(&e), "cannot undo passthrough"),
-    };
     for name in std::mem::take(&mut net.passthrough) {
-        let res = match nl.link(&name).await {
-            Ok(Some(eth)) => nl.remove_filters(&eth, &net::tc::PASSTHROUGH_PRIOS).await,
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = res {
+        if let Err(e) = net::passthrough::unwire(&name).await {
             tracing::warn!(interface = %name, error = %net::chain(&e), "cannot undo passthrough");
         }
     }
