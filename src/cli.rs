@@ -1,5 +1,6 @@
 //! The command line: subcommands plus vrnetlab's launcher flags, so containerlab's `vr-*` kinds
-//! work unchanged. Parsing only; `main` dispatches.
+//! work unchanged. Parsing only; `main` dispatches. An unknown flag is a usage error: clap
+//! names it and exits 2.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -27,12 +28,15 @@ pub struct Cli {
     /// vrnetlab: the router's hostname.
     #[arg(long, global = true)]
     pub hostname: Option<String>,
-    /// vrnetlab: how data interfaces are connected; only `tc` exists here.
+    /// vrnetlab: how data interfaces are connected (over CONNECTION_MODE); only `tc` exists here.
     #[arg(long, global = true)]
     pub connection_mode: Option<String>,
     /// vrnetlab: verbose logging (same as RUST_LOG=debug).
     #[arg(long, global = true)]
     pub trace: bool,
+    /// vrnetlab (SR OS): the chassis variant, for templates as `{variant}`.
+    #[arg(long, global = true)]
+    pub variant: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,6 +53,11 @@ pub enum Cmd {
     },
     /// Exit 0 when the router is ready, 1 otherwise.
     Health,
+    /// Reset the VMs (QMP system_reset, the reset button): every VM, or the one named.
+    Reset {
+        /// With several VMs: which one (default: every VM).
+        vm: Option<String>,
+    },
     /// Attach to the router's serial console (for `docker exec -it`); Ctrl-] detaches.
     Console {
         /// With several VMs: which one (default: the first).
@@ -67,4 +76,68 @@ pub enum Cmd {
         #[arg(required = true, value_name = "ETH=TAP")]
         pairs: Vec<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("launcher").chain(args.iter().copied()))
+    }
+
+    /// containerlab's command lines for vr-* kinds parse as `run` with every flag kept.
+    #[test]
+    fn containerlab_command_lines_parse() {
+        let c = parse(&[
+            "--username",
+            "admin",
+            "--password",
+            "admin@123",
+            "--hostname",
+            "r1",
+            "--connection-mode",
+            "tc",
+            "--trace",
+        ])
+        .unwrap();
+        assert!(c.command.is_none() && c.trace);
+        assert_eq!(c.username.as_deref(), Some("admin"));
+        assert_eq!(c.password.as_deref(), Some("admin@123"));
+        assert_eq!(c.hostname.as_deref(), Some("r1"));
+        assert_eq!(c.connection_mode.as_deref(), Some("tc"));
+        // nokia_sros: no credentials, a variant.
+        let c = parse(&[
+            "--trace",
+            "--connection-mode",
+            "tc",
+            "--hostname",
+            "sr1",
+            "--variant",
+            "cp: cpu=2 min_ram=4 chassis=sr-7 slot=A card=cpm5",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.variant.as_deref(),
+            Some("cp: cpu=2 min_ram=4 chassis=sr-7 slot=A card=cpm5")
+        );
+        assert!(matches!(
+            parse(&["reset", "vfp"]).unwrap().command,
+            Some(Cmd::Reset { vm: Some(ref v) }) if v == "vfp"
+        ));
+        assert!(matches!(
+            parse(&["reset"]).unwrap().command,
+            Some(Cmd::Reset { vm: None })
+        ));
+    }
+
+    /// A flag we do not know (cisco_sdwan's --component-type, any future one) is exit 2,
+    /// naming it.
+    #[test]
+    fn unknown_flags_are_exit_2_naming_them() {
+        let e = parse(&["--hostname", "r1", "--component-type", "vedge"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("--component-type"), "{e}");
+    }
 }

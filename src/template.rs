@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 /// The values templates may use: `{hostname}`, `{username}`, `{password}`, `{mgmt_ip}`,
 /// `{mgmt_gateway}`, `{mgmt_ipv6}`, `{mgmt_gateway6}` (the management addresses the guest is to
-/// take: 10.0.0.15/24 via 10.0.0.2 in user mode, the container's own in passthrough), `{name}`.
+/// take: 10.0.0.15/24 via 10.0.0.2 in user mode, the container's own in passthrough, `dhcp`
+/// with CLAB_MGMT_DHCP), `{name}` (the VM's), `{node_name}` (containerlab's node name),
+/// `{docker_net_v4}`, `{docker_net_v6}` (the lab's management subnets), `{variant}` (SR OS).
 pub type Values = BTreeMap<&'static str, String>;
 
 pub const PLACEHOLDERS: &[&str] = &[
@@ -18,6 +20,10 @@ pub const PLACEHOLDERS: &[&str] = &[
     "mgmt_ipv6",
     "mgmt_gateway6",
     "name",
+    "node_name",
+    "docker_net_v4",
+    "docker_net_v6",
+    "variant",
 ];
 
 /// Replaces `{key}` with its value; `{{` and `}}` are literal braces.

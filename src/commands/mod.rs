@@ -12,7 +12,7 @@ pub mod wire;
 
 use crate::cli::{self, Cli, Cmd};
 use crate::config;
-use crate::exit::{self, Code};
+use crate::exit;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,23 +37,20 @@ fn load_node(cli: &Cli) -> Result<config::Node, config::ConfigError> {
             password: cli.password.clone(),
             hostname: cli.hostname.clone(),
         },
+        connection_mode: cli.connection_mode.clone(),
+        variant: cli.variant.clone(),
     };
     config::load(&path, &env, &over)
 }
 
 /// Runs the command the command line asks for.
 pub fn main(cli: Cli) -> ExitCode {
-    if let Some(mode) = &cli.connection_mode {
-        if mode != "tc" {
-            eprintln!("launcher: --connection-mode {mode:?}: only \"tc\" is supported (tc mirred passes LACP, STP and LLDP; bridges and macvtap do not)");
-            return Code::BadInput.into();
-        }
-    }
     let code = match cli.command.as_ref().unwrap_or(&Cmd::Run) {
         Cmd::Check => check::check(&cli),
         Cmd::Run => run::run(&cli),
         Cmd::Status { json } => status::status(&runtime(), *json),
         Cmd::Health => status::health(&runtime()),
+        Cmd::Reset { vm } => status::reset(&runtime(), vm.as_deref()),
         Cmd::Console { vm } => console::run(&runtime(), vm.as_deref()),
         Cmd::Wire { mtu, pairs } => wire::wire(&runtime(), pairs, *mtu),
         Cmd::Unwire { pairs } => wire::unwire(&runtime(), pairs),

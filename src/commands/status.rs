@@ -1,6 +1,7 @@
-//! `launcher status [--json]` and `launcher health`: ask the running launcher and print the
-//! answer (the JSON report, the human table, or one health line). Exit codes: 0 answered
-//! (health: and healthy), 1 otherwise. Never reads the snapshot directly.
+//! `launcher status [--json]`, `launcher health` and `launcher reset [VM]`: ask the running
+//! launcher and print the answer (the JSON report, the human table, one health line, the VMs
+//! reset). Exit codes: 0 answered (health: and healthy; reset: done), 1 otherwise. Never reads
+//! the snapshot directly.
 
 use crate::control;
 use crate::exit::Code;
@@ -33,6 +34,22 @@ pub fn health(rt: &tokio::runtime::Runtime) -> Code {
             } else {
                 Code::Failure
             }
+        }
+        Err(e) => {
+            super::report(&e);
+            Code::Failure
+        }
+    }
+}
+
+/// `launcher reset [VM]`: QMP system_reset of every VM (or the one named); prints each VM reset.
+pub fn reset(rt: &tokio::runtime::Runtime, vm: Option<&str>) -> Code {
+    match rt.block_on(control::reset(&control::socket_path(), vm)) {
+        Ok(done) => {
+            for name in done {
+                println!("{name}: reset");
+            }
+            Code::Ok
         }
         Err(e) => {
             super::report(&e);

@@ -5,7 +5,7 @@
 //! does not apply (CLAB_INTFS beside nics.names) stays as harmless as before.
 
 use super::bounds::{seconds, MAX_DELAY_S};
-use super::{choice, pick, Accel, ConfigError, Env, Key};
+use super::{choice, pick, Accel, ConfigError, ConnectionMode, Env, Key};
 
 /// One variable: unset (or blank), a value, or the error to report where it is used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +64,13 @@ pub(super) struct NodeEnv {
     pub(super) username: Option<String>,
     pub(super) password: Option<String>,
     pub(super) hostname: Option<String>,
+    /// CONNECTION_MODE: how data interfaces reach the VM (containerlab sets `tc`).
+    pub(super) connection_mode: Var<ConnectionMode>,
+    /// DOCKER_NET_V4_ADDR, DOCKER_NET_V6_ADDR: the lab's management subnets (prefixes).
+    pub(super) docker_net_v4: Var<String>,
+    pub(super) docker_net_v6: Var<String>,
+    /// CLAB_LABEL_CLAB_NODE_NAME: the node's name in the topology.
+    pub(super) node_name: Option<String>,
 }
 
 /// Variables that size or shape one VM: with several VMs, the first.
@@ -79,6 +86,12 @@ pub(super) struct VmEnv {
     pub(super) additional_args: Var<Vec<String>>,
     /// CLAB_MGMT_PASSTHROUGH: true makes the management passthrough, false user mode.
     pub(super) mgmt_passthrough: Var<bool>,
+    /// CLAB_MGMT_INTF: the container's management interface passthrough takes over (eth0).
+    pub(super) mgmt_intf: Var<String>,
+    /// CLAB_MGMT_MAC: the guest management NIC's MAC, lower case.
+    pub(super) mgmt_mac: Var<String>,
+    /// CLAB_MGMT_DHCP: in passthrough, the guest takes its management address by DHCP.
+    pub(super) mgmt_dhcp: Var<bool>,
 }
 
 /// The environment, read once.
@@ -135,6 +148,18 @@ impl NodeEnv {
             username: env.get("USERNAME").cloned(),
             password: env.get("PASSWORD").cloned(),
             hostname: env.get("HOSTNAME").cloned(),
+            connection_mode: env
+                .get("CONNECTION_MODE")
+                .filter(|m| !m.trim().is_empty())
+                .map(|m| connection_mode(&Key::new("CONNECTION_MODE"), m.trim()))
+                .transpose()
+                .into(),
+            docker_net_v4: subnet(env, "DOCKER_NET_V4_ADDR", false).into(),
+            docker_net_v6: subnet(env, "DOCKER_NET_V6_ADDR", true).into(),
+            node_name: env
+                .get("CLAB_LABEL_CLAB_NODE_NAME")
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty()),
         }
     }
 }
@@ -157,17 +182,82 @@ impl VmEnv {
                 .transpose()
                 .into(),
             mgmt_passthrough: set("CLAB_MGMT_PASSTHROUGH")
-                .map(|v| passthrough(v))
+                .map(|v| switch("CLAB_MGMT_PASSTHROUGH", v))
+                .transpose()
+                .into(),
+            mgmt_intf: set("CLAB_MGMT_INTF")
+                .map(|v| {
+                    let v = v.trim();
+                    super::valid_ifname(&Key::new("CLAB_MGMT_INTF"), v).map(|()| v.to_string())
+                })
+                .transpose()
+                .into(),
+            mgmt_mac: set("CLAB_MGMT_MAC").map(|v| mac(v)).transpose().into(),
+            mgmt_dhcp: set("CLAB_MGMT_DHCP")
+                .map(|v| switch("CLAB_MGMT_DHCP", v))
                 .transpose()
                 .into(),
         }
     }
 }
 
-/// containerlab's switch: "true", "1" or "yes" (any case), or "false", "0" or "no".
-fn passthrough(v: &str) -> Result<bool, ConfigError> {
+/// A connection mode (CONNECTION_MODE or --connection-mode, named by `key`). Only `tc` is
+/// built: vrnetlab's other modes (bridge, ovs, macvtap, ...) are refused by name.
+pub(super) fn connection_mode(key: &Key, v: &str) -> Result<ConnectionMode, ConfigError> {
+    choice(
+        key,
+        v,
+        &[(
+            "tc (tc mirred passes LACP, STP and LLDP)",
+            ConnectionMode::Tc,
+        )],
+    )
+}
+
+/// A unicast MAC address `aa:bb:cc:dd:ee:ff` (any case), as CLAB_MGMT_MAC gives it.
+fn mac(v: &str) -> Result<String, ConfigError> {
+    let key = Key::new("CLAB_MGMT_MAC");
+    let t = v.trim().to_ascii_lowercase();
+    let octets: Vec<&str> = t.split(':').collect();
+    let hex = octets.len() == 6
+        && octets
+            .iter()
+            .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()));
+    if !hex {
+        return Err(key.invalid(v, "expected a MAC address such as 0c:00:12:34:56:78"));
+    }
+    let first = u8::from_str_radix(octets[0], 16).unwrap_or(1);
+    if first & 1 == 1 || t == "00:00:00:00:00:00" {
+        return Err(key.invalid(v, "a NIC's MAC is unicast and not all zero"));
+    }
+    Ok(t)
+}
+
+/// A subnet `address/length` of one family (DOCKER_NET_V4_ADDR, DOCKER_NET_V6_ADDR), or unset
+/// when absent or blank (containerlab passes an empty v6 subnet when there is none).
+fn subnet(env: &Env, var: &str, v6: bool) -> Result<Option<String>, ConfigError> {
+    let Some(v) = env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let max = if v6 { 128 } else { 32 };
+    let ok = v.split_once('/').is_some_and(|(a, len)| {
+        let family = a
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_ipv6() == v6);
+        family && len.parse::<u8>().is_ok_and(|l| l <= max)
+    });
+    if !ok {
+        let what = if v6 { "an IPv6" } else { "an IPv4" };
+        return Err(Key::new(var).invalid(v, format!("expected {what} subnet ADDRESS/LENGTH")));
+    }
+    Ok(Some(v.to_string()))
+}
+
+/// containerlab's switch (named by `var`): "true", "1" or "yes" (any case), or "false", "0" or
+/// "no".
+fn switch(var: &str, v: &str) -> Result<bool, ConfigError> {
     const OPTIONS: &[(&str, bool)] = &[("true|1|yes", true), ("false|0|no", false)];
-    let key = Key::new("CLAB_MGMT_PASSTHROUGH");
+    let key = Key::new(var);
     // The error shows the value as given, not as compared.
     pick(&v.trim().to_ascii_lowercase(), OPTIONS)
         .ok_or_else(|| key.invalid(v, super::expected(OPTIONS)))

@@ -54,6 +54,10 @@ pub type Env = BTreeMap<String, String>;
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub credentials: Credentials,
+    /// --connection-mode (over CONNECTION_MODE).
+    pub connection_mode: Option<String>,
+    /// --variant (SR OS).
+    pub variant: Option<String>,
 }
 
 /// Internal networks per VM (their tap fds sit at fixed numbers below the data taps).
@@ -283,6 +287,8 @@ pub(crate) fn parse_with(text: &str, env: &[(&str, &str)]) -> Result<Node, Confi
 mod tests;
 #[cfg(test)]
 mod tests_bounds;
+#[cfg(test)]
+mod tests_env;
 #[cfg(test)]
 mod tests_links;
 #[cfg(test)]

@@ -9,6 +9,7 @@ use super::hardware::{self, NodeNics};
 use super::schema::{
     BootstrapSection, ConsoleSection, DiskSection, File, KernelSection, MgmtSection, VmSection,
 };
+use super::sections;
 use super::vm::{self, Shared, VmInput};
 use super::{
     decode, resolve, ConfigError, InternalNet, Key, LinkSpec, Management, Node, NodeSettings,
@@ -71,7 +72,7 @@ fn single(
         },
         &shared,
     )?;
-    finish(f, base, env, &nics, vm.boot_delay, vec![plan], vec![])
+    finish(f, &shared, vm.boot_delay, vec![plan], vec![])
 }
 
 fn shared<'a>(
@@ -94,18 +95,19 @@ fn shared<'a>(
 /// file's health file and link settings.
 fn finish(
     f: &File,
-    base: &Path,
-    env: &EnvSettings,
-    nics: &NodeNics,
+    shared: &Shared,
     first_boot_delay: u64,
     vms: Vec<VmPlan>,
     internal: Vec<InternalNet>,
 ) -> Result<Node, ConfigError> {
-    let boot_delay = env.node.boot_delay.get()?.unwrap_or(first_boot_delay);
+    let (base, nics) = (shared.base, shared.nics);
+    let boot_delay = shared.env.boot_delay.get()?.unwrap_or(first_boot_delay);
     Ok(Node {
         settings: NodeSettings {
             identity: vms[0].identity().to_string(),
             health_file: resolve(base, &f.paths.health_file),
+            reset_file: resolve(base, &f.paths.reset_file),
+            connection_mode: sections::connection_mode(shared.env, shared.over)?,
             link_wait_timeout: nics.wait_timeout,
             links: nics.spec.clone(),
             on_missing_links: nics.on_missing_links,
@@ -277,7 +279,7 @@ fn several(
     }
     no_clashes(&vms)?;
     let first_boot_delay = first_boot_delay.expect("at least one [[vm]] entry");
-    finish(f, base, env, &nics, first_boot_delay, vms, nets)
+    finish(f, &shared, first_boot_delay, vms, nets)
 }
 
 /// With [[vm]], what belongs to one VM lives in its entry.

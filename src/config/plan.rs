@@ -144,6 +144,34 @@ pub enum RestartPolicy {
     OnFailure { max: u32, backoff: Duration },
 }
 
+/// How the data interfaces reach the VM (CONNECTION_MODE, --connection-mode).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConnectionMode {
+    /// ethN and its tap joined by tc mirred both ways.
+    #[default]
+    Tc,
+}
+
+/// What the lab tool (containerlab) told this VM beyond the file: its management NIC's MAC
+/// and DHCP, and values for the templates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lab {
+    /// CLAB_MGMT_MAC: the guest management NIC's MAC (in passthrough the container's
+    /// management interface takes it too, as vrnetlab does).
+    pub mgmt_mac: Option<String>,
+    /// CLAB_MGMT_DHCP (passthrough only): the guest takes its management address by DHCP; the
+    /// templates' `{mgmt_*}` values are `dhcp`.
+    pub mgmt_dhcp: bool,
+    /// CLAB_LABEL_CLAB_NODE_NAME, else the router's identity: `{node_name}`.
+    pub node_name: String,
+    /// DOCKER_NET_V4_ADDR, DOCKER_NET_V6_ADDR (the lab's management subnets):
+    /// `{docker_net_v4}`, `{docker_net_v6}`, empty when unset.
+    pub docker_net_v4: String,
+    pub docker_net_v6: String,
+    /// --variant (SR OS: the chassis type or its cp:/lc: line): `{variant}`.
+    pub variant: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
     pub username: Option<String>,
@@ -276,6 +304,7 @@ pub struct VmPlan {
     pub supervision: Supervision,
     pub run_dir: PathBuf,
     pub credentials: Credentials,
+    pub lab: Lab,
 }
 
 impl VmPlan {
@@ -339,6 +368,10 @@ pub struct NodeSettings {
     /// The router's name in status and health: the hostname, else the first VM's name.
     pub identity: String,
     pub health_file: PathBuf,
+    /// Touching this file resets the VMs (all, or those it lists), as vrnetlab's `/reset`.
+    pub reset_file: PathBuf,
+    /// How the data interfaces reach the VMs.
+    pub connection_mode: ConnectionMode,
     /// Where the data links come from: the VMs' plans, or the interfaces present at start.
     pub links: LinkSpec,
     /// How long to wait for the data interfaces (nics.wait_timeout).

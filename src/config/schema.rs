@@ -252,6 +252,8 @@ pub(super) struct PathsSection {
     pub(super) run_dir: String,
     pub(super) state_dir: String,
     pub(super) health_file: String,
+    /// vrnetlab's reset backdoor: touching this file resets the VMs (QMP system_reset).
+    pub(super) reset_file: String,
 }
 
 impl Default for PathsSection {
@@ -260,6 +262,7 @@ impl Default for PathsSection {
             run_dir: "/run/launcher".into(),
             state_dir: "/var/lib/launcher".into(),
             health_file: "/health".into(),
+            reset_file: "/reset".into(),
         }
     }
 }

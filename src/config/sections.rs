@@ -9,25 +9,27 @@ use super::bounds::{
     count, seconds, MAX_ATTEMPTS, MAX_BACKOFF_S, MAX_DELAY_S, MAX_RESTARTS, MAX_SHUTDOWN_TIMEOUT_S,
     MAX_TIMEOUT_S,
 };
-use super::env::{NodeEnv, Var};
+use super::env::{NodeEnv, Var, VmEnv};
 use super::schema::{BootstrapSection, ConsoleSection, MgmtSection, RestartSection, VmSection};
 use super::{
     check_template, choice, parse_forward, resolve, valid_ifname, BootAction, Bootstrap,
-    ConfigError, Console, Credentials, Forward, Key, Management, Overrides, RestartPolicy, Step,
-    Supervision,
+    ConfigError, ConnectionMode, Console, Credentials, Forward, Key, Lab, Management, Overrides,
+    RestartPolicy, Step, Supervision,
 };
 use std::path::Path;
 use std::time::Duration;
 
-/// `[management]` with CLAB_MGMT_PASSTHROUGH over its mode. Returns the key that decided the
-/// mode too (management.mode or the variable), for the checks against the data links.
+/// `[management]` with CLAB_MGMT_PASSTHROUGH over its mode and CLAB_MGMT_INTF over its
+/// interface. Returns the key that decided the mode too (management.mode or the variable), for
+/// the checks against the data links.
 pub(super) fn management(
     key: &Key,
     m: &MgmtSection,
-    passthrough: &Var<bool>,
+    env: &VmEnv,
     nic_model: &str,
     base: &Path,
 ) -> Result<(Management, Key), ConfigError> {
+    let passthrough: &Var<bool> = &env.mgmt_passthrough;
     let key = key.child("management");
     let mut mode = m.mode.as_str();
     let mut mode_key = key.child("mode");
@@ -62,11 +64,17 @@ pub(super) fn management(
             tftp_root: m.tftp_root.as_deref().map(|p| resolve(base, p)),
         },
         Mode::Passthrough => {
-            valid_ifname(&key.child("interface"), &m.interface)?;
+            let interface = match env.mgmt_intf.get()? {
+                Some(i) => i,
+                None => {
+                    valid_ifname(&key.child("interface"), &m.interface)?;
+                    m.interface.clone()
+                }
+            };
             valid_ifname(&key.child("tap"), &m.tap)?;
             Management::Passthrough {
                 model: model(),
-                interface: m.interface.clone(),
+                interface,
                 tap: m.tap.clone(),
             }
         }
@@ -204,6 +212,38 @@ pub(super) fn credentials(
         username,
         password,
         hostname,
+    })
+}
+
+/// --connection-mode, else CONNECTION_MODE, else tc.
+pub(super) fn connection_mode(
+    env: &NodeEnv,
+    over: &Overrides,
+) -> Result<ConnectionMode, ConfigError> {
+    match over.connection_mode.as_deref() {
+        Some(m) => super::env::connection_mode(&Key::new("--connection-mode"), m),
+        None => Ok(env.connection_mode.get()?.unwrap_or_default()),
+    }
+}
+
+/// What containerlab told the VM beyond the file (`vm`: this VM's variables, the first VM's
+/// only). `identity` names the node when CLAB_LABEL_CLAB_NODE_NAME is unset.
+pub(super) fn lab(
+    vm: &VmEnv,
+    node: &NodeEnv,
+    over: &Overrides,
+    identity: &str,
+) -> Result<Lab, ConfigError> {
+    Ok(Lab {
+        mgmt_mac: vm.mgmt_mac.get()?,
+        mgmt_dhcp: vm.mgmt_dhcp.get()?.unwrap_or(false),
+        node_name: node
+            .node_name
+            .clone()
+            .unwrap_or_else(|| identity.to_string()),
+        docker_net_v4: node.docker_net_v4.get()?.unwrap_or_default(),
+        docker_net_v6: node.docker_net_v6.get()?.unwrap_or_default(),
+        variant: over.variant.clone().unwrap_or_default(),
     })
 }
 

@@ -67,7 +67,7 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
     let (management, mode_key) = sections::management(
         &v.sections,
         v.management,
-        &v.env.mgmt_passthrough,
+        v.env,
         &shared.nics.nics.model,
         base,
     )?;
@@ -77,6 +77,8 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
         .map(|b| sections::bootstrap(&v.sections, b))
         .transpose()?;
     let credentials = sections::credentials(v.bootstrap, shared.env, shared.over)?;
+    let identity = credentials.hostname.as_deref().unwrap_or(&name);
+    let lab = sections::lab(v.env, shared.env, shared.over, identity)?;
     passthrough_is_no_data_link(&management, &mode_key, &shared.nics.nics.links)?;
     ready_tcp_is_forwarded(&console, &management, &v.sections)?;
     let startup_config = v.vm.startup_config.as_deref().map(|p| StartupConfig {
@@ -106,6 +108,7 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
         supervision,
         run_dir: v.run_dir,
         credentials,
+        lab,
     })
 }
 

@@ -1,5 +1,5 @@
 //! The control client: connects to the launcher's socket, sends one request line and decodes
-//! the one envelope that answers it (`status`, `health`), or performs the console handshake
+//! the one envelope that answers it (`status`, `health`, `reset`), or performs the console handshake
 //! and hands the stream back. Never prints and never touches the terminal (`commands` do).
 
 use crate::control::report::{Health, Report};
@@ -68,6 +68,14 @@ pub async fn status(path: &Path) -> Result<Report, ControlError> {
 /// `health`: the node's state, from the snapshot.
 pub async fn health(path: &Path) -> Result<Health, ControlError> {
     query(path, "health").await
+}
+
+/// `reset [VM]`: the names of the VMs reset (every VM without a name).
+pub async fn reset(path: &Path, vm: Option<&str>) -> Result<Vec<String>, ControlError> {
+    match vm {
+        Some(v) => query(path, &format!("reset {v}")).await,
+        None => query(path, "reset").await,
+    }
 }
 
 /// Asks to attach to `vm`'s console (the first VM's without a name). On `Ok`, the stream

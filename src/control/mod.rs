@@ -1,18 +1,22 @@
-//! The control socket: `launcher status`, `launcher health` and `launcher console` (run through
-//! `docker exec`) ask the running launcher over a Unix socket (mode 0600). One request line
+//! The control socket: `launcher status`, `launcher health`, `launcher console` and `launcher
+//! reset` (run through `docker exec`) ask the running launcher over a Unix socket (mode 0600). One request line
 //! (`verb [arg]`), one answer line in one JSON envelope for every verb: `{"ok": ...}` or
 //! `{"error": "..."}`; a console session continues on the same stream after its `ok`. The server
 //! bounds its clients (how many at once, how long and how large a request line may be) and
 //! answers each refusal with the error envelope.
 //! The server answers from the node snapshot ([`crate::state`]) plus the link table; it never
-//! changes state and never imports the supervisor.
+//! changes state and never imports the supervisor: a reset is a [`ResetRequest`] handed to
+//! whoever holds the VM's receiving end, and its answer passed back.
 
 pub mod client;
 pub mod report;
 pub mod server;
 
-pub use client::{attach, health, status};
+pub mod reset;
+
+pub use client::{attach, health, reset, status};
 pub use report::{render, Health, LinkReport, Report, VmReport};
+pub use reset::{ResetRequest, Resets};
 pub use server::{serve, Consoles};
 
 use serde::{Deserialize, Serialize};

@@ -1,11 +1,12 @@
 //! The control server: listens on the Unix socket (mode 0600) and answers each connection's
 //! one request line with one envelope: `status` (the report, with fresh link counters),
-//! `health` (from the snapshot alone, no netlink), `console [VM]` (then the session). It reads
-//! the snapshot and the link table; it never changes state and never imports the supervisor.
+//! `health` (from the snapshot alone, no netlink), `console [VM]` (then the session), `reset
+//! [VM]` (handed to the VMs, their answer passed back). It reads the snapshot and the link
+//! table; it never changes state and never imports the supervisor.
 
 use crate::console::Hub;
 use crate::control::report::{Health, Report};
-use crate::control::{ControlError, Envelope};
+use crate::control::{reset, ControlError, Envelope, Resets};
 use crate::net::{LinkTable, Netlink};
 use crate::state::Shared;
 use std::os::unix::fs::PermissionsExt;
@@ -42,15 +43,17 @@ struct Sources {
     table: Option<LinkTable>,
     nl: Option<Netlink>,
     consoles: Consoles,
+    resets: Resets,
 }
 
-/// Binds the socket and serves status, health and console sessions until the task is dropped.
+/// Binds the socket and serves status, health, console sessions and resets until the task is
+/// dropped.
 pub fn serve(
     path: PathBuf,
     snap: Shared,
     table: Option<LinkTable>,
     nl: Option<Netlink>,
-    consoles: Consoles,
+    (consoles, resets): (Consoles, Resets),
 ) -> Result<tokio::task::JoinHandle<()>, ControlError> {
     serve_with(
         path,
@@ -59,6 +62,7 @@ pub fn serve(
             table,
             nl,
             consoles,
+            resets,
         },
         Limits {
             clients: MAX_CLIENTS,
@@ -172,6 +176,16 @@ async fn answer(mut conn: UnixStream, src: Sources, timeout: Duration) -> std::i
         "console" => return console(conn, &src.consoles, arg).await,
         "status" => Envelope::Ok(status(&src).await).encode(),
         "health" => Envelope::Ok(Health::of(&src.snap.lock().unwrap())).encode(),
+        "reset" => {
+            let which: Vec<&str> = arg.into_iter().collect();
+            match reset::reset(&src.resets, &which).await {
+                Ok(done) => {
+                    tracing::info!(vms = ?done, "reset asked over the control socket");
+                    Envelope::Ok(done).encode()
+                }
+                Err(why) => Envelope::<()>::Error(why).encode(),
+            }
+        }
         other => Envelope::<()>::Error(format!("unknown request {other:?}")).encode(),
     };
     conn.write_all(line.as_bytes()).await?;
@@ -242,7 +256,7 @@ mod tests {
         };
         snap.lifecycle.state = State::Ready;
         let shared: Shared = Arc::new(std::sync::Mutex::new(snap));
-        let task = serve(path.clone(), shared, None, None, Arc::new(vec![])).unwrap();
+        let task = serve(path.clone(), shared, None, None, none()).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
 
@@ -259,6 +273,11 @@ mod tests {
         let e = client::query::<Report>(&path, "reboot").await.unwrap_err();
         assert!(
             matches!(&e, ControlError::Refused(why) if why == "unknown request \"reboot\""),
+            "{e:?}"
+        );
+        let e = client::reset(&path, Some("vfp")).await.unwrap_err();
+        assert!(
+            matches!(&e, ControlError::Refused(why) if why.starts_with("no VM \"vfp\" here")),
             "{e:?}"
         );
         let e = client::attach(&path, Some("vfp")).await.unwrap_err();
@@ -280,7 +299,12 @@ mod tests {
             table: None,
             nl: None,
             consoles: Arc::new(vec![]),
+            resets: Arc::new(vec![]),
         }
+    }
+
+    fn none() -> (Consoles, Resets) {
+        (Arc::new(vec![]), Arc::new(vec![]))
     }
 
     fn socket(tag: &str) -> (PathBuf, PathBuf) {
@@ -321,7 +345,7 @@ mod tests {
     #[tokio::test]
     async fn ten_megabytes_without_a_newline_get_an_error_not_a_request() {
         let (path, dir) = socket("long");
-        let task = serve(path.clone(), sources().snap, None, None, Arc::new(vec![])).unwrap();
+        let task = serve(path.clone(), sources().snap, None, None, none()).unwrap();
         let (r, mut w) = UnixStream::connect(&path).await.unwrap().into_split();
         let writer = tokio::spawn(async move { w.write_all(&vec![b'x'; 10 << 20]).await });
         let mut got = String::new();
@@ -343,7 +367,7 @@ mod tests {
     #[tokio::test]
     async fn past_the_client_cap_a_client_is_told_why_and_a_freed_slot_serves_again() {
         let (path, dir) = socket("cap");
-        let task = serve(path.clone(), sources().snap, None, None, Arc::new(vec![])).unwrap();
+        let task = serve(path.clone(), sources().snap, None, None, none()).unwrap();
         let mut held = Vec::new();
         for _ in 0..MAX_CLIENTS {
             held.push(UnixStream::connect(&path).await.unwrap());

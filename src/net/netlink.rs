@@ -156,6 +156,25 @@ impl Netlink {
         Ok(())
     }
 
+    /// Sets the link's MAC address (`aa:bb:cc:dd:ee:ff`).
+    pub async fn set_mac(&self, index: u32, ifname: &str, mac: &str) -> Result<(), NetError> {
+        let bytes: Vec<u8> = mac
+            .split(':')
+            .filter_map(|o| u8::from_str_radix(o, 16).ok())
+            .collect();
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Address(bytes));
+        self.request(
+            "set MAC address",
+            ifname,
+            RouteNetlinkMessage::SetLink(m),
+            NLM_F_ACK,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Creates bridge `name` (a leftover one of that name is reused) and sets it up.
     pub async fn bridge(&self, name: &str) -> Result<LinkInfo, NetError> {
         if self.link(name).await?.is_none() {

@@ -22,17 +22,21 @@ pub struct Passthrough {
 /// Reads `interface`'s MAC, addresses and default gateways, creates `tap_name` and wires
 /// `interface` to it (TCP to `keep_tcp` and a copy of ARP stay with the container, see
 /// [`Netlink::wire_passthrough`]). The interface must already be there: the container runtime
-/// creates it before the launcher starts.
+/// creates it before the launcher starts. With `mac` (CLAB_MGMT_MAC), the interface takes that
+/// MAC first, as vrnetlab does, so frames for the container's address are the VM's.
 pub async fn wire(
     interface: &str,
     tap_name: &str,
     keep_tcp: &[u16],
+    mac: Option<&str>,
 ) -> Result<Passthrough, NetError> {
     let nl = Netlink::new()?;
-    let eth = nl
-        .link(interface)
-        .await?
-        .ok_or_else(|| NetError::NoSuchLink(interface.into()))?;
+    let missing = || NetError::NoSuchLink(interface.into());
+    let mut eth = nl.link(interface).await?.ok_or_else(missing)?;
+    if let Some(mac) = mac.filter(|m| !eth.mac.eq_ignore_ascii_case(m)) {
+        nl.set_mac(eth.index, interface, mac).await?;
+        eth = nl.link(interface).await?.ok_or_else(missing)?;
+    }
     let addresses = nl.addresses(eth.index, interface).await?;
     let gateways = nl.default_gateways(eth.index, interface).await?;
     let tap = tap::open(tap_name, false)?;

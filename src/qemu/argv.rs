@@ -17,8 +17,8 @@ pub const GUEST_MGMT_IP: &str = "10.0.0.15";
 /// What the supervisor knows at start and the plan does not.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resolved {
-    /// Passthrough: the container eth0's MAC, so the VM is the address the lab tool handed
-    /// out. None: the stable derived [`mac`].
+    /// The management NIC's MAC: CLAB_MGMT_MAC, else in passthrough the container eth0's, so
+    /// the VM is the address the lab tool handed out. None: the stable derived [`mac`].
     pub mgmt_mac: Option<String>,
     /// The kernel command line with its {templates} rendered. None: the plan's text as is.
     pub kernel_append: Option<String>,
@@ -34,7 +34,7 @@ impl Resolved {
     /// config assumed present, the planned links). What `launcher check` shows.
     pub fn planned(plan: &VmPlan) -> Self {
         Resolved {
-            mgmt_mac: None,
+            mgmt_mac: plan.lab.mgmt_mac.clone(),
             kernel_append: None,
             startup_config: plan.startup_config.clone(),
             links: plan.nics.links.clone(),
@@ -246,10 +246,8 @@ fn management(a: &mut Argv, plan: &VmPlan, resolved: &Resolved, fds: &FdLayout, 
                 ));
             }
             a.opt("-netdev", nd);
-            a.opt(
-                "-device",
-                format!("{model},netdev=mgmt,mac={}", mac(seed, 0)),
-            );
+            let m = resolved.mgmt_mac.clone().unwrap_or_else(|| mac(seed, 0));
+            a.opt("-device", format!("{model},netdev=mgmt,mac={m}"));
         }
         Management::Passthrough { model, .. } => {
             let m = resolved.mgmt_mac.clone().unwrap_or_else(|| mac(seed, 0));

@@ -88,7 +88,7 @@ pub struct VmFacts {
 }
 
 /// Resolves one VM's run-time facts once, at start: `mac` is the container interface's MAC in
-/// passthrough mode. A startup config whose file is not there is left out (the VM boots
+/// passthrough mode (CLAB_MGMT_MAC, when set, wins in every mode). A startup config whose file is not there is left out (the VM boots
 /// without one), as it was at start.
 pub fn resolve(plan: &VmPlan, addrs: &MgmtAddrs, mac: Option<String>) -> VmFacts {
     let values = template_values(plan, addrs);
@@ -100,7 +100,7 @@ pub fn resolve(plan: &VmPlan, addrs: &MgmtAddrs, mac: Option<String>) -> VmFacts
         there
     });
     let resolved = qemu::Resolved {
-        mgmt_mac: mac,
+        mgmt_mac: plan.lab.mgmt_mac.clone().or(mac),
         kernel_append: plan
             .boot
             .kernel
@@ -112,8 +112,22 @@ pub fn resolve(plan: &VmPlan, addrs: &MgmtAddrs, mac: Option<String>) -> VmFacts
     VmFacts { resolved, values }
 }
 
-/// The values a VM's templates (kernel command line, bootstrap) see.
+/// The values a VM's templates (kernel command line, bootstrap) see. With CLAB_MGMT_DHCP in
+/// passthrough, the management values are `dhcp` (the guest asks a DHCP server), as vrnetlab
+/// has them.
 pub fn template_values(plan: &VmPlan, mgmt: &MgmtAddrs) -> template::Values {
+    let dhcp = MgmtAddrs {
+        ipv4: "dhcp".into(),
+        gateway4: "dhcp".into(),
+        ipv6: "dhcp".into(),
+        gateway6: "dhcp".into(),
+    };
+    let passthrough = matches!(plan.management, Management::Passthrough { .. });
+    let mgmt = if plan.lab.mgmt_dhcp && passthrough {
+        &dhcp
+    } else {
+        mgmt
+    };
     let mut v = template::Values::new();
     v.insert("hostname", plan.identity().to_string());
     v.insert("name", plan.name.clone());
@@ -129,6 +143,10 @@ pub fn template_values(plan: &VmPlan, mgmt: &MgmtAddrs) -> template::Values {
     v.insert("mgmt_gateway", mgmt.gateway4.clone());
     v.insert("mgmt_ipv6", mgmt.ipv6.clone());
     v.insert("mgmt_gateway6", mgmt.gateway6.clone());
+    v.insert("node_name", plan.lab.node_name.clone());
+    v.insert("docker_net_v4", plan.lab.docker_net_v4.clone());
+    v.insert("docker_net_v6", plan.lab.docker_net_v6.clone());
+    v.insert("variant", plan.lab.variant.clone());
     v
 }
 
@@ -157,5 +175,76 @@ mod tests {
         assert_eq!(m.gateway4, "192.0.2.1");
         assert_eq!(m.gateway6, "2001:db8::1");
         assert_eq!(MgmtAddrs::user().ipv4, "10.0.0.15/24");
+    }
+
+    fn plan(env: &[(&str, &str)]) -> VmPlan {
+        let text = "[vm]\nname = \"r\"\n[kernel]\npath = \"k\"\n";
+        crate::config::parse_with(text, env).unwrap().vms.remove(0)
+    }
+
+    /// CLAB_MGMT_MAC is the guest management NIC's MAC in user mode (and in `launcher check`);
+    /// without it, the derived one.
+    #[test]
+    fn clab_mgmt_mac_is_the_management_nics_mac() {
+        let p = plan(&[("CLAB_MGMT_MAC", "0c:00:aa:bb:cc:01")]);
+        let facts = resolve(&p, &MgmtAddrs::user(), None);
+        let launch = qemu::Launch::for_check(&p);
+        let argv: Vec<String> = qemu::argv(&p, &launch, &facts.resolved)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert!(
+            argv.iter()
+                .any(|a| a.ends_with("netdev=mgmt,mac=0c:00:aa:bb:cc:01")),
+            "{argv:?}"
+        );
+        let planned = qemu::argv(&p, &launch, &qemu::Resolved::planned(&p));
+        assert!(planned
+            .iter()
+            .any(|a| a.to_string_lossy().ends_with("mac=0c:00:aa:bb:cc:01")));
+        // Passthrough: CLAB_MGMT_MAC over the interface's own (which takes it too).
+        let facts = resolve(&p, &MgmtAddrs::user(), Some("02:42:ac:14:14:03".into()));
+        assert_eq!(
+            facts.resolved.mgmt_mac.as_deref(),
+            Some("0c:00:aa:bb:cc:01")
+        );
+        let p = plan(&[]);
+        let facts = resolve(&p, &MgmtAddrs::user(), None);
+        assert_eq!(facts.resolved.mgmt_mac, None);
+    }
+
+    /// CLAB_MGMT_DHCP makes the management values `dhcp` in passthrough (only there, as in
+    /// vrnetlab); the lab's values are placeholders.
+    #[test]
+    fn template_values_carry_the_lab_and_dhcp() {
+        let env = [
+            ("CLAB_MGMT_DHCP", "true"),
+            ("CLAB_LABEL_CLAB_NODE_NAME", "pe1"),
+            ("DOCKER_NET_V4_ADDR", "172.20.20.0/24"),
+            ("DOCKER_NET_V6_ADDR", "3fff:172:20:20::/64"),
+        ];
+        let addrs = MgmtAddrs {
+            ipv4: "172.20.20.5/24".into(),
+            gateway4: "172.20.20.1".into(),
+            ..Default::default()
+        };
+        let user = template_values(&plan(&env), &MgmtAddrs::user());
+        assert_eq!(user["mgmt_ip"], "10.0.0.15/24");
+        let mut pt = env.to_vec();
+        pt.push(("CLAB_MGMT_PASSTHROUGH", "true"));
+        let v = template_values(&plan(&pt), &addrs);
+        for k in ["mgmt_ip", "mgmt_gateway", "mgmt_ipv6", "mgmt_gateway6"] {
+            assert_eq!(v[k], "dhcp", "{k}");
+        }
+        assert_eq!(v["node_name"], "pe1");
+        assert_eq!(v["docker_net_v4"], "172.20.20.0/24");
+        assert_eq!(v["docker_net_v6"], "3fff:172:20:20::/64");
+        assert_eq!(v["variant"], "");
+        let v = template_values(&plan(&pt[1..]), &addrs);
+        assert_eq!(v["mgmt_ip"], "172.20.20.5/24");
+        // Every placeholder has a value.
+        for k in template::PLACEHOLDERS {
+            assert!(v.contains_key(k), "{k}");
+        }
     }
 }

@@ -12,6 +12,7 @@ mod preflight;
 mod probes;
 mod qemu_run;
 mod reaper;
+mod reset;
 mod setup;
 mod spawn;
 mod vm;
@@ -125,7 +126,12 @@ pub async fn run(node: Node) -> Result<Code, SupervisorError> {
         //    works during the (possibly long) wait for the lab tool.
         let (table, nl) = net.for_status();
         let hubs = setup::console_hubs(&node, &consoles);
-        let _control = control::serve(control::socket_path(), state.shared(), table, nl, hubs)?;
+        let names: Vec<String> = node.vms.iter().map(|p| p.name.clone()).collect();
+        let (resets, reset_rxs) = control::reset::channels(&names);
+        let control = (hubs, resets.clone());
+        let _control = control::serve(control::socket_path(), state.shared(), table, nl, control)?;
+        //    vrnetlab's reset file, with the socket: both hand resets to the VMs once they run.
+        let _reset_file = reset::watch_file(node.settings.reset_file.clone(), resets);
         // 8. Wait for the data links, interruptible: a SIGTERM here stops the node with exit 0.
         if setup::wait_for_links(&mut net, &node, &mut signals, &state).await? == Waited::Stopped {
             return Ok(Code::Ok);
@@ -137,7 +143,10 @@ pub async fn run(node: Node) -> Result<Code, SupervisorError> {
         // 10. Per VM: its run-time facts (passthrough MAC, the kernel line rendered, the
         //     startup config if there), its argv, and its fds bound through the same FdLayout.
         //     Only now: the links are wired and every tap is open. The plan is never edited.
-        let vms = setup::ready_vms(node, &launches, &net, consoles, &state, &reaper)?;
+        let mut vms = setup::ready_vms(node, &launches, &net, consoles, &state, &reaper)?;
+        for (vm, rx) in vms.iter_mut().zip(reset_rxs) {
+            vm.resets = Some(rx);
+        }
         // From here the watcher task owns the data links; it re-wires a re-created ethN.
         setup::keep_links_wired(&mut net);
         // 11. The VMs: ordered start, reverse stop, restarts; their ends make the exit code.

@@ -5,9 +5,9 @@
 //! handles it as a clean quit of the emulator, not a guest powerdown). Never restarts qemu (the
 //! VM's life decides that) and never reaps it (the reaper does).
 
-use super::probes;
 use super::reaper::exit_code_of;
 use super::vm::Vm;
+use super::{probes, reset};
 use crate::config::VmPlan;
 use crate::console::bootstrap::{self, AfterFailure, BootstrapError};
 use crate::console::ConsoleEvent;
@@ -127,8 +127,9 @@ pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child
     let Child { pid, mut exited } = child;
     let (helpers, mut feeds) = probes::start(&vm.plan, &vm.facts, &vm.hub);
     let mut run = Run::new(&vm.plan, &vm.handle, Pid::from_raw(pid));
-    // Drain console readiness left over from a previous run.
+    // Drain console readiness and resets left over from a previous run.
     while vm.console_rx.try_recv().is_ok() {}
+    reset::refuse_waiting(&mut vm.resets);
     // A stop asked for before this run began counts at once.
     stop.mark_changed();
     let end = loop {
@@ -146,6 +147,9 @@ pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child
             Some(ConsoleEvent::ReadyPattern(p)) = vm.console_rx.recv() => {
                 tracing::debug!(pattern = %p, "ready pattern seen");
                 run.probe(Probe::Pattern, format!("console showed {p:?}"));
+            }
+            Some(req) = reset::next(&mut vm.resets) => {
+                reset::answer(&vm.plan.name, run.qmp.as_deref(), run.stopping, req).await;
             }
             Some(port) = feeds.tcp.recv() => {
                 tracing::debug!(port, "TCP probe answered");

@@ -179,7 +179,8 @@ pub async fn bring_up_net(
             ..
         } = &plan.management
         {
-            let p = net::passthrough::wire(interface, name, &keep).await?;
+            let lab_mac = plan.lab.mgmt_mac.as_deref();
+            let p = net::passthrough::wire(interface, name, &keep, lab_mac).await?;
             wired.push(interface.clone());
             addrs = MgmtAddrs::from_passthrough(&p);
             mac = Some(p.mac.clone());
@@ -374,6 +375,7 @@ pub fn ready_vms(
             hub,
             console_rx,
             reaper: reaper.clone(),
+            resets: None,
         });
     }
     Ok(vms)

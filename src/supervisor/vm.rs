@@ -28,6 +28,8 @@ pub struct Vm {
     pub hub: Hub,
     pub console_rx: mpsc::UnboundedReceiver<ConsoleEvent>,
     pub reaper: Reaper,
+    /// `launcher reset` and the reset file's requests, once attached ([`super::reset`]).
+    pub resets: Option<mpsc::Receiver<crate::control::ResetRequest>>,
 }
 
 /// What comes after one qemu run.
