@@ -17,6 +17,9 @@ have nsenter || need_pkgs+=(util-linux)
 if [ "${NEED_DOCKER:-1}" = 1 ]; then
   have dockerd || need_pkgs+=(docker.io)
   have debootstrap || need_pkgs+=(debootstrap)
+  # The second runtime (tests/podman.rs): images are imported from Docker, never pulled.
+  have podman || need_pkgs+=(podman)
+  have catatonit || need_pkgs+=(catatonit)   # podman's pod infra (kube play) is built with it
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "deps: installing ${need_pkgs[*]}"

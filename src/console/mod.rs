@@ -67,6 +67,8 @@ pub struct Hub {
     from_vm: broadcast::Sender<Arc<[u8]>>,
     history: Arc<Mutex<VecDeque<u8>>>,
     held: Arc<AtomicBool>,
+    /// The guest booted again (a reset, a reboot): its ready pattern counts again.
+    rearm: Arc<AtomicBool>,
 }
 
 impl Hub {
@@ -79,6 +81,7 @@ impl Hub {
             from_vm,
             history: Arc::default(),
             held: Arc::default(),
+            rearm: Arc::default(),
         };
         (hub, to_vm_rx)
     }
@@ -97,6 +100,11 @@ impl Hub {
     }
     pub fn is_held(&self) -> bool {
         self.held.load(Ordering::SeqCst)
+    }
+    /// The guest is booting again on the same qemu connection (a reset or a reboot): the ready
+    /// pattern is looked for again, as for a new qemu.
+    pub fn rearm_ready(&self) {
+        self.rearm.store(true, Ordering::SeqCst);
     }
     fn history(&self) -> Vec<u8> {
         self.history.lock().unwrap().iter().copied().collect()
@@ -292,6 +300,9 @@ async fn own_serial(
                 hist.drain(..excess);
             }
             let _ = hub.from_vm.send(Arc::from(chunk));
+            if hub.rearm.swap(false, Ordering::SeqCst) {
+                lines.new_connection();
+            }
             lines.feed(chunk);
         }
         lines.flush();

@@ -142,7 +142,12 @@ pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child
                 run.on_stop(level).await;
             }
             Some(q) = feeds.qmp.recv() => run.on_qmp(q),
-            Some(e) = feeds.events.recv() => run.on_event(e),
+            Some(e) = feeds.events.recv() => {
+                if matches!(e, Event::Reset { .. }) {
+                    vm.hub.rearm_ready();
+                }
+                run.on_event(e);
+            }
             Some(r) = feeds.bootstrap.recv() => run.on_bootstrap(r),
             Some(ConsoleEvent::ReadyPattern(p)) = vm.console_rx.recv() => {
                 tracing::debug!(pattern = %p, "ready pattern seen");
