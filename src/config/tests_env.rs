@@ -134,3 +134,24 @@ fn bad_containerlab_values_are_exit_2_naming_the_variable() {
     let e = bad(&[("CLAB_MGMT_PASSTHROUGH", "true"), ("CLAB_MGMT_INTF", "a/b")]);
     assert!(e.to_string().starts_with("CLAB_MGMT_INTF = \"a/b\""), "{e}");
 }
+
+/// The README's platform example is the documented readiness pattern: SSH on port 22 through
+/// the default forwards; it parses, and passthrough (no forward) refuses it naming the key.
+#[test]
+fn the_readme_platform_example_waits_for_ssh_through_the_forward() {
+    let readme = include_str!("../../README.md");
+    let at = readme
+        .find("## Packaging a real router image")
+        .expect("the packaging section");
+    let block = &readme[at..];
+    let start = block.find("```toml\n").expect("its toml block") + "```toml\n".len();
+    let text = &block[start..start + block[start..].find("```").unwrap()];
+    assert!(text.contains("ready_tcp = 22"), "{text}");
+    let plan = p(text, &[]).unwrap();
+    assert_eq!(plan.console.ready_tcp, Some(22));
+    let e = pn(text, &[("CLAB_MGMT_PASSTHROUGH", "true")]).unwrap_err();
+    assert!(
+        e.to_string().starts_with("console.ready_tcp = \"22\""),
+        "{e}"
+    );
+}
