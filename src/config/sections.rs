@@ -1,5 +1,6 @@
 //! The section builders for how the VM is reached and run: `[management]`, `[console]`,
-//! `[restart]` with the vm time-outs, the credentials, `[bootstrap]`. Each takes its schema
+//! `[restart]` with the vm time-outs, the credentials, `[bootstrap]`, the connection mode and
+//! what containerlab tells the VM beyond the file ([`Lab`]). Each takes its schema
 //! section, the key it lives under and the environment that overrides it, and returns the
 //! validated part of the plan. Never looks at another section (that is `vm`) and never at the
 //! system.
