@@ -1,7 +1,7 @@
 //! A stdout nobody drains (a stuck Docker log driver, a paused pipe) never stalls the launcher:
 //! with real qemu booting images/tinylinux and the launcher's stdout a pipe this test never
-//! reads (shrunk to one page, so it is full at once), status still answers, the node gets
-//! ready, and SIGTERM stops it with exit 0.
+//! reads (shrunk to one page, so it is full at once), status still answers (and counts the
+//! log lines dropped), the node gets ready, and SIGTERM stops it with exit 0.
 
 mod common;
 use common::*;
@@ -65,6 +65,13 @@ fn a_stdout_nobody_reads_never_stalls_status_readiness_or_shutdown() {
         (st?["state"] == "ready").then_some(())
     });
     println!("ready after {:?}, slowest status {slowest:?}", t.elapsed());
+    // Status says how much stdout lost so far.
+    let dropped = status(&ns).unwrap()["log_lines_dropped"].as_u64();
+    assert!(
+        dropped.is_some_and(|n| n > 0),
+        "status shows no dropped log lines: {dropped:?}"
+    );
+    println!("status: {} log lines dropped", dropped.unwrap());
     assert_eq!(ns.health(), "0 running");
     let full = queued(pipe.as_raw_fd());
     // Full: the next line (a JSON event, ~150 bytes and more) no longer fits.

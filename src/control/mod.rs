@@ -13,7 +13,7 @@ pub mod server;
 
 pub use client::{attach, health, status};
 pub use report::{render, Health, LinkReport, Report, VmReport};
-pub use server::{serve, Consoles};
+pub use server::{serve, Consoles, Request};
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
