@@ -13,6 +13,8 @@ pub mod console;
 pub mod control;
 pub mod disks;
 pub mod exit;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logout;
 pub mod net;
 pub mod qemu;

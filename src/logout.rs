@@ -179,6 +179,12 @@ pub fn stdout() -> Line {
     }
 }
 
+/// Lines dropped since the start because stdout was not drained (0 before [`init`]); what
+/// `launcher status` shows.
+pub fn dropped() -> u64 {
+    STDOUT.get().map_or(0, |q| q.dropped_total())
+}
+
 /// At exit: waits at most [`EXIT_FLUSH`] for the queued lines, then says on stderr what did
 /// not reach stdout. Never blocks longer, even if stdout is stuck.
 pub fn finish() {

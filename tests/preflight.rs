@@ -144,3 +144,63 @@ fn without_net_admin_a_node_with_data_links_exits_2_naming_cap_add() {
     );
     assert_nothing_created(&ns, &log.to_string());
 }
+
+/// A bring-up that fails half-way (passthrough wired eth0, then the data link's tap cannot be
+/// made: a non-tap device already holds its name) exits 1 and takes the passthrough filters
+/// back off eth0, which would otherwise send every frame to a tap that is gone.
+#[test]
+fn a_bring_up_failing_after_passthrough_takes_the_eth0_filters_back() {
+    let ns = Netns::new("fuzz-halfpass");
+    veth_pair(&ns, "eth0", "mgmt0");
+    ns.ip("addr add 192.0.2.2/24 dev eth0");
+    ns.ip("link set eth0 up");
+    veth_pair(&ns, "eth1", "p1");
+    ns.ip("link add tap1 type bridge");
+    let cfg = tinylinux_config(&ns, "hp", "", "[nics]\ncount = 1\n");
+    let mut r = Running::start(&ns, &cfg, &[("CLAB_MGMT_PASSTHROUGH", "true")]);
+    let code = r.wait_exit(Duration::from_secs(30));
+    let log = r.log();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.has("management passthrough wired", &[]) && log.stderr.contains("tap1"),
+        "passthrough was wired, then tap1 failed: {log}"
+    );
+    let left = ingress_filters(&ns, "eth0");
+    assert!(
+        left.is_empty(),
+        "passthrough filters left on eth0 after a failed bring-up: {left}\n{log}"
+    );
+    let socks = sockets_under(&ns.dir);
+    assert!(socks.is_empty(), "sockets left after exit: {socks:?}");
+}
+
+/// A set-up step after the consoles failing (a CD image whose folder holds a folder) exits 1
+/// and removes the console sockets the consoles had made.
+#[test]
+fn a_disk_failing_after_the_consoles_removes_their_sockets() {
+    let ns = Netns::new("fuzz-halfdisk");
+    let day0 = ns.dir.join("day0");
+    std::fs::create_dir_all(day0.join("not-a-file")).unwrap();
+    let extra = format!(
+        "[[disk]]\npath = \"{}\"\nformat = \"iso\"\n",
+        day0.display()
+    );
+    let cfg = tinylinux_config(&ns, "hd", "", &extra);
+    let mut r = Running::start(&ns, &cfg, &[]);
+    let code = r.wait_exit(Duration::from_secs(30));
+    let log = r.log();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.stderr.contains("only plain files go on the CD image"),
+        "the CD image failed: {log}"
+    );
+    assert!(
+        ns.dir.join("console.log").exists(),
+        "the consoles had started: {log}"
+    );
+    let socks = sockets_under(&ns.dir);
+    assert!(
+        socks.is_empty(),
+        "sockets left after exit: {socks:?}\n{log}"
+    );
+}

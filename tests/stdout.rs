@@ -1,7 +1,7 @@
 //! A stdout nobody drains (a stuck Docker log driver, a paused pipe) never stalls the launcher:
 //! with real qemu booting images/tinylinux and the launcher's stdout a pipe this test never
-//! reads (shrunk to one page, so it is full at once), status still answers, the node gets
-//! ready, and SIGTERM stops it with exit 0.
+//! reads (shrunk to one page, so it is full at once), status still answers (and counts the
+//! log lines dropped), the node gets ready, and SIGTERM stops it with exit 0.
 
 mod common;
 use common::*;
@@ -65,6 +65,22 @@ fn a_stdout_nobody_reads_never_stalls_status_readiness_or_shutdown() {
         (st?["state"] == "ready").then_some(())
     });
     println!("ready after {:?}, slowest status {slowest:?}", t.elapsed());
+    // More log lines than the queue holds (each telnet client logs one or two lines),
+    // then status says how many stdout lost so far.
+    let churn = ns.exec(
+        "exec bash -c 'for i in $(seq 5000); do exec 3<>/dev/tcp/127.0.0.1/5000; exec 3>&-; done'",
+    );
+    assert!(churn.status.success(), "telnet churn: {churn:?}");
+    let dropped = wait_for(
+        Duration::from_secs(20),
+        "status to count dropped lines",
+        || {
+            status(&ns)?["log_lines_dropped"]
+                .as_u64()
+                .filter(|&n| n > 0)
+        },
+    );
+    println!("status: {dropped} log lines dropped");
     assert_eq!(ns.health(), "0 running");
     let full = queued(pipe.as_raw_fd());
     // Full: the next line (a JSON event, ~150 bytes and more) no longer fits.

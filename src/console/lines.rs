@@ -138,6 +138,10 @@ impl<L: Write, O: Write> LineSplitter<L, O> {
         let _ = writeln!(self.out, "{}: {text}{mark}", self.label);
         self.line.clear();
     }
+    /// The log and output writers back (for the fuzz checks in `crate::fuzzing`).
+    pub(crate) fn into_parts(self) -> (L, O) {
+        (self.log, self.out)
+    }
     /// The connection ended: a partial line is printed, the log flushed.
     pub(crate) fn flush(&mut self) {
         if !self.line.is_empty() {

@@ -17,7 +17,7 @@ pub mod telnet;
 pub use lines::{CUT_MARK, MAX_LINE};
 pub use telnet::TelnetFilter;
 
-use lines::LineSplitter;
+pub(crate) use lines::LineSplitter;
 use logfile::RotatingLog;
 
 use std::collections::VecDeque;

@@ -17,7 +17,7 @@ pub mod reset;
 pub use client::{attach, health, reset, status};
 pub use report::{render, Health, LinkReport, Report, VmReport};
 pub use reset::{ResetRequest, Resets};
-pub use server::{serve, Consoles};
+pub use server::{serve, Consoles, Request};
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

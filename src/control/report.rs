@@ -42,6 +42,9 @@ pub struct Report {
     /// Each VM of the node (also for one VM).
     #[serde(default)]
     pub vms: Vec<VmReport>,
+    /// Log and console lines dropped since the start because stdout was not drained.
+    #[serde(default)]
+    pub log_lines_dropped: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +145,7 @@ impl Report {
                     logs: v.logs.iter().map(|l| l.display().to_string()).collect(),
                 })
                 .collect(),
+            log_lines_dropped: 0,
         }
     }
 }
@@ -188,6 +192,12 @@ pub fn render(r: &Report) -> String {
             String::new()
         };
         out.push_str(&format!("logs{who}: {}\n", vm.logs.join(", ")));
+    }
+    if r.log_lines_dropped > 0 {
+        out.push_str(&format!(
+            "stdout: {} log lines dropped (stdout was not drained)\n",
+            r.log_lines_dropped
+        ));
     }
     if r.vms.len() > 1 {
         out.push_str(&format!(
@@ -329,6 +339,7 @@ mod tests {
             qemu_pid: Some(9),
             links: r,
             vms: vec![],
+            log_lines_dropped: 0,
         };
         let text = render(&rep);
         assert!(text.contains("eth2") && text.contains("gone"), "{text}");
@@ -414,5 +425,18 @@ mod tests {
             json["vms"][0]["logs"][0],
             "/var/log/launcher/vm.console.log"
         );
+    }
+
+    #[test]
+    fn dropped_log_lines_are_shown_only_when_there_are_some() {
+        let mut r = Report::build(&Snapshot::default(), &[], &[]);
+        assert!(!render(&r).contains("dropped"), "{}", render(&r));
+        r.log_lines_dropped = 17;
+        let text = render(&r);
+        assert!(
+            text.contains("stdout: 17 log lines dropped (stdout was not drained)\n"),
+            "{text}"
+        );
+        assert_eq!(serde_json::to_value(&r).unwrap()["log_lines_dropped"], 17);
     }
 }

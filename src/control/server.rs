@@ -139,9 +139,41 @@ async fn refuse(mut conn: UnixStream, why: String) {
     .await;
 }
 
+/// One request, parsed from its line (pure; what [`answer`] acts on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Status,
+    Health,
+    /// `console [VM]`: the VM's name, None for the first.
+    Console(Option<String>),
+    /// `reset [VM]`: the VM's name, none for every VM.
+    Reset(Vec<String>),
+    /// Any other verb, as given.
+    Unknown(String),
+}
+
+impl Request {
+    /// Parses a request line (without its newline): lossy UTF-8, trimmed, `VERB [ARG]`.
+    pub fn parse(line: &[u8]) -> Request {
+        let req = String::from_utf8_lossy(line);
+        let req = req.trim();
+        let (verb, arg) = match req.split_once(' ') {
+            Some((v, a)) => (v, Some(a.trim())),
+            None => (req, None),
+        };
+        match verb {
+            "console" => Request::Console(arg.map(str::to_string)),
+            "status" => Request::Status,
+            "health" => Request::Health,
+            "reset" => Request::Reset(arg.into_iter().map(str::to_string).collect()),
+            other => Request::Unknown(other.to_string()),
+        }
+    }
+}
+
 /// Reads the request line byte by byte, so nothing after it is consumed (a console session
 /// continues on the same stream). Err(why) when it is longer than [`MAX_REQUEST`].
-async fn request_line(conn: &mut UnixStream) -> std::io::Result<Result<String, String>> {
+async fn request_line(conn: &mut UnixStream) -> std::io::Result<Result<Request, String>> {
     let mut line = Vec::new();
     let mut b = [0u8; 1];
     loop {
@@ -153,7 +185,7 @@ async fn request_line(conn: &mut UnixStream) -> std::io::Result<Result<String, S
         }
         line.push(b[0]);
     }
-    Ok(Ok(String::from_utf8_lossy(&line).trim().to_string()))
+    Ok(Ok(Request::parse(&line)))
 }
 
 async fn answer(mut conn: UnixStream, src: Sources, timeout: Duration) -> std::io::Result<()> {
@@ -168,16 +200,12 @@ async fn answer(mut conn: UnixStream, src: Sources, timeout: Duration) -> std::i
             return Ok(());
         }
     };
-    let (verb, arg) = match req.split_once(' ') {
-        Some((v, a)) => (v, Some(a.trim())),
-        None => (req.as_str(), None),
-    };
-    let line = match verb {
-        "console" => return console(conn, &src.consoles, arg).await,
-        "status" => Envelope::Ok(status(&src).await).encode(),
-        "health" => Envelope::Ok(Health::of(&src.snap.lock().unwrap())).encode(),
-        "reset" => {
-            let which: Vec<&str> = arg.into_iter().collect();
+    let line = match req {
+        Request::Console(vm) => return console(conn, &src.consoles, vm.as_deref()).await,
+        Request::Status => Envelope::Ok(status(&src).await).encode(),
+        Request::Health => Envelope::Ok(Health::of(&src.snap.lock().unwrap())).encode(),
+        Request::Reset(vms) => {
+            let which: Vec<&str> = vms.iter().map(String::as_str).collect();
             match reset::reset(&src.resets, &which).await {
                 Ok(done) => {
                     tracing::info!(vms = ?done, "reset asked over the control socket");
@@ -186,7 +214,9 @@ async fn answer(mut conn: UnixStream, src: Sources, timeout: Duration) -> std::i
                 Err(why) => Envelope::<()>::Error(why).encode(),
             }
         }
-        other => Envelope::<()>::Error(format!("unknown request {other:?}")).encode(),
+        Request::Unknown(other) => {
+            Envelope::<()>::Error(format!("unknown request {other:?}")).encode()
+        }
     };
     conn.write_all(line.as_bytes()).await?;
     conn.shutdown().await
@@ -205,7 +235,9 @@ async fn status(src: &Sources) -> Report {
         (Some(nl), false) => nl.links().await.unwrap_or_default(),
         _ => vec![],
     };
-    Report::build(&snap, &rows, &live)
+    let mut report = Report::build(&snap, &rows, &live);
+    report.log_lines_dropped = crate::logout::dropped();
+    report
 }
 
 /// `console [VM]`: `{"ok":"attached"}` then the session, or why not.

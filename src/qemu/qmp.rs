@@ -130,7 +130,7 @@ pub const MAX_LINE: usize = 8 << 20;
 
 /// One line read from qemu.
 #[derive(Debug, PartialEq, Eq)]
-enum Line {
+pub(crate) enum Line {
     /// A line (without its newline), decoded lossily.
     Text(String),
     /// A line over [`MAX_LINE`] bytes, skipped: its length.
@@ -142,7 +142,10 @@ enum Line {
 /// Reads one line of at most `max` bytes as bytes. A longer line is consumed to its end and
 /// reported as [`Line::TooLong`]; invalid UTF-8 becomes U+FFFD. A last line without a newline
 /// still counts.
-async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Line> {
+pub(crate) async fn read_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> std::io::Result<Line> {
     let mut buf = Vec::new();
     let mut len = 0usize;
     loop {

@@ -103,19 +103,25 @@ pub async fn run(node: Node) -> Result<Code, SupervisorError> {
     // 3. The node state (snapshot + health file) next: every later step reports through it.
     let snapshot = setup::snapshot(&node, &launches);
     let state = NodeState::new(snapshot, node.settings.health_file.clone());
+    //    The sockets consoles make (and qemu and control will make), removed on every exit
+    //    from here on, also when a later set-up step fails.
+    let sockets = setup::socket_paths(&node);
     // 4. Consoles before qemu can connect to them, and before disks: their logs and telnet
     //    ports exist from the first second, and passthrough must know the telnet ports.
-    let consoles = setup::start_consoles(&node).await?;
     // 5. Files: run folders, disk overlays, CD images. All local; a failure here leaves the
     //    network untouched.
-    setup::prepare_files(&node)?;
     // 6. The network: passthrough (its addresses feed the templates), the data
     //    links' taps (subscribed to link events first, so no ethN arrival is missed), the
-    //    internal networks. Every tap fd is owned from here to the end of `run`.
-    //    The sockets consoles made (and qemu and control will make), removed at the end.
-    let sockets = setup::socket_paths(&node);
-    let mut net = match setup::bring_up_net(&node, &launches, &state).await {
-        Ok(net) => net,
+    //    internal networks. Every tap fd is owned from here to the end of `run`. A failure
+    //    half-way takes back what it had wired (bring_up_net).
+    let early = async {
+        let consoles = setup::start_consoles(&node).await?;
+        setup::prepare_files(&node)?;
+        let net = setup::bring_up_net(&node, &launches, &state).await?;
+        Ok::<_, SupervisorError>((consoles, net))
+    };
+    let (consoles, mut net) = match early.await {
+        Ok(done) => done,
         Err(e) => {
             setup::remove_sockets(&sockets);
             return Err(e);

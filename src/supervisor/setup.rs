@@ -157,11 +157,26 @@ impl NetResources {
 }
 
 /// Management passthrough (a VM takes over eth0, the consoles' telnet ports excepted), the
-/// data links' taps, the internal networks. Records each VM's management in status.
+/// data links' taps, the internal networks. Records each VM's management in status. A failure
+/// half-way takes the passthrough wiring it had added back off (the taps close as they drop).
 pub async fn bring_up_net(
     node: &Node,
     launches: &[Launch],
     state: &NodeState,
+) -> Result<NetResources, SupervisorError> {
+    let mut wired = Vec::new();
+    let up = bring_up(node, launches, state, &mut wired).await;
+    if up.is_err() {
+        undo_passthrough(wired).await;
+    }
+    up
+}
+
+async fn bring_up(
+    node: &Node,
+    launches: &[Launch],
+    state: &NodeState,
+    wired: &mut Vec<String>,
 ) -> Result<NetResources, SupervisorError> {
     let keep: Vec<u16> = node
         .vms
@@ -169,7 +184,7 @@ pub async fn bring_up_net(
         .filter(|p| p.console.telnet_port > 0)
         .flat_map(|p| (0..=p.console.extra_serials as u16).map(move |n| p.console.telnet_port + n))
         .collect();
-    let (mut mgmts, mut mgmt_taps, mut wired) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut mgmts, mut mgmt_taps) = (Vec::new(), Vec::new());
     for (i, plan) in node.vms.iter().enumerate() {
         let (mut addrs, mut mac, mut tap) =
             (MgmtAddrs::without_passthrough(&plan.management), None, None);
@@ -179,9 +194,10 @@ pub async fn bring_up_net(
             ..
         } = &plan.management
         {
+            // Listed first: a wiring that fails half-way is taken back too.
+            wired.push(interface.clone());
             let lab_mac = plan.lab.mgmt_mac.as_deref();
             let p = net::passthrough::wire(interface, name, &keep, lab_mac).await?;
-            wired.push(interface.clone());
             addrs = MgmtAddrs::from_passthrough(&p);
             mac = Some(p.mac.clone());
             tap = Some(p.tap);
@@ -205,7 +221,7 @@ pub async fn bring_up_net(
         internal: net::internal::bring_up(&node.internal, node.settings.tap_mtu).await?,
         unwiring: None,
         watcher: None,
-        passthrough: wired,
+        passthrough: wired.clone(),
     };
     let table: LinkTable = Arc::new(Mutex::new(Vec::new()));
     match &node.settings.links {
@@ -401,7 +417,12 @@ pub async fn unwire(net: &mut NetResources) {
     if let Some(u) = net.unwiring.take() {
         u.unwire_all().await;
     }
-    for name in std::mem::take(&mut net.passthrough) {
+    undo_passthrough(std::mem::take(&mut net.passthrough)).await;
+}
+
+/// Takes the passthrough wiring off these interfaces; failures are logged.
+async fn undo_passthrough(interfaces: Vec<String>) {
+    for name in interfaces {
         if let Err(e) = net::passthrough::unwire(&name).await {
             tracing::warn!(interface = %name, error = %net::chain(&e), "cannot undo passthrough");
         }
