@@ -28,6 +28,8 @@ pub struct Vm {
     pub hub: Hub,
     pub console_rx: mpsc::UnboundedReceiver<ConsoleEvent>,
     pub reaper: Reaper,
+    /// Who its qemu runs as (None: not sandboxed).
+    pub creds: Option<crate::sandbox::QemuCreds>,
 }
 
 /// What comes after one qemu run.
@@ -105,7 +107,7 @@ pub async fn life(mut vm: Vm, mut stop: watch::Receiver<StopLevel>) -> Code {
         }
         // With a bootstrap, humans can watch from the first byte but type only after it.
         vm.hub.hold(vm.plan.bootstrap.is_some());
-        let pid = match spawn::qemu(&vm.argv, &vm.fds) {
+        let pid = match spawn::qemu(&vm.argv, &vm.fds, vm.creds.as_ref()) {
             Ok(p) => p,
             Err(source) => {
                 let e = SupervisorError::Spawn {
