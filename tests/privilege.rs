@@ -210,3 +210,142 @@ fn a_qemu_that_starts_a_helper_is_killed_by_its_sandbox() {
         "{log}"
     );
 }
+
+/// The `RUN` instruction of Dockerfile.base that creates qemu's user (with its continuation
+/// lines), so the Docker test builds the very recipe the base image uses.
+fn user_recipe() -> String {
+    let base =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile.base")).unwrap();
+    let mut out = Vec::new();
+    for l in base
+        .lines()
+        .skip_while(|l| !(l.starts_with("RUN") && l.contains("launcher-qemu")))
+    {
+        out.push(l);
+        if !l.ends_with('\\') {
+            break;
+        }
+    }
+    assert!(
+        !out.is_empty(),
+        "Dockerfile.base creates no launcher-qemu user"
+    );
+    out.join("\n")
+}
+
+/// A host veth end, deleted on drop (with its peer, wherever that is).
+struct Veth(String);
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = sh(&format!("ip link del {} 2>/dev/null", self.0));
+    }
+}
+
+/// A container image and a container named for this helper, removed on drop.
+struct Container {
+    name: String,
+    image: String,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = sh(&format!("docker rm -f {} >/dev/null 2>&1", self.name));
+        let _ = sh(&format!("docker rmi -f {} >/dev/null 2>&1", self.image));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn in_docker_with_net_admin_only_qemu_is_confined_and_the_launcher_keeps_what_it_logs() {
+    require_root();
+    assert!(
+        sh("docker info").status.success(),
+        "no Docker engine: the README test command starts dockerd"
+    );
+    assert!(
+        sh("docker image inspect launcher-tinylinux:latest").status.success(),
+        "image launcher-tinylinux is missing: scripts/images.sh builds it (the test command runs it)"
+    );
+    let id = std::process::id();
+    let c = Container {
+        name: format!("lt-priv-c{id}"),
+        image: format!("lt-priv-img:{id}"),
+        dir: std::env::temp_dir().join(format!("lt-priv-docker-{id}")),
+    };
+    std::fs::create_dir_all(&c.dir).unwrap();
+    // The tinylinux image with this build's launcher and the base image's user recipe.
+    std::fs::copy(LAUNCHER, c.dir.join("launcher")).unwrap();
+    std::fs::write(
+        c.dir.join("Dockerfile"),
+        format!(
+            "FROM launcher-tinylinux:latest\n{}\nCOPY launcher /usr/local/bin/launcher\n",
+            user_recipe()
+        ),
+    )
+    .unwrap();
+    must(&format!(
+        "docker build -q --network none -t {} {} >/dev/null",
+        c.image,
+        c.dir.display()
+    ));
+    must(&format!(
+        "docker run -d --name {} --cap-add NET_ADMIN --device /dev/net/tun \
+         -e CLAB_INTFS=1 -e LAUNCHER_LOG_FORMAT=json {}",
+        c.name, c.image
+    ));
+    // One data link moved in as eth1, the way containerlab does it (the peer goes with the
+    // container's namespace when it is removed).
+    let pid = must(&format!(
+        "docker inspect -f '{{{{.State.Pid}}}}' {}",
+        c.name
+    ));
+    let (a, b) = (format!("lt-priv-a{id}"), format!("lt-priv-b{id}"));
+    must(&format!(
+        "ip link add {a} type veth peer name {b} && ip link set {b} netns {pid} && \
+         nsenter -t {pid} -n ip link set {b} name eth1 up && ip link set {a} up",
+        pid = pid.trim()
+    ));
+    let _veth = Veth(a);
+    let exec = |cmd: &str| sh(&format!("docker exec {} {cmd}", c.name));
+    wait_for(Duration::from_secs(240), "the container healthy", || {
+        exec("launcher health").status.success().then_some(())
+    });
+    let st: serde_json::Value =
+        serde_json::from_slice(&exec("launcher status --json").stdout).unwrap();
+    let qemu = st["qemu_pid"].as_i64().expect("qemu pid");
+    let read = |pid: i64| {
+        let out = exec(&format!("cat /proc/{pid}/status"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect::<HashMap<String, String>>()
+    };
+    let q = read(qemu);
+    let l = read(1);
+    println!("in Docker, qemu (pid {qemu}):\n{}", cap_lines(&q));
+    println!("in Docker, the launcher (pid 1):\n{}", cap_lines(&l));
+    assert_confined(&q);
+    assert_eq!(q["Uid"].split_whitespace().next(), Some("64711"));
+    let logs = must(&format!("docker logs {} 2>&1", c.name));
+    let line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("the launcher keeps only these capabilities"))
+        })
+        .unwrap_or_else(|| panic!("no capability line in docker logs:\n{logs}"));
+    println!("{line}");
+    let f = &line["fields"];
+    assert_eq!(f["kept"], "kill,setgid,setuid,setpcap,net_admin");
+    let eff = u64::from_str_radix(f["effective"].as_str().unwrap(), 16).unwrap();
+    assert_eq!(
+        (hex(&l, "CapEff"), hex(&l, "CapPrm"), hex(&l, "CapBnd")),
+        (eff, eff, eff)
+    );
+    assert!(logs.contains("\"user\":\"launcher-qemu\""), "{logs}");
+}
