@@ -94,12 +94,28 @@ fn qemu_runs_unprivileged_and_the_launcher_keeps_what_it_logs_across_a_restart()
             d = d.display()
         ),
     );
+    // Management ports below 1024, which qemu binds itself (slirp's host forwards).
+    edit_file(
+        &cfg,
+        &[("forwards = []", "forwards = [\"tcp:22\", \"tcp:2080:80\"]")],
+    );
     ns.ip("link add p1 type veth peer name eth1");
     ns.ip("link set p1 up");
     ns.ip("addr add 192.0.2.1/24 dev p1");
     let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "1")]);
     wait_state(&ns, "ready", Duration::from_secs(150));
     ping(&ns, "192.0.2.2", Duration::from_secs(30));
+    let start = ns
+        .exec("cat /proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .stdout;
+    assert_eq!(String::from_utf8_lossy(&start).trim(), "22");
+    assert!(
+        r.log().any(|e| e.level == "WARN"
+            && e.message.contains("ip_unprivileged_port_start")
+            && e.field("to") == "22"),
+        "{}",
+        r.output()
+    );
 
     let pid = qemu_pid(&ns);
     let q = proc_status(&format!("/proc/{pid}/status"));

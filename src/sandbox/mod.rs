@@ -25,9 +25,12 @@ pub enum SandboxError {
         missing: String,
         uid: u32,
     },
-    #[error("/dev/kvm (mode {mode:o}, group {group}) cannot be opened by qemu's user (uid {uid}); make it group read-write (chmod 0660), use accel = \"tcg\", or set {key} = false")]
-    Kvm {
+    #[error("{device} (mode {mode:o}, group {group}) cannot be opened by qemu's user (uid {uid}); make it group read-write (chmod 0660 and a group), {instead}, or set {key} = false")]
+    Device {
         key: String,
+        device: &'static str,
+        /// The other way out: TCG, or no vhost-net.
+        instead: &'static str,
         mode: u32,
         group: u32,
         uid: u32,
@@ -57,7 +60,7 @@ impl SandboxError {
             self,
             SandboxError::NoUser { .. }
                 | SandboxError::Caps { .. }
-                | SandboxError::Kvm { .. }
+                | SandboxError::Device { .. }
                 | SandboxError::Ports { .. }
         )
     }
@@ -68,7 +71,8 @@ impl SandboxError {
 pub struct QemuCreds {
     pub uid: u32,
     pub gid: u32,
-    /// Its supplementary groups: its gid, and /dev/kvm's group where KVM needs it.
+    /// Its supplementary groups: its gid, and the groups of /dev/kvm and /dev/vhost-net where
+    /// it opens them.
     pub groups: Vec<u32>,
     /// For the log: the user name, or how the ids were chosen.
     pub user: String,
@@ -125,9 +129,10 @@ fn lookup(name: &str, passwd: &str) -> Option<(u32, u32)> {
     })
 }
 
-/// The group qemu needs to open /dev/kvm (mode, owner uid, group), or none when it may open
-/// it anyway (world read-write, or its own); an error when nothing lets it.
-pub fn kvm_group(dev: (u32, u32, u32), creds: &QemuCreds) -> Result<Option<u32>, (u32, u32)> {
+/// The group qemu needs to open a device node such as /dev/kvm (mode, owner uid, group), or
+/// none when it may open it anyway (world read-write, or its own); an error (its mode and
+/// group) when nothing lets it.
+pub fn device_group(dev: (u32, u32, u32), creds: &QemuCreds) -> Result<Option<u32>, (u32, u32)> {
     let (mode, owner, group) = dev;
     if mode & 0o006 == 0o006 || (owner == creds.uid && mode & 0o600 == 0o600) {
         return Ok(None);
@@ -290,12 +295,48 @@ mod tests {
     fn kvm_is_opened_through_its_group() {
         let c = identity(&name("qemu"), PASSWD, "k").unwrap();
         // Debian's udev rule: root:kvm 0660.
-        assert_eq!(kvm_group((0o20660, 0, 108), &c), Ok(Some(108)));
-        assert_eq!(kvm_group((0o20666, 0, 0), &c), Ok(None));
-        assert_eq!(kvm_group((0o20600, 120, 0), &c), Ok(None));
+        assert_eq!(device_group((0o20660, 0, 108), &c), Ok(Some(108)));
+        assert_eq!(device_group((0o20666, 0, 0), &c), Ok(None));
+        assert_eq!(device_group((0o20600, 120, 0), &c), Ok(None));
         // A bare host's root-only node: no way in.
-        assert_eq!(kvm_group((0o20600, 0, 0), &c), Err((0o600, 0)));
-        assert_eq!(kvm_group((0o20660, 0, 0), &c), Err((0o660, 0)));
+        assert_eq!(device_group((0o20600, 0, 0), &c), Err((0o600, 0)));
+        assert_eq!(device_group((0o20660, 0, 0), &c), Err((0o660, 0)));
+    }
+
+    #[test]
+    fn a_device_closed_to_qemu_names_the_way_out() {
+        let e = SandboxError::Device {
+            key: "vm.sandbox".into(),
+            device: "/dev/kvm",
+            instead: "use accel = \"tcg\"",
+            mode: 0o600,
+            group: 0,
+            uid: 64711,
+        };
+        assert!(e.is_bad_input());
+        assert_eq!(
+            e.to_string(),
+            "/dev/kvm (mode 600, group 0) cannot be opened by qemu's user (uid 64711); make it \
+             group read-write (chmod 0660 and a group), use accel = \"tcg\", or set vm.sandbox = false"
+        );
+    }
+
+    #[test]
+    fn the_lowest_forwarded_port_of_a_sandboxed_vm_must_be_bindable() {
+        use crate::config::{parse, Env, Overrides};
+        let plans = |vm: &str, fw: &str| {
+            let toml =
+                format!("[vm]\n{vm}\n[kernel]\npath=\"/k\"\n[management]\nforwards = {fw}\n");
+            let (p, b) = (Path::new("/l.toml"), Path::new("/"));
+            parse(&toml, p, b, &Env::default(), &Overrides::default())
+                .unwrap()
+                .vms
+        };
+        let fw = r#"["tcp:2022:22", "udp:161", "tcp:8080"]"#;
+        assert_eq!(lowest_forward(&plans("", fw)), Some(161));
+        assert_eq!(lowest_forward(&plans("", "[]")), None);
+        // qemu as root binds what it likes.
+        assert_eq!(lowest_forward(&plans("sandbox = false", fw)), None);
     }
 
     #[test]
