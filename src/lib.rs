@@ -3,7 +3,7 @@
 //!
 //! Floors (who may import whom): leaves (`cli`, `exit`, `template`, `config`, `state`, the pure
 //! parts of `qemu` and `disks`); adapters to the system (`net`, `qemu::qmp`, `console`,
-//! `disks`); `control`; `supervisor` (the only room that imports both `net` and `qemu`);
+//! `disks`, `sandbox`); `control`; `supervisor` (the only room that imports both `net` and `qemu`);
 //! `commands`.
 
 pub mod cli;
@@ -18,6 +18,7 @@ pub mod fuzzing;
 pub mod logout;
 pub mod net;
 pub mod qemu;
+pub mod sandbox;
 pub mod state;
 pub mod supervisor;
 pub mod template;

@@ -48,6 +48,9 @@ impl Queue {
         std::thread::Builder::new()
             .name("stdout".into())
             .spawn(move || {
+                // This thread only writes stdout: it holds no capability (capabilities are per
+                // thread; the launcher's runtime thread drops its own once set up).
+                let _ = crate::sandbox::caps::set(Default::default());
                 while let Ok(line) = rx.recv() {
                     let _ = sink.write_all(&line).and_then(|()| sink.flush());
                     let Some(q) = weak.upgrade() else { return };

@@ -278,6 +278,31 @@ pub struct Console {
     pub extra_serials: u32,
 }
 
+/// The user qemu runs as by default: created in the base image (Dockerfile.base). Where the
+/// system has no such user, qemu runs as [`QEMU_FALLBACK_ID`].
+pub const QEMU_USER: &str = "launcher-qemu";
+/// The uid and gid qemu runs as when [`QEMU_USER`] does not exist (the base image gives the
+/// user this very id, so both cases look the same).
+pub const QEMU_FALLBACK_ID: u32 = 64_711;
+
+/// Who qemu runs as (vm.qemu_user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QemuUser {
+    /// A user of the system's user database (its uid and primary gid, looked up at start).
+    Name(String),
+    /// Numeric ids, no lookup.
+    Id { uid: u32, gid: u32 },
+}
+
+/// How qemu is confined (vm.sandbox).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sandbox {
+    /// As root with the launcher's capabilities, no seccomp filter (a warning says so).
+    Off,
+    /// As `user`, with no capability, no_new_privs and qemu's own `-sandbox` seccomp filter.
+    On { user: QemuUser },
+}
+
 /// How the supervisor runs this VM's qemu: time limits and the restart policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Supervision {
@@ -302,6 +327,8 @@ pub struct VmPlan {
     pub bootstrap: Option<Bootstrap>,
     pub startup_config: Option<StartupConfig>,
     pub supervision: Supervision,
+    /// How qemu is confined.
+    pub sandbox: Sandbox,
     pub run_dir: PathBuf,
     pub credentials: Credentials,
     pub lab: Lab,

@@ -27,6 +27,10 @@ const REFUSED: &[(&str, &str)] = &[
         "the guest would wait for an incoming migration that never comes",
     ),
     ("no-shutdown", NO_SHUTDOWN),
+    (
+        "sandbox",
+        "the launcher owns qemu's seccomp filter: vm.sandbox turns it on (the default) or off",
+    ),
 ];
 const MONITOR: &str = "the launcher owns qemu's monitor (QMP on its socket in paths.run_dir)";
 const NO_SHUTDOWN: &str =
@@ -149,6 +153,8 @@ mod tests {
             ("-incoming tcp::4444", 0, "migration"),
             ("-no-shutdown", 0, "qemu running"),
             ("-action reboot=reset,shutdown=pause", 1, "qemu running"),
+            ("-sandbox off", 0, "vm.sandbox"),
+            ("--sandbox on,spawn=allow", 0, "seccomp"),
         ] {
             let got = refused(&words(args));
             assert!(

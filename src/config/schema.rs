@@ -74,6 +74,10 @@ pub(super) struct VmSection {
     pub(super) startup_config: Option<String>,
     pub(super) uuid: Option<String>,
     pub(super) smbios: Vec<String>,
+    /// qemu as an unprivileged user, without capabilities, in its seccomp sandbox.
+    pub(super) sandbox: bool,
+    /// Who qemu runs as when sandboxed: a user name, `UID` or `UID:GID`.
+    pub(super) qemu_user: String,
 }
 
 impl Default for VmSection {
@@ -93,6 +97,8 @@ impl Default for VmSection {
             startup_config: None,
             uuid: None,
             smbios: vec![],
+            sandbox: true,
+            qemu_user: super::plan::QEMU_USER.into(),
         }
     }
 }

@@ -15,7 +15,7 @@ use super::schema::{BootstrapSection, ConsoleSection, MgmtSection, RestartSectio
 use super::{
     check_template, choice, parse_forward, resolve, valid_ifname, BootAction, Bootstrap,
     ConfigError, ConnectionMode, Console, Credentials, Forward, Key, Lab, Management, Overrides,
-    RestartPolicy, Step, Supervision,
+    QemuUser, RestartPolicy, Sandbox, Step, Supervision,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -320,4 +320,42 @@ fn step(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> 
             ))
         }
     })
+}
+
+/// `vm.sandbox` and `vm.qemu_user`: a user name (letters, digits, '.', '_', '-'), `UID` or
+/// `UID:GID` (a bare UID is its own GID). uid 0 would be no sandbox at all: refused.
+pub(super) fn sandbox(key: &Key, vm: &VmSection) -> Result<Sandbox, ConfigError> {
+    if !vm.sandbox {
+        return Ok(Sandbox::Off);
+    }
+    let key = key.child("qemu_user");
+    let spec = vm.qemu_user.as_str();
+    let id = |s: &str| s.parse::<u32>().ok().filter(|&n| n > 0 && n < u32::MAX);
+    let user = if spec.starts_with(|c: char| c.is_ascii_digit()) {
+        let (u, g) = spec.split_once(':').unwrap_or((spec, spec));
+        match (id(u), id(g)) {
+            (Some(uid), Some(gid)) => QemuUser::Id { uid, gid },
+            _ => {
+                return Err(key.invalid(
+                    spec,
+                    "expected a user name, UID or UID:GID, ids from 1 to 4294967294 \
+                     (root is no sandbox: set vm.sandbox = false instead)",
+                ))
+            }
+        }
+    } else if !spec.is_empty()
+        && spec.len() <= 32
+        && spec
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && spec != "root"
+    {
+        QemuUser::Name(spec.to_string())
+    } else {
+        return Err(key.invalid(
+            spec,
+            "expected a user name (letters, digits, '.', '_', '-'; not root), UID or UID:GID",
+        ));
+    };
+    Ok(Sandbox::On { user })
 }

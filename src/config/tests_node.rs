@@ -202,3 +202,51 @@ fn node_settings_come_once_from_the_node() {
     assert_eq!(one.vms[0].mac_seed(), "r1");
     assert_eq!(one.vms[0].serial_label(2), "ttyS2");
 }
+
+#[test]
+fn sandbox_is_on_by_default_and_per_vm() {
+    let user = |n: &str| Sandbox::On {
+        user: QemuUser::Name(n.into()),
+    };
+    let single = |vm: &str| super::tests::p(&format!("[vm]\n{vm}\n{MIN}"), &[]);
+    assert_eq!(single("").unwrap().sandbox, user(QEMU_USER));
+    assert_eq!(single("sandbox = false").unwrap().sandbox, Sandbox::Off);
+    assert_eq!(
+        single("qemu_user = \"qemu\"").unwrap().sandbox,
+        user("qemu")
+    );
+    assert_eq!(
+        single("qemu_user = \"1234\"").unwrap().sandbox,
+        Sandbox::On {
+            user: QemuUser::Id {
+                uid: 1234,
+                gid: 1234
+            }
+        }
+    );
+    assert_eq!(
+        single("qemu_user = \"1234:99\"").unwrap().sandbox,
+        Sandbox::On {
+            user: QemuUser::Id { uid: 1234, gid: 99 }
+        }
+    );
+    // [[vm]]: each entry its own; the errors name the entry.
+    let n = pn(&TWO.replace("memory = 512", "sandbox = false"), &[]).unwrap();
+    assert_eq!(n.vms[0].sandbox, user(QEMU_USER));
+    assert_eq!(n.vms[1].sandbox, Sandbox::Off);
+    let err = |v: &str| {
+        pn(
+            &TWO.replace("memory = 512", &format!("qemu_user = \"{v}\"")),
+            &[],
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    for bad in ["0", "0:0", "12:0", "12:x", "", "root", "a b", "x;y"] {
+        assert!(
+            err(bad).starts_with(&format!("vm[1].qemu_user = \"{bad}\": expected")),
+            "{bad}: {}",
+            err(bad)
+        );
+    }
+}

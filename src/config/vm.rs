@@ -56,6 +56,7 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
     let name = hardware::vm_name(&v.key, &v.vm.name)?;
     let machine = hardware::machine(&v.key, v.vm, v.env, &shared.env.accel)?;
     let supervision = sections::supervision(&v.key, v.vm, shared.restart)?;
+    let sandbox = sections::sandbox(&v.key, v.vm)?;
     let boot = hardware::boot(
         &v.sections,
         v.kernel,
@@ -106,6 +107,7 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
         bootstrap,
         startup_config,
         supervision,
+        sandbox,
         run_dir: v.run_dir,
         credentials,
         lab,

@@ -1,6 +1,7 @@
 //! The VM's disks as files, made ready before qemu starts: qcow2 overlays (created once with
 //! `qemu-img`, kept across restarts) and CD images (written afresh from their folders at every
-//! start, by the ISO 9660 writer in [`iso`]). Never starts qemu, never touches the network.
+//! start, by the ISO 9660 writer in [`iso`]), handed to the user a sandboxed qemu runs as
+//! ([`hand_over`]). Never starts qemu, never touches the network.
 
 pub mod iso;
 
@@ -33,6 +34,43 @@ pub enum DiskError {
     },
     #[error(transparent)]
     Iso(#[from] iso::IsoError),
+    #[error("cannot give {path} to qemu's user (uid {uid})")]
+    Owner {
+        path: PathBuf,
+        uid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a sandboxed qemu (uid, gid) writes becomes its own: the overlays (mode 0600), and an
+/// image written in place (`overlay = false`, its mode kept). What it only reads goes to its
+/// group, mode 0640: the CD images. Links are never followed (a file qemu owned and replaced by
+/// a link changes nothing else). The images behind overlays and the FAT folders stay as they
+/// are: qemu only reads them.
+pub fn hand_over(plan: &VmPlan, uid: u32, gid: u32) -> Result<(), DiskError> {
+    use std::os::unix::fs::{lchown, PermissionsExt};
+    for d in &plan.boot.disks {
+        let (path, owner, mode) = match &d.kind {
+            DiskKind::Image {
+                overlay: Some(o), ..
+            } => (o, Some(uid), Some(0o600)),
+            // The user's own image: its mode stays.
+            DiskKind::Image { overlay: None, .. } => (&d.path, Some(uid), None),
+            DiskKind::Cd { image, .. } => (image, None, Some(0o640)),
+            DiskKind::Fat => continue,
+        };
+        let err = |source| DiskError::Owner {
+            path: path.clone(),
+            uid,
+            source,
+        };
+        lchown(path, owner, Some(gid)).map_err(err)?;
+        if let Some(mode) = mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+        }
+    }
+    Ok(())
 }
 
 /// Everything one VM's disks need before its qemu starts: the overlays, then the CD images.

@@ -6,7 +6,8 @@
 use super::accel::Launch;
 use super::fds::FdLayout;
 use crate::config::{
-    DataLink, Delivery, DiskInterface, DiskKind, Management, Protocol, StartupConfig, VmPlan,
+    DataLink, Delivery, DiskInterface, DiskKind, Management, Protocol, Sandbox, StartupConfig,
+    VmPlan,
 };
 use std::ffi::OsString;
 use std::path::Path;
@@ -86,6 +87,7 @@ pub fn argv(plan: &VmPlan, launch: &Launch, resolved: &Resolved) -> Vec<OsString
     let fds = FdLayout::of(plan, launch, &resolved.links);
     let seed = plan.mac_seed();
     machine(&mut a, plan, launch);
+    sandbox(&mut a, plan);
     qmp_and_serials(&mut a, plan);
     kernel(&mut a, plan, resolved);
     disks(&mut a, plan);
@@ -121,6 +123,19 @@ fn machine(a: &mut Argv, plan: &VmPlan, launch: &Launch) {
     }
     for t in &plan.machine.smbios {
         a.opt("-smbios", t.clone());
+    }
+}
+
+/// qemu's own seccomp filter (qemu 7.2: `-sandbox help` lists these keys): besides its default
+/// deny list, no obsolete syscalls, no set*uid/gid (it already runs as its user, see
+/// `supervisor::privilege`), no fork/exec (no helper, script or bridge helper), no scheduler or
+/// affinity changes. A denied call kills qemu (SIGSYS).
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+/// `-sandbox` when the VM is sandboxed (vm.sandbox).
+fn sandbox(a: &mut Argv, plan: &VmPlan) {
+    if let Sandbox::On { .. } = plan.sandbox {
+        a.opt("-sandbox", SANDBOX);
     }
 }
 
@@ -502,6 +517,28 @@ mod tests {
             &[("CLAB_INTFS", "2")],
             false,
         );
+    }
+
+    #[test]
+    fn sandbox_is_qemu_seccomp_filter_unless_turned_off() {
+        let args = |vm: &str| {
+            let toml = format!("[vm]\n{vm}\n[kernel]\npath=\"/k\"\n");
+            let node = parse(
+                &toml,
+                Path::new("/l.toml"),
+                Path::new("/"),
+                &Env::default(),
+                &Overrides::default(),
+            )
+            .unwrap();
+            let plan = &node.vms[0];
+            let launch = Launch::assumed(plan, false, false);
+            argv(plan, &launch, &Resolved::planned(plan))
+        };
+        let on = args("");
+        let at = on.iter().position(|a| a == "-sandbox").expect("-sandbox");
+        assert_eq!(on[at + 1], SANDBOX);
+        assert!(!args("sandbox = false").iter().any(|a| a == "-sandbox"));
     }
 
     #[test]

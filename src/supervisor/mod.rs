@@ -9,6 +9,7 @@
 mod mgmt;
 mod node;
 mod preflight;
+mod privilege;
 mod probes;
 mod qemu_run;
 mod reaper;
@@ -47,6 +48,8 @@ pub enum SupervisorError {
     Control(#[from] control::ControlError),
     #[error(transparent)]
     Disk(#[from] disks::DiskError),
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("the data interfaces present do not fit the configuration")]
     Links(#[source] crate::config::ConfigError),
     #[error("cannot create {path}")]
@@ -80,6 +83,7 @@ impl From<&SupervisorError> for Code {
             | SupervisorError::FdLimit { .. }
             | SupervisorError::Links(_) => Code::BadInput,
             SupervisorError::Net(net::NetError::Missing { .. }) => Code::LinksMissing,
+            SupervisorError::Sandbox(e) if e.is_bad_input() => Code::BadInput,
             _ => Code::Failure,
         }
     }
@@ -100,6 +104,8 @@ pub async fn run(node: Node) -> Result<Code, SupervisorError> {
     //    The preflight, before anything is created: the files the VMs boot from, the qemu
     //    binary, the tap names, NET_ADMIN when the node needs it.
     preflight::Facts::check_system(&node)?;
+    //    Who each sandboxed qemu runs as, and whether the launcher can start it so.
+    let creds = privilege::resolve(&node, &launches)?;
     // 3. The node state (snapshot + health file) next: every later step reports through it.
     let snapshot = setup::snapshot(&node, &launches);
     let state = NodeState::new(snapshot, node.settings.health_file.clone());
@@ -117,6 +123,8 @@ pub async fn run(node: Node) -> Result<Code, SupervisorError> {
     let early = async {
         let consoles = setup::start_consoles(&node).await?;
         setup::prepare_files(&node)?;
+        //  What a sandboxed qemu reaches (run folder, sockets, overlays, ports) is its own.
+        privilege::grant(&node, &creds)?;
         let net = setup::bring_up_net(&node, &launches, &state).await?;
         Ok::<_, SupervisorError>((consoles, net))
     };
@@ -149,7 +157,9 @@ pub async fn run(node: Node) -> Result<Code, SupervisorError> {
         // 10. Per VM: its run-time facts (passthrough MAC, the kernel line rendered, the
         //     startup config if there), its argv, and its fds bound through the same FdLayout.
         //     Only now: the links are wired and every tap is open. The plan is never edited.
-        let mut vms = setup::ready_vms(node, &launches, &net, consoles, &state, &reaper)?;
+        //     Set-up is done: the launcher drops what it no longer needs, before any qemu.
+        privilege::drop_caps(&node, &creds)?;
+        let mut vms = setup::ready_vms(node, &launches, &net, consoles, &state, &reaper, creds)?;
         for (vm, rx) in vms.iter_mut().zip(reset_rxs) {
             vm.resets = Some(rx);
         }

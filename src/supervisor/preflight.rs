@@ -163,7 +163,7 @@ fn names(node: &Node) -> Result<(), PreflightError> {
 }
 
 /// Why this node needs CAP_NET_ADMIN (taps and tc), if it does.
-fn needs_net_admin(node: &Node) -> Option<&'static str> {
+pub(super) fn needs_net_admin(node: &Node) -> Option<&'static str> {
     let any_links =
         !node.links().is_empty() || matches!(node.settings.links, LinkSpec::AnyIndex { .. });
     let passthrough =

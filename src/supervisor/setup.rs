@@ -366,7 +366,7 @@ fn bind_fds(
 
 /// Each VM ready to run: its run-time facts resolved (passthrough MAC, the kernel line's
 /// templates filled, the startup config if its file is there), its argv, its fds bound through
-/// the one layout both use, its console and state handle.
+/// the one layout both use, its console and state handle, who its qemu runs as.
 pub fn ready_vms(
     node: Node,
     launches: &[Launch],
@@ -374,9 +374,11 @@ pub fn ready_vms(
     consoles: Vec<Console>,
     state: &NodeState,
     reaper: &Reaper,
+    creds: super::privilege::Creds,
 ) -> Result<Vec<Vm>, SupervisorError> {
     let mut vms = Vec::new();
-    for ((i, plan), (hub, console_rx)) in node.vms.into_iter().enumerate().zip(consoles) {
+    let all = node.vms.into_iter().enumerate().zip(consoles).zip(creds);
+    for (((i, plan), (hub, console_rx)), creds) in all {
         let (addrs, mac) = &net.mgmts[i];
         let mut facts = mgmt::resolve(&plan, addrs, mac.clone());
         facts.resolved.links = net.vm_links[i].clone();
@@ -392,6 +394,7 @@ pub fn ready_vms(
             console_rx,
             reaper: reaper.clone(),
             resets: None,
+            creds,
         });
     }
     Ok(vms)

@@ -1,5 +1,6 @@
 //! Starting one qemu process: fork/exec with the given fds at fixed numbers, in its own process
-//! group, bound to die with the launcher. Never waits for the child (the reaper owns every exit
+//! group, bound to die with the launcher, and when sandboxed as its own user with no
+//! capability at all and no_new_privs ([`confine`]). Never waits for the child (the reaper owns every exit
 //! status) and never decides which fd goes where (the caller's fd layout does). Also the
 //! open-file limit qemu's fds must fit under ([`fd_limit`]).
 
@@ -7,6 +8,7 @@ use super::SupervisorError;
 use crate::config::Node;
 use crate::qemu::fds::{self, FdLayout};
 use crate::qemu::Launch;
+use crate::sandbox::{caps, QemuCreds};
 use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
@@ -21,12 +23,16 @@ const PARENT_DEATH: libc::c_int = libc::SIGTERM;
 
 /// Spawns `argv` with each `(number, fd)` fd dup'ed to that number, in its own process group
 /// (a ^C on the terminal reaches the launcher, which shuts qemu down properly), sent
-/// [`PARENT_DEATH`] when the launcher dies. Returns the pid.
+/// [`PARENT_DEATH`] when the launcher dies, confined to `creds` when given. Returns the pid.
 ///
 /// Hidden invariant: the parent-death signal fires when the *thread* that forked exits, not
 /// the process. The launcher spawns qemu from its one runtime thread (a current-thread
 /// runtime, see `commands::run`), which lives as long as the process.
-pub fn qemu(argv: &[OsString], fds: &[(i32, RawFd)]) -> std::io::Result<i32> {
+pub fn qemu(
+    argv: &[OsString],
+    fds: &[(i32, RawFd)],
+    creds: Option<&QemuCreds>,
+) -> std::io::Result<i32> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]).stdin(Stdio::null());
     // Everything the child touches is allocated here, before fork: the closure below runs in
@@ -34,29 +40,18 @@ pub fn qemu(argv: &[OsString], fds: &[(i32, RawFd)]) -> std::io::Result<i32> {
     let park = fds::park_from(fds);
     let fds = fds.to_vec();
     let mut parked: Vec<RawFd> = vec![-1; fds.len()];
+    let confined = match creds {
+        Some(c) => Some(Confined::new(c)?),
+        None => None,
+    };
     // SAFETY: getpid takes no arguments and cannot fail.
     let launcher = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the child between fork and exec. It calls only prctl,
-    // getppid, fcntl, dup2 and setpgid (async-signal-safe), writes into `parked` (allocated
-    // above, never grown), and builds errors with `last_os_error`/`from_raw_os_error` (no
-    // allocation).
+    // getppid, fcntl, dup2, setpgid, umask and the `caps` wrappers (raw syscalls, all
+    // async-signal-safe), reads `confined` and writes into `parked` (allocated above, never
+    // grown), and builds errors with `last_os_error`/`from_raw_os_error` (no allocation).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                PARENT_DEATH as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) < 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The launcher may have died between fork and prctl: no signal will come then, and
-            // this child was already re-parented. Never start an orphan.
-            if libc::getppid() != launcher {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
             // Two phases. A target number may be the number of another source fd (a tap opened
             // as fd 10 that must become fd 11, while another tap must become fd 10): dup2 straight
             // to the targets would close that source before it is copied. So first every source
@@ -77,12 +72,75 @@ pub fn qemu(argv: &[OsString], fds: &[(i32, RawFd)]) -> std::io::Result<i32> {
             if libc::setpgid(0, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            if let Some(c) = &confined {
+                confine(c)?;
+            }
+            // After the ids changed: changing them clears the parent-death signal.
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                PARENT_DEATH as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The launcher may have died before prctl: no signal will come then, and this
+            // child was already re-parented. Never start an orphan.
+            if libc::getppid() != launcher {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
             Ok(())
         });
     }
     let child = cmd.spawn()?;
     // Dropping `Child` neither waits nor kills: the reaper collects its status.
     Ok(child.id() as i32)
+}
+
+/// What the child needs to confine itself, prepared before fork (nothing is allocated or read
+/// after it).
+struct Confined {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    /// The launcher's effective and permitted sets, to write back with an empty inheritable
+    /// set while the child still needs them (to set its ids and empty its bounding set).
+    sets: caps::Sets,
+    last_cap: u32,
+}
+
+impl Confined {
+    fn new(c: &QemuCreds) -> std::io::Result<Self> {
+        let now = caps::Status::current()?;
+        Ok(Confined {
+            uid: c.uid,
+            gid: c.gid,
+            groups: c.groups.clone(),
+            sets: caps::Sets {
+                effective: now.effective,
+                permitted: now.permitted,
+                inheritable: 0,
+            },
+            last_cap: caps::last_cap(),
+        })
+    }
+}
+
+/// In the child: every capability set emptied (ambient and inheritable, then the bounding set;
+/// the ids change from root, which empties the permitted and effective sets), qemu's groups
+/// and ids, a umask that keeps what qemu creates (its QMP socket) to itself and its group (the
+/// launcher joined it), then no_new_privs: the exec gives qemu no capability back.
+fn confine(c: &Confined) -> std::io::Result<()> {
+    caps::clear_ambient()?;
+    caps::set(c.sets)?;
+    caps::limit_bounding(0, c.last_cap)?;
+    caps::set_groups(&c.groups)?;
+    caps::become_user(c.uid, c.gid)?;
+    // SAFETY: umask takes an integer and cannot fail.
+    unsafe { libc::umask(0o007) };
+    caps::no_new_privs()
 }
 
 /// Fails (before anything is created) when the open-file limit cannot hold what the node's

@@ -30,6 +30,8 @@ pub struct Vm {
     pub reaper: Reaper,
     /// `launcher reset` and the reset file's requests, once attached ([`super::reset`]).
     pub resets: Option<mpsc::Receiver<crate::control::ResetRequest>>,
+    /// Who its qemu runs as (None: not sandboxed).
+    pub creds: Option<crate::sandbox::QemuCreds>,
 }
 
 /// What comes after one qemu run.
@@ -107,7 +109,7 @@ pub async fn life(mut vm: Vm, mut stop: watch::Receiver<StopLevel>) -> Code {
         }
         // With a bootstrap, humans can watch from the first byte but type only after it.
         vm.hub.hold(vm.plan.bootstrap.is_some());
-        let pid = match spawn::qemu(&vm.argv, &vm.fds) {
+        let pid = match spawn::qemu(&vm.argv, &vm.fds, vm.creds.as_ref()) {
             Ok(p) => p,
             Err(source) => {
                 let e = SupervisorError::Spawn {
