@@ -1,8 +1,11 @@
-//! The data links of one router: with CLAB_INTFS, the wait for that many ethK whatever their K
-//! ([`find_present`]); then for each ethN, its tapN (one fd per queue, kept for life), the wait
-//! for ethN to arrive, the wiring, and the re-wiring when the lab tool re-creates ethN. It keeps the shared per-link table that status reads. Built on `netlink`,
-//! `tc`, `events` and `tap`; never decides fd numbers (the taps are handed out per link, in
-//! link order) and never reads the environment.
+//! The data links of one router, as cables: for each NIC slot, its tapN (one fd per queue, kept
+//! for life, also for a spare slot whose ethN is absent), the wait for the expected ethN, the
+//! wiring, and the re-wiring when the lab tool re-creates ethN. It keeps the shared per-link
+//! table that status reads and each port's state (absent / down / up: up only when ethN is
+//! wired and has carrier), published on a watch channel ([`CableStates`]) for whoever tells
+//! the guest. Built on `netlink`, `tc`, `events` and `tap`; never decides fd numbers (the taps
+//! are handed out per link, in link order), never talks to qemu and never reads the
+//! environment.
 
 use crate::config::{DataLink, OnMissingLinks};
 use crate::net::events::{LinkEvent, LinkEvents};
@@ -11,6 +14,40 @@ use crate::net::{chain, LinkInfo, NetError, Netlink};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// What the guest's port shows, as a cable would: no ethN, ethN without carrier (or not
+/// wired), ethN wired with carrier.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PortState {
+    #[default]
+    Absent,
+    Down,
+    Up,
+}
+
+impl PortState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortState::Absent => "absent",
+            PortState::Down => "down",
+            PortState::Up => "up",
+        }
+    }
+}
+
+/// Each port (in link order) and whether its cable is up: what the guest's NIC should show.
+pub type CableStates = watch::Receiver<Vec<(u32, bool)>>;
+
+/// One NIC slot to open a tap for: its link, its queue count, and whether the start waits for
+/// its ethN (a spare slot's ethN is absent at start: wired if it comes).
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub link: DataLink,
+    pub queues: u32,
+    pub spare: bool,
+}
 
 /// One data link as status shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -24,6 +61,12 @@ pub struct LinkRow {
     /// How many times ethN was wired (more than one: the lab tool re-created it).
     pub wirings: u32,
     pub last_error: Option<String>,
+    /// A slot the start did not wait for (its ethN was absent): wired if ethN comes.
+    pub spare: bool,
+    /// ethN is up with carrier (IFF_LOWER_UP: a veth's peer exists and is up).
+    pub carrier: bool,
+    /// The port as the guest is to see it.
+    pub port_state: PortState,
 }
 
 /// The rows of every data link, in link order, shared with the control server.
@@ -34,6 +77,15 @@ impl LinkRow {
     fn gone(&mut self) {
         self.eth_ifindex = None;
         self.wired = false;
+        self.carrier = false;
+    }
+    /// The port's state from what is known of ethN.
+    fn state(&self) -> PortState {
+        match (self.eth_ifindex, self.wired && self.carrier) {
+            (None, _) => PortState::Absent,
+            (Some(_), false) => PortState::Down,
+            (Some(_), true) => PortState::Up,
+        }
     }
     /// `li` is this row's ethN and is not wired at its current ifindex.
     fn needs_wiring(&self, li: &LinkInfo) -> bool {
@@ -55,16 +107,17 @@ pub struct DataLinks {
     tap_mtu: u32,
     taps: Vec<LinkTaps>,
     table: LinkTable,
+    cables: watch::Sender<Vec<(u32, bool)>>,
 }
 
 impl DataLinks {
     /// Subscribes to link events first, then creates the taps. Both happen before any ethN is
-    /// looked at, so no arrival can be missed. Each link comes with its queue count: more than
+    /// looked at, so no arrival can be missed. Each slot comes with its queue count: more than
     /// one opens its tap multi-queue, that many fds. `small_rcvbuf` goes to
     /// [`LinkEvents::subscribe`].
-    /// `table` is filled with one row per link (status may hold it already).
+    /// `table` is filled with one row per slot (status may hold it already).
     pub async fn new(
-        links: &[(DataLink, u32)],
+        slots: &[Slot],
         tap_mtu: u32,
         small_rcvbuf: Option<usize>,
         table: LinkTable,
@@ -73,7 +126,12 @@ impl DataLinks {
         let nl = Netlink::new()?;
         let mut taps = Vec::new();
         let mut rows = Vec::new();
-        for (l, queues) in links {
+        for Slot {
+            link: l,
+            queues,
+            spare,
+        } in slots
+        {
             let q = (*queues).max(1);
             let queues = (0..q)
                 .map(|_| tap::open(&l.tap, q > 1))
@@ -92,12 +150,16 @@ impl DataLinks {
                 wired: false,
                 wirings: 0,
                 last_error: None,
+                spare: *spare,
+                carrier: false,
+                port_state: PortState::Absent,
             });
             taps.push(LinkTaps {
                 link: l.clone(),
                 queues,
             });
         }
+        let cables = watch::Sender::new(rows.iter().map(|r| (r.port, false)).collect());
         *table.lock().unwrap() = rows;
         Ok(Self {
             nl,
@@ -105,7 +167,35 @@ impl DataLinks {
             tap_mtu,
             taps,
             table,
+            cables,
         })
+    }
+
+    /// Each port's cable state, updated whenever one changes.
+    pub fn cables(&self) -> CableStates {
+        self.cables.subscribe()
+    }
+
+    /// Recomputes each port's state; logs and publishes the changes.
+    fn publish(&self) {
+        let mut t = self.table.lock().unwrap();
+        for r in t.iter_mut() {
+            let now = r.state();
+            if now != r.port_state {
+                tracing::info!(port = r.port, eth = %r.eth, from = r.port_state.as_str(),
+                    to = now.as_str(), "port state");
+                r.port_state = now;
+            }
+        }
+        let states: Vec<(u32, bool)> = (t.iter())
+            .map(|r| (r.port, r.port_state == PortState::Up))
+            .collect();
+        drop(t);
+        self.cables.send_if_modified(|v| {
+            let changed = *v != states;
+            *v = states;
+            changed
+        });
     }
 
     pub fn table(&self) -> LinkTable {
@@ -130,7 +220,11 @@ impl DataLinks {
     }
 
     fn all_wired(&self) -> bool {
-        self.table.lock().unwrap().iter().all(|r| r.wired)
+        self.table
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| r.wired || r.spare)
     }
 
     /// Waits (bounded) until every ethN is wired. On time-out: an error listing the missing
@@ -154,7 +248,7 @@ impl DataLinks {
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|r| !r.wired)
+                .filter(|r| !r.wired && !r.spare)
                 .map(|r| r.eth.clone())
                 .collect();
             let missing = missing.join(", ");
@@ -191,6 +285,11 @@ impl DataLinks {
     }
 
     async fn handle(&mut self, ev: LinkEvent) {
+        self.handle_event(ev).await;
+        self.publish();
+    }
+
+    async fn handle_event(&mut self, ev: LinkEvent) {
         match ev {
             LinkEvent::New(li) => {
                 let pos = {
@@ -200,6 +299,10 @@ impl DataLinks {
                         if r.eth_ifindex == Some(li.index) && r.eth != li.name {
                             tracing::warn!(eth = %r.eth, new_name = %li.name, "data interface renamed away");
                             r.gone();
+                        }
+                        // Its carrier (its peer gone or down, or back up).
+                        if r.eth_ifindex == Some(li.index) && r.eth == li.name {
+                            r.carrier = li.lower_up;
                         }
                     }
                     t.iter().position(|r| r.needs_wiring(&li))
@@ -241,11 +344,14 @@ impl DataLinks {
                 Some(li) => {
                     if self.table.lock().unwrap()[pos].needs_wiring(li) {
                         self.wire_row(pos, li).await;
+                    } else {
+                        self.table.lock().unwrap()[pos].carrier = li.lower_up;
                     }
                 }
                 None => self.table.lock().unwrap()[pos].gone(),
             }
         }
+        self.publish();
     }
 
     async fn wire_row(&mut self, pos: usize, eth: &LinkInfo) {
@@ -266,6 +372,8 @@ impl DataLinks {
             Ok(()) => {
                 r.eth_ifindex = Some(eth.index);
                 r.wired = true;
+                // As ethN was before it was set up: an event follows when that changes it.
+                r.carrier = eth.lower_up;
                 r.wirings += 1;
                 r.last_error = None;
                 tracing::info!(eth = %r.eth, tap = %r.tap, ifindex = eth.index, wirings = r.wirings,
@@ -276,6 +384,7 @@ impl DataLinks {
                 tracing::error!(eth = %r.eth, tap = %r.tap, error = %e, "wiring failed");
                 r.eth_ifindex = Some(eth.index);
                 r.wired = false;
+                r.carrier = eth.lower_up;
                 r.last_error = Some(e);
             }
         }
@@ -320,92 +429,6 @@ impl Unwiring {
     }
 }
 
-/// The ports K of the interfaces named `{prefix}K` (K >= 1), in order.
-fn ports_named(links: &[LinkInfo], prefix: &str) -> Vec<u32> {
-    let mut ports: Vec<u32> = links
-        .iter()
-        .filter_map(|l| {
-            let k = l.name.strip_prefix(prefix)?.parse::<u32>().ok()?;
-            // eth1, not eth01 or eth+1.
-            (k >= 1 && l.name == format!("{prefix}{k}")).then_some(k)
-        })
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
-}
-
-/// `found` and then the lowest ports not in it, `n` in all (what booting without the missing
-/// ones assumes of them: today's ports 1..n when nothing skips).
-pub fn fill_lowest(found: &[u32], n: u32) -> Vec<u32> {
-    let mut out = found.to_vec();
-    let mut k = 1;
-    while out.len() < n as usize {
-        if !out.contains(&k) {
-            out.push(k);
-        }
-        k += 1;
-    }
-    out.sort_unstable();
-    out
-}
-
-/// Waits (bounded) until `n` data interfaces named `{prefix}K` (K >= 1, any K: the lab tool
-/// counts links, which may skip ports) exist, and returns their ports (all present, which may
-/// be more than `n`). On time-out: an error saying what was found, or with `Continue` a warning
-/// and the ports found plus the lowest free ones up to `n` (wired if they come).
-pub async fn find_present(
-    prefix: &str,
-    n: u32,
-    timeout: Duration,
-    on_timeout: OnMissingLinks,
-    small_rcvbuf: Option<usize>,
-) -> Result<Vec<u32>, NetError> {
-    // Subscribed before listing, so no arrival falls between the two.
-    let mut events = LinkEvents::subscribe(small_rcvbuf)?;
-    let nl = Netlink::new()?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let names = |ports: &[u32]| {
-        let v: Vec<String> = ports.iter().map(|k| format!("{prefix}{k}")).collect();
-        v.join(", ")
-    };
-    loop {
-        let found = ports_named(&nl.links().await?, prefix);
-        if found.len() >= n as usize {
-            tracing::info!(
-                "found {} of {n} data interfaces: {}",
-                found.len(),
-                names(&found)
-            );
-            return Ok(found);
-        }
-        // Any event may be one of ours (a new link, a rename, an overrun): list again.
-        if let Ok(ev) = tokio::time::timeout_at(deadline, events.next()).await {
-            if let LinkEvent::Overrun = ev? {
-                tracing::warn!("link event socket overran; listing links again");
-            }
-            continue;
-        }
-        let list = match found.is_empty() {
-            true => "none".to_string(),
-            false => names(&found),
-        };
-        if on_timeout == OnMissingLinks::Fail {
-            return Err(NetError::Missing {
-                waited: timeout,
-                missing: format!("{} of {n} (found {list})", n as usize - found.len()),
-            });
-        }
-        let assumed = fill_lowest(&found, n);
-        tracing::warn!(
-            "found {} of {n} data interfaces: {list}; booting with ports {} (the missing ones are wired when they appear)",
-            found.len(),
-            names(&assumed)
-        );
-        return Ok(assumed);
-    }
-}
-
 /// Brings both links up (tap MTU at least ethN's and at least `min_mtu`) and wires both ways.
 pub async fn wire_links(
     nl: &Netlink,
@@ -417,34 +440,4 @@ pub async fn wire_links(
     nl.set_up(tap.index, &tap.name, Some(min_mtu.max(eth.mtu)))
         .await?;
     nl.wire(eth, tap).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn link(name: &str) -> LinkInfo {
-        LinkInfo {
-            name: name.into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn data_ports_are_prefix_and_a_number_from_1() {
-        let links: Vec<LinkInfo> = ["lo", "eth0", "eth3", "eth1", "eth02", "ethx", "tap2", "eth"]
-            .iter()
-            .map(|n| link(n))
-            .collect();
-        assert_eq!(ports_named(&links, "eth"), vec![1, 3]);
-        assert_eq!(ports_named(&links, "tap"), vec![2]);
-    }
-
-    #[test]
-    fn missing_ports_are_assumed_lowest_first() {
-        assert_eq!(fill_lowest(&[3], 2), vec![1, 3]);
-        assert_eq!(fill_lowest(&[], 3), vec![1, 2, 3]);
-        assert_eq!(fill_lowest(&[2, 5], 4), vec![1, 2, 3, 5]);
-        assert_eq!(fill_lowest(&[1, 3], 2), vec![1, 3]);
-    }
 }

@@ -28,6 +28,8 @@ pub struct Vm {
     pub hub: Hub,
     pub console_rx: mpsc::UnboundedReceiver<ConsoleEvent>,
     pub reaper: Reaper,
+    /// Its data ports' link states, told to its qemu (none without data links).
+    pub cables: Option<super::cables::VmCables>,
 }
 
 /// What comes after one qemu run.
