@@ -321,7 +321,7 @@ fn carrier_guest_sees_its_port_down_when_eth_is_deleted_or_its_peer_down_and_up_
 }
 
 #[test]
-fn carrier_a_late_link_within_the_slots_comes_up_without_a_restart() {
+fn carrier_a_late_link_within_the_slots_comes_up_without_a_restart_and_after_one() {
     let ns = Netns::new("carrier-late");
     let peer = Netns::new("carrier-late-peer");
     let (_cfg, mut r) = carrier_router(&ns, "rlate");
@@ -339,6 +339,35 @@ fn carrier_a_late_link_within_the_slots_comes_up_without_a_restart() {
     assert_eq!(st["qemu_pid"], qemu, "the same qemu: {st}");
     assert_eq!(st["restarts"], 0, "{st}");
     assert_eq!(port_states(&st), ["up", "absent", "up"], "{st}");
+    // qemu dies and is restarted: the new guest gets the same port states.
+    let at = console_len(&ns);
+    kill(qemu.as_i64().unwrap() as i32, libc::SIGKILL);
+    let st = wait_for(Duration::from_secs(150), "ready after a restart", || {
+        status(&ns).filter(|s| s["state"] == "ready" && s["restarts"] == 1)
+    });
+    assert_ne!(st["qemu_pid"], qemu, "{st}");
+    let again = wait_for(
+        Duration::from_secs(30),
+        "the new guest's carrier log",
+        || {
+            let c = console_from(&ns, at);
+            (c.contains("carrier eth1 ")
+                && c.contains("carrier eth2 ")
+                && c.contains("carrier eth3 "))
+            .then_some(c)
+        },
+    );
+    for (n, want) in [(1, "up"), (2, "down"), (3, "up")] {
+        let last = again
+            .lines()
+            .rfind(|l| l.contains(&format!("carrier eth{n} ")));
+        assert_eq!(
+            last,
+            Some(format!("tinylinux: carrier eth{n} {want}").as_str()),
+            "{again}"
+        );
+    }
+    ping_passes(&peer, "198.51.100.2", &r);
     let (code, _) = r.stop(Duration::from_secs(30));
     assert_eq!(code, 0, "{}", r.output());
 }
