@@ -371,3 +371,66 @@ fn carrier_a_late_link_within_the_slots_comes_up_without_a_restart_and_after_one
     let (code, _) = r.stop(Duration::from_secs(30));
     assert_eq!(code, 0, "{}", r.output());
 }
+
+/// The ifindexes `dev`'s ingress filters redirect to, as `tc` shows them (empty: none).
+fn redirects(ns: &Netns, dev: &str) -> String {
+    let out = ns.exec(&format!("tc filter show dev {dev} ingress"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut to: Vec<&str> = (text.split("to device ").skip(1))
+        .filter_map(|s| s.split(|c: char| c == ')' || c.is_whitespace()).next())
+        .collect();
+    to.sort_unstable();
+    to.join(",")
+}
+
+#[test]
+fn carrier_wiring_removed_behind_our_back_is_put_back_and_a_renamed_eth_is_unhooked() {
+    let ns = Netns::new("carrier-repair");
+    let peer = Netns::new("carrier-repair-peer");
+    let cfg = tinylinux_config(&ns, "rrepair", "", "[nics]\ncount = 1\nwait_timeout = 30\n");
+    let mut r = Running::start(&ns, &cfg, &[]);
+    wait_state(&ns, "waiting-for-interfaces", Duration::from_secs(10));
+    clab_link(&ns, &peer, "eth1", "p1");
+    wait_all_wired(&ns, Duration::from_secs(20));
+    // From here the watcher owns the links (qemu started).
+    wait_for(Duration::from_secs(20), "qemu started", || {
+        status(&ns).filter(|s| s["qemu_pid"].is_i64())
+    });
+    let wired = || (redirects(&ns, "eth1"), redirects(&ns, "tap1"));
+    assert_eq!(wired(), ("tap1".into(), "eth1".into()));
+    // A filter deleted, then the whole ingress qdisc of the tap: both put back.
+    ns.exec("tc filter del dev eth1 ingress");
+    wait_for(Duration::from_secs(10), "eth1's filter put back", || {
+        (wired() == ("tap1".into(), "eth1".into())).then_some(())
+    });
+    ns.exec("tc qdisc del dev tap1 ingress");
+    wait_for(Duration::from_secs(10), "tap1's filter put back", || {
+        (wired() == ("tap1".into(), "eth1".into())).then_some(())
+    });
+    let st = status(&ns).unwrap();
+    assert_eq!(st["links"][0]["wired"], true, "{st}");
+    assert_eq!(st["links"][0]["wirings"], 3, "{st}");
+    let out = r.log();
+    let repaired = out
+        .events
+        .iter()
+        .filter(|e| e.message == "wiring removed from outside the launcher; re-wiring");
+    assert_eq!(repaired.count(), 2, "{out}");
+    // eth1 renamed away: unhooked (neither it nor tap1 redirects), its port no longer up.
+    ns.ip("link set eth1 down");
+    ns.ip("link set eth1 name away1");
+    let st = wait_for(Duration::from_secs(10), "the port shown absent", || {
+        status(&ns).filter(|s| s["links"][0]["port_state"] == "absent")
+    });
+    assert_eq!(st["links"][0]["wired"], false, "{st}");
+    wait_for(Duration::from_secs(10), "away1 and tap1 unhooked", || {
+        (redirects(&ns, "away1").is_empty() && redirects(&ns, "tap1").is_empty()).then_some(())
+    });
+    // Back under its name: wired again.
+    ns.ip("link set away1 name eth1");
+    ns.ip("link set eth1 up");
+    wait_all_wired(&ns, Duration::from_secs(10));
+    assert_eq!(wired(), ("tap1".into(), "eth1".into()));
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0, "{}", r.output());
+}

@@ -10,6 +10,7 @@
 use crate::config::{DataLink, OnMissingLinks};
 use crate::net::events::{LinkEvent, LinkEvents};
 use crate::net::tap::{self, Tap};
+pub use crate::net::unwiring::Unwiring;
 use crate::net::{chain, LinkInfo, NetError, Netlink};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
@@ -68,6 +69,11 @@ pub struct LinkRow {
     /// The port as the guest is to see it.
     pub port_state: PortState,
 }
+
+/// What status shows for a link whose tap was deleted (qemu still holds it: it cannot be made
+/// again under a running qemu).
+const TAP_GONE: &str =
+    "tap deleted from outside the launcher; the VM's port is cut until the launcher restarts";
 
 /// The rows of every data link, in link order, shared with the control server.
 pub type LinkTable = Arc<Mutex<Vec<LinkRow>>>;
@@ -208,10 +214,7 @@ impl DataLinks {
 
     /// What takes the launcher's wiring back off every ethN at the end (see [`Unwiring`]).
     pub fn unwiring(&self) -> Unwiring {
-        Unwiring {
-            nl: self.nl.clone(),
-            table: self.table.clone(),
-        }
+        Unwiring::new(self.nl.clone(), self.table.clone())
     }
 
     /// The taps of each link, in link order, for qemu.
@@ -292,13 +295,15 @@ impl DataLinks {
     async fn handle_event(&mut self, ev: LinkEvent) {
         match ev {
             LinkEvent::New(li) => {
+                let mut renamed = None;
                 let pos = {
                     let mut t = self.table.lock().unwrap();
                     // A link that was ethN under this index and now has another name was renamed away.
                     for r in t.iter_mut() {
                         if r.eth_ifindex == Some(li.index) && r.eth != li.name {
-                            tracing::warn!(eth = %r.eth, new_name = %li.name, "data interface renamed away");
+                            tracing::warn!(eth = %r.eth, new_name = %li.name, "data interface renamed away; unhooking it");
                             r.gone();
+                            renamed = Some(r.tap_ifindex);
                         }
                         // Its carrier (its peer gone or down, or back up).
                         if r.eth_ifindex == Some(li.index) && r.eth == li.name {
@@ -307,18 +312,24 @@ impl DataLinks {
                     }
                     t.iter().position(|r| r.needs_wiring(&li))
                 };
+                if let Some(tap) = renamed {
+                    self.unhook(&li, tap).await;
+                }
                 if let Some(pos) = pos {
                     self.wire_row(pos, &li).await;
                 }
             }
+            LinkEvent::TcRemoved { index } => self.repair(index).await,
             LinkEvent::Deleted { index, name } => {
                 let mut t = self.table.lock().unwrap();
                 for r in t.iter_mut().filter(|r| r.eth_ifindex == Some(index)) {
                     tracing::warn!(eth = %r.eth, ifindex = index, "data interface gone; waiting for it to come back");
                     r.gone();
                 }
-                if let Some(r) = t.iter().find(|r| r.tap_ifindex == index) {
+                if let Some(r) = t.iter_mut().find(|r| r.tap_ifindex == index) {
                     tracing::error!(tap = %r.tap, %name, "tap deleted from outside the launcher");
+                    r.wired = false;
+                    r.last_error = Some(TAP_GONE.into());
                 }
             }
             LinkEvent::Overrun => {
@@ -354,6 +365,57 @@ impl DataLinks {
         self.publish();
     }
 
+    /// A qdisc or filter went from the link `index`: if it is a wired ethN or its tap and the
+    /// wiring no longer reads back, wire it again.
+    async fn repair(&mut self, index: u32) {
+        let row = (self.table.lock().unwrap().iter())
+            .position(|r| r.wired && (r.eth_ifindex == Some(index) || r.tap_ifindex == index));
+        let Some(pos) = row else { return };
+        let (eth, tap) = {
+            let t = self.table.lock().unwrap();
+            let r = &t[pos];
+            let eth = LinkInfo {
+                index: r.eth_ifindex.unwrap_or_default(),
+                name: r.eth.clone(),
+                ..Default::default()
+            };
+            let tap = LinkInfo {
+                index: r.tap_ifindex,
+                name: r.tap.clone(),
+                ..Default::default()
+            };
+            (eth, tap)
+        };
+        let intact = matches!(self.nl.redirect_targets(&eth).await, Ok(t) if t == [tap.index])
+            && matches!(self.nl.redirect_targets(&tap).await, Ok(t) if t == [eth.index]);
+        if intact {
+            return;
+        }
+        // Still this ethN (not deleted meanwhile)? Then its wiring was removed: put it back.
+        match self.nl.link(&eth.name).await {
+            Ok(Some(li)) if li.index == eth.index => {
+                tracing::warn!(eth = %eth.name, tap = %tap.name, "wiring removed from outside the launcher; re-wiring");
+                self.table.lock().unwrap()[pos].wired = false;
+                self.wire_row(pos, &li).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// ethN renamed away (now `link`): its filter and its tap's come off, so neither
+    /// carries frames for a link that is no longer a data port.
+    async fn unhook(&self, link: &LinkInfo, tap_index: u32) {
+        let tap = LinkInfo {
+            index: tap_index,
+            ..Default::default()
+        };
+        for l in [link, &tap] {
+            if let Err(e) = self.nl.remove_filters(l, &crate::net::tc::DATA_PRIOS).await {
+                tracing::warn!(ifindex = l.index, error = %chain(&e), "cannot unhook");
+            }
+        }
+    }
+
     async fn wire_row(&mut self, pos: usize, eth: &LinkInfo) {
         let started = Instant::now();
         let (tap_name, tap_index) = {
@@ -387,44 +449,6 @@ impl DataLinks {
                 r.carrier = eth.lower_up;
                 r.last_error = Some(e);
             }
-        }
-    }
-}
-
-/// Takes the launcher's wiring off every ethN it wired, once the watcher is stopped: a redirect
-/// left on ethN after the launcher (and its taps) are gone would drop every frame silently.
-/// Cloneable: the supervisor keeps one while the watcher owns the links.
-#[derive(Clone)]
-pub struct Unwiring {
-    nl: Netlink,
-    table: LinkTable,
-}
-
-impl Unwiring {
-    /// Removes the launcher's filter from each ethN's ingress (the qdisc stays, see
-    /// [`Netlink::remove_filters`]); logs what fails and goes on with the others.
-    pub async fn unwire_all(&self) {
-        let rows: Vec<LinkInfo> = (self.table.lock().unwrap().iter())
-            .filter_map(|r| {
-                r.eth_ifindex.map(|index| LinkInfo {
-                    index,
-                    name: r.eth.clone(),
-                    ..Default::default()
-                })
-            })
-            .collect();
-        for eth in rows {
-            match self
-                .nl
-                .remove_filters(&eth, &crate::net::tc::DATA_PRIOS)
-                .await
-            {
-                Ok(()) => tracing::info!(eth = %eth.name, "unwired"),
-                Err(e) => tracing::warn!(eth = %eth.name, error = %chain(&e), "cannot unwire"),
-            }
-        }
-        for r in self.table.lock().unwrap().iter_mut() {
-            r.wired = false;
         }
     }
 }

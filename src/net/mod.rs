@@ -11,6 +11,7 @@ pub mod passthrough;
 pub mod present;
 pub mod tap;
 pub mod tc;
+pub mod unwiring;
 
 pub use events::{LinkEvent, LinkEvents};
 pub use links::{
