@@ -25,6 +25,9 @@ const DEFAULT_RCVBUF: usize = 4 << 20;
 /// RTMGRP_LINK, the link multicast group; RTMGRP_TC, the qdisc and filter group.
 const RTMGRP_LINK: u32 = 1;
 const RTMGRP_TC: u32 = 8;
+/// The message types of a qdisc and a filter added (or changed).
+const RTM_NEWQDISC: u16 = 36;
+const RTM_NEWTFILTER: u16 = 44;
 
 /// Reads [`RCVBUF_ENV`] from `value` (the caller passes what the environment holds).
 pub fn parse_rcvbuf(value: Option<&str>) -> Option<usize> {
@@ -136,6 +139,13 @@ impl LinkEvents {
             let len = u32::from_ne_bytes(self.buf[off..off + 4].try_into().unwrap()) as usize;
             if len < 16 || off + len > n {
                 break;
+            }
+            // Only link news and tc removals matter: the tc objects added (the launcher's own
+            // wiring makes four per link) are skipped before decoding.
+            let kind = u16::from_ne_bytes(self.buf[off + 4..off + 6].try_into().unwrap());
+            if matches!(kind, RTM_NEWQDISC | RTM_NEWTFILTER) {
+                off += (len + 3) & !3;
+                continue;
             }
             match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..off + len]) {
                 Ok(m) => match m.payload {

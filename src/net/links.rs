@@ -460,8 +460,10 @@ pub async fn wire_links(
     tap: &LinkInfo,
     min_mtu: u32,
 ) -> Result<(), NetError> {
-    nl.set_up(eth.index, &eth.name, None).await?;
-    nl.set_up(tap.index, &tap.name, Some(min_mtu.max(eth.mtu)))
-        .await?;
+    let mtu = Some(min_mtu.max(eth.mtu));
+    futures::try_join!(
+        nl.set_up(eth.index, &eth.name, None),
+        nl.set_up(tap.index, &tap.name, mtu)
+    )?;
     nl.wire(eth, tap).await
 }
