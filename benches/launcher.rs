@@ -1,9 +1,14 @@
 //! Benchmarks that print figures (not timed tests). Run as root: `cargo bench --bench launcher`.
 //! - wiring N = 1, 8, 64, 128 interfaces: `launcher wire` against the same work done with
 //!   `ip`/`tc` commands per interface (vrnetlab's tc-tap-ifup way), same run, ratio printed;
+//! - the event path (benches/event_path): a new link's RTM_NEWLINK as our own listener
+//!   receives it -> both filters read back, one link at a time and 64 at once (no qemu);
+//!   `cargo bench --bench launcher -- event-path` runs only this;
 //! - latency from an interface appearing to it being wired (launcher run, real qemu);
 //! - launcher RSS and idle wake-ups while a VM runs; `launcher run` to qemu exec;
 //!   SIGTERM-to-exit beyond qemu's own exit.
+
+mod event_path;
 
 use lab::*;
 use std::process::Stdio;
@@ -227,6 +232,14 @@ fn main() {
         return;
     }
     require_root();
+    println!("== the event path: link appears -> wired, in the launcher's link watcher ==");
+    {
+        let ns = Netns::new("carrier-events");
+        event_path::run(&ns.name);
+    }
+    if std::env::args().any(|a| a == "event-path") {
+        return;
+    }
     println!("== wiring: launcher wire (one process, netlink) vs ip/tc commands per interface ==");
     println!(
         "{:>5} {:>14} {:>14} {:>8}",

@@ -18,6 +18,12 @@ fn clab_link(ns: &Netns, peer: &Netns, eth: &str, outside: &str) {
     peer.ip(&format!("link set {outside} up"));
 }
 
+fn port_states(st: &serde_json::Value) -> Vec<String> {
+    (st["links"].as_array().unwrap().iter())
+        .map(|l| l["port_state"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 fn ports(st: &serde_json::Value) -> Vec<(u64, bool)> {
     st["links"]
         .as_array()
@@ -50,9 +56,11 @@ fn clab_intfs_2_with_eth1_and_eth3_wires_both_and_port_3_carries_traffic() {
     clab_link(&ns, &peer, "eth1", "p1");
     peer.ip("addr add 192.0.2.1/24 dev p3");
     let st = wait_all_wired(&ns, Duration::from_secs(30));
-    assert_eq!(ports(&st), [(1, true), (3, true)], "{st}");
-    assert_eq!(st["links"][1]["eth"], "eth3", "{st}");
-    assert_eq!(st["links"][1]["tap"], "tap3", "{st}");
+    // Port 2 has its tap too (a cable slot, its ethN absent).
+    assert_eq!(ports(&st), [(1, true), (2, false), (3, true)], "{st}");
+    assert_eq!(st["links"][2]["eth"], "eth3", "{st}");
+    assert_eq!(st["links"][2]["tap"], "tap3", "{st}");
+    assert_eq!(port_states(&st), ["up", "absent", "up"], "{st}");
     wait_state(&ns, "ready", Duration::from_secs(120));
     let out = r.log();
     assert!(
@@ -114,7 +122,7 @@ fn on_timeout_continue_boots_with_the_ports_found_and_wires_late_ones() {
     clab_link(&ns, &peer, "eth3", "p3");
     // After the wait: eth3 found, the missing one assumed the lowest free port (eth1).
     let st = wait_for(Duration::from_secs(20), "eth3 wired, eth1 not", || {
-        status(&ns).filter(|s| ports(s) == [(1, false), (3, true)])
+        status(&ns).filter(|s| ports(s) == [(1, false), (2, false), (3, true)])
     });
     assert_ne!(st["state"], "waiting-for-interfaces", "{st}");
     let out = r.log();
@@ -126,7 +134,7 @@ fn on_timeout_continue_boots_with_the_ports_found_and_wires_late_ones() {
     );
     clab_link(&ns, &peer, "eth1", "p1");
     let st = wait_all_wired(&ns, Duration::from_secs(20));
-    assert_eq!(ports(&st), [(1, true), (3, true)], "{st}");
+    assert_eq!(ports(&st), [(1, true), (2, false), (3, true)], "{st}");
     wait_state(&ns, "ready", Duration::from_secs(120));
     let (code, _) = r.stop(Duration::from_secs(30));
     assert_eq!(code, 0, "{}", r.output());
@@ -194,7 +202,7 @@ fn several_vms_take_the_ports_present_that_their_data_selects() {
     clab_link(&ns, &peer, "eth3", "p3");
     clab_link(&ns, &peer, "eth1", "p1");
     let st = wait_all_wired(&ns, Duration::from_secs(30));
-    assert_eq!(ports(&st), [(1, true), (3, true)], "{st}");
+    assert_eq!(ports(&st), [(1, true), (2, false), (3, true)], "{st}");
     wait_state(&ns, "ready", Duration::from_secs(150));
     // cp: its data NIC 1; lc: NICs for ports 1..3, only port 3 with a link (MAC ...:00:03).
     let nics = |vm: &str| {
@@ -207,6 +215,222 @@ fn several_vms_take_the_ports_present_that_their_data_selects() {
     assert!(lc.contains("tinylinux: 3 NICs:"), "{lc}");
     let lc_eth2 = lc.split_whitespace().find(|w| w.starts_with("eth2="));
     assert!(lc_eth2.unwrap_or_default().contains(":00:03/"), "{lc}");
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0, "{}", r.output());
+}
+
+/// The guest's console from byte `from` on.
+fn console_from(ns: &Netns, from: usize) -> String {
+    let all = std::fs::read(ns.dir.join("console.log")).unwrap_or_default();
+    String::from_utf8_lossy(all.get(from..).unwrap_or_default()).into_owned()
+}
+
+fn console_len(ns: &Netns) -> usize {
+    std::fs::metadata(ns.dir.join("console.log")).map_or(0, |m| m.len() as usize)
+}
+
+/// Waits (bounded) until the guest prints `line` (its carrier log) after console byte `from`
+/// and status shows `port`'s state `state`; returns the console length then.
+fn guest_and_status_see(ns: &Netns, from: usize, line: &str, port: usize, state: &str) -> usize {
+    wait_for(
+        Duration::from_secs(60),
+        &format!("{line:?} and port state {state}"),
+        || {
+            let seen = console_from(ns, from).contains(line);
+            let st = status(ns)?;
+            (seen && st["links"][port - 1]["port_state"] == state).then_some(())
+        },
+    );
+    console_len(ns)
+}
+
+/// Waits (bounded) for pings from `peer` to `addr` (the guest) to get through.
+fn ping_passes(peer: &Netns, addr: &str, r: &Running) {
+    let t = Instant::now();
+    while !peer
+        .exec(&format!("ping -c 1 -W 1 {addr}"))
+        .status
+        .success()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "no ping to {addr}\n{}",
+            r.output()
+        );
+    }
+}
+
+/// A tinylinux router with `slots` NIC slots, CLAB_INTFS=1, and addresses on its ports 1 and
+/// 3 (192.0.2.2/24, 198.51.100.2/24), started and waiting for its one link.
+fn carrier_router(ns: &Netns, name: &str) -> (std::path::PathBuf, Running) {
+    let sc = ns.dir.join("startup-config.cfg");
+    let cfg_text = "ip addr add 192.0.2.2/24 dev eth1\nip addr add 198.51.100.2/24 dev eth3\n";
+    std::fs::write(&sc, cfg_text).unwrap();
+    let cfg = tinylinux_config(
+        ns,
+        name,
+        &format!("startup_config = \"{}\"", sc.display()),
+        "[nics]\nslots = 3\nwait_timeout = 60\n",
+    );
+    edit_file(&cfg, &[("tl.mgmt=user", "tl.mgmt=user tl.nics=4")]);
+    let r = Running::start(ns, &cfg, &[("CLAB_INTFS", "1")]);
+    wait_state(ns, "waiting-for-interfaces", Duration::from_secs(10));
+    (cfg, r)
+}
+
+#[test]
+fn carrier_guest_sees_its_port_down_when_eth_is_deleted_or_its_peer_down_and_up_again() {
+    let ns = Netns::new("carrier-cable");
+    let peer = Netns::new("carrier-cable-peer");
+    let (_cfg, mut r) = carrier_router(&ns, "rcable");
+    clab_link(&ns, &peer, "eth1", "p1");
+    peer.ip("addr add 192.0.2.1/24 dev p1");
+    let st = wait_state(&ns, "ready", Duration::from_secs(150));
+    assert_eq!(port_states(&st), ["up", "absent", "absent"], "{st}");
+    // The guest's own view: ports 2 and 3 have no cable.
+    let at = guest_and_status_see(&ns, 0, "tinylinux: carrier eth1 up", 1, "up");
+    let boot = console_from(&ns, 0);
+    for n in [2, 3] {
+        let last = boot
+            .lines()
+            .rfind(|l| l.contains(&format!("carrier eth{n} ")));
+        assert_eq!(
+            last,
+            Some(format!("tinylinux: carrier eth{n} down").as_str()),
+            "{boot}"
+        );
+    }
+    ping_passes(&peer, "192.0.2.2", &r);
+    // The peer goes down: the guest's port goes down.
+    peer.ip("link set p1 down");
+    let at = guest_and_status_see(&ns, at, "tinylinux: carrier eth1 down", 1, "down");
+    peer.ip("link set p1 up");
+    let at = guest_and_status_see(&ns, at, "tinylinux: carrier eth1 up", 1, "up");
+    ping_passes(&peer, "192.0.2.2", &r);
+    // ethN deleted (with its peer): down and absent; re-created: up, traffic passes.
+    ns.ip("link del eth1");
+    let at = guest_and_status_see(&ns, at, "tinylinux: carrier eth1 down", 1, "absent");
+    clab_link(&ns, &peer, "eth1", "p1");
+    peer.ip("addr add 192.0.2.1/24 dev p1");
+    guest_and_status_see(&ns, at, "tinylinux: carrier eth1 up", 1, "up");
+    ping_passes(&peer, "192.0.2.2", &r);
+    let st = status(&ns).unwrap();
+    assert_eq!(st["links"][0]["wirings"], 2, "{st}");
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0, "{}", r.output());
+}
+
+#[test]
+fn carrier_a_late_link_within_the_slots_comes_up_without_a_restart_and_after_one() {
+    let ns = Netns::new("carrier-late");
+    let peer = Netns::new("carrier-late-peer");
+    let (_cfg, mut r) = carrier_router(&ns, "rlate");
+    clab_link(&ns, &peer, "eth1", "p1");
+    let st = wait_state(&ns, "ready", Duration::from_secs(150));
+    let qemu = st["qemu_pid"].clone();
+    assert_eq!(port_states(&st), ["up", "absent", "absent"], "{st}");
+    let at = guest_and_status_see(&ns, 0, "tinylinux: carrier eth1 up", 1, "up");
+    // containerlab adds a link to the running node: eth3, within the 3 slots.
+    clab_link(&ns, &peer, "eth3", "p3");
+    peer.ip("addr add 198.51.100.1/24 dev p3");
+    guest_and_status_see(&ns, at, "tinylinux: carrier eth3 up", 3, "up");
+    ping_passes(&peer, "198.51.100.2", &r);
+    let st = status(&ns).unwrap();
+    assert_eq!(st["qemu_pid"], qemu, "the same qemu: {st}");
+    assert_eq!(st["restarts"], 0, "{st}");
+    assert_eq!(port_states(&st), ["up", "absent", "up"], "{st}");
+    // qemu dies and is restarted: the new guest gets the same port states.
+    let at = console_len(&ns);
+    kill(qemu.as_i64().unwrap() as i32, libc::SIGKILL);
+    let st = wait_for(Duration::from_secs(150), "ready after a restart", || {
+        status(&ns).filter(|s| s["state"] == "ready" && s["restarts"] == 1)
+    });
+    assert_ne!(st["qemu_pid"], qemu, "{st}");
+    let again = wait_for(
+        Duration::from_secs(30),
+        "the new guest's carrier log",
+        || {
+            let c = console_from(&ns, at);
+            (c.contains("carrier eth1 ")
+                && c.contains("carrier eth2 ")
+                && c.contains("carrier eth3 "))
+            .then_some(c)
+        },
+    );
+    for (n, want) in [(1, "up"), (2, "down"), (3, "up")] {
+        let last = again
+            .lines()
+            .rfind(|l| l.contains(&format!("carrier eth{n} ")));
+        assert_eq!(
+            last,
+            Some(format!("tinylinux: carrier eth{n} {want}").as_str()),
+            "{again}"
+        );
+    }
+    ping_passes(&peer, "198.51.100.2", &r);
+    let (code, _) = r.stop(Duration::from_secs(30));
+    assert_eq!(code, 0, "{}", r.output());
+}
+
+/// The ifindexes `dev`'s ingress filters redirect to, as `tc` shows them (empty: none).
+fn redirects(ns: &Netns, dev: &str) -> String {
+    let out = ns.exec(&format!("tc filter show dev {dev} ingress"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut to: Vec<&str> = (text.split("to device ").skip(1))
+        .filter_map(|s| s.split(|c: char| c == ')' || c.is_whitespace()).next())
+        .collect();
+    to.sort_unstable();
+    to.join(",")
+}
+
+#[test]
+fn carrier_wiring_removed_behind_our_back_is_put_back_and_a_renamed_eth_is_unhooked() {
+    let ns = Netns::new("carrier-repair");
+    let peer = Netns::new("carrier-repair-peer");
+    let cfg = tinylinux_config(&ns, "rrepair", "", "[nics]\ncount = 1\nwait_timeout = 30\n");
+    let mut r = Running::start(&ns, &cfg, &[]);
+    wait_state(&ns, "waiting-for-interfaces", Duration::from_secs(10));
+    clab_link(&ns, &peer, "eth1", "p1");
+    wait_all_wired(&ns, Duration::from_secs(20));
+    // From here the watcher owns the links (qemu started).
+    wait_for(Duration::from_secs(20), "qemu started", || {
+        status(&ns).filter(|s| s["qemu_pid"].is_i64())
+    });
+    let wired = || (redirects(&ns, "eth1"), redirects(&ns, "tap1"));
+    assert_eq!(wired(), ("tap1".into(), "eth1".into()));
+    // A filter deleted, then the whole ingress qdisc of the tap: both put back.
+    ns.exec("tc filter del dev eth1 ingress");
+    wait_for(Duration::from_secs(10), "eth1's filter put back", || {
+        (wired() == ("tap1".into(), "eth1".into())).then_some(())
+    });
+    ns.exec("tc qdisc del dev tap1 ingress");
+    wait_for(Duration::from_secs(10), "tap1's filter put back", || {
+        (wired() == ("tap1".into(), "eth1".into())).then_some(())
+    });
+    let st = status(&ns).unwrap();
+    assert_eq!(st["links"][0]["wired"], true, "{st}");
+    assert_eq!(st["links"][0]["wirings"], 3, "{st}");
+    let out = r.log();
+    let repaired = out
+        .events
+        .iter()
+        .filter(|e| e.message == "wiring removed from outside the launcher; re-wiring");
+    assert_eq!(repaired.count(), 2, "{out}");
+    // eth1 renamed away: unhooked (neither it nor tap1 redirects), its port no longer up.
+    ns.ip("link set eth1 down");
+    ns.ip("link set eth1 name away1");
+    let st = wait_for(Duration::from_secs(10), "the port shown absent", || {
+        status(&ns).filter(|s| s["links"][0]["port_state"] == "absent")
+    });
+    assert_eq!(st["links"][0]["wired"], false, "{st}");
+    wait_for(Duration::from_secs(10), "away1 and tap1 unhooked", || {
+        (redirects(&ns, "away1").is_empty() && redirects(&ns, "tap1").is_empty()).then_some(())
+    });
+    // Back under its name: wired again.
+    ns.ip("link set away1 name eth1");
+    ns.ip("link set eth1 up");
+    wait_all_wired(&ns, Duration::from_secs(10));
+    assert_eq!(wired(), ("tap1".into(), "eth1".into()));
     let (code, _) = r.stop(Duration::from_secs(30));
     assert_eq!(code, 0, "{}", r.output());
 }

@@ -26,6 +26,13 @@ pub struct LinkReport {
     pub from_vm_packets: u64,
     pub from_vm_bytes: u64,
     pub error: Option<String>,
+    /// The port as the guest sees it, like a cable: "absent" (no ethN), "down" (ethN without
+    /// carrier, or not wired), "up".
+    #[serde(default)]
+    pub port_state: String,
+    /// A NIC slot the start did not wait for (its ethN was absent): wired if it comes.
+    #[serde(default)]
+    pub spare: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +118,8 @@ pub fn link_reports(rows: &[LinkRow], live: &[LinkInfo]) -> Vec<LinkReport> {
                 from_vm_packets: tap.map(|t| t.rx_packets).unwrap_or(0),
                 from_vm_bytes: tap.map(|t| t.rx_bytes).unwrap_or(0),
                 error: r.last_error.clone(),
+                port_state: r.port_state.as_str().into(),
+                spare: r.spare,
             }
         })
         .collect()
@@ -225,7 +234,7 @@ pub fn render(r: &Report) -> String {
     }
     if !r.links.is_empty() {
         out.push_str(&format!(
-            "{:<5} {:<10} {:>7} {:<10} {:>7} {:<5} {:>5} {:<6} {:>20} {:>20}\n",
+            "{:<5} {:<10} {:>7} {:<10} {:>7} {:<6} {:>5} {:<6} {:>20} {:>20}\n",
             "PORT",
             "ETH",
             "IFINDEX",
@@ -239,7 +248,7 @@ pub fn render(r: &Report) -> String {
         ));
         for l in &r.links {
             out.push_str(&format!(
-                "{:<5} {:<10} {:>7} {:<10} {:>7} {:<5} {:>5} {:<6} {:>20} {:>20}{}\n",
+                "{:<5} {:<10} {:>7} {:<10} {:>7} {:<6} {:>5} {:<6} {:>20} {:>20}{}\n",
                 l.port,
                 l.eth,
                 l.eth_ifindex
@@ -247,13 +256,7 @@ pub fn render(r: &Report) -> String {
                     .unwrap_or_else(|| "gone".into()),
                 l.tap,
                 l.tap_ifindex,
-                if l.eth_ifindex.is_none() {
-                    "gone"
-                } else if l.link_up {
-                    "up"
-                } else {
-                    "down"
-                },
+                l.port_state,
                 l.mtu,
                 if l.wired { "yes" } else { "no" },
                 format!("{}/{}", l.to_vm_packets, l.to_vm_bytes),
@@ -271,6 +274,7 @@ pub fn render(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::PortState;
 
     #[test]
     fn reports_join_counters_and_mark_gone_links() {
@@ -284,6 +288,9 @@ mod tests {
                 wired: true,
                 wirings: 2,
                 last_error: None,
+                spare: false,
+                carrier: true,
+                port_state: PortState::Up,
             },
             LinkRow {
                 port: 2,
@@ -294,6 +301,9 @@ mod tests {
                 wired: false,
                 wirings: 1,
                 last_error: None,
+                spare: true,
+                carrier: false,
+                port_state: PortState::Absent,
             },
         ];
         let live = vec![
@@ -328,6 +338,7 @@ mod tests {
             (10, 700, true, 9500)
         );
         assert!(!r[1].link_up && !r[1].wired);
+        let r0 = r[0].clone();
         let rep = Report {
             name: "r1".into(),
             state: "ready".into(),
@@ -342,7 +353,9 @@ mod tests {
             log_lines_dropped: 0,
         };
         let text = render(&rep);
-        assert!(text.contains("eth2") && text.contains("gone"), "{text}");
+        assert!(text.contains("eth2") && text.contains("absent"), "{text}");
+        assert!(text.contains(" up "), "{text}");
+        assert_eq!((r0.port_state.as_str(), r0.spare), ("up", false));
         assert!(text.contains("10/1000"), "{text}");
         // Several VMs: one line each.
         let vm = |name: &str, state: &str, port| VmReport {

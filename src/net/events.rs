@@ -1,5 +1,5 @@
-//! Link events: a netlink socket subscribed to RTNLGRP_LINK, read without polling (epoll via
-//! tokio), and the recovery when it overruns (ENOBUFS: drain, then tell the caller to list the
+//! Link events: a netlink socket subscribed to RTNLGRP_LINK (and RTNLGRP_TC, for tc objects
+//! removed behind the launcher's back), read without polling (epoll via tokio), and the recovery when it overruns (ENOBUFS: drain, then tell the caller to list the
 //! links afresh). The receive-buffer size is the caller's to choose; this module never reads
 //! the environment and never changes a link.
 
@@ -22,8 +22,12 @@ pub const RCVBUF_ENV: &str = "LAUNCHER_NETLINK_RCVBUF";
 /// The receive buffer asked for normally: big, so bursts of events are not lost.
 const DEFAULT_RCVBUF: usize = 4 << 20;
 
-/// RTMGRP_LINK, the link multicast group.
+/// RTMGRP_LINK, the link multicast group; RTMGRP_TC, the qdisc and filter group.
 const RTMGRP_LINK: u32 = 1;
+const RTMGRP_TC: u32 = 8;
+/// The message types of a qdisc and a filter added (or changed).
+const RTM_NEWQDISC: u16 = 36;
+const RTM_NEWTFILTER: u16 = 44;
 
 /// Reads [`RCVBUF_ENV`] from `value` (the caller passes what the environment holds).
 pub fn parse_rcvbuf(value: Option<&str>) -> Option<usize> {
@@ -38,6 +42,10 @@ pub enum LinkEvent {
     Deleted {
         index: u32,
         name: String,
+    },
+    /// A qdisc or filter was removed from the link with this ifindex (wiring may be gone).
+    TcRemoved {
+        index: u32,
     },
     /// The socket overran (ENOBUFS): events were lost; list the links again.
     Overrun,
@@ -69,7 +77,8 @@ impl LinkEvents {
             // Best effort, as before: the kernel's default buffer still works.
             let _ = setsockopt(&fd, sockopt::RcvBuf, &size);
         }
-        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, RTMGRP_LINK)).map_err(sock)?;
+        let groups = RTMGRP_LINK | RTMGRP_TC;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups)).map_err(sock)?;
         // SAFETY: `fd` is an open socket owned by the AsyncFd from here on; nothing else
         // closes or replaces it, so its raw fd stays the same for the AsyncFd's whole life.
         let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
@@ -131,6 +140,13 @@ impl LinkEvents {
             if len < 16 || off + len > n {
                 break;
             }
+            // Only link news and tc removals matter: the tc objects added (the launcher's own
+            // wiring makes four per link) are skipped before decoding.
+            let kind = u16::from_ne_bytes(self.buf[off + 4..off + 6].try_into().unwrap());
+            if matches!(kind, RTM_NEWQDISC | RTM_NEWTFILTER) {
+                off += (len + 3) & !3;
+                continue;
+            }
             match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..off + len]) {
                 Ok(m) => match m.payload {
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
@@ -147,6 +163,12 @@ impl LinkEvents {
                             name,
                         });
                     }
+                    NetlinkPayload::InnerMessage(
+                        RouteNetlinkMessage::DelTrafficFilter(t)
+                        | RouteNetlinkMessage::DelQueueDiscipline(t),
+                    ) => self.pending.push_back(LinkEvent::TcRemoved {
+                        index: t.header.index as u32,
+                    }),
                     NetlinkPayload::Overrun(_) => self.pending.push_back(LinkEvent::Overrun),
                     _ => {}
                 },

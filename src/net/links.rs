@@ -1,16 +1,54 @@
-//! The data links of one router: with CLAB_INTFS, the wait for that many ethK whatever their K
-//! ([`find_present`]); then for each ethN, its tapN (one fd per queue, kept for life), the wait
-//! for ethN to arrive, the wiring, and the re-wiring when the lab tool re-creates ethN. It keeps the shared per-link table that status reads. Built on `netlink`,
-//! `tc`, `events` and `tap`; never decides fd numbers (the taps are handed out per link, in
-//! link order) and never reads the environment.
+//! The data links of one router, as cables: for each NIC slot, its tapN (one fd per queue, kept
+//! for life, also for a spare slot whose ethN is absent), the wait for the expected ethN, the
+//! wiring, and the re-wiring when the lab tool re-creates ethN. It keeps the shared per-link
+//! table that status reads and each port's state (absent / down / up: up only when ethN is
+//! wired and has carrier), published on a watch channel ([`CableStates`]) for whoever tells
+//! the guest. Built on `netlink`, `tc`, `events` and `tap`; never decides fd numbers (the taps
+//! are handed out per link, in link order), never talks to qemu and never reads the
+//! environment.
 
 use crate::config::{DataLink, OnMissingLinks};
 use crate::net::events::{LinkEvent, LinkEvents};
 use crate::net::tap::{self, Tap};
+pub use crate::net::unwiring::Unwiring;
 use crate::net::{chain, LinkInfo, NetError, Netlink};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// What the guest's port shows, as a cable would: no ethN, ethN without carrier (or not
+/// wired), ethN wired with carrier.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PortState {
+    #[default]
+    Absent,
+    Down,
+    Up,
+}
+
+impl PortState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortState::Absent => "absent",
+            PortState::Down => "down",
+            PortState::Up => "up",
+        }
+    }
+}
+
+/// Each port (in link order) and whether its cable is up: what the guest's NIC should show.
+pub type CableStates = watch::Receiver<Vec<(u32, bool)>>;
+
+/// One NIC slot to open a tap for: its link, its queue count, and whether the start waits for
+/// its ethN (a spare slot's ethN is absent at start: wired if it comes).
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub link: DataLink,
+    pub queues: u32,
+    pub spare: bool,
+}
 
 /// One data link as status shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -24,7 +62,18 @@ pub struct LinkRow {
     /// How many times ethN was wired (more than one: the lab tool re-created it).
     pub wirings: u32,
     pub last_error: Option<String>,
+    /// A slot the start did not wait for (its ethN was absent): wired if ethN comes.
+    pub spare: bool,
+    /// ethN is up with carrier (IFF_LOWER_UP: a veth's peer exists and is up).
+    pub carrier: bool,
+    /// The port as the guest is to see it.
+    pub port_state: PortState,
 }
+
+/// What status shows for a link whose tap was deleted (qemu still holds it: it cannot be made
+/// again under a running qemu).
+const TAP_GONE: &str =
+    "tap deleted from outside the launcher; the VM's port is cut until the launcher restarts";
 
 /// The rows of every data link, in link order, shared with the control server.
 pub type LinkTable = Arc<Mutex<Vec<LinkRow>>>;
@@ -34,6 +83,15 @@ impl LinkRow {
     fn gone(&mut self) {
         self.eth_ifindex = None;
         self.wired = false;
+        self.carrier = false;
+    }
+    /// The port's state from what is known of ethN.
+    fn state(&self) -> PortState {
+        match (self.eth_ifindex, self.wired && self.carrier) {
+            (None, _) => PortState::Absent,
+            (Some(_), false) => PortState::Down,
+            (Some(_), true) => PortState::Up,
+        }
     }
     /// `li` is this row's ethN and is not wired at its current ifindex.
     fn needs_wiring(&self, li: &LinkInfo) -> bool {
@@ -55,16 +113,17 @@ pub struct DataLinks {
     tap_mtu: u32,
     taps: Vec<LinkTaps>,
     table: LinkTable,
+    cables: watch::Sender<Vec<(u32, bool)>>,
 }
 
 impl DataLinks {
     /// Subscribes to link events first, then creates the taps. Both happen before any ethN is
-    /// looked at, so no arrival can be missed. Each link comes with its queue count: more than
+    /// looked at, so no arrival can be missed. Each slot comes with its queue count: more than
     /// one opens its tap multi-queue, that many fds. `small_rcvbuf` goes to
     /// [`LinkEvents::subscribe`].
-    /// `table` is filled with one row per link (status may hold it already).
+    /// `table` is filled with one row per slot (status may hold it already).
     pub async fn new(
-        links: &[(DataLink, u32)],
+        slots: &[Slot],
         tap_mtu: u32,
         small_rcvbuf: Option<usize>,
         table: LinkTable,
@@ -73,7 +132,12 @@ impl DataLinks {
         let nl = Netlink::new()?;
         let mut taps = Vec::new();
         let mut rows = Vec::new();
-        for (l, queues) in links {
+        for Slot {
+            link: l,
+            queues,
+            spare,
+        } in slots
+        {
             let q = (*queues).max(1);
             let queues = (0..q)
                 .map(|_| tap::open(&l.tap, q > 1))
@@ -92,12 +156,16 @@ impl DataLinks {
                 wired: false,
                 wirings: 0,
                 last_error: None,
+                spare: *spare,
+                carrier: false,
+                port_state: PortState::Absent,
             });
             taps.push(LinkTaps {
                 link: l.clone(),
                 queues,
             });
         }
+        let cables = watch::Sender::new(rows.iter().map(|r| (r.port, false)).collect());
         *table.lock().unwrap() = rows;
         Ok(Self {
             nl,
@@ -105,7 +173,35 @@ impl DataLinks {
             tap_mtu,
             taps,
             table,
+            cables,
         })
+    }
+
+    /// Each port's cable state, updated whenever one changes.
+    pub fn cables(&self) -> CableStates {
+        self.cables.subscribe()
+    }
+
+    /// Recomputes each port's state; logs and publishes the changes.
+    fn publish(&self) {
+        let mut t = self.table.lock().unwrap();
+        for r in t.iter_mut() {
+            let now = r.state();
+            if now != r.port_state {
+                tracing::info!(port = r.port, eth = %r.eth, from = r.port_state.as_str(),
+                    to = now.as_str(), "port state");
+                r.port_state = now;
+            }
+        }
+        let states: Vec<(u32, bool)> = (t.iter())
+            .map(|r| (r.port, r.port_state == PortState::Up))
+            .collect();
+        drop(t);
+        self.cables.send_if_modified(|v| {
+            let changed = *v != states;
+            *v = states;
+            changed
+        });
     }
 
     pub fn table(&self) -> LinkTable {
@@ -118,10 +214,7 @@ impl DataLinks {
 
     /// What takes the launcher's wiring back off every ethN at the end (see [`Unwiring`]).
     pub fn unwiring(&self) -> Unwiring {
-        Unwiring {
-            nl: self.nl.clone(),
-            table: self.table.clone(),
-        }
+        Unwiring::new(self.nl.clone(), self.table.clone())
     }
 
     /// The taps of each link, in link order, for qemu.
@@ -130,7 +223,11 @@ impl DataLinks {
     }
 
     fn all_wired(&self) -> bool {
-        self.table.lock().unwrap().iter().all(|r| r.wired)
+        self.table
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| r.wired || r.spare)
     }
 
     /// Waits (bounded) until every ethN is wired. On time-out: an error listing the missing
@@ -154,7 +251,7 @@ impl DataLinks {
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|r| !r.wired)
+                .filter(|r| !r.wired && !r.spare)
                 .map(|r| r.eth.clone())
                 .collect();
             let missing = missing.join(", ");
@@ -191,31 +288,48 @@ impl DataLinks {
     }
 
     async fn handle(&mut self, ev: LinkEvent) {
+        self.handle_event(ev).await;
+        self.publish();
+    }
+
+    async fn handle_event(&mut self, ev: LinkEvent) {
         match ev {
             LinkEvent::New(li) => {
+                let mut renamed = None;
                 let pos = {
                     let mut t = self.table.lock().unwrap();
                     // A link that was ethN under this index and now has another name was renamed away.
                     for r in t.iter_mut() {
                         if r.eth_ifindex == Some(li.index) && r.eth != li.name {
-                            tracing::warn!(eth = %r.eth, new_name = %li.name, "data interface renamed away");
+                            tracing::warn!(eth = %r.eth, new_name = %li.name, "data interface renamed away; unhooking it");
                             r.gone();
+                            renamed = Some(r.tap_ifindex);
+                        }
+                        // Its carrier (its peer gone or down, or back up).
+                        if r.eth_ifindex == Some(li.index) && r.eth == li.name {
+                            r.carrier = li.lower_up;
                         }
                     }
                     t.iter().position(|r| r.needs_wiring(&li))
                 };
+                if let Some(tap) = renamed {
+                    self.unhook(&li, tap).await;
+                }
                 if let Some(pos) = pos {
                     self.wire_row(pos, &li).await;
                 }
             }
+            LinkEvent::TcRemoved { index } => self.repair(index).await,
             LinkEvent::Deleted { index, name } => {
                 let mut t = self.table.lock().unwrap();
                 for r in t.iter_mut().filter(|r| r.eth_ifindex == Some(index)) {
                     tracing::warn!(eth = %r.eth, ifindex = index, "data interface gone; waiting for it to come back");
                     r.gone();
                 }
-                if let Some(r) = t.iter().find(|r| r.tap_ifindex == index) {
+                if let Some(r) = t.iter_mut().find(|r| r.tap_ifindex == index) {
                     tracing::error!(tap = %r.tap, %name, "tap deleted from outside the launcher");
+                    r.wired = false;
+                    r.last_error = Some(TAP_GONE.into());
                 }
             }
             LinkEvent::Overrun => {
@@ -241,9 +355,63 @@ impl DataLinks {
                 Some(li) => {
                     if self.table.lock().unwrap()[pos].needs_wiring(li) {
                         self.wire_row(pos, li).await;
+                    } else {
+                        self.table.lock().unwrap()[pos].carrier = li.lower_up;
                     }
                 }
                 None => self.table.lock().unwrap()[pos].gone(),
+            }
+        }
+        self.publish();
+    }
+
+    /// A qdisc or filter went from the link `index`: if it is a wired ethN or its tap and the
+    /// wiring no longer reads back, wire it again.
+    async fn repair(&mut self, index: u32) {
+        let row = (self.table.lock().unwrap().iter())
+            .position(|r| r.wired && (r.eth_ifindex == Some(index) || r.tap_ifindex == index));
+        let Some(pos) = row else { return };
+        let (eth, tap) = {
+            let t = self.table.lock().unwrap();
+            let r = &t[pos];
+            let eth = LinkInfo {
+                index: r.eth_ifindex.unwrap_or_default(),
+                name: r.eth.clone(),
+                ..Default::default()
+            };
+            let tap = LinkInfo {
+                index: r.tap_ifindex,
+                name: r.tap.clone(),
+                ..Default::default()
+            };
+            (eth, tap)
+        };
+        let intact = matches!(self.nl.redirect_targets(&eth).await, Ok(t) if t == [tap.index])
+            && matches!(self.nl.redirect_targets(&tap).await, Ok(t) if t == [eth.index]);
+        if intact {
+            return;
+        }
+        // Still this ethN (not deleted meanwhile)? Then its wiring was removed: put it back.
+        match self.nl.link(&eth.name).await {
+            Ok(Some(li)) if li.index == eth.index => {
+                tracing::warn!(eth = %eth.name, tap = %tap.name, "wiring removed from outside the launcher; re-wiring");
+                self.table.lock().unwrap()[pos].wired = false;
+                self.wire_row(pos, &li).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// ethN renamed away (now `link`): its filter and its tap's come off, so neither
+    /// carries frames for a link that is no longer a data port.
+    async fn unhook(&self, link: &LinkInfo, tap_index: u32) {
+        let tap = LinkInfo {
+            index: tap_index,
+            ..Default::default()
+        };
+        for l in [link, &tap] {
+            if let Err(e) = self.nl.remove_filters(l, &crate::net::tc::DATA_PRIOS).await {
+                tracing::warn!(ifindex = l.index, error = %chain(&e), "cannot unhook");
             }
         }
     }
@@ -266,6 +434,8 @@ impl DataLinks {
             Ok(()) => {
                 r.eth_ifindex = Some(eth.index);
                 r.wired = true;
+                // As ethN was before it was set up: an event follows when that changes it.
+                r.carrier = eth.lower_up;
                 r.wirings += 1;
                 r.last_error = None;
                 tracing::info!(eth = %r.eth, tap = %r.tap, ifindex = eth.index, wirings = r.wirings,
@@ -276,133 +446,10 @@ impl DataLinks {
                 tracing::error!(eth = %r.eth, tap = %r.tap, error = %e, "wiring failed");
                 r.eth_ifindex = Some(eth.index);
                 r.wired = false;
+                r.carrier = eth.lower_up;
                 r.last_error = Some(e);
             }
         }
-    }
-}
-
-/// Takes the launcher's wiring off every ethN it wired, once the watcher is stopped: a redirect
-/// left on ethN after the launcher (and its taps) are gone would drop every frame silently.
-/// Cloneable: the supervisor keeps one while the watcher owns the links.
-#[derive(Clone)]
-pub struct Unwiring {
-    nl: Netlink,
-    table: LinkTable,
-}
-
-impl Unwiring {
-    /// Removes the launcher's filter from each ethN's ingress (the qdisc stays, see
-    /// [`Netlink::remove_filters`]); logs what fails and goes on with the others.
-    pub async fn unwire_all(&self) {
-        let rows: Vec<LinkInfo> = (self.table.lock().unwrap().iter())
-            .filter_map(|r| {
-                r.eth_ifindex.map(|index| LinkInfo {
-                    index,
-                    name: r.eth.clone(),
-                    ..Default::default()
-                })
-            })
-            .collect();
-        for eth in rows {
-            match self
-                .nl
-                .remove_filters(&eth, &crate::net::tc::DATA_PRIOS)
-                .await
-            {
-                Ok(()) => tracing::info!(eth = %eth.name, "unwired"),
-                Err(e) => tracing::warn!(eth = %eth.name, error = %chain(&e), "cannot unwire"),
-            }
-        }
-        for r in self.table.lock().unwrap().iter_mut() {
-            r.wired = false;
-        }
-    }
-}
-
-/// The ports K of the interfaces named `{prefix}K` (K >= 1), in order.
-fn ports_named(links: &[LinkInfo], prefix: &str) -> Vec<u32> {
-    let mut ports: Vec<u32> = links
-        .iter()
-        .filter_map(|l| {
-            let k = l.name.strip_prefix(prefix)?.parse::<u32>().ok()?;
-            // eth1, not eth01 or eth+1.
-            (k >= 1 && l.name == format!("{prefix}{k}")).then_some(k)
-        })
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
-}
-
-/// `found` and then the lowest ports not in it, `n` in all (what booting without the missing
-/// ones assumes of them: today's ports 1..n when nothing skips).
-pub fn fill_lowest(found: &[u32], n: u32) -> Vec<u32> {
-    let mut out = found.to_vec();
-    let mut k = 1;
-    while out.len() < n as usize {
-        if !out.contains(&k) {
-            out.push(k);
-        }
-        k += 1;
-    }
-    out.sort_unstable();
-    out
-}
-
-/// Waits (bounded) until `n` data interfaces named `{prefix}K` (K >= 1, any K: the lab tool
-/// counts links, which may skip ports) exist, and returns their ports (all present, which may
-/// be more than `n`). On time-out: an error saying what was found, or with `Continue` a warning
-/// and the ports found plus the lowest free ones up to `n` (wired if they come).
-pub async fn find_present(
-    prefix: &str,
-    n: u32,
-    timeout: Duration,
-    on_timeout: OnMissingLinks,
-    small_rcvbuf: Option<usize>,
-) -> Result<Vec<u32>, NetError> {
-    // Subscribed before listing, so no arrival falls between the two.
-    let mut events = LinkEvents::subscribe(small_rcvbuf)?;
-    let nl = Netlink::new()?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let names = |ports: &[u32]| {
-        let v: Vec<String> = ports.iter().map(|k| format!("{prefix}{k}")).collect();
-        v.join(", ")
-    };
-    loop {
-        let found = ports_named(&nl.links().await?, prefix);
-        if found.len() >= n as usize {
-            tracing::info!(
-                "found {} of {n} data interfaces: {}",
-                found.len(),
-                names(&found)
-            );
-            return Ok(found);
-        }
-        // Any event may be one of ours (a new link, a rename, an overrun): list again.
-        if let Ok(ev) = tokio::time::timeout_at(deadline, events.next()).await {
-            if let LinkEvent::Overrun = ev? {
-                tracing::warn!("link event socket overran; listing links again");
-            }
-            continue;
-        }
-        let list = match found.is_empty() {
-            true => "none".to_string(),
-            false => names(&found),
-        };
-        if on_timeout == OnMissingLinks::Fail {
-            return Err(NetError::Missing {
-                waited: timeout,
-                missing: format!("{} of {n} (found {list})", n as usize - found.len()),
-            });
-        }
-        let assumed = fill_lowest(&found, n);
-        tracing::warn!(
-            "found {} of {n} data interfaces: {list}; booting with ports {} (the missing ones are wired when they appear)",
-            found.len(),
-            names(&assumed)
-        );
-        return Ok(assumed);
     }
 }
 
@@ -413,38 +460,10 @@ pub async fn wire_links(
     tap: &LinkInfo,
     min_mtu: u32,
 ) -> Result<(), NetError> {
-    nl.set_up(eth.index, &eth.name, None).await?;
-    nl.set_up(tap.index, &tap.name, Some(min_mtu.max(eth.mtu)))
-        .await?;
+    let mtu = Some(min_mtu.max(eth.mtu));
+    futures::try_join!(
+        nl.set_up(eth.index, &eth.name, None),
+        nl.set_up(tap.index, &tap.name, mtu)
+    )?;
     nl.wire(eth, tap).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn link(name: &str) -> LinkInfo {
-        LinkInfo {
-            name: name.into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn data_ports_are_prefix_and_a_number_from_1() {
-        let links: Vec<LinkInfo> = ["lo", "eth0", "eth3", "eth1", "eth02", "ethx", "tap2", "eth"]
-            .iter()
-            .map(|n| link(n))
-            .collect();
-        assert_eq!(ports_named(&links, "eth"), vec![1, 3]);
-        assert_eq!(ports_named(&links, "tap"), vec![2]);
-    }
-
-    #[test]
-    fn missing_ports_are_assumed_lowest_first() {
-        assert_eq!(fill_lowest(&[3], 2), vec![1, 3]);
-        assert_eq!(fill_lowest(&[], 3), vec![1, 2, 3]);
-        assert_eq!(fill_lowest(&[2, 5], 4), vec![1, 2, 3, 5]);
-        assert_eq!(fill_lowest(&[1, 3], 2), vec![1, 3]);
-    }
 }

@@ -8,11 +8,15 @@ pub mod internal;
 pub mod links;
 pub mod netlink;
 pub mod passthrough;
+pub mod present;
 pub mod tap;
 pub mod tc;
+pub mod unwiring;
 
 pub use events::{LinkEvent, LinkEvents};
-pub use links::{wire_links, DataLinks, LinkRow, LinkTable, LinkTaps};
+pub use links::{
+    wire_links, CableStates, DataLinks, LinkRow, LinkTable, LinkTaps, PortState, Slot,
+};
 pub use netlink::Netlink;
 pub use passthrough::Passthrough;
 

@@ -62,10 +62,10 @@ impl Netlink {
         Ok(())
     }
 
-    /// Both directions: eth -> tap and tap -> eth.
+    /// Both directions: eth -> tap and tap -> eth, their requests in flight together (each
+    /// direction still in order: qdisc, filter, read back).
     pub async fn wire(&self, eth: &LinkInfo, tap: &LinkInfo) -> Result<(), NetError> {
-        self.redirect(eth, tap).await?;
-        self.redirect(tap, eth).await
+        futures::try_join!(self.redirect(eth, tap), self.redirect(tap, eth)).map(|_| ())
     }
 
     /// Removes the ingress qdisc (and with it every filter) from a link.

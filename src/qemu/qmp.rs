@@ -350,6 +350,16 @@ impl Qmp {
         }
     }
 
+    /// `set_link`: the NIC behind netdev `name` shows its link up or down to the guest (a
+    /// cable plugged in or pulled).
+    pub async fn set_link(&self, name: &str, up: bool) -> Result<(), QmpError> {
+        let args = json!({ "name": name, "up": up });
+        (self
+            .execute("set_link", Some(args), Duration::from_secs(5))
+            .await)
+            .map(|_| ())
+    }
+
     /// `query-status`: the run state as qemu names it ("running", "paused", ... or anything
     /// a newer qemu invents).
     pub async fn query_status(&self) -> Result<String, QmpError> {

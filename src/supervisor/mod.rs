@@ -6,6 +6,7 @@
 //! still booting quits at once. The only room that imports both `net` and `qemu`. Never parses
 //! config and never prints to the terminal (commands does).
 
+mod cables;
 mod mgmt;
 mod node;
 mod preflight;

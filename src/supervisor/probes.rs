@@ -4,6 +4,7 @@
 //! (the scripted console user). Dropping [`Helpers`] ends them all. Never moves the VM's state
 //! (the run does, from what they report).
 
+use super::cables::{self, AbortOnDrop, VmCables};
 use super::mgmt::VmFacts;
 use crate::config::VmPlan;
 use crate::console::{bootstrap, Hub};
@@ -43,8 +44,14 @@ impl Drop for Helpers {
     }
 }
 
-/// Starts the helpers for one run of `plan`'s qemu.
-pub fn start(plan: &VmPlan, facts: &VmFacts, hub: &Hub) -> (Helpers, Feeds) {
+/// Starts the helpers for one run of `plan`'s qemu (its ports' link states told over each QMP
+/// connection when it has `cables`).
+pub fn start(
+    plan: &VmPlan,
+    facts: &VmFacts,
+    hub: &Hub,
+    cables: Option<VmCables>,
+) -> (Helpers, Feeds) {
     let (qmp_tx, qmp) = unbounded_channel();
     let (ev_tx, events) = unbounded_channel();
     let (boot_tx, bootstrap) = unbounded_channel();
@@ -73,7 +80,7 @@ pub fn start(plan: &VmPlan, facts: &VmFacts, hub: &Hub) -> (Helpers, Feeds) {
     let path = plan.qmp_socket();
     helpers
         .tasks
-        .push(tokio::spawn(qmp_link(path, qmp_tx, ev_tx)));
+        .push(tokio::spawn(qmp_link(path, qmp_tx, ev_tx, cables)));
     // The TCP probe: until the port answers through the management forward.
     if let Some(port) = plan.console.ready_tcp {
         helpers.tasks.push(tokio::spawn(async move {
@@ -110,6 +117,7 @@ async fn qmp_link(
     path: std::path::PathBuf,
     qmp_tx: UnboundedSender<Option<Arc<Qmp>>>,
     ev_tx: UnboundedSender<Event>,
+    cables: Option<VmCables>,
 ) {
     let mut within = QMP_FIRST;
     let mut wait = QMP_BACKOFF.0;
@@ -126,6 +134,9 @@ async fn qmp_link(
                 if lost {
                     tracing::info!("QMP reconnected");
                 }
+                // The ports' link states, told on this connection until it ends.
+                let _cables = (cables.clone())
+                    .map(|c| AbortOnDrop(tokio::spawn(cables::follow(q.clone(), c))));
                 let _ = qmp_tx.send(Some(q));
                 while let Some(e) = incoming.recv().await {
                     let _ = ev_tx.send(e);

@@ -125,7 +125,7 @@ impl Shutdown {
 /// Supervises one qemu process until it exits.
 pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child: Child) -> RunEnd {
     let Child { pid, mut exited } = child;
-    let (helpers, mut feeds) = probes::start(&vm.plan, &vm.facts, &vm.hub);
+    let (helpers, mut feeds) = probes::start(&vm.plan, &vm.facts, &vm.hub, vm.cables.clone());
     let mut run = Run::new(&vm.plan, &vm.handle, Pid::from_raw(pid));
     // Drain console readiness and resets left over from a previous run.
     while vm.console_rx.try_recv().is_ok() {}

@@ -3,6 +3,7 @@
 //! the wait for the data links, the boot delay, and each VM made ready (its resolved facts,
 //! its argv, its fds bound through the one [`FdLayout`]). Never starts qemu.
 
+use super::cables;
 use super::mgmt::{self, MgmtAddrs};
 use super::reaper::{Reaper, Signals};
 use super::vm::Vm;
@@ -137,19 +138,37 @@ impl NetResources {
         self.status.clone()
     }
 
-    /// Opens the taps of these links (each with its VM), filling `table`.
+    /// Opens a tap for every NIC slot of these links per VM (each link's, and the spare slots
+    /// [`cables::with_spares`] adds), filling `table`; the VMs' links become all their slots.
     async fn open_links(
         &mut self,
-        all: Vec<(usize, DataLink)>,
+        node: &Node,
+        links: &[Vec<DataLink>],
         tap_mtu: u32,
         table: LinkTable,
     ) -> Result<(), SupervisorError> {
-        self.link_vm = all.iter().map(|(vm, _)| *vm).collect();
-        let with_queues: Vec<(DataLink, u32)> = all
-            .into_iter()
-            .map(|(vm, l)| (l, self.queues[vm]))
+        let per_vm = cables::with_spares(node, links);
+        self.vm_links = (per_vm.iter())
+            .map(|v| v.iter().map(|(l, _)| l.clone()).collect())
             .collect();
-        let dl = DataLinks::new(&with_queues, tap_mtu, self.small_rcvbuf, table).await?;
+        let mut all: Vec<(usize, net::Slot)> = (per_vm.into_iter().enumerate())
+            .flat_map(|(vm, v)| v.into_iter().map(move |(link, spare)| (vm, link, spare)))
+            .map(|(vm, link, spare)| {
+                let queues = self.queues[vm];
+                (
+                    vm,
+                    net::Slot {
+                        link,
+                        queues,
+                        spare,
+                    },
+                )
+            })
+            .collect();
+        all.sort_by_key(|(_, s)| s.link.index);
+        self.link_vm = all.iter().map(|(vm, _)| *vm).collect();
+        let slots: Vec<net::Slot> = all.into_iter().map(|(_, s)| s).collect();
+        let dl = DataLinks::new(&slots, tap_mtu, self.small_rcvbuf, table).await?;
         self.unwiring = Some(dl.unwiring());
         self.links = Some(dl);
         Ok(())
@@ -228,12 +247,11 @@ async fn bring_up(
         // Which ports are known only once they are there: the taps come after the wait.
         LinkSpec::AnyIndex { .. } => net.status = (Some(table), Some(Netlink::new()?)),
         LinkSpec::Listed => {
-            let all = node.links();
-            if all.is_empty() {
+            if node.links().is_empty() {
                 return Ok(net);
             }
-            net.open_links(all, node.settings.tap_mtu, table.clone())
-                .await?;
+            let links = net.vm_links.clone();
+            (net.open_links(node, &links, node.settings.tap_mtu, table.clone())).await?;
             let nl = net.links.as_ref().map(DataLinks::netlink);
             net.status = (Some(table), nl);
         }
@@ -264,18 +282,15 @@ pub async fn wait_for_links(
         state.advance_where_valid(State::WaitingForInterfaces, &reason);
         let started = Instant::now();
         let on = settings.on_missing_links;
-        let finding = net::links::find_present(prefix, *n, timeout, on, net.small_rcvbuf);
+        let finding = net::present::find_present(prefix, *n, timeout, on, net.small_rcvbuf);
         let Some(found) = unless_stopped(finding, signals, state).await else {
             return Ok(Waited::Stopped);
         };
         let found = found?;
-        net.vm_links = node.links_present(&found).map_err(SupervisorError::Links)?;
-        let mut all: Vec<(usize, DataLink)> = (net.vm_links.iter().enumerate())
-            .flat_map(|(vm, links)| links.iter().map(move |l| (vm, l.clone())))
-            .collect();
-        all.sort_by_key(|(_, l)| l.index);
+        let links = node.links_present(&found).map_err(SupervisorError::Links)?;
         let table = net.status.0.clone().expect("a link table with CLAB_INTFS");
-        net.open_links(all, settings.tap_mtu, table).await?;
+        net.open_links(node, &links, settings.tap_mtu, table)
+            .await?;
         timeout = timeout.saturating_sub(started.elapsed());
     } else if !net.link_vm.is_empty() {
         let reason = format!("waiting for {} data interfaces", net.link_vm.len());
@@ -395,6 +410,10 @@ pub fn ready_vms(
             reaper: reaper.clone(),
             resets: None,
             creds,
+            cables: (net.links.as_ref()).map(|dl| cables::VmCables {
+                states: dl.cables(),
+                ports: net.vm_links[i].iter().map(|l| l.index).collect(),
+            }),
         });
     }
     Ok(vms)

@@ -32,6 +32,8 @@ pub struct Vm {
     pub resets: Option<mpsc::Receiver<crate::control::ResetRequest>>,
     /// Who its qemu runs as (None: not sandboxed).
     pub creds: Option<crate::sandbox::QemuCreds>,
+    /// Its data ports' link states, told to its qemu (none without data links).
+    pub cables: Option<super::cables::VmCables>,
 }
 
 /// What comes after one qemu run.

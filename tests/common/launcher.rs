@@ -38,14 +38,15 @@ pub fn status(ns: &Netns) -> Option<Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
-/// Waits (bounded) until `launcher status` shows data links, every one wired; returns the
-/// status. (With CLAB_INTFS the table is empty until that many interfaces are there.)
+/// Waits (bounded) until `launcher status` shows data links, every one wired (spare NIC slots,
+/// whose ethN was absent at start, aside); returns the status. (With CLAB_INTFS the table is
+/// empty until that many interfaces are there.)
 pub fn wait_all_wired(ns: &Netns, within: Duration) -> Value {
     wait_for(within, "every data link wired", || {
         status(ns).filter(|s| {
-            s["links"]
-                .as_array()
-                .is_some_and(|l| !l.is_empty() && l.iter().all(|l| l["wired"] == true))
+            s["links"].as_array().is_some_and(|l| {
+                !l.is_empty() && l.iter().all(|l| l["wired"] == true || l["spare"] == true)
+            })
         })
     })
 }
