@@ -9,5 +9,5 @@ pub mod fds;
 pub mod qmp;
 
 pub use accel::{decide, AccelError, Host, Launch};
-pub use argv::{argv, mac, Resolved, GUEST_MGMT_IP};
+pub use argv::{argv, incoming_defer, mac, Resolved, GUEST_MGMT_IP, RAM_ID};
 pub use fds::{FdError, FdLayout};
