@@ -16,6 +16,7 @@ pub mod exit;
 pub mod logout;
 pub mod net;
 pub mod qemu;
+pub mod snapshot;
 pub mod state;
 pub mod supervisor;
 pub mod template;

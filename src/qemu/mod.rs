@@ -6,6 +6,7 @@
 pub mod accel;
 mod argv;
 pub mod fds;
+mod migrate;
 pub mod qmp;
 
 pub use accel::{decide, AccelError, Host, Launch};
