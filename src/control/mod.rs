@@ -10,6 +10,7 @@
 pub mod client;
 pub mod report;
 pub mod server;
+pub mod snapshot;
 
 pub use client::{attach, health, status};
 pub use report::{render, Health, LinkReport, Report, VmReport};

@@ -170,6 +170,7 @@ async fn answer(mut conn: UnixStream, src: Sources, timeout: Duration) -> std::i
     };
     let line = match verb {
         "console" => return console(conn, &src.consoles, arg).await,
+        "snapshot" => return super::snapshot::answer(conn, arg).await,
         "status" => Envelope::Ok(status(&src).await).encode(),
         "health" => Envelope::Ok(Health::of(&src.snap.lock().unwrap())).encode(),
         other => Envelope::<()>::Error(format!("unknown request {other:?}")).encode(),

@@ -39,13 +39,16 @@ impl Qmp {
     }
 
     /// Waits (bounded) until the outgoing migration has completed; a failed or cancelled one
-    /// is an error with qemu's reason.
-    pub async fn wait_migration(&self, within: Duration) -> Result<(), QmpError> {
+    /// is an error with qemu's reason. Returns the bytes of the stream (qemu's count).
+    pub async fn wait_migration(&self, within: Duration) -> Result<u64, QmpError> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let v = self.execute("query-migrate", None, CMD).await?;
             match outcome(&v) {
-                Outcome::Done => return Ok(()),
+                Outcome::Done => {
+                    let ram = v.get("ram").and_then(|r| r.get("transferred"));
+                    return Ok(ram.and_then(Value::as_u64).unwrap_or(0));
+                }
                 Outcome::Failed(why) => return Err(QmpError::Migration(why)),
                 Outcome::Running if tokio::time::Instant::now() >= deadline => {
                     return Err(QmpError::Timeout {

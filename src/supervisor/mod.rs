@@ -12,7 +12,9 @@ mod preflight;
 mod probes;
 mod qemu_run;
 mod reaper;
+mod restore;
 mod setup;
+mod snapshot;
 mod spawn;
 mod vm;
 
@@ -61,6 +63,8 @@ pub enum SupervisorError {
         needed: u64,
         taps: usize,
     },
+    #[error(transparent)]
+    Restore(#[from] restore::RestoreError),
     #[error("cannot start qemu {qemu}")]
     Spawn {
         qemu: PathBuf,
@@ -86,7 +90,7 @@ impl From<&SupervisorError> for Code {
 
 /// Runs the router until it is shut down or gives up; returns the node's exit code. Each step
 /// is one named call, run once, in the order below; each comment says why it stands there.
-pub async fn run(node: Node) -> Result<Code, SupervisorError> {
+pub async fn run(node: Node, fast: crate::snapshot::Options) -> Result<Code, SupervisorError> {
     let t0 = Instant::now();
     // 1. Signals and the SIGCHLD reaper before any child exists (as tini and catatonit do), so
     //    no stop request and no exit status can be lost; the subreaper, checked, with them.
@@ -137,7 +141,13 @@ pub async fn run(node: Node) -> Result<Code, SupervisorError> {
         // 10. Per VM: its run-time facts (passthrough MAC, the kernel line rendered, the
         //     startup config if there), its argv, and its fds bound through the same FdLayout.
         //     Only now: the links are wired and every tap is open. The plan is never edited.
-        let vms = setup::ready_vms(node, &launches, &net, consoles, &state, &reaper)?;
+        let mut vms = setup::ready_vms(node, &launches, &net, consoles, &state, &reaper)?;
+        //     Fast start: a snapshot that fits replaces the boot (its overlays in place, its
+        //     streams beside them); saves are served from here (containerlab's trigger file,
+        //     the control socket).
+        let saver = snapshot::Saver::of(&vms, &state);
+        restore::prepare(&mut vms, &saver, &fast)?;
+        let _saves = snapshot::serve(saver, control::snapshot::accept_saves());
         // From here the watcher task owns the data links; it re-wires a re-created ethN.
         setup::keep_links_wired(&mut net);
         // 11. The VMs: ordered start, reverse stop, restarts; their ends make the exit code.

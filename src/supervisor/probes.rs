@@ -43,8 +43,9 @@ impl Drop for Helpers {
     }
 }
 
-/// Starts the helpers for one run of `plan`'s qemu.
-pub fn start(plan: &VmPlan, facts: &VmFacts, hub: &Hub) -> (Helpers, Feeds) {
+/// Starts the helpers for one run of `plan`'s qemu; `run_bootstrap`: false for a restored guest
+/// (its bootstrap ran before the save).
+pub fn start(plan: &VmPlan, facts: &VmFacts, hub: &Hub, run_bootstrap: bool) -> (Helpers, Feeds) {
     let (qmp_tx, qmp) = unbounded_channel();
     let (ev_tx, events) = unbounded_channel();
     let (boot_tx, bootstrap) = unbounded_channel();
@@ -54,7 +55,7 @@ pub fn start(plan: &VmPlan, facts: &VmFacts, hub: &Hub) -> (Helpers, Feeds) {
         hub: None,
     };
     // The bootstrap, when configured, runs against this qemu's console.
-    if let Some(b) = plan.bootstrap.clone() {
+    if let Some(b) = plan.bootstrap.clone().filter(|_| run_bootstrap) {
         let hub = hub.clone();
         let values = facts.values.clone();
         // Read at every run: an edited startup config reaches the next restart.

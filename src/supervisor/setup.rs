@@ -374,6 +374,7 @@ pub fn ready_vms(
             hub,
             console_rx,
             reaper: reaper.clone(),
+            snap: Default::default(),
         });
     }
     Ok(vms)
