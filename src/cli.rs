@@ -32,7 +32,7 @@ pub struct Cli {
     pub connection_mode: Option<String>,
     /// run: restore the node from this snapshot instead of booting (containerlab: the same with
     /// RESTORE_SNAPSHOT=1 and /snapshot.tar).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", env = "LAUNCHER_RESTORE")]
     pub restore: Option<PathBuf>,
     /// vrnetlab: verbose logging (same as RUST_LOG=debug).
     #[arg(long, global = true)]

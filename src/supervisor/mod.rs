@@ -16,7 +16,9 @@ mod restore;
 mod setup;
 mod snapshot;
 mod spawn;
+mod suspend;
 mod vm;
+mod zstd;
 
 use crate::config::Node;
 use crate::exit::Code;
@@ -147,11 +149,12 @@ pub async fn run(node: Node, fast: crate::snapshot::Options) -> Result<Code, Sup
         //     the control socket).
         let saver = snapshot::Saver::of(&vms, &state);
         restore::prepare(&mut vms, &saver, &fast)?;
+        let suspend = suspend::Suspend::new(&saver, &fast);
         let _saves = snapshot::serve(saver, control::snapshot::accept_saves());
         // From here the watcher task owns the data links; it re-wires a re-created ethN.
         setup::keep_links_wired(&mut net);
         // 11. The VMs: ordered start, reverse stop, restarts; their ends make the exit code.
-        Ok(node::drive(vms, &state, &mut signals, t0).await)
+        Ok(node::drive(vms, &state, &mut signals, t0, suspend).await)
     }
     .await;
     // 12. Nothing left behind, on every exit after bring-up (stop, a VM failing, an error, links

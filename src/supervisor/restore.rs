@@ -8,8 +8,9 @@
 //! boot; a console pattern (printed once, at boot) counts when the restored console answers.
 //! Never decides a restart (a failed load kills qemu; the restart policy boots it cold).
 
-use super::snapshot::{overlays, pipe, zstd, SaveError, Saver};
+use super::snapshot::{overlays, SaveError, Saver};
 use super::vm::Vm;
+use super::zstd::{pipe, zstd};
 use super::SupervisorError;
 use crate::qemu::qmp::Qmp;
 use crate::snapshot::{self as snap, archive, Key, Manifest, OnMismatch, Options};

@@ -6,22 +6,22 @@
 //! that same instant, then every VM resumed (on success and on failure alike), then the tar
 //! written. Restoring is in `restore`. Never changes a VM's state.
 
-use super::reaper::{exit_code_of, Reaper};
+use super::reaper::Reaper;
 use super::vm::Vm;
+use super::zstd::{pipe, zstd};
 use crate::config::{DiskKind, VmPlan};
 use crate::control::snapshot::{Request, SaveReport};
 use crate::qemu::qmp::{Qmp, QmpError};
 use crate::snapshot::{self as snap, archive, Key, Manifest, VmEntry};
 use crate::state::{State, VmHandle};
-use nix::sys::wait::WaitStatus;
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// How long one VM's stream may take to save (a multi-GiB guest on a slow disk included).
 const STREAM_WAIT: Duration = Duration::from_secs(300);
@@ -162,57 +162,6 @@ pub fn overlays(plan: &VmPlan) -> Result<Vec<(PathBuf, PathBuf)>, SaveError> {
     Ok(out)
 }
 
-/// A spawned helper process (zstd) and where its exit status arrives.
-pub struct Helper {
-    pid: i32,
-    exited: oneshot::Receiver<WaitStatus>,
-}
-
-/// Runs `zstd args` with these stdin and stdout, watched by the reaper.
-pub fn zstd(
-    args: &[&str],
-    stdin: Stdio,
-    stdout: Stdio,
-    reaper: &Reaper,
-) -> std::io::Result<Helper> {
-    let child = Command::new("zstd")
-        .args(args)
-        .stdin(stdin)
-        .stdout(stdout)
-        .spawn()?;
-    let pid = child.id() as i32;
-    // Watched before the next await: the reaper runs on this thread and cannot have reaped it.
-    Ok(Helper {
-        pid,
-        exited: reaper.watch(pid),
-    })
-}
-
-impl Helper {
-    /// Its exit, bounded; killed when late. Err says how it ended otherwise than with 0.
-    pub async fn wait(self, within: Duration) -> Result<(), String> {
-        match tokio::time::timeout(within, self.exited).await {
-            Ok(Ok(ws)) => match exit_code_of(ws) {
-                Some(0) => Ok(()),
-                c => Err(format!("ended with {c:?}")),
-            },
-            Ok(Err(_)) => Err("status lost".into()),
-            Err(_) => {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(self.pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                Err(format!("still running after {within:?}: killed"))
-            }
-        }
-    }
-}
-
-/// A pipe whose ends close on exec (only the dup'd stdin/stdout reach a child).
-pub fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
-}
-
 /// What a save produced.
 #[derive(Debug, Clone)]
 pub struct Saved {
@@ -228,9 +177,22 @@ fn qmp_err(vm: &str, step: &'static str) -> impl FnOnce(QmpError) -> SaveError {
     move |source| SaveError::Qmp { vm, step, source }
 }
 
-/// Saves the whole node to `out` (see the module doc). The guests are paused only for the
-/// streams and the overlay copies; the tar is written after they run again.
-pub async fn save(s: &Saver, out: &Path) -> Result<Saved, SaveError> {
+/// What the guests do once saved: run on, or end (a suspend: qemu quits, exit 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Resume,
+    Quit,
+}
+
+/// Saves the whole node to `out` (see the module doc), each stream within `within`. The
+/// guests are paused only for the streams and the overlay copies; the tar is written after
+/// they run again (or, `After::Quit` and saved, after their qemus were told to quit).
+pub async fn save(
+    s: &Saver,
+    out: &Path,
+    after: After,
+    within: Duration,
+) -> Result<Saved, SaveError> {
     let t0 = Instant::now();
     let mut qmps = Vec::new();
     for t in &s.targets {
@@ -263,11 +225,15 @@ pub async fn save(s: &Saver, out: &Path) -> Result<Saved, SaveError> {
         }
     }
     if result.is_ok() {
-        result = save_stopped(s, &qmps, &parts).await;
+        result = save_stopped(s, &qmps, &parts, within).await;
     }
+    let last = match (after, &result) {
+        (After::Quit, Ok(_)) => "quit",
+        _ => "cont",
+    };
     for q in stopped {
-        if let Err(e) = q.execute("cont", None, Duration::from_secs(5)).await {
-            tracing::error!(error = %e, "cannot resume a VM after the snapshot");
+        if let Err(e) = q.execute(last, None, Duration::from_secs(5)).await {
+            tracing::error!(error = %e, command = last, "QMP after the snapshot failed");
         }
     }
     let paused = t0.elapsed();
@@ -298,13 +264,14 @@ async fn save_stopped(
     s: &Saver,
     qmps: &[Arc<Qmp>],
     parts: &Path,
+    within: Duration,
 ) -> Result<Vec<VmEntry>, SaveError> {
     let mut entries = Vec::new();
     for (t, q) in s.targets.iter().zip(qmps) {
         let stream = parts.join(snap::stream_member(&t.name));
         let dir = stream.parent().unwrap_or(parts);
         std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
-        let stream_bytes = stream_vm(t, q, &stream).await?;
+        let stream_bytes = stream_vm(t, q, &stream, within).await?;
         let mut disks = Vec::new();
         let mut fps = Vec::new();
         for (i, (overlay, base)) in overlays(&t.plan)?.into_iter().enumerate() {
@@ -328,7 +295,7 @@ async fn save_stopped(
 }
 
 /// One stopped VM's migration stream, through a pipe to `zstd -1`, into `dst`.
-async fn stream_vm(t: &Target, q: &Qmp, dst: &Path) -> Result<u64, SaveError> {
+async fn stream_vm(t: &Target, q: &Qmp, dst: &Path, within: Duration) -> Result<u64, SaveError> {
     let (r, w) = pipe().map_err(io("cannot make a pipe"))?;
     let file = File::create(dst).map_err(io(format!("cannot create {}", dst.display())))?;
     let z = zstd(&["-q", "-1", "-T0", "-c"], r.into(), file.into(), &t.reaper)
@@ -337,15 +304,21 @@ async fn stream_vm(t: &Target, q: &Qmp, dst: &Path) -> Result<u64, SaveError> {
     drop(w); // qemu holds its own copy; the stream ends when qemu closes it
     let bytes = match started {
         Ok(()) => q
-            .wait_migration(STREAM_WAIT)
+            .wait_migration(within)
             .await
             .map_err(qmp_err(&t.name, "migrate")),
         Err(e) => Err(qmp_err(&t.name, "migrate")(e)),
     };
+    if bytes.is_err() {
+        // Late or failed: end it, so the guest can run on and the pipe closes.
+        let _ = q
+            .execute("migrate_cancel", None, Duration::from_secs(5))
+            .await;
+    }
     let zwait = if bytes.is_ok() {
-        STREAM_WAIT
+        within
     } else {
-        Duration::ZERO
+        Duration::from_secs(5)
     };
     let z = z.wait(zwait).await;
     let bytes = bytes?;
@@ -415,7 +388,7 @@ pub fn serve(s: Saver, requests: Option<mpsc::UnboundedReceiver<Request>>) -> Se
 /// [`save`] with containerlab's log lines (it waits for one of the two).
 pub async fn save_logged(s: &Saver, out: &Path) -> Result<SaveReport, String> {
     tracing::info!(path = %out.display(), "saving a snapshot");
-    match save(s, out).await {
+    match save(s, out, After::Resume, STREAM_WAIT).await {
         Ok(v) => {
             tracing::info!(
                 bytes = v.bytes,
