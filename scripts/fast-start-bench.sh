@@ -7,9 +7,10 @@
 #   restore    : launcher run --restore (zstd stream, overlay, -incoming defer), to ready, to traffic
 #   vrnetlab's : tar extraction of an uncompressed stream + overlay, qemu -incoming "exec:cat FILE",
 #                cont (over a second QMP socket), to running and to traffic; the same wiring
-# Guests: tinylinux always; the Debian + FRR guest when DEBIAN_CONFIG names its launcher.toml
-# (DEBIAN_QCOW2, the path images/debian/build.sh prints last, is substituted for {qcow2} in
-# it) and DEBIAN_PING the address it answers on eth1 (192.0.2.2/24 by default).
+# Guests: tinylinux always; the Debian + FRR guest when DEBIAN_QCOW2 names its qcow2 (the path
+# images/debian/build.sh prints last; vmlinuz and initrd.img beside it) and DEBIAN_CONFIG a
+# launcher.toml for it ({qcow2} and {dir}, a scratch folder, substituted), its eth1 answering
+# pings at DEBIAN_PING (default 192.0.2.2; the peer is 192.0.2.1/24).
 # Usage: scripts/fast-start-bench.sh   (root; tinylinux built; release binary; zstd, python3)
 # Note: the vrnetlab emulation needs qemu allowed to spawn `cat` (no -sandbox spawn=deny).
 set -euo pipefail
@@ -62,16 +63,16 @@ wait_until() {
   done
 }
 ready() { "$bin" health; }
-traffic() { ip netns exec "$peer" ping -c 1 -W 1 "$target"; }
+traffic() { ip netns exec "$peer" ping -c 1 -W 0.2 "$target"; }
 qmp_cont() { # the second QMP socket: wait for the stream to load, then cont
   python3 - "$1" <<'PY'
 import json, socket, sys, time
-s = socket.socket(socket.AF_UNIX)
-for _ in range(600):
+for _ in range(3000):
+    s = socket.socket(socket.AF_UNIX)
     try:
         s.connect(sys.argv[1]); break
     except OSError:
-        time.sleep(0.02)
+        s.close(); time.sleep(0.02)
 f = s.makefile("rw")
 def cmd(c):
     f.write(json.dumps({"execute": c}) + "\n"); f.flush()
@@ -114,10 +115,12 @@ bench() { # NAME: the guest in $dir/launcher.toml, pinging $target
   tar -C "$dir/x" -xf "$dir/vrnetlab.tar"
   for d in "$dir"/x/*/disk*.qcow2; do [ -e "$d" ] && cp "$d" "$(overlay_of "$d")"; done
   local stream; stream=$(find "$dir/x" -name memory.raw)
-  start QEMU_ADDITIONAL_ARGS="-incoming 'exec:cat $stream' -qmp unix:$dir/bench-qmp.sock,server=on,wait=off"
-  qmp_cont "$dir/bench-qmp.sock" >/dev/null; local v_running; v_running=$(since "$t0")
+  vrnetlab_qemu "$stream"
+  qmp_cont "$dir/run/qmp.sock" >/dev/null; local v_running; v_running=$(since "$t0")
   wait_until "vrnetlab-way traffic" 120 traffic; local v_traffic; v_traffic=$(since "$t0")
-  stop
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  ip netns exec "$ns" "$bin" unwire eth1=tap1 >/dev/null
+  ip -n "$ns" link del tap1
   rm -rf "$dir/x"
 
   local ours_size vr_size
@@ -134,6 +137,24 @@ print(f"restore (ours) : ready {rr:7.2f} s   traffic {rt:7.2f} s")
 print(f"vrnetlab's way : running {vr:5.2f} s   traffic {vt:7.2f} s   ({mib(vs)} tar, uncompressed stream)")
 print(f"ratios         : cold/ours ready {cr / rr:.0f}x, traffic {ct / rt:.0f}x; vrnetlab/ours traffic {vt / rt:.1f}x; size {int(vs) / int(os_):.1f}x")
 PY
+}
+
+# vrnetlab's restore, with the same device ABI and the same tc wiring: qemu run directly with
+# the launcher's argv (`launcher check`), the data NIC on a tap wired by `launcher wire`, the
+# serial port to nowhere, and `-incoming "exec:cat STREAM"` (an uncompressed stream).
+vrnetlab_qemu() {
+  local a=() x
+  while IFS= read -r x; do
+    case "$x" in
+      tap,id=net1,*) x="tap,id=net1,ifname=tap1,script=no,downscript=no" ;;
+      socket,id=serial*) x="null,id=${x#socket,id=}"; x=${x%%,server=*} ;;
+    esac
+    a+=("$x")
+  done < <(CLAB_INTFS=1 "$bin" check --config "$dir/launcher.toml")
+  mkdir -p "$dir/run"
+  ip netns exec "$ns" "$bin" wire eth1=tap1 >/dev/null
+  ip netns exec "$ns" "${a[@]}" -incoming "exec:cat $1" >>"$dir/launcher.log" 2>&1 &
+  pid=$!
 }
 
 # The overlay a saved disk goes back to: the Nth overlay of the config, in order.
@@ -169,8 +190,9 @@ EOF2
 target=192.0.2.2
 bench "tinylinux (256 MiB, 1 vCPU, TCG)"
 
-if [ -n "${DEBIAN_CONFIG:-}" ]; then
-  [ -f "${DEBIAN_QCOW2:-}" ] || { echo "fast-start-bench: DEBIAN_QCOW2 must name the Debian qcow2" >&2; exit 1; }
+if [ -n "${DEBIAN_QCOW2:-}" ]; then
+  [ -f "$DEBIAN_QCOW2" ] || { echo "fast-start-bench: DEBIAN_QCOW2=$DEBIAN_QCOW2 is no file" >&2; exit 1; }
+  [ -f "${DEBIAN_CONFIG:-}" ] || { echo "fast-start-bench: DEBIAN_CONFIG must name a launcher.toml for that guest ({qcow2}, {dir} substituted; its eth1 at DEBIAN_PING)" >&2; exit 1; }
   sed -e "s|{qcow2}|$DEBIAN_QCOW2|g" -e "s|{dir}|$dir|g" "$DEBIAN_CONFIG" >"$dir/launcher.toml"
   target=${DEBIAN_PING:-192.0.2.2}
   bench "Debian + FRR ($DEBIAN_QCOW2)"
