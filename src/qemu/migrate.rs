@@ -108,6 +108,87 @@ fn outcome(v: &Value) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+
+    /// A fake qemu (what arrives on the socket is the point): greets, answers every command,
+    /// and takes the fd that comes with `getfd` (SCM_RIGHTS), writing "stream" into it.
+    fn fake_qemu(listener: std::os::unix::net::UnixListener) -> Vec<String> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        let (mut sock, _) = listener.accept().unwrap();
+        sock.write_all(b"{\"QMP\":{\"version\":{},\"capabilities\":[]}}\n")
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut pending = Vec::new();
+        loop {
+            let mut buf = [0u8; 4096];
+            let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let msg = recvmsg::<()>(
+                sock.as_fd().as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::empty(),
+            )
+            .unwrap();
+            let n = msg.bytes;
+            for c in msg.cmsgs().unwrap() {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    // SAFETY: the fd was just received with SCM_RIGHTS: a new fd this test owns.
+                    let fd = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+                    std::fs::File::from(fd).write_all(b"stream").unwrap();
+                }
+            }
+            if n == 0 {
+                return seen;
+            }
+            pending.extend_from_slice(&buf[..n]);
+            while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                let v: Value = serde_json::from_slice(&line).unwrap();
+                seen.push(
+                    v["execute"].as_str().unwrap_or_default().to_string()
+                        + " "
+                        + &v["arguments"].to_string(),
+                );
+                let reply = match v["execute"].as_str() {
+                    Some("query-migrate") => {
+                        json!({"return": {"status": "completed", "ram": {"transferred": 6}}, "id": v["id"]})
+                    }
+                    _ => json!({"return": {}, "id": v["id"]}),
+                };
+                sock.write_all(format!("{reply}\n").as_bytes()).unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_goes_to_an_fd_handed_over_with_getfd_never_to_a_file_or_exec() {
+        let dir = std::env::temp_dir().join(format!("lt-snapshot-getfd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("qmp.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let fake = std::thread::spawn(move || fake_qemu(listener));
+        let (qmp, _events) = Qmp::connect(&path, Duration::from_secs(5)).await.unwrap();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        qmp.migrate_to_fd(w.as_fd()).await.unwrap();
+        drop(w);
+        assert_eq!(qmp.wait_migration(Duration::from_secs(5)).await.unwrap(), 6);
+        drop(qmp);
+        let mut got = String::new();
+        std::fs::File::from(r).read_to_string(&mut got).unwrap();
+        assert_eq!(got, "stream", "the fake wrote into the fd it was handed");
+        let seen = fake.join().unwrap();
+        assert_eq!(
+            seen[1].split(' ').next(),
+            Some("migrate-set-parameters"),
+            "{seen:?}"
+        );
+        assert_eq!(seen[2], r#"getfd {"fdname":"launcher-snapshot"}"#);
+        assert_eq!(seen[3], r#"migrate {"uri":"fd:launcher-snapshot"}"#);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn query_migrate_answers_are_read_tolerantly() {
