@@ -133,7 +133,7 @@ fn load(vms: &mut [Vm], saver: &Saver, path: &Path) -> Result<u64, RestoreError>
             .iter()
             .map(|(_, base)| snap::fingerprint(base).map_err(io))
             .collect::<Result<Vec<_>, _>>()?;
-        let here = Key::of(&t.argv, &saver.qemu_version, fps);
+        let here = Key::of(&t.argv, saver.qemu_version(), fps);
         reasons.extend(
             here.differences(&e.key)
                 .into_iter()

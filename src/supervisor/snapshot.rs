@@ -96,8 +96,9 @@ pub struct Target {
 #[derive(Clone)]
 pub struct Saver {
     pub targets: Vec<Target>,
-    /// `qemu --version`'s first line (the key's first field).
-    pub qemu_version: String,
+    qemu: PathBuf,
+    /// `qemu --version`'s first line (the key's first field), asked once, when first needed.
+    version: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Saver {
@@ -119,8 +120,13 @@ impl Saver {
                     reaper: vm.reaper.clone(),
                 })
                 .collect(),
-            qemu_version: qemu_version(&qemu),
+            qemu,
+            version: Default::default(),
         }
+    }
+
+    pub fn qemu_version(&self) -> &str {
+        self.version.get_or_init(|| qemu_version(&self.qemu))
     }
 }
 
@@ -285,7 +291,7 @@ async fn save_stopped(
         }
         entries.push(VmEntry {
             name: t.name.clone(),
-            key: Key::of(&t.argv, &s.qemu_version, fps),
+            key: Key::of(&t.argv, s.qemu_version(), fps),
             stream: snap::stream_member(&t.name),
             stream_bytes,
             disks,
