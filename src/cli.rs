@@ -31,6 +31,10 @@ pub struct Cli {
     /// vrnetlab: how data interfaces are connected (over CONNECTION_MODE); only `tc` exists here.
     #[arg(long, global = true)]
     pub connection_mode: Option<String>,
+    /// run: restore the node from this snapshot instead of booting (containerlab: the same with
+    /// RESTORE_SNAPSHOT=1 and /snapshot.tar).
+    #[arg(long, global = true, value_name = "FILE", env = "LAUNCHER_RESTORE")]
+    pub restore: Option<PathBuf>,
     /// vrnetlab: verbose logging (same as RUST_LOG=debug).
     #[arg(long, global = true)]
     pub trace: bool,
@@ -71,11 +75,23 @@ pub enum Cmd {
         #[arg(required = true, value_name = "ETH=TAP")]
         pairs: Vec<String>,
     },
+    /// Snapshots of the running node (fast start).
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotCmd,
+    },
     /// Remove the tc wiring of ETH=TAP pairs.
     Unwire {
         #[arg(required = true, value_name = "ETH=TAP")]
         pairs: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// Save every VM of the running node, paused for as short as possible, to FILE (default:
+    /// containerlab's /snapshot-output.tar, a path in the container).
+    Save { file: Option<PathBuf> },
 }
 
 #[cfg(test)]

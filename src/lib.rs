@@ -19,6 +19,7 @@ pub mod logout;
 pub mod net;
 pub mod qemu;
 pub mod sandbox;
+pub mod snapshot;
 pub mod state;
 pub mod supervisor;
 pub mod template;

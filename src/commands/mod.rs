@@ -7,6 +7,7 @@
 mod check;
 pub mod console;
 mod run;
+mod snapshot;
 pub mod status;
 pub mod wire;
 
@@ -54,6 +55,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Cmd::Console { vm } => console::run(&runtime(), vm.as_deref()),
         Cmd::Wire { mtu, pairs } => wire::wire(&runtime(), pairs, *mtu),
         Cmd::Unwire { pairs } => wire::unwire(&runtime(), pairs),
+        Cmd::Snapshot {
+            action: cli::SnapshotCmd::Save { file },
+        } => snapshot::save(&runtime(), file.as_deref()),
     };
     code.into()
 }

@@ -5,22 +5,27 @@ use super::{load_node, report};
 use crate::cli::Cli;
 use crate::exit::Code;
 use crate::logout;
-use crate::supervisor;
+use crate::{snapshot, supervisor};
 
 pub fn run(cli: &Cli) -> Code {
     init_tracing(cli.trace);
-    let code = match load_node(cli) {
-        Ok(node) => match runtime().block_on(supervisor::run(node)) {
+    let opts = snapshot::Options::read(cli.restore.clone(), |k| std::env::var(k).ok());
+    let code = match (load_node(cli), opts) {
+        (Err(e), _) => {
+            report(&e);
+            Code::from(&e)
+        }
+        (_, Err(e)) => {
+            report(&e);
+            Code::BadInput
+        }
+        (Ok(node), Ok(opts)) => match runtime().block_on(supervisor::run(node, opts)) {
             Ok(code) => code,
             Err(e) => {
                 report(&e);
                 Code::from(&e)
             }
         },
-        Err(e) => {
-            report(&e);
-            Code::from(&e)
-        }
     };
     // Bounded: a stdout nobody drains does not hold the exit.
     logout::finish();

@@ -45,9 +45,29 @@ fn open<T: DeserializeOwned>(path: &Path, line: &str) -> Result<T, ControlError>
 
 /// Sends `verb` and decodes the answer.
 pub async fn query<T: DeserializeOwned>(path: &Path, verb: &str) -> Result<T, ControlError> {
+    query_within(path, verb, ANSWER_TIMEOUT).await
+}
+
+/// `snapshot [FILE]`: saves the node (the answer comes once the file is written).
+pub async fn snapshot(
+    path: &Path,
+    file: Option<&Path>,
+) -> Result<crate::control::snapshot::SaveReport, ControlError> {
+    let verb = match file {
+        Some(f) => format!("snapshot {}", f.display()),
+        None => "snapshot".into(),
+    };
+    query_within(path, &verb, Duration::from_secs(600)).await
+}
+
+async fn query_within<T: DeserializeOwned>(
+    path: &Path,
+    verb: &str,
+    within: Duration,
+) -> Result<T, ControlError> {
     let mut c = request(path, verb).await?;
     let mut buf = String::new();
-    tokio::time::timeout(ANSWER_TIMEOUT, c.read_to_string(&mut buf))
+    tokio::time::timeout(within, c.read_to_string(&mut buf))
         .await
         .map_err(|_| ControlError::Answer {
             path: path.into(),

@@ -11,6 +11,7 @@
 pub mod client;
 pub mod report;
 pub mod server;
+pub mod snapshot;
 
 pub mod reset;
 

@@ -146,6 +146,8 @@ pub enum Request {
     Health,
     /// `console [VM]`: the VM's name, None for the first.
     Console(Option<String>),
+    /// `snapshot [FILE]`: save the node (fast start) to FILE, or containerlab's default.
+    Snapshot(Option<String>),
     /// `reset [VM]`: the VM's name, none for every VM.
     Reset(Vec<String>),
     /// Any other verb, as given.
@@ -165,6 +167,7 @@ impl Request {
             "console" => Request::Console(arg.map(str::to_string)),
             "status" => Request::Status,
             "health" => Request::Health,
+            "snapshot" => Request::Snapshot(arg.map(str::to_string)),
             "reset" => Request::Reset(arg.into_iter().map(str::to_string).collect()),
             other => Request::Unknown(other.to_string()),
         }
@@ -203,6 +206,7 @@ async fn answer(mut conn: UnixStream, src: Sources, timeout: Duration) -> std::i
     let line = match req {
         Request::Console(vm) => return console(conn, &src.consoles, vm.as_deref()).await,
         Request::Status => Envelope::Ok(status(&src).await).encode(),
+        Request::Snapshot(file) => return super::snapshot::answer(conn, file.as_deref()).await,
         Request::Health => Envelope::Ok(Health::of(&src.snap.lock().unwrap())).encode(),
         Request::Reset(vms) => {
             let which: Vec<&str> = vms.iter().map(String::as_str).collect();

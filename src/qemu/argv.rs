@@ -63,6 +63,16 @@ pub fn mac(name: &str, index: u32) -> String {
     )
 }
 
+/// The id of the VM's RAM backend object (and so of its RAM block in a migration stream).
+pub const RAM_ID: &str = "ram0";
+
+/// Makes `argv` a restore: qemu starts paused, waiting for the migration stream that QMP
+/// `migrate-incoming` hands it (the device ABI is the argv's, unchanged).
+pub fn incoming_defer(argv: &mut Vec<OsString>) {
+    argv.push("-incoming".into());
+    argv.push("defer".into());
+}
+
 struct Argv(Vec<OsString>);
 
 impl Argv {
@@ -107,7 +117,12 @@ fn machine(a: &mut Argv, plan: &VmPlan, launch: &Launch) {
     a.opt("-name", format!("{},debug-threads=on", plan.name));
     a.push("-nodefaults").push("-no-user-config");
     a.opt("-display", "none");
-    a.opt("-machine", plan.machine.machine_type.clone());
+    // An explicit RAM backend: its id names the RAM block in a migration stream, so a saved
+    // snapshot loads into any later qemu of the same plan (`-m` alone names it `pc.ram`).
+    a.opt(
+        "-machine",
+        format!("{},memory-backend={RAM_ID}", plan.machine.machine_type),
+    );
     a.opt("-accel", if launch.kvm { "kvm" } else { "tcg" });
     // `host` exists only under KVM; under TCG `max` is its closest equivalent.
     let cpu = if !launch.kvm && plan.machine.cpu == "host" {
@@ -118,6 +133,13 @@ fn machine(a: &mut Argv, plan: &VmPlan, launch: &Launch) {
     a.opt("-cpu", cpu);
     a.opt("-smp", plan.machine.smp.to_string());
     a.opt("-m", format!("{}M", plan.machine.memory_mib));
+    a.opt(
+        "-object",
+        format!(
+            "memory-backend-ram,id={RAM_ID},size={}M",
+            plan.machine.memory_mib
+        ),
+    );
     if let Some(u) = &plan.machine.uuid {
         a.opt("-uuid", u.clone());
     }

@@ -6,8 +6,9 @@
 pub mod accel;
 mod argv;
 pub mod fds;
+mod migrate;
 pub mod qmp;
 
 pub use accel::{decide, AccelError, Host, Launch};
-pub use argv::{argv, mac, Resolved, GUEST_MGMT_IP};
+pub use argv::{argv, incoming_defer, mac, Resolved, GUEST_MGMT_IP, RAM_ID};
 pub use fds::{FdError, FdLayout};

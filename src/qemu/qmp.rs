@@ -7,6 +7,7 @@
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,6 +40,8 @@ pub enum QmpError {
     Closed,
     #[error("QMP {command}: no answer within {timeout:?}")]
     Timeout { command: String, timeout: Duration },
+    #[error("migration failed: {0}")]
+    Migration(String),
     #[error("QMP write")]
     Io(#[from] std::io::Error),
 }
@@ -314,6 +317,25 @@ impl Qmp {
         args: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, QmpError> {
+        self.send(command, args, None, timeout).await
+    }
+
+    /// `getfd`: hands qemu a copy of `fd` (SCM_RIGHTS on the QMP socket) under `name`, for a
+    /// later `migrate fd:NAME` or `migrate-incoming fd:NAME`. qemu never opens a file itself.
+    pub async fn getfd(&self, name: &str, fd: BorrowedFd<'_>) -> Result<(), QmpError> {
+        let args = json!({ "fdname": name });
+        self.send("getfd", Some(args), Some(fd), Duration::from_secs(5))
+            .await
+            .map(drop)
+    }
+
+    async fn send(
+        &self,
+        command: &str,
+        args: Option<Value>,
+        fd: Option<BorrowedFd<'_>>,
+        timeout: Duration,
+    ) -> Result<Value, QmpError> {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -327,7 +349,11 @@ impl Qmp {
         line.push('\n');
         {
             let mut w = self.writer.lock().await;
-            if let Err(e) = w.write_all(line.as_bytes()).await {
+            let sent = match fd {
+                Some(fd) => send_with_fd(&mut w, line.as_bytes(), fd).await,
+                None => w.write_all(line.as_bytes()).await,
+            };
+            if let Err(e) = sent {
                 self.pending.lock().unwrap().remove(&id);
                 return Err(e.into());
             }
@@ -368,6 +394,32 @@ impl Qmp {
             .await?;
         Ok(s(&v, "status"))
     }
+}
+
+/// Writes `line` with `fd` attached (SCM_RIGHTS on its first byte), the rest plainly.
+async fn send_with_fd(
+    w: &mut OwnedWriteHalf,
+    line: &[u8],
+    fd: BorrowedFd<'_>,
+) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let sock: &UnixStream = w.as_ref();
+    let fds = [fd.as_raw_fd()];
+    let sent = loop {
+        sock.writable().await?;
+        let r = sock.try_io(tokio::io::Interest::WRITABLE, || {
+            let iov = [std::io::IoSlice::new(line)];
+            let cmsg = [ControlMessage::ScmRights(&fds)];
+            sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
+                .map_err(std::io::Error::from)
+        });
+        match r {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    w.write_all(&line[sent..]).await
 }
 
 #[cfg(test)]

@@ -15,9 +15,13 @@ mod probes;
 mod qemu_run;
 mod reaper;
 mod reset;
+mod restore;
 mod setup;
+mod snapshot;
 mod spawn;
+mod suspend;
 mod vm;
+mod zstd;
 
 use crate::config::Node;
 use crate::exit::Code;
@@ -66,6 +70,8 @@ pub enum SupervisorError {
         needed: u64,
         taps: usize,
     },
+    #[error(transparent)]
+    Restore(#[from] restore::RestoreError),
     #[error("cannot start qemu {qemu}")]
     Spawn {
         qemu: PathBuf,
@@ -92,7 +98,7 @@ impl From<&SupervisorError> for Code {
 
 /// Runs the router until it is shut down or gives up; returns the node's exit code. Each step
 /// is one named call, run once, in the order below; each comment says why it stands there.
-pub async fn run(node: Node) -> Result<Code, SupervisorError> {
+pub async fn run(node: Node, fast: crate::snapshot::Options) -> Result<Code, SupervisorError> {
     let t0 = Instant::now();
     // 1. Signals and the SIGCHLD reaper before any child exists (as tini and catatonit do), so
     //    no stop request and no exit status can be lost; the subreaper, checked, with them.
@@ -164,10 +170,17 @@ pub async fn run(node: Node) -> Result<Code, SupervisorError> {
         for (vm, rx) in vms.iter_mut().zip(reset_rxs) {
             vm.resets = Some(rx);
         }
+        //     Fast start: a snapshot that fits replaces the boot (its overlays in place, its
+        //     streams beside them); saves are served from here (containerlab's trigger file,
+        //     the control socket).
+        let saver = snapshot::Saver::of(&vms, &state);
+        restore::prepare(&mut vms, &saver, &fast)?;
+        let suspend = suspend::Suspend::new(&saver, &fast);
+        let _saves = snapshot::serve(saver, control::snapshot::accept_saves());
         // From here the watcher task owns the data links; it re-wires a re-created ethN.
         setup::keep_links_wired(&mut net);
         // 11. The VMs: ordered start, reverse stop, restarts; their ends make the exit code.
-        Ok(node::drive(vms, &state, &mut signals, t0).await)
+        Ok(node::drive(vms, &state, &mut signals, t0, suspend).await)
     }
     .await;
     // 12. Nothing left behind, on every exit after bring-up (stop, a VM failing, an error, links

@@ -148,7 +148,13 @@ impl Sequencer {
 
 /// Runs the node's VMs to the end: the sequencer's commands carried out, the VMs' ends, their
 /// state changes and the stop signals fed back to it. Returns the node's exit code.
-pub async fn drive(vms: Vec<Vm>, state: &NodeState, signals: &mut Signals, t0: Instant) -> Code {
+pub async fn drive(
+    vms: Vec<Vm>,
+    state: &NodeState,
+    signals: &mut Signals,
+    t0: Instant,
+    mut suspend: Option<super::suspend::Suspend>,
+) -> Code {
     let n = vms.len();
     let multi = n > 1;
     let mut pending: Vec<Option<Vm>> = vms.into_iter().map(Some).collect();
@@ -189,6 +195,13 @@ pub async fn drive(vms: Vec<Vm>, state: &NodeState, signals: &mut Signals, t0: I
         tokio::select! {
             s = signals.stop() => {
                 tracing::info!(signal = s, "stop signal");
+                // Suspend on stop (opt-in): the first signal saves the node and its qemus quit
+                // (exit 0): their ends, not the signal, end the node. Failed: a usual stop.
+                if let Some(sus) = suspend.take() {
+                    if sus.run().await {
+                        continue;
+                    }
+                }
                 cmds = seq.on(Event::Signal(s));
             }
             Some((i, code)) = done_rx.recv() => {

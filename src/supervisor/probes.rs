@@ -45,12 +45,14 @@ impl Drop for Helpers {
 }
 
 /// Starts the helpers for one run of `plan`'s qemu (its ports' link states told over each QMP
-/// connection when it has `cables`).
+/// connection when it has `cables`); `run_bootstrap`: false for a restored guest (its bootstrap
+/// ran before the save).
 pub fn start(
     plan: &VmPlan,
     facts: &VmFacts,
     hub: &Hub,
     cables: Option<VmCables>,
+    run_bootstrap: bool,
 ) -> (Helpers, Feeds) {
     let (qmp_tx, qmp) = unbounded_channel();
     let (ev_tx, events) = unbounded_channel();
@@ -61,7 +63,7 @@ pub fn start(
         hub: None,
     };
     // The bootstrap, when configured, runs against this qemu's console.
-    if let Some(b) = plan.bootstrap.clone() {
+    if let Some(b) = plan.bootstrap.clone().filter(|_| run_bootstrap) {
         let hub = hub.clone();
         let values = facts.values.clone();
         // Read at every run: an edited startup config reaches the next restart.

@@ -58,6 +58,8 @@ impl StopLevel {
 pub struct Child {
     pub pid: i32,
     pub exited: oneshot::Receiver<WaitStatus>,
+    /// Fast start: load this saved stream instead of booting.
+    pub restore: Option<std::path::PathBuf>,
 }
 
 /// How one qemu run ended.
@@ -124,8 +126,18 @@ impl Shutdown {
 
 /// Supervises one qemu process until it exits.
 pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child: Child) -> RunEnd {
-    let Child { pid, mut exited } = child;
-    let (helpers, mut feeds) = probes::start(&vm.plan, &vm.facts, &vm.hub, vm.cables.clone());
+    let Child {
+        pid,
+        mut exited,
+        mut restore,
+    } = child;
+    let (helpers, mut feeds) = probes::start(
+        &vm.plan,
+        &vm.facts,
+        &vm.hub,
+        vm.cables.clone(),
+        restore.is_none(),
+    );
     let mut run = Run::new(&vm.plan, &vm.handle, Pid::from_raw(pid));
     // Drain console readiness and resets left over from a previous run.
     while vm.console_rx.try_recv().is_ok() {}
@@ -141,7 +153,16 @@ pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child
                 let level = *stop.borrow_and_update();
                 run.on_stop(level).await;
             }
-            Some(q) = feeds.qmp.recv() => run.on_qmp(q),
+            Some(q) = feeds.qmp.recv() => {
+                vm.snap.qmp.set(q.clone());
+                if let (Some(q), Some(stream)) = (&q, restore.take()) {
+                    match super::restore::resume(vm, q, &stream).await {
+                        Ok(passed) => passed.into_iter().for_each(|(p, why)| run.probe(p, why)),
+                        Err(why) => run.kill(format!("restore failed: {why}")),
+                    }
+                }
+                run.on_qmp(q);
+            }
             Some(e) = feeds.events.recv() => {
                 if matches!(e, Event::Reset { .. }) {
                     vm.hub.rearm_ready();

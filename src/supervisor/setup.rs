@@ -414,6 +414,7 @@ pub fn ready_vms(
                 states: dl.cables(),
                 ports: net.vm_links[i].iter().map(|l| l.index).collect(),
             }),
+            snap: Default::default(),
         });
     }
     Ok(vms)

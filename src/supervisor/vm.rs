@@ -34,6 +34,8 @@ pub struct Vm {
     pub creds: Option<crate::sandbox::QemuCreds>,
     /// Its data ports' link states, told to its qemu (none without data links).
     pub cables: Option<super::cables::VmCables>,
+    /// Fast start: QMP published for saves, and the stream the next qemu restores from.
+    pub snap: super::snapshot::VmSnap,
 }
 
 /// What comes after one qemu run.
@@ -111,7 +113,9 @@ pub async fn life(mut vm: Vm, mut stop: watch::Receiver<StopLevel>) -> Code {
         }
         // With a bootstrap, humans can watch from the first byte but type only after it.
         vm.hub.hold(vm.plan.bootstrap.is_some());
-        let pid = match spawn::qemu(&vm.argv, &vm.fds, vm.creds.as_ref()) {
+        let restore = vm.snap.restore.take();
+        let argv = super::restore::argv_for(&vm.argv, restore.is_some());
+        let pid = match spawn::qemu(&argv, &vm.fds, vm.creds.as_ref()) {
             Ok(p) => p,
             Err(source) => {
                 let e = SupervisorError::Spawn {
@@ -131,7 +135,12 @@ pub async fn life(mut vm: Vm, mut stop: watch::Receiver<StopLevel>) -> Code {
         vm.handle.set_pid(Some(pid));
         vm.handle
             .advance(State::Booting, format!("qemu pid {pid} started"));
-        let end = qemu_run::supervise(&mut vm, &mut stop, Child { pid, exited }).await;
+        let child = Child {
+            pid,
+            exited,
+            restore,
+        };
+        let end = qemu_run::supervise(&mut vm, &mut stop, child).await;
         vm.handle.set_pid(None);
         match after_exit(&end, failures, vm.plan.supervision.restart) {
             Next::Stopped { asked: true } => {

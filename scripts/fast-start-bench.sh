@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Fast start benchmark: cold boot vs restore, and vrnetlab's way, on the same guest in the same
+# run. Prints figures and ratios; a benchmark, not a test (exits 1 only when a step fails).
+#   cold boot  : launcher run, to ready (launcher health) and to traffic (a ping from a peer
+#                namespace across eth1: tap - tc mirred - veth)
+#   save       : launcher snapshot save (guests paused, total, tar size)
+#   restore    : launcher run --restore (zstd stream, overlay, -incoming defer), to ready, to traffic
+#   vrnetlab's : tar extraction of an uncompressed stream + overlay, qemu -incoming "exec:cat FILE",
+#                cont (over a second QMP socket), to running and to traffic; the same wiring
+# Guests: tinylinux always; the Debian + FRR guest when DEBIAN_QCOW2 names its qcow2 (the path
+# images/debian/build.sh prints last; vmlinuz and initrd.img beside it) and DEBIAN_CONFIG a
+# launcher.toml for it ({qcow2} and {dir}, a scratch folder, substituted), its eth1 answering
+# pings at DEBIAN_PING (default 192.0.2.2; the peer is 192.0.2.1/24).
+# Usage: scripts/fast-start-bench.sh   (root; tinylinux built; release binary; zstd, python3)
+# Note: the vrnetlab emulation needs qemu allowed to spawn `cat` (no -sandbox spawn=deny).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "fast-start-bench: run as root" >&2; exit 1; }
+for t in ip zstd tar python3; do command -v $t >/dev/null || { echo "fast-start-bench: '$t' is missing" >&2; exit 1; }; done
+[ -x target/release/launcher ] || cargo build --release
+bin=$PWD/target/release/launcher
+build=$PWD/images/tinylinux/build
+[ -f "$build/vmlinuz" ] || { echo "fast-start-bench: run images/tinylinux/build.sh first" >&2; exit 1; }
+
+ns=lt-fsb-$$; peer=lt-fsb-peer-$$
+dir=$(mktemp -d /tmp/lt-fsb.XXXXXX)
+pid=
+cleanup() {
+  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+  ip netns del "$peer" 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+ip netns add "$ns"; ip netns add "$peer"
+ip -n "$ns" link set lo up
+ip link add fsb-a-$$ netns "$ns" type veth peer name p1 netns "$peer"
+ip -n "$ns" link set fsb-a-$$ name eth1
+ip -n "$ns" link set eth1 up
+ip -n "$peer" link set p1 up
+ip -n "$peer" addr add 192.0.2.1/24 dev p1
+export LAUNCHER_SOCKET=$dir/control.sock
+
+now() { date +%s.%N; }
+since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(now)"; }
+# start ENV... : the launcher in the namespace, in the background
+start() {
+  env "$@" CLAB_INTFS=1 ip netns exec "$ns" "$bin" run --config "$dir/launcher.toml" >>"$dir/launcher.log" 2>&1 &
+  pid=$!
+}
+stop() {
+  kill -TERM "$pid"; local i=0
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; i=$((i+1)); [ $i -lt 900 ] || { echo "launcher did not stop" >&2; exit 1; }; done
+  pid=
+}
+# wait_until WHAT SECONDS COMMAND...: polls every 50 ms, bounded
+wait_until() {
+  local what=$1 max=$2; shift 2; local t0; t0=$(now)
+  until "$@" >/dev/null 2>&1; do
+    sleep 0.05
+    python3 -c "import sys; sys.exit(0 if float(sys.argv[2]) - float(sys.argv[1]) < float(sys.argv[3]) else 1)" "$t0" "$(now)" "$max" \
+      || { echo "fast-start-bench: no $what within ${max}s; log: $dir/launcher.log" >&2; tail -20 "$dir/launcher.log" >&2; exit 1; }
+  done
+}
+ready() { "$bin" health; }
+traffic() { ip netns exec "$peer" ping -c 1 -W 0.2 "$target"; }
+qmp_cont() { # the second QMP socket: wait for the stream to load, then cont
+  python3 - "$1" <<'PY'
+import json, socket, sys, time
+for _ in range(3000):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(sys.argv[1]); break
+    except OSError:
+        s.close(); time.sleep(0.02)
+f = s.makefile("rw")
+def cmd(c):
+    f.write(json.dumps({"execute": c}) + "\n"); f.flush()
+    while True:
+        m = json.loads(f.readline())
+        if "return" in m or "error" in m:
+            return m
+f.readline(); cmd("qmp_capabilities")
+while cmd("query-status")["return"]["status"] == "inmigrate":
+    time.sleep(0.01)
+print(cmd("cont"))
+PY
+}
+
+bench() { # NAME: the guest in $dir/launcher.toml, pinging $target
+  local name=$1 t0 cold_ready cold_traffic save_out raw
+  : >"$dir/launcher.log"
+  t0=$(now); start
+  wait_until "cold ready" 900 ready; cold_ready=$(since "$t0")
+  wait_until "cold traffic" 300 traffic; cold_traffic=$(since "$t0")
+  t0=$(now)
+  save_out=$("$bin" snapshot save "$dir/ours.tar")
+  local save_s; save_s=$(since "$t0")
+  local paused; paused=$(sed -n 's/.*guests paused \([0-9]*\) ms.*/\1/p' <<<"$save_out")
+  stop
+  # vrnetlab's file: the same state, stream uncompressed, in a tar with the overlays.
+  mkdir -p "$dir/v" "$dir/x"
+  tar -C "$dir/v" -xf "$dir/ours.tar"
+  raw=$(find "$dir/v" -name memory.zst)
+  zstd -q -d --rm "$raw" -o "${raw%.zst}.raw"
+  tar -C "$dir/v" -cf "$dir/vrnetlab.tar" .
+  rm -rf "$dir/v"
+
+  t0=$(now); start LAUNCHER_RESTORE="$dir/ours.tar"
+  wait_until "restored ready" 120 ready; local r_ready; r_ready=$(since "$t0")
+  wait_until "restored traffic" 120 traffic; local r_traffic; r_traffic=$(since "$t0")
+  stop
+
+  t0=$(now)
+  tar -C "$dir/x" -xf "$dir/vrnetlab.tar"
+  for d in "$dir"/x/*/disk*.qcow2; do [ -e "$d" ] && cp "$d" "$(overlay_of "$d")"; done
+  local stream; stream=$(find "$dir/x" -name memory.raw)
+  vrnetlab_qemu "$stream"
+  qmp_cont "$dir/run/qmp.sock" >/dev/null; local v_running; v_running=$(since "$t0")
+  wait_until "vrnetlab-way traffic" 120 traffic; local v_traffic; v_traffic=$(since "$t0")
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  ip netns exec "$ns" "$bin" unwire eth1=tap1 >/dev/null
+  ip -n "$ns" link del tap1
+  rm -rf "$dir/x"
+
+  local ours_size vr_size
+  ours_size=$(stat -c %s "$dir/ours.tar"); vr_size=$(stat -c %s "$dir/vrnetlab.tar")
+  python3 - "$name" "$cold_ready" "$cold_traffic" "$save_s" "$paused" "$ours_size" "$r_ready" "$r_traffic" "$vr_size" "$v_running" "$v_traffic" <<'PY'
+import sys
+n, cr, ct, sv, pa, os_, rr, rt, vs, vr, vt = sys.argv[1:]
+cr, ct, sv, rr, rt, vr, vt = map(float, (cr, ct, sv, rr, rt, vr, vt))
+mib = lambda b: f"{int(b) / 2**20:.1f} MiB"
+print(f"== {n}")
+print(f"cold boot      : ready {cr:7.2f} s   traffic {ct:7.2f} s")
+print(f"save (ours)    : {sv:.2f} s, guests paused {pa} ms, {mib(os_)} (zstd stream + overlays)")
+print(f"restore (ours) : ready {rr:7.2f} s   traffic {rt:7.2f} s")
+print(f"vrnetlab's way : running {vr:5.2f} s   traffic {vt:7.2f} s   ({mib(vs)} tar, uncompressed stream)")
+print(f"ratios         : cold/ours ready {cr / rr:.0f}x, traffic {ct / rt:.0f}x; vrnetlab/ours traffic {vt / rt:.1f}x; size {int(vs) / int(os_):.1f}x")
+PY
+}
+
+# vrnetlab's restore, with the same device ABI and the same tc wiring: qemu run directly with
+# the launcher's argv (`launcher check`), the data NIC on a tap wired by `launcher wire`, the
+# serial port to nowhere, and `-incoming "exec:cat STREAM"` (an uncompressed stream).
+vrnetlab_qemu() {
+  local a=() x
+  while IFS= read -r x; do
+    case "$x" in
+      tap,id=net1,*) x="tap,id=net1,ifname=tap1,script=no,downscript=no" ;;
+      socket,id=serial*) x="null,id=${x#socket,id=}"; x=${x%%,server=*} ;;
+    esac
+    a+=("$x")
+  done < <(CLAB_INTFS=1 "$bin" check --config "$dir/launcher.toml")
+  mkdir -p "$dir/run"
+  ip netns exec "$ns" "$bin" wire eth1=tap1 >/dev/null
+  ip netns exec "$ns" "${a[@]}" -incoming "exec:cat $1" >>"$dir/launcher.log" 2>&1 &
+  pid=$!
+}
+
+# The overlay a saved disk goes back to: the Nth overlay of the config, in order.
+overlay_of() {
+  local n; n=$(basename "$1" .qcow2); n=${n#disk}
+  grep -o 'overlay = "[^"]*"' "$dir/launcher.toml" | sed -n "$((n+1))p" | cut -d'"' -f2
+}
+
+sc=$dir/startup-config.cfg
+echo "ip addr add 192.0.2.2/24 dev eth1" >"$sc"
+cat >"$dir/launcher.toml" <<EOF2
+[vm]
+name = "tinylinux"
+machine = "q35"
+memory = 256
+shutdown_timeout = 20
+boot_timeout = 300
+startup_config = "$sc"
+[kernel]
+path = "$build/vmlinuz"
+initrd = "$build/initramfs.cpio.gz"
+append = "console=ttyS0 panic=-1 tl.mgmt=user tl.hostname=bench"
+[management]
+forwards = []
+[console]
+ready_pattern = "TINYLINUX-READY"
+log = "$dir/console.log"
+[paths]
+run_dir = "$dir/run"
+state_dir = "$dir/state"
+health_file = "$dir/health"
+EOF2
+target=192.0.2.2
+bench "tinylinux (256 MiB, 1 vCPU, TCG)"
+
+if [ -n "${DEBIAN_QCOW2:-}" ]; then
+  [ -f "$DEBIAN_QCOW2" ] || { echo "fast-start-bench: DEBIAN_QCOW2=$DEBIAN_QCOW2 is no file" >&2; exit 1; }
+  [ -f "${DEBIAN_CONFIG:-}" ] || { echo "fast-start-bench: DEBIAN_CONFIG must name a launcher.toml for that guest ({qcow2}, {dir} substituted; its eth1 at DEBIAN_PING)" >&2; exit 1; }
+  sed -e "s|{qcow2}|$DEBIAN_QCOW2|g" -e "s|{dir}|$dir|g" "$DEBIAN_CONFIG" >"$dir/launcher.toml"
+  target=${DEBIAN_PING:-192.0.2.2}
+  bench "Debian + FRR ($DEBIAN_QCOW2)"
+fi

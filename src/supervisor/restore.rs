@@ -1,0 +1,241 @@
+//! Restoring the node: before any qemu starts, [`prepare`] reads the snapshot's manifest,
+//! compares each VM's saved [`Key`] with the one this start would run (a mismatch never loads:
+//! it logs every difference and boots cold, or fails, by `LAUNCHER_SNAPSHOT_MISMATCH`), then puts
+//! each saved overlay in place of the VM's overlay and its stream beside it. The VM's next qemu
+//! starts with the same argv plus `-incoming defer`; once QMP is up, [`resume`] pipes the
+//! stream through `zstd -d` into it (QMP `getfd` + `migrate-incoming`, no file or `exec:` URI),
+//! waits for the load and sends `cont`. Readiness is earned again: the TCP probe runs as for a
+//! boot; a console pattern (printed once, at boot) counts when the restored console answers.
+//! Never decides a restart (a failed load kills qemu; the restart policy boots it cold).
+
+use super::snapshot::{overlays, SaveError, Saver};
+use super::vm::Vm;
+use super::zstd::{pipe, zstd};
+use super::SupervisorError;
+use crate::qemu::qmp::Qmp;
+use crate::snapshot::{self as snap, archive, Key, Manifest, OnMismatch, Options};
+use crate::state::Probe;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a stream may take to load.
+const LOAD_WAIT: Duration = Duration::from_secs(300);
+/// How long a restored console has to answer a carriage return.
+const CONSOLE_WAIT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("snapshot {path} does not fit this node: {}", reasons.join("; "))]
+    Refused { path: PathBuf, reasons: Vec<String> },
+    #[error("snapshot {path}: {why}")]
+    Format { path: PathBuf, why: String },
+    #[error("snapshot {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Disk(#[from] SaveError),
+}
+
+/// Decides whether this start restores and prepares it (see the module doc). Ok: restore set
+/// up, or a cold boot after a refusal that the policy allows.
+pub fn prepare(vms: &mut [Vm], saver: &Saver, opts: &Options) -> Result<(), SupervisorError> {
+    let suspended = opts.restore.is_none() && opts.suspend && opts.suspend_file.exists();
+    let path = match (&opts.restore, suspended) {
+        (Some(p), _) => p.clone(),
+        (None, true) => opts.suspend_file.clone(),
+        _ => return Ok(()),
+    };
+    let r = load(vms, saver, &path);
+    if suspended {
+        // Used once: the guest runs on from it and the file is stale from here on.
+        let _ = std::fs::remove_file(&path);
+    }
+    match r {
+        Ok(age) => {
+            tracing::info!(path = %path.display(), age_s = age, "restoring from snapshot instead of booting");
+            Ok(())
+        }
+        Err(e) if opts.on_mismatch == OnMismatch::Boot => {
+            tracing::warn!(
+                "snapshot not restored: {}; booting cold",
+                crate::exit::chain(&e)
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn read_manifest(
+    f: &mut File,
+    idx: &[archive::Member],
+    path: &Path,
+) -> Result<Manifest, RestoreError> {
+    let bad = |why: String| RestoreError::Format {
+        path: path.into(),
+        why,
+    };
+    let m = idx
+        .iter()
+        .find(|m| m.name == snap::MANIFEST)
+        .ok_or_else(|| bad(format!("no {}", snap::MANIFEST)))?;
+    let mut json = Vec::new();
+    std::io::Seek::seek(f, std::io::SeekFrom::Start(m.offset)).map_err(|e| bad(e.to_string()))?;
+    f.take(m.size.min(16 << 20))
+        .read_to_end(&mut json)
+        .map_err(|e| bad(e.to_string()))?;
+    let m: Manifest = serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
+    if m.format != snap::FORMAT {
+        return Err(bad(format!(
+            "format {} (this launcher reads {})",
+            m.format,
+            snap::FORMAT
+        )));
+    }
+    Ok(m)
+}
+
+/// Checks the keys, then extracts the overlays and streams; returns the snapshot's age in s.
+fn load(vms: &mut [Vm], saver: &Saver, path: &Path) -> Result<u64, RestoreError> {
+    let io = |source| RestoreError::Io {
+        path: path.into(),
+        source,
+    };
+    let mut f = File::open(path).map_err(io)?;
+    let idx = archive::index(&mut f).map_err(|why| RestoreError::Format {
+        path: path.into(),
+        why,
+    })?;
+    let m = read_manifest(&mut f, &idx, path)?;
+    let mut reasons = Vec::new();
+    if m.vms.len() != saver.targets.len() {
+        reasons.push(format!(
+            "VMs: saved {}, here {}",
+            m.vms.len(),
+            saver.targets.len()
+        ));
+    }
+    let mut plan = Vec::new();
+    for t in &saver.targets {
+        let Some(e) = m.vm(&t.name) else {
+            reasons.push(format!("VM {} is not in the snapshot", t.name));
+            continue;
+        };
+        let disks = overlays(&t.plan)?;
+        let fps = disks
+            .iter()
+            .map(|(_, base)| snap::fingerprint(base).map_err(io))
+            .collect::<Result<Vec<_>, _>>()?;
+        let here = Key::of(&t.argv, saver.qemu_version(), fps);
+        reasons.extend(
+            here.differences(&e.key)
+                .into_iter()
+                .map(|d| format!("VM {}: {d}", t.name)),
+        );
+        plan.push((e.clone(), disks));
+    }
+    if !reasons.is_empty() {
+        return Err(RestoreError::Refused {
+            path: path.into(),
+            reasons,
+        });
+    }
+    let member = |name: &str| {
+        idx.iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| RestoreError::Format {
+                path: path.into(),
+                why: format!("no member {name}"),
+            })
+    };
+    for (vm, (e, disks)) in vms.iter_mut().zip(plan) {
+        for (name, (overlay, _)) in e.disks.iter().zip(&disks) {
+            archive::extract(&mut f, member(name)?, overlay).map_err(io)?;
+        }
+        let stream = vm.plan.run_dir.join("restore-stream.zst");
+        archive::extract(&mut f, member(&e.stream)?, &stream).map_err(io)?;
+        vm.snap.restore = Some(stream);
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Ok(now.saturating_sub(m.saved_unix))
+}
+
+/// The argv of the next qemu: `argv`, plus `-incoming defer` when it restores.
+pub fn argv_for(argv: &[OsString], restoring: bool) -> Vec<OsString> {
+    let mut a = argv.to_vec();
+    if restoring {
+        crate::qemu::incoming_defer(&mut a);
+    }
+    a
+}
+
+/// Loads `stream` into the qemu behind `q` (started with `-incoming defer`) and resumes it.
+/// Ok: the probes the restore itself satisfies (a bootstrap was done before the save; a console
+/// pattern when the console answers); Err: why the load failed.
+pub async fn resume(vm: &Vm, q: &Qmp, stream: &Path) -> Result<Vec<(Probe, String)>, String> {
+    let t0 = Instant::now();
+    let loaded = load_stream(vm, q, stream).await;
+    let _ = std::fs::remove_file(stream);
+    loaded?;
+    q.execute("cont", None, Duration::from_secs(5))
+        .await
+        .map_err(|e| format!("cont: {}", crate::exit::chain(&e)))?;
+    tracing::info!(vm = %vm.plan.name, ms = t0.elapsed().as_millis() as u64, "restored from snapshot and resumed");
+    let mut passed = Vec::new();
+    if vm.plan.bootstrap.is_some() {
+        passed.push((
+            Probe::Bootstrap,
+            "restored: the bootstrap ran before the save".into(),
+        ));
+    }
+    if vm.plan.console.ready_pattern.is_some() && console_answers(vm).await {
+        passed.push((Probe::Pattern, "restored: the console answers".into()));
+    }
+    Ok(passed)
+}
+
+async fn load_stream(vm: &Vm, q: &Qmp, stream: &Path) -> Result<(), String> {
+    let file = File::open(stream).map_err(|e| format!("{}: {e}", stream.display()))?;
+    let (r, w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+    let z = zstd(&["-q", "-d", "-c"], file.into(), w.into(), &vm.reaper)
+        .map_err(|e| format!("cannot run zstd: {e}"))?;
+    let started = q.migrate_incoming_fd(r.as_fd()).await;
+    drop(r);
+    let st = match started {
+        Ok(()) => q.wait_incoming(LOAD_WAIT).await,
+        Err(e) => Err(e),
+    };
+    let zw = z
+        .wait(Duration::from_secs(if st.is_ok() { 30 } else { 0 }))
+        .await;
+    let st = st.map_err(|e| format!("migrate-incoming: {}", crate::exit::chain(&e)))?;
+    zw.map_err(|why| format!("zstd {why}"))?;
+    tracing::debug!(status = %st, "stream loaded");
+    Ok(())
+}
+
+/// A carriage return to the restored console, and any answer within [`CONSOLE_WAIT`].
+async fn console_answers(vm: &Vm) -> bool {
+    let mut rx = vm.hub.subscribe();
+    vm.hub.write(b"\r").await;
+    tokio::time::timeout(CONSOLE_WAIT, async {
+        loop {
+            match rx.recv().await {
+                Ok(b) if !b.is_empty() => return true,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
