@@ -173,7 +173,13 @@ fn drive(i: usize, d: &crate::config::Disk) -> OsString {
             &format!("if=none,id=disk{i},format=raw,media=cdrom,readonly=on,file="),
             image,
         ),
-        // A folder (licences, day-0 configs) as a read-only FAT disk, built by qemu.
+        // A folder (licences, day-0 configs) as a FAT disk built by qemu, read-only. An IDE
+        // hard disk cannot be read-only (qemu refuses it: "Block node is read-only"), so there
+        // the guest writes to a throwaway overlay (snapshot=on) and the folder stays untouched.
+        DiskKind::Fat if d.interface == DiskInterface::Ide => path_opt(
+            &format!("if=none,id=disk{i},format=raw,snapshot=on,file=fat:"),
+            &d.path,
+        ),
         DiskKind::Fat => path_opt(
             &format!("if=none,id=disk{i},format=raw,readonly=on,file=fat:"),
             &d.path,
@@ -532,6 +538,31 @@ mod tests {
         }
         // The FAT folder is read-only: no cache option at all.
         assert!(drives[2].contains("readonly=on") && !drives[2].contains("cache="));
+    }
+
+    #[test]
+    fn a_fat_folder_on_ide_is_a_throwaway_overlay_not_read_only() {
+        // qemu refuses a read-only drive on ide-hd; virtio and scsi take it read-only.
+        let toml = "[vm]\nname=\"r\"\n[[disk]]\npath=\"/config/lic\"\nformat=\"fat\"\ninterface=\"ide\"\n[[disk]]\npath=\"/config/b\"\nformat=\"fat\"\ninterface=\"scsi\"\n[management]\nmode=\"none\"\n";
+        let node = parse(
+            toml,
+            Path::new("/etc/launcher/launcher.toml"),
+            Path::new("/etc/launcher"),
+            &Env::default(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let d = &node.vms[0].boot.disks;
+        let ide = drive(0, &d[0]).to_string_lossy().into_owned();
+        assert!(
+            ide.contains(",snapshot=on,") && !ide.contains("readonly"),
+            "{ide}"
+        );
+        let scsi = drive(1, &d[1]).to_string_lossy().into_owned();
+        assert!(
+            scsi.contains(",readonly=on,") && !scsi.contains("snapshot"),
+            "{scsi}"
+        );
     }
 
     #[test]
