@@ -107,11 +107,13 @@ fn machine(a: &mut Argv, plan: &VmPlan, launch: &Launch) {
     a.opt("-display", "none");
     a.opt("-machine", plan.machine.machine_type.clone());
     a.opt("-accel", if launch.kvm { "kvm" } else { "tcg" });
-    // `host` exists only under KVM; under TCG `max` is its closest equivalent.
-    let cpu = if !launch.kvm && plan.machine.cpu == "host" {
-        "max".to_string()
-    } else {
-        plan.machine.cpu.clone()
+    // `host` exists only under KVM; under TCG `max` is its closest equivalent (its
+    // properties, e.g. vEOS's `host,level=9`, kept).
+    let cpu = match plan.machine.cpu.strip_prefix("host") {
+        Some(rest) if !launch.kvm && (rest.is_empty() || rest.starts_with(',')) => {
+            format!("max{rest}")
+        }
+        _ => plan.machine.cpu.clone(),
     };
     a.opt("-cpu", cpu);
     a.opt("-smp", plan.machine.smp.to_string());
@@ -286,12 +288,21 @@ fn internal_nics(a: &mut Argv, plan: &VmPlan, fds: &FdLayout, seed: &str) {
 struct Slots {
     per: u32,
     bridged: bool,
+    /// vrnetlab's numbering (nics.bridges set): position slot + shift.
+    vrnetlab: Option<u32>,
 }
 
 impl Slots {
     /// ", bus=..., addr=..." of NIC slot `slot` (1-based, offset slots included), or nothing.
     fn place(&self, slot: u32) -> String {
-        if self.bridged {
+        if let Some(shift) = self.vrnetlab {
+            let p = slot + shift;
+            format!(
+                ",bus=pci.{},addr=0x{:x}",
+                p / self.per + 1,
+                p % self.per + 1
+            )
+        } else if self.bridged {
             format!(
                 ",bus=pci.{},addr=0x{:x}",
                 (slot - 1) / self.per + 1,
@@ -318,12 +329,21 @@ fn data_nics(
     let max = highest.max(plan.nics.slots);
     let off = plan.nics.offset;
     let per = plan.nics.per_bridge.max(1);
+    let vrnetlab = plan.nics.bridges > 0;
     let slots = Slots {
         per,
-        bridged: max + off > per,
+        bridged: vrnetlab || max + off > per,
+        vrnetlab: vrnetlab.then_some(plan.nics.pci_shift),
+    };
+    let bridges = if vrnetlab {
+        plan.nics
+            .bridges
+            .max((max + off + plan.nics.pci_shift) / per + 1)
+    } else {
+        (max + off).div_ceil(per)
     };
     if slots.bridged {
-        for b in 1..=(max + off).div_ceil(per) {
+        for b in 1..=bridges {
             a.opt(
                 "-device",
                 format!("pci-bridge,chassis_nr={b},id=pci.{b},shpc=off"),
