@@ -23,6 +23,14 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+/// The harness's temp dir, removed however the transcript ends.
+struct RemoveOnDrop(std::path::PathBuf);
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 enum Line {
     Print(String),
     Expect(String),
@@ -132,6 +140,7 @@ async fn run(kind: &str, name: &str, t: Transcript, startup: Option<String>) -> 
         std::process::id()
     ));
     std::fs::create_dir_all(&tmp).unwrap();
+    let _clean = RemoveOnDrop(tmp.clone());
     let sock = tmp.join("serial0.sock");
     let log = LogFile {
         path: tmp.join("console.log"),
@@ -194,7 +203,6 @@ async fn run(kind: &str, name: &str, t: Transcript, startup: Option<String>) -> 
         .await
         .map_err(|_| format!("{kind}/{name}: the bootstrap did not end after the transcript"))?
         .unwrap();
-    let _ = std::fs::remove_dir_all(&tmp);
     match (result, t.fails) {
         (Ok(()), false) | (Err(_), true) => {}
         (Ok(()), true) => {
