@@ -48,7 +48,15 @@ pub enum Cmd {
     /// Boot and supervise the router (the default).
     Run,
     /// Validate the config and print the qemu argv, one argument per line. Touches nothing.
-    Check,
+    Check {
+        /// Print the argvs as one JSON object: {"vms": [{"name", "argv": [...]}]}.
+        #[arg(long)]
+        json: bool,
+        /// The data links present, as containerlab gives them (e.g. eth1,eth3): CLAB_INTFS
+        /// becomes their count.
+        #[arg(long)]
+        links: Option<String>,
+    },
     /// Show the state of the running launcher and its links.
     Status {
         /// Machine-readable output.

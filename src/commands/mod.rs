@@ -27,11 +27,15 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn load_node(cli: &Cli) -> Result<config::Node, config::ConfigError> {
+    load_node_with(cli, &std::env::vars().collect())
+}
+
+/// [`load_node`] with the environment given (`check --links` sets CLAB_INTFS).
+fn load_node_with(cli: &Cli, env: &config::Env) -> Result<config::Node, config::ConfigError> {
     let path = cli
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(cli::DEFAULT_CONFIG));
-    let env: config::Env = std::env::vars().collect();
     let over = config::Overrides {
         credentials: config::Credentials {
             username: cli.username.clone(),
@@ -41,13 +45,13 @@ fn load_node(cli: &Cli) -> Result<config::Node, config::ConfigError> {
         connection_mode: cli.connection_mode.clone(),
         variant: cli.variant.clone(),
     };
-    config::load(&path, &env, &over)
+    config::load(&path, env, &over)
 }
 
 /// Runs the command the command line asks for.
 pub fn main(cli: Cli) -> ExitCode {
     let code = match cli.command.as_ref().unwrap_or(&Cmd::Run) {
-        Cmd::Check => check::check(&cli),
+        Cmd::Check { json, links } => check::check(&cli, *json, links.as_deref()),
         Cmd::Run => run::run(&cli),
         Cmd::Status { json } => status::status(&runtime(), *json),
         Cmd::Health => status::health(&runtime()),

@@ -318,6 +318,8 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
             offset: n.offset,
             queues: n.queues,
             per_bridge: n.per_bridge,
+            bridges: n.bridges,
+            pci_shift: n.pci_shift,
             slots: n.slots,
             ports: Ports::All,
             links,
@@ -358,6 +360,16 @@ fn layout(key: &Key, n: &NicSection) -> Result<(), ConfigError> {
         return Err(key
             .child("per_bridge")
             .invalid(n.per_bridge, "a PCI bridge has slots 1 to 31"));
+    }
+    if n.bridges > 20 {
+        return Err(key
+            .child("bridges")
+            .invalid(n.bridges, "at most 20 PCI bridges (0 = only when needed)"));
+    }
+    if n.pci_shift > 8 {
+        return Err(key
+            .child("pci_shift")
+            .invalid(n.pci_shift, "at most 8 positions"));
     }
     if !(68..=65535).contains(&n.mtu) {
         return Err(key

@@ -6,7 +6,8 @@
 //! `crate::template`.
 //!
 //! The rooms: `schema` (the serde sections as the file is), `env` (the environment parsed once),
-//! `hardware` and `sections` (one builder per section), `bounds` (the bound of every number),
+//! `include` (shared files merged under the main one), `hardware` and `sections` (one builder
+//! per section), `bounds` (the bound of every number),
 //! `qemu_args` (the extra qemu arguments refused), `vm` (one VM: its sections in order, then the
 //! checks across them), `node` (`[vm]` or `[[vm]]`, the data-port split, internal networks, what
 //! two VMs cannot share), `plan` (the validated types).
@@ -14,6 +15,7 @@
 mod bounds;
 mod env;
 mod hardware;
+mod include;
 mod node;
 mod plan;
 mod qemu_args;
@@ -169,12 +171,14 @@ fn valid_ifname(key: &Key, name: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Reads the config file, then [`parse`]s it. A missing file is an error naming the path.
+/// Reads the config file and its `include`s ([`include`]), then [`parse`]s it. A missing file
+/// is an error naming the path.
 pub fn load(path: &Path, env: &Env, over: &Overrides) -> Result<Node, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
+    let text = include::expand(&text, path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let base = if base.as_os_str().is_empty() {
         Path::new(".")

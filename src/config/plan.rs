@@ -252,6 +252,12 @@ pub struct Nics {
     pub queues: u32,
     /// Data NICs per PCI bridge once there are more than this many.
     pub per_bridge: u32,
+    /// 0: bridges only past `per_bridge` NICs. N: at least N PCI bridges, every data NIC on
+    /// them from the first, numbered as vrnetlab does (position p = slot + `pci_shift` sits on
+    /// bridge p / per_bridge + 1 at address p % per_bridge + 1).
+    pub bridges: u32,
+    /// vrnetlab's position shift of the first data NIC on the bridges (vEOS: 1), no NIC added.
+    pub pci_shift: u32,
     /// The data NIC slots the VM always has (nics.slots), placeholders for absent ports;
     /// 0 = as many as the highest port of its links.
     pub slots: u32,

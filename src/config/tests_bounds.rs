@@ -275,3 +275,16 @@ fn console_log_rotation_defaults_and_bounds() {
         .to_string();
     assert!(err.contains("console.log_keep"), "{err}");
 }
+
+#[test]
+fn nic_bridges_and_pci_shift_have_bounds() {
+    for (k, v, want) in [
+        ("bridges", 21, "nics.bridges = \"21\": at most 20"),
+        ("pci_shift", 9, "nics.pci_shift = \"9\": at most 8"),
+    ] {
+        let text = format!("{MIN}[nics]\n{k} = {v}\n");
+        let e = super::parse_with(&text, &[]).unwrap_err().to_string();
+        assert!(e.starts_with(want), "{e}");
+    }
+    assert!(super::parse_with(&format!("{MIN}[nics]\nbridges = 20\npci_shift = 8\n"), &[]).is_ok());
+}

@@ -97,6 +97,8 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
             offset: shared.nics.nics.offset,
             queues: shared.nics.nics.queues,
             per_bridge: shared.nics.nics.per_bridge,
+            bridges: shared.nics.nics.bridges,
+            pci_shift: shared.nics.nics.pci_shift,
             slots: shared.nics.nics.slots,
             ports: v.ports,
             links: v.links,

@@ -124,11 +124,13 @@ fn machine(a: &mut Argv, plan: &VmPlan, launch: &Launch) {
         format!("{},memory-backend={RAM_ID}", plan.machine.machine_type),
     );
     a.opt("-accel", if launch.kvm { "kvm" } else { "tcg" });
-    // `host` exists only under KVM; under TCG `max` is its closest equivalent.
-    let cpu = if !launch.kvm && plan.machine.cpu == "host" {
-        "max".to_string()
-    } else {
-        plan.machine.cpu.clone()
+    // `host` exists only under KVM; under TCG `max` is its closest equivalent (its
+    // properties, e.g. vEOS's `host,level=9`, kept).
+    let cpu = match plan.machine.cpu.strip_prefix("host") {
+        Some(rest) if !launch.kvm && (rest.is_empty() || rest.starts_with(',')) => {
+            format!("max{rest}")
+        }
+        _ => plan.machine.cpu.clone(),
     };
     a.opt("-cpu", cpu);
     a.opt("-smp", plan.machine.smp.to_string());
@@ -210,7 +212,13 @@ fn drive(i: usize, d: &crate::config::Disk) -> OsString {
             &format!("if=none,id=disk{i},format=raw,media=cdrom,readonly=on,file="),
             image,
         ),
-        // A folder (licences, day-0 configs) as a read-only FAT disk, built by qemu.
+        // A folder (licences, day-0 configs) as a FAT disk built by qemu, read-only. An IDE
+        // hard disk cannot be read-only (qemu refuses it: "Block node is read-only"), so there
+        // the guest writes to a throwaway overlay (snapshot=on) and the folder stays untouched.
+        DiskKind::Fat if d.interface == DiskInterface::Ide => path_opt(
+            &format!("if=none,id=disk{i},format=raw,snapshot=on,file=fat:"),
+            &d.path,
+        ),
         DiskKind::Fat => path_opt(
             &format!("if=none,id=disk{i},format=raw,readonly=on,file=fat:"),
             &d.path,
@@ -315,12 +323,21 @@ fn internal_nics(a: &mut Argv, plan: &VmPlan, fds: &FdLayout, seed: &str) {
 struct Slots {
     per: u32,
     bridged: bool,
+    /// vrnetlab's numbering (nics.bridges set): position slot + shift.
+    vrnetlab: Option<u32>,
 }
 
 impl Slots {
     /// ", bus=..., addr=..." of NIC slot `slot` (1-based, offset slots included), or nothing.
     fn place(&self, slot: u32) -> String {
-        if self.bridged {
+        if let Some(shift) = self.vrnetlab {
+            let p = slot + shift;
+            format!(
+                ",bus=pci.{},addr=0x{:x}",
+                p / self.per + 1,
+                p % self.per + 1
+            )
+        } else if self.bridged {
             format!(
                 ",bus=pci.{},addr=0x{:x}",
                 (slot - 1) / self.per + 1,
@@ -347,12 +364,21 @@ fn data_nics(
     let max = highest.max(plan.nics.slots);
     let off = plan.nics.offset;
     let per = plan.nics.per_bridge.max(1);
+    let vrnetlab = plan.nics.bridges > 0;
     let slots = Slots {
         per,
-        bridged: max + off > per,
+        bridged: vrnetlab || max + off > per,
+        vrnetlab: vrnetlab.then_some(plan.nics.pci_shift),
+    };
+    let bridges = if vrnetlab {
+        plan.nics
+            .bridges
+            .max((max + off + plan.nics.pci_shift) / per + 1)
+    } else {
+        (max + off).div_ceil(per)
     };
     if slots.bridged {
-        for b in 1..=(max + off).div_ceil(per) {
+        for b in 1..=bridges {
             a.opt(
                 "-device",
                 format!("pci-bridge,chassis_nr={b},id=pci.{b},shpc=off"),
@@ -589,6 +615,31 @@ mod tests {
         }
         // The FAT folder is read-only: no cache option at all.
         assert!(drives[2].contains("readonly=on") && !drives[2].contains("cache="));
+    }
+
+    #[test]
+    fn a_fat_folder_on_ide_is_a_throwaway_overlay_not_read_only() {
+        // qemu refuses a read-only drive on ide-hd; virtio and scsi take it read-only.
+        let toml = "[vm]\nname=\"r\"\n[[disk]]\npath=\"/config/lic\"\nformat=\"fat\"\ninterface=\"ide\"\n[[disk]]\npath=\"/config/b\"\nformat=\"fat\"\ninterface=\"scsi\"\n[management]\nmode=\"none\"\n";
+        let node = parse(
+            toml,
+            Path::new("/etc/launcher/launcher.toml"),
+            Path::new("/etc/launcher"),
+            &Env::default(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let d = &node.vms[0].boot.disks;
+        let ide = drive(0, &d[0]).to_string_lossy().into_owned();
+        assert!(
+            ide.contains(",snapshot=on,") && !ide.contains("readonly"),
+            "{ide}"
+        );
+        let scsi = drive(1, &d[1]).to_string_lossy().into_owned();
+        assert!(
+            scsi.contains(",readonly=on,") && !scsi.contains("snapshot"),
+            "{scsi}"
+        );
     }
 
     #[test]

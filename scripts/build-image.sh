@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# scripts/build-image.sh KIND FILE...: builds the router image of platform images/KIND from the
+# vendor's file(s), as vrnetlab's `make` does, and tags it vrnetlab/KIND:VERSION, the version
+# taken from the (first) file's name. images/KIND/build.conf says how: VERSION_SED (a sed -E
+# expression printing the version from the file name) and DISKS (the name each file takes in
+# /images, in order). The image is launcher-base:latest (BASE overrides) plus the files, the
+# platform's folder and the shared pieces (images/_shared) under /etc/launcher.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+die() { echo "build-image.sh: $*" >&2; exit 2; }
+[ $# -ge 2 ] || die "usage: scripts/build-image.sh KIND FILE... (KIND: $(cd images && ls -d */ | tr -d / | grep -v -e _shared -e tinylinux -e debian | tr '\n' ' '))"
+kind=$1; shift
+dir=images/$kind
+[ -f "$dir/build.conf" ] && [ -f "$dir/launcher.toml" ] || die "$kind: no platform folder images/$kind with build.conf and launcher.toml"
+VERSION_SED=; DISKS=()
+# shellcheck source=/dev/null
+source "$dir/build.conf"
+[ $# -eq ${#DISKS[@]} ] || die "$kind takes ${#DISKS[@]} file(s) (${DISKS[*]}), got $#"
+for f in "$@"; do [ -f "$f" ] || die "$f: no such file"; done
+version=$(basename "$1" | sed -nE "$VERSION_SED" | head -n1)
+[ -n "$version" ] || die "$1: no version in this file name (expected: $VERSION_SED)"
+tag="vrnetlab/$kind:$version"
+ctx=$(mktemp -d "${TMPDIR:-/tmp}/build-image-$kind.XXXXXX")
+trap 'rm -rf "$ctx"' EXIT
+mkdir -p "$ctx/images" "$ctx/launcher"
+cp -r "$dir" "$ctx/launcher/$kind"
+rm -rf "$ctx/launcher/$kind/dialog"
+cp -r images/_shared "$ctx/launcher/_shared"
+i=0
+for f in "$@"; do
+  # A hard link when on the same filesystem (vendor images are gigabytes), else a copy.
+  ln "$f" "$ctx/images/${DISKS[$i]}" 2>/dev/null || cp "$f" "$ctx/images/${DISKS[$i]}"
+  i=$((i + 1))
+done
+docker build -q --network none --build-arg "BASE=${BASE:-launcher-base:latest}" \
+  --build-arg "VERSION=$version" -f "$dir/Dockerfile" -t "$tag" "$ctx" >/dev/null
+echo "$tag"

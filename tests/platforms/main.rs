@@ -1,0 +1,10 @@
+//! The platform catalogue (images/<kind>/) and every golden argv:
+//! - [`golden_qemu`]: every golden argv starts in the real qemu, paused;
+//! - [`build`]: each platform builds from a placeholder disk and reaches "booting" in Docker;
+//! - [`catalogue`]: each images/<kind>/ folder: golden argvs (standard, sparse), check;
+//! - [`dialog`]: each platform's console transcripts against the real bootstrap runner;
+
+mod build;
+mod catalogue;
+mod dialog;
+mod golden_qemu;
