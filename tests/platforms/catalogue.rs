@@ -122,7 +122,8 @@ pub fn values<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
 #[test]
 fn veos_has_vrnetlabs_machine() {
     let vm = &argvs("arista_veos", "eth1,eth3")[0];
-    assert_eq!(values(vm, "-machine"), ["pc"]);
+    // The machine is vrnetlab's `pc`; the RAM backend is ours (fast start needs a stable name).
+    assert_eq!(values(vm, "-machine"), ["pc,memory-backend=ram0"]);
     assert_eq!(
         values(vm, "-cpu"),
         ["max,level=9"],
