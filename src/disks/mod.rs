@@ -1,10 +1,12 @@
 //! The VM's disks as files, made ready before qemu starts: qcow2 overlays (created once with
 //! `qemu-img`, kept across restarts) and CD images (written afresh from their folders at every
-//! start, by the ISO 9660 writer in [`iso`]). Never starts qemu, never touches the network.
+//! start, by the ISO 9660 writer in [`iso`]; a templated CD, such as a cloud-init seed, once the
+//! template values are known: [`write_templated`]). Never starts qemu, never touches the network.
 
 pub mod iso;
 
 use crate::config::{DiskKind, VmPlan};
+use crate::template;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -42,12 +44,34 @@ pub fn prepare(plan: &VmPlan) -> Result<(), DiskError> {
 }
 
 /// Writes the CD images (format = "iso") afresh from their folders: a changed day-0 config
-/// takes effect at the next start.
+/// takes effect at the next start. Templated ones wait for [`write_templated`].
 fn make_cd_images(plan: &VmPlan) -> Result<(), DiskError> {
     for d in &plan.boot.disks {
-        if let DiskKind::Cd { image, label } = &d.kind {
+        if let DiskKind::Cd {
+            image,
+            label,
+            template: false,
+        } = &d.kind
+        {
             iso::write_from_dir(&d.path, label, image)?;
             tracing::info!(folder = %d.path.display(), image = %image.display(), "CD image written");
+        }
+    }
+    Ok(())
+}
+
+/// Writes the templated CD images (`template = true`, e.g. a cloud-init NoCloud seed) with the
+/// VM's template values: its hostname, credentials, management addresses.
+pub fn write_templated(plan: &VmPlan, values: &template::Values) -> Result<(), DiskError> {
+    for d in &plan.boot.disks {
+        if let DiskKind::Cd {
+            image,
+            label,
+            template: true,
+        } = &d.kind
+        {
+            iso::write_rendered(&d.path, label, image, values)?;
+            tracing::info!(folder = %d.path.display(), image = %image.display(), "templated CD image written");
         }
     }
     Ok(())

@@ -362,6 +362,7 @@ pub fn ready_vms(
     for ((i, plan), (hub, console_rx)) in node.vms.into_iter().enumerate().zip(consoles) {
         let (addrs, mac) = &net.mgmts[i];
         let mut facts = mgmt::resolve(&plan, addrs, mac.clone());
+        crate::disks::write_templated(&plan, &facts.values)?;
         facts.resolved.links = net.vm_links[i].clone();
         let layout = FdLayout::of(&plan, &launches[i], &facts.resolved.links);
         let fds = bind_fds(i, &layout, &plan, net)?;
