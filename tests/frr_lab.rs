@@ -291,7 +291,7 @@ fn frr_lab_protocols_come_up_and_survive_a_link_cut() {
             .status
             .success()
     };
-    wait_for(Duration::from_secs(900), "r1 and r2 ready", || {
+    wait_for(Duration::from_secs(1800), "r1 and r2 ready", || {
         std::thread::sleep(Duration::from_secs(2));
         (healthy("r1") && healthy("r2")).then_some(())
     });
@@ -300,7 +300,7 @@ fn frr_lab_protocols_come_up_and_survive_a_link_cut() {
     // SSH with the lab password from the Docker host, both management modes; the hostname
     // came from the seed's templates.
     for r in ["r1", "r2"] {
-        let host = wait_for(Duration::from_secs(120), "SSH login", || {
+        let host = wait_for(Duration::from_secs(300), "SSH login", || {
             std::thread::sleep(Duration::from_secs(2));
             lab.ssh(r, "hostname")
         });
@@ -317,7 +317,7 @@ fn frr_lab_protocols_come_up_and_survive_a_link_cut() {
         lldp: 3,
         bond: true,
     };
-    let last = wait_for(Duration::from_secs(300), "every protocol up on r1", || {
+    let last = wait_for(Duration::from_secs(600), "every protocol up on r1", || {
         std::thread::sleep(Duration::from_secs(2));
         let up = parse(&lab.ssh("r1", PROBE)?);
         let flags = [
@@ -341,11 +341,15 @@ fn frr_lab_protocols_come_up_and_survive_a_link_cut() {
     // A link cut: eth1 deleted (both ends), seen by OSPF and BFD; BGP stays up over the bond.
     must(&format!("nsenter -t {} -n ip link del eth1", lab.pid("r1")));
     let cut = Instant::now();
-    let down = wait_for(Duration::from_secs(60), "OSPF and BFD to drop eth1", || {
-        std::thread::sleep(Duration::from_secs(1));
-        let up = parse(&lab.ssh("r1", PROBE)?);
-        (up.ospf == 1 && up.bfd == 1).then_some(up)
-    });
+    let down = wait_for(
+        Duration::from_secs(120),
+        "OSPF and BFD to drop eth1",
+        || {
+            std::thread::sleep(Duration::from_secs(1));
+            let up = parse(&lab.ssh("r1", PROBE)?);
+            (up.ospf == 1 && up.bfd == 1).then_some(up)
+        },
+    );
     let seen = cut.elapsed();
     assert!(down.bgp && down.bond, "{down:?}");
     lab.link(1);
