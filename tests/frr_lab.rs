@@ -212,7 +212,7 @@ struct Up {
 
 const PROBE: &str = "echo ==ospf; sudo vtysh -c 'show ip ospf neighbor'; echo ==isis; sudo vtysh -c 'show isis neighbor'; \
      echo ==bgp; sudo vtysh -c 'show bgp summary json'; echo ==bfd; sudo vtysh -c 'show bfd peers brief'; \
-     echo ==lldp; sudo lldpcli show neighbors summary; echo ==bond; cat /proc/net/bonding/bond0; echo ==end";
+     echo ==lldp; sudo lldpcli show neighbors summary; echo ==bond; sudo cat /proc/net/bonding/bond0; echo ==end";
 
 fn section<'a>(out: &'a str, name: &str) -> &'a str {
     let start = out
@@ -240,7 +240,7 @@ fn parse(out: &str) -> Up {
         bfd: count(section(out, "bfd"), &|l| l.contains(" up")),
         lldp: count(section(out, "lldp"), &|l| l.contains("SysName:")),
         // 802.3ad, a partner, and both slaves in the bond's one aggregator (the bond's own
-        // line plus one per slave).
+        // line plus one per slave; the kernel shows the LACP details to CAP_NET_ADMIN only).
         bond: bond.contains("802.3ad")
             && !bond.contains("Partner Mac Address: 00:00:00:00:00:00")
             && bond.contains("Partner Mac Address:")
