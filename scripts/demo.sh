@@ -5,6 +5,12 @@
 #   scripts/demo.sh up      build what is missing, start the lab, wait for the bond, show status
 #   scripts/demo.sh links R re-create R's links (after `docker start R`)
 #   scripts/demo.sh down    remove the lab
+# And a routing lab of Debian 12 + FRR routers (images/debian), slower to boot (minutes under TCG):
+#   scripts/demo.sh up frr    r1, r2, r3 in a ring (eth1, eth2) plus an LACP bond r1-r2 (eth3+eth4);
+#                             OSPF, IS-IS, BFD on every link, iBGP over loopbacks, LLDP; waits until
+#                             all are up, as each router's own tools (vtysh, lldpcli) show it
+#   scripts/demo.sh cut frr   deletes r1's eth1 (then re-adds it) and shows OSPF before/after
+#   scripts/demo.sh down frr  remove it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -87,9 +93,147 @@ down() {
   rm -rf "$cfgdir"
 }
 
-case "${1:-up}" in
-  up) up ;;
-  links) links ;;
-  down) down ;;
-  *) echo "usage: $0 up|links|down" >&2; exit 2 ;;
+# ---- the FRR lab (images/debian) ----
+FRR_ROUTERS="r1 r2 r3"
+# Links: "rA ethX rB ethY subnet" (a ring, then the two bond members).
+FRR_LINKS="r1 eth1 r2 eth1 10.1.12
+r2 eth2 r3 eth1 10.1.23
+r3 eth2 r1 eth2 10.1.13
+r1 eth3 r2 eth3 -
+r1 eth4 r2 eth4 -"
+
+# FRR's configuration for router $1 (number n): its addresses come from FRR_LINKS, the bond
+# r1-r2 is 10.2.12.0/24; OSPF point-to-point, 1 s hellos, BFD; IS-IS L2; iBGP over loopbacks.
+frr_conf() {
+  local r=$1 n=${1#r} iface
+  printf 'frr defaults traditional\nhostname %s\nservice integrated-vtysh-config\n!\n' "$r"
+  printf 'bfd\n profile lab\n  receive-interval 1000\n  transmit-interval 1000\n  detect-multiplier 5\n!\n'
+  printf 'interface lo\n ip address 10.255.0.%s/32\n ip ospf area 0\n ip router isis lab\n isis passive\n!\n' "$n"
+  frr_ifaces "$r" | while read -r iface addr; do
+    printf 'interface %s\n ip address %s/24\n ip ospf area 0\n ip ospf network point-to-point\n' "$iface" "$addr"
+    printf ' ip ospf hello-interval 1\n ip ospf dead-interval 4\n ip ospf bfd\n ip ospf bfd profile lab\n'
+    printf ' ip router isis lab\n isis network point-to-point\n isis hello-interval 1\n isis bfd\n isis bfd profile lab\n!\n'
+  done
+  printf 'router ospf\n ospf router-id 10.255.0.%s\n!\n' "$n"
+  printf 'router isis lab\n net 49.0001.0000.0000.000%s.00\n is-type level-2-only\n!\n' "$n"
+  printf 'router bgp 65000\n bgp router-id 10.255.0.%s\n' "$n"
+  for p in $FRR_ROUTERS; do
+    [ "$p" = "$r" ] && continue
+    printf ' neighbor 10.255.0.%s remote-as 65000\n neighbor 10.255.0.%s update-source lo\n' "${p#r}" "${p#r}"
+  done
+  printf ' address-family ipv4 unicast\n  network 10.255.0.%s/32\n exit-address-family\n!\n' "$n"
+}
+
+# "iface address" per routed interface of $1 (the bond's members are bond0's).
+frr_ifaces() {
+  echo "$FRR_LINKS" | while read -r a ea b eb net; do
+    [ "$net" = - ] && continue
+    [ "$a" = "$1" ] && echo "$ea $net.${1#r}"
+    [ "$b" = "$1" ] && echo "$eb $net.${1#r}"
+  done
+  case $1 in r1|r2) echo "bond0 10.2.12.${1#r}" ;; esac
+}
+
+# The seed: the image's user-data and meta-data; r1 and r2 add the bond to network-config.
+frr_seed() {
+  local d=$cfgdir/$1/seed
+  mkdir -p "$d"
+  cp images/debian/seed/user-data images/debian/seed/meta-data "$d/"
+  cp images/debian/seed/network-config "$d/"
+  case $1 in r1|r2) cat >> "$d/network-config" <<'NC'
+  eth3: {}
+  eth4: {}
+bonds:
+  bond0:
+    interfaces: [eth3, eth4]
+    parameters:
+      mode: 802.3ad
+      lacp-rate: fast
+      mii-monitor-interval: 100
+NC
+  esac
+}
+
+# Creates the links (all, or only number $1 of FRR_LINKS), deleting what was there.
+frr_links() {
+  local a ea b eb net pa pb i=0
+  echo "$FRR_LINKS" | while read -r a ea b eb net; do
+    i=$((i + 1))
+    [ -n "${1:-}" ] && [ "$1" != "$i" ] && continue
+    pa=$(pid_of "$a"); pb=$(pid_of "$b")
+    nsenter -t "$pa" -n ip link del "$ea" 2>/dev/null || true
+    ip link add "$LAB-f$i" type veth peer name "$LAB-g$i"
+    ip link set "$LAB-f$i" netns "$pa"; ip link set "$LAB-g$i" netns "$pb"
+    nsenter -t "$pa" -n ip link set "$LAB-f$i" name "$ea" mtu 9500 up
+    nsenter -t "$pb" -n ip link set "$LAB-g$i" name "$eb" mtu 9500 up
+  done
+}
+
+# Runs $2 in router $1's guest over SSH (admin/admin, password login).
+frr_ssh() {
+  local ip askpass=$cfgdir/askpass
+  ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$LAB-$1")
+  SSH_ASKPASS=$askpass SSH_ASKPASS_REQUIRE=force DISPLAY=:0 timeout 60 ssh -o StrictHostKeyChecking=no \
+    -o UserKnownHostsFile=/dev/null -o PubkeyAuthentication=no -o LogLevel=ERROR -o ConnectTimeout=10 \
+    "admin@$ip" "$2" </dev/null
+}
+
+frr_up() {
+  source scripts/deps.sh
+  docker image inspect launcher-debian:latest >/dev/null 2>&1 || { cargo build --release; scripts/images.sh; }
+  frr_down >/dev/null 2>&1 || true
+  mkdir -p "$cfgdir"
+  printf '#!/bin/sh\necho admin\n' > "$cfgdir/askpass"; chmod 755 "$cfgdir/askpass"
+  local t0 r n
+  t0=$(date +%s)
+  for r in $FRR_ROUTERS; do
+    frr_seed "$r"
+    frr_conf "$r" > "$cfgdir/$r/startup-config.cfg"
+    n=$(echo "$FRR_LINKS" | awk -v r="$r" '$1==r || $3==r' | wc -l)
+    docker run -d --name "$LAB-$r" --hostname "$r" --cap-add NET_ADMIN --device /dev/net/tun \
+      -e CLAB_INTFS="$n" -v "$cfgdir/$r:/config" -v "$cfgdir/$r/seed:/etc/launcher/seed:ro" \
+      launcher-debian:latest >/dev/null
+  done
+  frr_links
+  echo "demo: waiting for the routers (cloud-init and SSH; minutes under TCG)"
+  for r in $FRR_ROUTERS; do
+    for _ in $(seq 1 450); do docker exec "$LAB-$r" launcher health >/dev/null 2>&1 && break; sleep 2; done
+    docker exec "$LAB-$r" launcher health >/dev/null || { echo "demo: $r is not ready" >&2; exit 1; }
+  done
+  echo "demo: ready after $(( $(date +%s) - t0 )) s; waiting for OSPF, IS-IS, BGP, BFD, LLDP, the bond"
+  local out
+  for _ in $(seq 1 100); do
+    out=$(frr_ssh r1 "sudo vtysh -c 'show ip ospf neighbor' -c 'show isis neighbor' -c 'show bgp summary' -c 'show bfd peers brief'; sudo lldpcli show neighbors summary; grep -E 'Mode|Aggregator ID|Partner Mac' /proc/net/bonding/bond0" 2>/dev/null || true)
+    [ "$(echo "$out" | grep -c 'Full/')" -ge 3 ] && [ "$(echo "$out" | grep -cw Up)" -ge 3 ] \
+      && [ "$(echo "$out" | grep -c ' up ')" -ge 3 ] && [ "$(echo "$out" | grep -c 'SysName:')" -ge 4 ] && break
+    sleep 3
+  done
+  echo "$out"
+  echo "demo: all up after $(( $(date +%s) - t0 )) s"
+  for r in $FRR_ROUTERS; do docker exec "$LAB-$r" launcher status; done
+}
+
+frr_cut() {
+  echo "demo: r1 OSPF before the cut"; frr_ssh r1 "sudo vtysh -c 'show ip ospf neighbor'"
+  nsenter -t "$(pid_of r1)" -n ip link del eth1
+  sleep 8
+  echo "demo: r1 OSPF with eth1 deleted"; frr_ssh r1 "sudo vtysh -c 'show ip ospf neighbor' -c 'show bfd peers brief'"
+  frr_links 1
+  sleep 15
+  echo "demo: r1 OSPF with eth1 back"; frr_ssh r1 "sudo vtysh -c 'show ip ospf neighbor'"
+}
+
+frr_down() {
+  for r in $FRR_ROUTERS; do docker rm -f "$LAB-$r" >/dev/null 2>&1 || true; done
+  rm -rf "$cfgdir"
+}
+
+case "${1:-up} ${2:-}" in
+  "up frr") LAB=$LAB-frr; cfgdir=/tmp/launcher-$LAB; frr_up ;;
+  "cut frr") LAB=$LAB-frr; cfgdir=/tmp/launcher-$LAB; frr_cut ;;
+  "down frr") LAB=$LAB-frr; cfgdir=/tmp/launcher-$LAB; frr_down ;;
+  "up ") up ;;
+  "links "*) links ;;
+  "down ") down ;;
+  *) echo "usage: $0 up|links|down, or up|cut|down frr" >&2; exit 2 ;;
 esac

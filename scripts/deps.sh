@@ -14,6 +14,7 @@ have ping || need_pkgs+=(iputils-ping)
 have ps || need_pkgs+=(procps)
 have openssl || need_pkgs+=(openssl)
 have nsenter || need_pkgs+=(util-linux)
+have ssh || need_pkgs+=(openssh-client)
 if [ "${NEED_DOCKER:-1}" = 1 ]; then
   have dockerd || need_pkgs+=(docker.io)
   have debootstrap || need_pkgs+=(debootstrap)

@@ -226,6 +226,12 @@ fn disk(
             .child("label")
             .invalid(&label, "1-32 letters, digits or '_' (ISO 9660)"));
     }
+    if d.template && format != Format::Iso {
+        return Err(key.child("template").invalid(
+            true,
+            "only a CD image (format = \"iso\") is rendered as templates",
+        ));
+    }
     if format == Format::Fat && d.path.contains(':') {
         return Err(key.child("path").invalid(
             &d.path,
@@ -243,6 +249,7 @@ fn disk(
         Format::Iso => DiskKind::Cd {
             image: state_dir.join(format!("{}-{i}.iso", file_part(path.file_name()))),
             label,
+            template: d.template,
         },
         Format::Image => DiskKind::Image {
             format: d.format.clone(),

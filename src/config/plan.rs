@@ -48,8 +48,13 @@ pub enum DiskKind {
     /// The folder `path` as a read-only FAT disk, built by qemu.
     Fat,
     /// A CD-ROM: the launcher writes the files of the folder `path` to `image` at every start,
-    /// labelled `label`.
-    Cd { image: PathBuf, label: String },
+    /// labelled `label`; with `template`, each file rendered first (`{hostname}`, `{password}`,
+    /// `{mgmt_ip}`, ...), once the management addresses are known.
+    Cd {
+        image: PathBuf,
+        label: String,
+        template: bool,
+    },
 }
 
 impl Disk {

@@ -124,6 +124,9 @@ pub(super) struct DiskSection {
     pub(super) overlay: bool,
     /// The volume label of a CD image (format = "iso").
     pub(super) label: Option<String>,
+    /// A CD image's files are templates, rendered at start (a cloud-init seed).
+    #[serde(default)]
+    pub(super) template: bool,
 }
 fn default_format() -> String {
     "qcow2".into()

@@ -307,6 +307,11 @@ fn broken_inputs_name_their_key() {
             "disk[0].label",
         ),
         (
+            "[[disk]]\npath=\"lic\"\nformat=\"fat\"\ntemplate=true",
+            &[],
+            "disk[0].template",
+        ),
+        (
             "[[disk]]\npath=\"a.qcow2\"\nlabel=\"x\"",
             &[],
             "disk[0].label",
@@ -414,7 +419,7 @@ fn choice_names_every_option() {
 #[test]
 fn disk_kinds_and_startup_config_delivery() {
     let plan = p(
-        "[[disk]]\npath = \"a.qcow2\"\noverlay = false\n[[disk]]\npath = \"lic\"\nformat = \"fat\"\n[[disk]]\npath = \"day0\"\nformat = \"iso\"\nlabel = \"cidata\"\n[vm]\nstartup_config = \"s.cfg\"\n",
+        "[[disk]]\npath = \"a.qcow2\"\noverlay = false\n[[disk]]\npath = \"lic\"\nformat = \"fat\"\n[[disk]]\npath = \"day0\"\nformat = \"iso\"\nlabel = \"cidata\"\n[[disk]]\npath = \"seed\"\nformat = \"iso\"\nlabel = \"cidata\"\ntemplate = true\n[vm]\nstartup_config = \"s.cfg\"\n",
         &[],
     )
     .unwrap();
@@ -429,7 +434,13 @@ fn disk_kinds_and_startup_config_delivery() {
             DiskKind::Fat,
             DiskKind::Cd {
                 image: PathBuf::from("/var/lib/launcher/day0-2.iso"),
-                label: "cidata".into()
+                label: "cidata".into(),
+                template: false,
+            },
+            DiskKind::Cd {
+                image: PathBuf::from("/var/lib/launcher/seed-3.iso"),
+                label: "cidata".into(),
+                template: true,
             },
         ]
     );

@@ -1,11 +1,13 @@
 //! The VM's disks as files, made ready before qemu starts: qcow2 overlays (created once with
 //! `qemu-img`, kept across restarts) and CD images (written afresh from their folders at every
-//! start, by the ISO 9660 writer in [`iso`]), handed to the user a sandboxed qemu runs as
+//! start, by the ISO 9660 writer in [`iso`]; a templated CD, such as a cloud-init seed, once the
+//! template values are known: [`write_templated`]), handed to the user a sandboxed qemu runs as
 //! ([`hand_over`]). Never starts qemu, never touches the network.
 
 pub mod iso;
 
 use crate::config::{DiskKind, VmPlan};
+use crate::template;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -57,6 +59,9 @@ pub fn hand_over(plan: &VmPlan, uid: u32, gid: u32) -> Result<(), DiskError> {
             } => (o, Some(uid), Some(0o600)),
             // The user's own image: its mode stays.
             DiskKind::Image { overlay: None, .. } => (&d.path, Some(uid), None),
+            // A templated CD is written later, once the template values are known: its group
+            // is set then (`write_templated`).
+            DiskKind::Cd { template: true, .. } => continue,
             DiskKind::Cd { image, .. } => (image, None, Some(0o640)),
             DiskKind::Fat => continue,
         };
@@ -80,12 +85,51 @@ pub fn prepare(plan: &VmPlan) -> Result<(), DiskError> {
 }
 
 /// Writes the CD images (format = "iso") afresh from their folders: a changed day-0 config
-/// takes effect at the next start.
+/// takes effect at the next start. Templated ones wait for [`write_templated`].
 fn make_cd_images(plan: &VmPlan) -> Result<(), DiskError> {
     for d in &plan.boot.disks {
-        if let DiskKind::Cd { image, label } = &d.kind {
+        if let DiskKind::Cd {
+            image,
+            label,
+            template: false,
+        } = &d.kind
+        {
             iso::write_from_dir(&d.path, label, image)?;
             tracing::info!(folder = %d.path.display(), image = %image.display(), "CD image written");
+        }
+    }
+    Ok(())
+}
+
+/// Writes the templated CD images (`template = true`, e.g. a cloud-init NoCloud seed) with the
+/// VM's template values: its hostname, credentials, management addresses.
+/// `qemu`: a sandboxed qemu's (uid, gid); its group is given the image (mode 0640) as [`hand_over`] does for
+/// the other CDs (the launcher, a member of that group, needs no capability for it).
+pub fn write_templated(
+    plan: &VmPlan,
+    values: &template::Values,
+    qemu: Option<(u32, u32)>,
+) -> Result<(), DiskError> {
+    for d in &plan.boot.disks {
+        if let DiskKind::Cd {
+            image,
+            label,
+            template: true,
+        } = &d.kind
+        {
+            iso::write_rendered(&d.path, label, image, values)?;
+            if let Some((uid, gid)) = qemu {
+                use std::os::unix::fs::{lchown, PermissionsExt};
+                let err = |source| DiskError::Owner {
+                    path: image.clone(),
+                    uid,
+                    source,
+                };
+                lchown(image, None, Some(gid)).map_err(err)?;
+                std::fs::set_permissions(image, std::fs::Permissions::from_mode(0o640))
+                    .map_err(err)?;
+            }
+            tracing::info!(folder = %d.path.display(), image = %image.display(), "templated CD image written");
         }
     }
     Ok(())

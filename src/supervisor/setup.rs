@@ -396,6 +396,8 @@ pub fn ready_vms(
     for (((i, plan), (hub, console_rx)), creds) in all {
         let (addrs, mac) = &net.mgmts[i];
         let mut facts = mgmt::resolve(&plan, addrs, mac.clone());
+        let qemu = creds.as_ref().map(|c| (c.uid, c.gid));
+        crate::disks::write_templated(&plan, &facts.values, qemu)?;
         facts.resolved.links = net.vm_links[i].clone();
         let layout = FdLayout::of(&plan, &launches[i], &facts.resolved.links);
         let fds = bind_fds(i, &layout, &plan, net)?;
