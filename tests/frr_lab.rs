@@ -131,7 +131,7 @@ impl Lab {
                 "LogLevel=ERROR",
             ])
             .arg(format!("admin@{}", self.ip(r)))
-            .arg(format!("timeout 20 sh -c {}", shell_quote(cmd)))
+            .arg(format!("timeout 120 sh -c {}", shell_quote(cmd)))
             .env("SSH_ASKPASS", self.dir.join("askpass"))
             .env("SSH_ASKPASS_REQUIRE", "force")
             .env("DISPLAY", ":0")
