@@ -210,16 +210,16 @@ struct Up {
     bond: bool,
 }
 
-const PROBE: &str = "echo ==ospf; sudo vtysh -c 'show ip ospf neighbor'; echo ==isis; sudo vtysh -c 'show isis neighbor'; \
-     echo ==bgp; sudo vtysh -c 'show bgp summary json'; echo ==bfd; sudo vtysh -c 'show bfd peers brief'; \
-     echo ==lldp; sudo lldpcli show neighbors summary; echo ==bond; sudo cat /proc/net/bonding/bond0; echo ==end";
+const PROBE: &str = "echo @@ospf; sudo vtysh -c 'show ip ospf neighbor'; echo @@isis; sudo vtysh -c 'show isis neighbor'; \
+     echo @@bgp; sudo vtysh -c 'show bgp summary json'; echo @@bfd; sudo vtysh -c 'show bfd peers brief'; \
+     echo @@lldp; sudo lldpcli show neighbors summary; echo @@bond; sudo cat /proc/net/bonding/bond0; echo @@end";
 
 fn section<'a>(out: &'a str, name: &str) -> &'a str {
     let start = out
-        .find(&format!("=={name}\n"))
+        .find(&format!("@@{name}\n"))
         .map_or(out.len(), |i| i + name.len() + 3);
     let rest = &out[start..];
-    &rest[..rest.find("\n==").unwrap_or(rest.len())]
+    &rest[..rest.find("\n@@").unwrap_or(rest.len())]
 }
 
 fn parse(out: &str) -> Up {
