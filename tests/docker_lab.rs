@@ -8,19 +8,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-/// Root, a Docker engine and the tinylinux image, or a loud failure saying what is missing.
-fn require_docker() {
-    require_root();
-    assert!(
-        sh("docker info").status.success(),
-        "no Docker engine: the README test command starts dockerd"
-    );
-    assert!(
-        sh("docker image inspect launcher-tinylinux:latest").status.success(),
-        "image launcher-tinylinux is missing: scripts/images.sh builds it (the test command runs it)"
-    );
-}
-
 struct Lab {
     name: String,
 }

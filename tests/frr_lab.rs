@@ -15,18 +15,12 @@ use std::time::{Duration, Instant};
 
 const IMAGE: &str = "launcher-debian:latest";
 
-/// Root, a Docker engine and the Debian image, or a loud failure saying what is missing.
-fn require_docker() {
-    require_root();
-    assert!(
-        sh("docker info").status.success(),
-        "no Docker engine: the README test command starts dockerd"
-    );
-    assert!(
-        sh(&format!("docker image inspect {IMAGE}"))
-            .status
-            .success(),
-        "image {IMAGE} is missing: scripts/images.sh builds it (images/debian/image.sh)"
+/// Root, a Docker engine, the Debian image and an ssh client, or a loud failure saying what is
+/// missing.
+fn require_lab_tools() {
+    require_docker_image(
+        IMAGE,
+        "scripts/images.sh builds it (images/debian/image.sh)",
     );
     assert!(
         sh("command -v ssh").status.success(),
@@ -254,7 +248,7 @@ fn parse(out: &str) -> Up {
 #[ignore = "passed end to end in isolation (168 s), not yet inside a full test command run \
             (issue 14): cargo test --release --test frr_lab -- --ignored"]
 fn frr_lab_protocols_come_up_and_survive_a_link_cut() {
-    require_docker();
+    require_lab_tools();
     let lab = Lab {
         name: format!("lt-debian-{}", std::process::id()),
         dir: std::env::temp_dir().join(format!("lt-debian-{}", std::process::id())),

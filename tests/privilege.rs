@@ -275,15 +275,7 @@ impl Drop for Container {
 
 #[test]
 fn in_docker_with_net_admin_only_qemu_is_confined_and_the_launcher_keeps_what_it_logs() {
-    require_root();
-    assert!(
-        sh("docker info").status.success(),
-        "no Docker engine: the README test command starts dockerd"
-    );
-    assert!(
-        sh("docker image inspect launcher-tinylinux:latest").status.success(),
-        "image launcher-tinylinux is missing: scripts/images.sh builds it (the test command runs it)"
-    );
+    require_docker();
     let id = std::process::id();
     let c = Container {
         name: format!("lt-priv-c{id}"),

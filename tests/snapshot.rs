@@ -207,19 +207,6 @@ fn a_snapshot_that_does_not_fit_is_refused_with_the_reason() {
 
 // ---- Docker, the way containerlab drives it ----
 
-/// Root, Docker and the tinylinux image, or a loud failure.
-fn require_docker() {
-    require_root();
-    assert!(
-        sh("docker info").status.success(),
-        "no Docker engine: the README test command starts dockerd"
-    );
-    assert!(
-        sh("docker image inspect launcher-tinylinux:latest").status.success(),
-        "image launcher-tinylinux is missing: scripts/images.sh builds it (the test command runs it)"
-    );
-}
-
 /// launcher-tinylinux with the launcher under test (and the zstd of Dockerfile.base, for an
 /// older local base image) as `lt-snapshot-tinylinux:PID`.
 fn image() -> String {

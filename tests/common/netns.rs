@@ -7,6 +7,30 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Fails loudly (never skips) when the test cannot run here.
+/// Root, a Docker engine and launcher-tinylinux, or a loud failure saying what is missing.
+pub fn require_docker() {
+    require_docker_image(
+        "launcher-tinylinux:latest",
+        "scripts/images.sh builds it (the test command runs it)",
+    );
+}
+
+/// Root, a Docker engine and `image`, or a loud failure naming what is missing and `how` it
+/// is made.
+pub fn require_docker_image(image: &str, how: &str) {
+    require_root();
+    assert!(
+        sh("docker info").status.success(),
+        "no Docker engine: the README test command starts dockerd"
+    );
+    assert!(
+        sh(&format!("docker image inspect {image}"))
+            .status
+            .success(),
+        "image {image} is missing: {how}"
+    );
+}
+
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
