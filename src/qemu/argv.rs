@@ -571,14 +571,7 @@ mod tests {
     fn sandbox_is_qemu_seccomp_filter_unless_turned_off() {
         let args = |vm: &str| {
             let toml = format!("[vm]\n{vm}\n[kernel]\npath=\"/k\"\n");
-            let node = parse(
-                &toml,
-                Path::new("/l.toml"),
-                Path::new("/"),
-                &Env::default(),
-                &Overrides::default(),
-            )
-            .unwrap();
+            let node = crate::config::parse_with(&toml, &[]).unwrap();
             let plan = &node.vms[0];
             let launch = Launch::assumed(plan, false, false);
             argv(plan, &launch, &Resolved::planned(plan))
@@ -592,14 +585,7 @@ mod tests {
     #[test]
     fn persisted_disks_honour_guest_flushes() {
         let toml = "[vm]\nname=\"r\"\n[[disk]]\npath=\"/images/a.qcow2\"\n[[disk]]\npath=\"b.img\"\nformat=\"raw\"\noverlay=false\n[[disk]]\npath=\"/config/lic\"\nformat=\"fat\"\n[management]\nmode=\"none\"\n";
-        let node = parse(
-            toml,
-            Path::new("/etc/launcher/launcher.toml"),
-            Path::new("/etc/launcher"),
-            &Env::default(),
-            &Overrides::default(),
-        )
-        .unwrap();
+        let node = crate::config::parse_with(toml, &[]).unwrap();
         let vm = &node.vms[0];
         let drives: Vec<String> = vm
             .boot
@@ -621,14 +607,7 @@ mod tests {
     fn a_fat_folder_on_ide_is_a_throwaway_overlay_not_read_only() {
         // qemu refuses a read-only drive on ide-hd; virtio and scsi take it read-only.
         let toml = "[vm]\nname=\"r\"\n[[disk]]\npath=\"/config/lic\"\nformat=\"fat\"\ninterface=\"ide\"\n[[disk]]\npath=\"/config/b\"\nformat=\"fat\"\ninterface=\"scsi\"\n[management]\nmode=\"none\"\n";
-        let node = parse(
-            toml,
-            Path::new("/etc/launcher/launcher.toml"),
-            Path::new("/etc/launcher"),
-            &Env::default(),
-            &Overrides::default(),
-        )
-        .unwrap();
+        let node = crate::config::parse_with(toml, &[]).unwrap();
         let d = &node.vms[0].boot.disks;
         let ide = drive(0, &d[0]).to_string_lossy().into_owned();
         assert!(
