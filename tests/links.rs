@@ -289,14 +289,26 @@ fn carrier_guest_sees_its_port_down_when_eth_is_deleted_or_its_peer_down_and_up_
     assert_eq!(port_states(&st), ["up", "absent", "absent"], "{st}");
     // The guest's own view: ports 2 and 3 have no cable.
     let at = guest_and_status_see(&ns, 0, "tinylinux: carrier eth1 up", 1, "up");
+    // The guest logs its ports in order, eth1 first: wait (bounded) for its first word on
+    // eth2 and eth3 too, then their last word must be "down".
+    let last_word = |boot: &str, n: usize| {
+        boot.lines()
+            .rfind(|l| l.contains(&format!("tinylinux: carrier eth{n} ")))
+            .map(str::to_string)
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "carrier lines of eth2 and eth3",
+        || {
+            let boot = console_from(&ns, 0);
+            (last_word(&boot, 2).is_some() && last_word(&boot, 3).is_some()).then_some(())
+        },
+    );
     let boot = console_from(&ns, 0);
     for n in [2, 3] {
-        let last = boot
-            .lines()
-            .rfind(|l| l.contains(&format!("carrier eth{n} ")));
         assert_eq!(
-            last,
-            Some(format!("tinylinux: carrier eth{n} down").as_str()),
+            last_word(&boot, n),
+            Some(format!("tinylinux: carrier eth{n} down")),
             "{boot}"
         );
     }
