@@ -13,6 +13,7 @@
 //! two VMs cannot share), `plan` (the validated types).
 
 mod bounds;
+mod disk;
 mod env;
 mod hardware;
 mod include;

@@ -49,16 +49,31 @@ pub enum DiskKind {
         format: String,
         overlay: Option<PathBuf>,
     },
-    /// The folder `path` as a read-only FAT disk, built by qemu.
-    Fat,
+    /// The folder `path` as a read-only FAT disk, built by qemu, with its volume `label`;
+    /// with `rendered`, the folder's files rendered there first (as a templated CD's) and
+    /// the disk shows that folder.
+    Fat {
+        label: Option<String>,
+        rendered: Option<Rendered>,
+    },
     /// A CD-ROM: the launcher writes the files of the folder `path` to `image` at every start,
     /// labelled `label`; with `template`, each file rendered first (`{hostname}`, `{password}`,
-    /// `{mgmt_ip}`, ...), once the management addresses are known.
+    /// `{mgmt_ip}`, `{startup_config}`, ...), once the management addresses are known.
     Cd {
         image: PathBuf,
         label: String,
         template: bool,
+        /// The rendered files go on the CD packed as this one `.tgz`.
+        archive: Option<String>,
     },
+}
+
+/// Where a templated FAT folder is rendered (under the state dir), and the archive its files
+/// are packed into, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub dir: PathBuf,
+    pub archive: Option<String>,
 }
 
 impl Disk {

@@ -133,9 +133,12 @@ pub(super) struct DiskSection {
     pub(super) overlay: bool,
     /// The volume label of a CD image (format = "iso").
     pub(super) label: Option<String>,
-    /// A CD image's files are templates, rendered at start (a cloud-init seed).
+    /// A CD image's or FAT folder's files are templates, rendered at start (a cloud-init
+    /// seed, a vendor's day-0 config).
     #[serde(default)]
     pub(super) template: bool,
+    /// The rendered files packed as this one gzip'd tar at the disk's root (vJunos).
+    pub(super) archive: Option<String>,
 }
 fn default_format() -> String {
     "qcow2".into()

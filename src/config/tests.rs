@@ -307,7 +307,7 @@ fn broken_inputs_name_their_key() {
             "disk[0].label",
         ),
         (
-            "[[disk]]\npath=\"lic\"\nformat=\"fat\"\ntemplate=true",
+            "[[disk]]\npath=\"lic.qcow2\"\ntemplate=true",
             &[],
             "disk[0].template",
         ),
@@ -431,16 +431,21 @@ fn disk_kinds_and_startup_config_delivery() {
                 format: "qcow2".into(),
                 overlay: None
             },
-            DiskKind::Fat,
+            DiskKind::Fat {
+                label: None,
+                rendered: None
+            },
             DiskKind::Cd {
                 image: PathBuf::from("/var/lib/launcher/day0-2.iso"),
                 label: "cidata".into(),
                 template: false,
+                archive: None,
             },
             DiskKind::Cd {
                 image: PathBuf::from("/var/lib/launcher/seed-3.iso"),
                 label: "cidata".into(),
                 template: true,
+                archive: None,
             },
         ]
     );
