@@ -195,10 +195,26 @@ pub enum BootAction {
 /// One bootstrap step (see `bootstrap`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    Expect { pattern: String, timeout: Duration },
+    /// Waits for `pattern`; meanwhile each of `answers` is typed whenever its prompt appears.
+    Expect {
+        pattern: String,
+        timeout: Duration,
+        answers: Vec<Answer>,
+    },
     Send(String),
-    SendConfig { prompt: String, timeout: Duration },
+    SendConfig {
+        prompt: String,
+        timeout: Duration,
+    },
     Wait(Duration),
+}
+
+/// A conditional answer of an `expect` step: `send` (a template) is typed each time a new
+/// match of the regex `on` appears while the step waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub on: String,
+    pub send: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

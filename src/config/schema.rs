@@ -55,6 +55,17 @@ pub(super) struct StepSection {
     pub(super) send_config: Option<String>,
     pub(super) wait: Option<f64>,
     pub(super) timeout: Option<u64>,
+    /// With `expect`: other prompts answered while it waits.
+    #[serde(default)]
+    pub(super) answers: Vec<AnswerSection>,
+}
+
+/// One `answers` entry of an `expect` step: when `on` (a regex) appears, `send` is typed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AnswerSection {
+    pub(super) on: String,
+    pub(super) send: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

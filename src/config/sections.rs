@@ -11,9 +11,11 @@ use super::bounds::{
     MAX_TIMEOUT_S,
 };
 use super::env::{NodeEnv, Var, VmEnv};
-use super::schema::{BootstrapSection, ConsoleSection, MgmtSection, RestartSection, VmSection};
+use super::schema::{
+    AnswerSection, BootstrapSection, ConsoleSection, MgmtSection, RestartSection, VmSection,
+};
 use super::{
-    check_template, choice, parse_forward, resolve, valid_ifname, BootAction, Bootstrap,
+    check_template, choice, parse_forward, resolve, valid_ifname, Answer, BootAction, Bootstrap,
     ConfigError, ConnectionMode, Console, Credentials, Forward, Key, Lab, Management, Overrides,
     QemuUser, RestartPolicy, Sandbox, Step, Supervision,
 };
@@ -291,10 +293,16 @@ fn step(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> 
             .map_err(|e| key.child(k).invalid(p, format!("not a valid regex: {e}")))?;
         Ok(p.to_string())
     };
+    if s.expect.is_none() && !s.answers.is_empty() {
+        return Err(key
+            .child("answers")
+            .invalid("[...]", "answers belong to an expect step"));
+    }
     Ok(match (&s.expect, &s.send, &s.send_config, s.wait) {
         (Some(p), None, None, None) => Step::Expect {
             pattern: regex("expect", p)?,
             timeout,
+            answers: answers(&key.child("answers"), &s.answers)?,
         },
         (None, Some(t), None, None) => {
             check_template(&key.child("send"), t)?;
@@ -320,6 +328,25 @@ fn step(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> 
             ))
         }
     })
+}
+
+/// An expect step's answers: each `on` a regex, each `send` a template.
+fn answers(key: &Key, list: &[AnswerSection]) -> Result<Vec<Answer>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let key = key.index(i);
+            regex::Regex::new(&a.on).map_err(|e| {
+                key.child("on")
+                    .invalid(&a.on, format!("not a valid regex: {e}"))
+            })?;
+            check_template(&key.child("send"), &a.send)?;
+            Ok(Answer {
+                on: a.on.clone(),
+                send: a.send.clone(),
+            })
+        })
+        .collect()
 }
 
 /// `vm.sandbox` and `vm.qemu_user`: a user name (letters, digits, '.', '_', '-'), `UID` or

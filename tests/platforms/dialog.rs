@@ -106,6 +106,11 @@ pub fn play(kind: &str, name: &str) -> Result<(), String> {
         .join("images")
         .join(kind)
         .join("dialog");
+    play_in(&super::catalogue::config(kind), &dir, kind, name)
+}
+
+/// Plays transcript `name` of `dir` against the bootstrap of `config` (`kind` labels errors).
+fn play_in(config: &Path, dir: &Path, kind: &str, name: &str) -> Result<(), String> {
     let text = std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
     let t = parse(&text);
     let startup = std::fs::read_to_string(dir.join("startup-config.cfg")).ok();
@@ -113,10 +118,16 @@ pub fn play(kind: &str, name: &str) -> Result<(), String> {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(kind, name, t, startup))
+    rt.block_on(run(config, kind, name, t, startup))
 }
 
-async fn run(kind: &str, name: &str, t: Transcript, startup: Option<String>) -> Result<(), String> {
+async fn run(
+    config: &Path,
+    kind: &str,
+    name: &str,
+    t: Transcript,
+    startup: Option<String>,
+) -> Result<(), String> {
     let env: config::Env = [
         ("USERNAME", "clab"),
         ("PASSWORD", "clab@123"),
@@ -125,8 +136,8 @@ async fn run(kind: &str, name: &str, t: Transcript, startup: Option<String>) -> 
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let node = config::load(&super::catalogue::config(kind), &env, &Overrides::default())
-        .map_err(|e| format!("{kind}: {e}"))?;
+    let node =
+        config::load(config, &env, &Overrides::default()).map_err(|e| format!("{kind}: {e}"))?;
     let plan = &node.vms[0];
     let mut b = plan
         .bootstrap
@@ -269,11 +280,32 @@ fn a_wrong_line_fails_the_transcript() {
         .build()
         .unwrap();
     let err = rt
-        .block_on(run("arista_veos", "wrong", parse(&bad), None))
+        .block_on(run(
+            &super::catalogue::config("arista_veos"),
+            "arista_veos",
+            "wrong",
+            parse(&bad),
+            None,
+        ))
         .unwrap_err();
     assert!(
         err.contains("\"admin\"") && err.contains("\"root\""),
         "{err}"
     );
-    let _ = Path::new("");
+}
+
+/// Conditional answers through the real runner: a fake NOS (tests/platforms/answers/, no
+/// platform) asks first-boot questions before its login prompt, one of them twice; each gets
+/// its answer once per appearance, and a question after which the login never comes fails.
+#[test]
+fn answers_reply_to_prompts_while_a_step_waits() {
+    let dir = super::catalogue::root().join("tests/platforms/answers");
+    let config = dir.join("launcher.toml");
+    let mut failures = Vec::new();
+    for name in ["yes-no.txt", "retry-twice.txt", "no-login.txt"] {
+        if let Err(e) = play_in(&config, &dir, "answers", name) {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
