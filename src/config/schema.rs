@@ -26,6 +26,22 @@ pub(super) struct File {
     #[serde(default)]
     pub(super) paths: PathsSection,
     pub(super) bootstrap: Option<BootstrapSection>,
+    pub(super) install: Option<InstallSection>,
+}
+
+/// `[install]`: the one-time first boot `launcher install` plays (vrnetlab's install phase).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InstallSection {
+    /// Which VM's console it plays on (default: the first).
+    pub(super) vm: Option<String>,
+    #[serde(default = "default_install_timeout")]
+    pub(super) timeout: u64,
+    #[serde(default)]
+    pub(super) steps: Vec<StepSection>,
+}
+fn default_install_timeout() -> u64 {
+    3600
 }
 
 #[derive(Debug, Clone, Deserialize)]

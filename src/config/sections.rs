@@ -12,12 +12,13 @@ use super::bounds::{
 };
 use super::env::{NodeEnv, Var, VmEnv};
 use super::schema::{
-    AnswerSection, BootstrapSection, ConsoleSection, MgmtSection, RestartSection, VmSection,
+    AnswerSection, BootstrapSection, ConsoleSection, InstallSection, MgmtSection, RestartSection,
+    VmSection,
 };
 use super::{
     check_template, choice, parse_forward, resolve, valid_ifname, Answer, BootAction, Bootstrap,
-    ConfigError, ConnectionMode, Console, Credentials, Forward, Key, Lab, Management, Overrides,
-    QemuUser, RestartPolicy, Sandbox, Step, Supervision,
+    ConfigError, ConnectionMode, Console, Credentials, Forward, Install, Key, Lab, Management,
+    Overrides, QemuUser, RestartPolicy, Sandbox, Step, Supervision,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -278,6 +279,30 @@ pub(super) fn bootstrap(key: &Key, b: &BootstrapSection) -> Result<Bootstrap, Co
         on_timeout,
         attempts: b.attempts,
     })
+}
+
+/// `[install]`: the VM it plays on, its overall time-out and its steps (as a bootstrap's).
+pub(super) fn install(i: &InstallSection, vms: &[super::VmPlan]) -> Result<Install, ConfigError> {
+    let key = Key::new("install");
+    let vm = match &i.vm {
+        None => 0,
+        Some(n) => vms.iter().position(|v| &v.name == n).ok_or_else(|| {
+            key.child("vm")
+                .invalid(n, "no VM of this node has that name")
+        })?,
+    };
+    let timeout = seconds(&key.child("timeout"), i.timeout, 1, MAX_TIMEOUT_S)?;
+    let steps_key = key.child("steps");
+    let steps = i
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(n, s)| step(&steps_key.index(n), s))
+        .collect::<Result<Vec<Step>, _>>()?;
+    if steps.is_empty() {
+        return Err(steps_key.invalid("[]", "an install needs at least one step"));
+    }
+    Ok(Install { vm, steps, timeout })
 }
 
 /// One bootstrap step: exactly one of expect, send, send_config, wait.

@@ -271,6 +271,7 @@ async fn run_steps(
     attempt: u32,
 ) -> Result<(), BootstrapError> {
     for (i, step) in script.steps.iter().enumerate() {
+        script.hub.set_bootstrap_step(i);
         let fail = |what: String, timeout| BootstrapError::Timeout {
             step: i,
             what,

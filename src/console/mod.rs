@@ -22,7 +22,7 @@ use logfile::RotatingLog;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
@@ -69,6 +69,8 @@ pub struct Hub {
     held: Arc<AtomicBool>,
     /// The guest booted again (a reset, a reboot): its ready pattern counts again.
     rearm: Arc<AtomicBool>,
+    /// The bootstrap step running now, plus one (0: none has started).
+    step: Arc<AtomicUsize>,
 }
 
 impl Hub {
@@ -82,6 +84,7 @@ impl Hub {
             history: Arc::default(),
             held: Arc::default(),
             rearm: Arc::default(),
+            step: Arc::default(),
         };
         (hub, to_vm_rx)
     }
@@ -105,6 +108,14 @@ impl Hub {
     /// pattern is looked for again, as for a new qemu.
     pub fn rearm_ready(&self) {
         self.rearm.store(true, Ordering::SeqCst);
+    }
+    /// The bootstrap step (from 0) that ran last on this console, if any did: what a guest
+    /// that died was being asked.
+    pub fn bootstrap_step(&self) -> Option<usize> {
+        self.step.load(Ordering::SeqCst).checked_sub(1)
+    }
+    fn set_bootstrap_step(&self, step: usize) {
+        self.step.store(step + 1, Ordering::SeqCst);
     }
     fn history(&self) -> Vec<u8> {
         self.history.lock().unwrap().iter().copied().collect()
