@@ -91,6 +91,37 @@ fn install_writes_the_image_in_place_then_powers_off_and_exits_0() {
 }
 
 #[test]
+fn a_guest_deaf_to_the_power_button_is_quit_after_the_shutdown_timeout_and_the_install_kept() {
+    let ns = Netns::new("install-deaf");
+    let (cfg, disk) = config(
+        &ns,
+        "instd",
+        r#"  { send = "echo LT-INSTALL-MARKER-$((6*7)) > /dev/vda; sync; echo WRITTEN-$((1+1))" },
+  { expect = "WRITTEN-2", timeout = 30 },"#,
+    );
+    edit_file(
+        &cfg,
+        &[
+            ("tl.mgmt=user", "tl.mgmt=user tl.acpi=off"),
+            ("shutdown_timeout = 20", "shutdown_timeout = 3"),
+        ],
+    );
+    let mut l = install(&ns, &cfg);
+    let code = l.wait_exit(Duration::from_secs(300));
+    let log = l.log();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.has("guest did not power off in time: QMP quit", &[])
+            && log.has(
+                "the guest did not power off in time; qemu quit: install kept",
+                &[]
+            ),
+        "{log}"
+    );
+    assert!(contains(&std::fs::read(&disk).unwrap(), MARKER));
+}
+
+#[test]
 fn an_install_step_that_never_sees_its_prompt_fails_naming_the_step() {
     let ns = Netns::new("install-stuck");
     let (cfg, _) = config(
@@ -108,6 +139,28 @@ fn an_install_step_that_never_sees_its_prompt_fails_naming_the_step() {
             && log.stderr.contains("\"NEVER-PRINTED\""),
         "{}",
         log.stderr
+    );
+}
+
+/// A `sendkey` step presses keys through QMP: ctrl-alt-delete on tinylinux's PS/2 keyboard
+/// makes busybox init run its ctrlaltdel action (poweroff), whose shutdown script prints
+/// "tinylinux: shutting down" while the install still waits: only the key press can print it.
+#[test]
+fn a_sendkey_step_presses_keys_on_the_vm_keyboard() {
+    let ns = Netns::new("install-key");
+    let (cfg, _) = config(
+        &ns,
+        "instk",
+        r#"  { sendkey = "ctrl-alt-delete" },
+  { expect = "tinylinux: shutting down", timeout = 30 },"#,
+    );
+    let mut l = install(&ns, &cfg);
+    let code = l.wait_exit(Duration::from_secs(300));
+    let log = l.log();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.has("bootstrap: sendkey", &[("keys", "ctrl-alt-delete")]),
+        "{log}"
     );
 }
 

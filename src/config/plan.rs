@@ -207,6 +207,8 @@ pub enum Step {
         timeout: Duration,
     },
     Wait(Duration),
+    /// Keys pressed together on the VM's keyboard (QMP `send-key`, qemu's key names).
+    SendKey(Vec<String>),
 }
 
 /// A conditional answer of an `expect` step: `send` (a template) is typed each time a new

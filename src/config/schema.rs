@@ -70,6 +70,8 @@ pub(super) struct StepSection {
     pub(super) send: Option<String>,
     pub(super) send_config: Option<String>,
     pub(super) wait: Option<f64>,
+    /// Keys pressed together through QMP `send-key` (qemu's names joined by '-').
+    pub(super) sendkey: Option<String>,
     pub(super) timeout: Option<u64>,
     /// With `expect`: other prompts answered while it waits.
     #[serde(default)]

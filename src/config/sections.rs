@@ -305,7 +305,27 @@ pub(super) fn install(i: &InstallSection, vms: &[super::VmPlan]) -> Result<Insta
     Ok(Install { vm, steps, timeout })
 }
 
-/// One bootstrap step: exactly one of expect, send, send_config, wait.
+const ONE_OF: &str = "each step has exactly one of expect, send, send_config, wait, sendkey";
+
+/// A `sendkey` combination: qemu's key names (lower-case letters, digits, '_') joined by '-',
+/// at most 8 keys (qemu checks the names themselves when the step runs).
+fn keys(key: &Key, combo: &str) -> Result<Vec<String>, ConfigError> {
+    let keys: Vec<String> = combo.split('-').map(str::to_string).collect();
+    let name_ok = |k: &String| {
+        !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    if keys.len() > 8 || !keys.iter().all(name_ok) {
+        return Err(key.invalid(
+            combo,
+            "qemu key names (a-z, 0-9, _) joined by '-', e.g. \"ctrl-alt-f2\"",
+        ));
+    }
+    Ok(keys)
+}
+
+/// One bootstrap step: exactly one of expect, send, send_config, wait, sendkey.
 fn step(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> {
     let timeout = seconds(
         &key.child("timeout"),
@@ -318,6 +338,12 @@ fn step(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> 
             .map_err(|e| key.child(k).invalid(p, format!("not a valid regex: {e}")))?;
         Ok(p.to_string())
     };
+    if let Some(k) = &s.sendkey {
+        if s.expect.is_some() || s.send.is_some() || s.send_config.is_some() || s.wait.is_some() {
+            return Err(key.invalid("", ONE_OF));
+        }
+        return Ok(Step::SendKey(keys(&key.child("sendkey"), k)?));
+    }
     if s.expect.is_none() && !s.answers.is_empty() {
         return Err(key
             .child("answers")
@@ -346,12 +372,7 @@ fn step(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> 
                 .child("wait")
                 .invalid(w, format!("seconds between 0 and {MAX_DELAY_S}")))
         }
-        _ => {
-            return Err(key.invalid(
-                "",
-                "each step has exactly one of expect, send, send_config, wait",
-            ))
-        }
+        _ => return Err(key.invalid("", ONE_OF)),
     })
 }
 

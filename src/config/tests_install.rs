@@ -100,3 +100,32 @@ fn install_errors_name_their_key() {
         assert!(e.to_string().starts_with(&format!("{key} ")), "{text}: {e}");
     }
 }
+
+#[test]
+fn a_sendkey_step_is_qemu_key_names_joined_by_dashes() {
+    let plan = p(
+        "[kernel]\npath = \"k\"\n[bootstrap]\nsteps = [{ sendkey = \"ctrl-alt-f2\" }]",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        plan.bootstrap.unwrap().steps,
+        [Step::SendKey(vec![
+            "ctrl".into(),
+            "alt".into(),
+            "f2".into()
+        ])]
+    );
+    for (step, key) in [
+        ("{ sendkey = \"Ctrl+Alt\" }", "bootstrap.steps[0].sendkey"),
+        ("{ sendkey = \"ctrl--f2\" }", "bootstrap.steps[0].sendkey"),
+        ("{ sendkey = \"ret\", send = \"x\" }", "bootstrap.steps[0]"),
+    ] {
+        let e = pn(
+            &format!("[kernel]\npath = \"k\"\n[bootstrap]\nsteps = [{step}]"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with(&format!("{key} ")), "{step}: {e}");
+    }
+}

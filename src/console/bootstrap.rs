@@ -1,8 +1,10 @@
 //! The bootstrap runner, the console's scripted user: a declarative sequence of steps (expect a
 //! regex within a time-out, send a templated line, send the startup config line by line waiting
-//! for the prompt, wait). While it runs it holds the console's write side, so a human typing on
+//! for the prompt, wait, press keys), and the answers an expect step types when other prompts
+//! appear first. While it runs it holds the console's write side, so a human typing on
 //! telnet cannot race it; readers still see everything. It retries from the first step when the
-//! config says `retry`; it never touches qemu: what a final failure leads to (restart qemu or give
+//! config says `retry`; it never touches qemu (key presses go through the hub to whoever
+//! attached a keyboard, the supervisor): what a final failure leads to (restart qemu or give
 //! up) is decided by the caller, with [`after_failure`].
 
 use crate::config::{BootAction, Bootstrap, Step};
@@ -50,6 +52,13 @@ pub enum BootstrapError {
         timeout: Duration,
         attempt: u32,
     },
+    /// A `sendkey` step's keys could not be pressed.
+    #[error("bootstrap step {step}: cannot press {keys}: {why}")]
+    Key {
+        step: usize,
+        keys: String,
+        why: String,
+    },
     /// A step's pattern does not compile (config validates them, so this is a bug there).
     #[error("bootstrap step {step}: invalid pattern {pattern:?}")]
     Pattern {
@@ -76,7 +85,7 @@ pub fn after_failure(e: &BootstrapError, on_timeout: BootAction) -> AfterFailure
     match (e, on_timeout) {
         (BootstrapError::Timeout { .. }, BootAction::Restart) => AfterFailure::RestartQemu,
         (BootstrapError::Timeout { .. }, BootAction::Retry | BootAction::Fail)
-        | (BootstrapError::Pattern { .. }, _) => AfterFailure::GiveUp,
+        | (BootstrapError::Pattern { .. } | BootstrapError::Key { .. }, _) => AfterFailure::GiveUp,
     }
 }
 
@@ -103,6 +112,7 @@ enum Compiled<'a> {
         timeout: Duration,
     },
     Wait(Duration),
+    SendKey(&'a [String]),
 }
 
 fn compile(steps: &[Step]) -> Result<Vec<Compiled<'_>>, BootstrapError> {
@@ -138,6 +148,7 @@ fn compile(steps: &[Step]) -> Result<Vec<Compiled<'_>>, BootstrapError> {
                     timeout: *timeout,
                 },
                 Step::Wait(d) => Compiled::Wait(*d),
+                Step::SendKey(k) => Compiled::SendKey(k),
             })
         })
         .collect()
@@ -317,6 +328,16 @@ async fn run_steps(
                 }
             }
             Compiled::Wait(d) => tokio::time::sleep(*d).await,
+            Compiled::SendKey(keys) => {
+                tracing::info!(step = i, keys = %keys.join("-"), "bootstrap: sendkey");
+                if let Err(why) = script.hub.press(keys).await {
+                    return Err(BootstrapError::Key {
+                        step: i,
+                        keys: keys.join("-"),
+                        why,
+                    });
+                }
+            }
         }
     }
     tracing::info!(attempt, "bootstrap finished");
@@ -561,5 +582,33 @@ mod tests {
             matches!(&e, BootstrapError::Pattern { step: 0, pattern, .. } if pattern == "("),
             "{e:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_sendkey_step_presses_through_the_keyboard_or_fails_without_one() {
+        let b = Bootstrap {
+            steps: vec![Step::SendKey(vec![
+                "ctrl".into(),
+                "alt".into(),
+                "f2".into(),
+            ])],
+            on_timeout: BootAction::Fail,
+            attempts: 1,
+        };
+        let (hub, _to_vm) = Hub::new();
+        let e = run(&b, &hub, &Values::new(), None).await.unwrap_err();
+        assert!(
+            matches!(&e, BootstrapError::Key { step: 0, keys, .. } if keys == "ctrl-alt-f2"),
+            "{e}"
+        );
+        assert_eq!(after_failure(&e, BootAction::Restart), AfterFailure::GiveUp);
+        let mut presses = hub.key_presses();
+        let keyboard = tokio::spawn(async move {
+            let k = presses.recv().await.unwrap();
+            let _ = k.done.send(Ok(()));
+            k.keys
+        });
+        run(&b, &hub, &Values::new(), None).await.unwrap();
+        assert_eq!(keyboard.await.unwrap(), ["ctrl", "alt", "f2"]);
     }
 }

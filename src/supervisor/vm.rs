@@ -27,6 +27,8 @@ pub struct Vm {
     pub handle: VmHandle,
     pub hub: Hub,
     pub console_rx: mpsc::UnboundedReceiver<ConsoleEvent>,
+    /// The bootstrap's `sendkey` presses, pressed through QMP.
+    pub keys: mpsc::UnboundedReceiver<crate::console::KeyPress>,
     pub reaper: Reaper,
     /// `launcher reset` and the reset file's requests, once attached ([`super::reset`]).
     pub resets: Option<mpsc::Receiver<crate::control::ResetRequest>>,

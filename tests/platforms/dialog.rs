@@ -7,6 +7,8 @@
 //! - `< text`: the guest prints `text` and a newline; `<< text`: without newline (a prompt);
 //! - `> line`: the launcher must send exactly `line` (then CR) next, within 10 s (`>` alone:
 //!   an empty line, as a retry sends);
+//! - `k KEYS`: the launcher must press exactly `KEYS` (a `sendkey` step, e.g. `ctrl-alt-f2`)
+//!   next, within 10 s;
 //! - `~ SECONDS`: the guest stays silent that long (a slow prompt, a hang);
 //! - `! timeouts SECONDS`: every bootstrap time-out is cut to at most that (retry paths);
 //! - `! fails`: the bootstrap must end with an error (retries used up), not succeed;
@@ -34,6 +36,7 @@ impl Drop for RemoveOnDrop {
 enum Line {
     Print(String),
     Expect(String),
+    Keys(String),
     Silent(Duration),
 }
 
@@ -57,6 +60,7 @@ fn parse(text: &str) -> Transcript {
             "<" => t.lines.push(Line::Print(format!("{rest}\r\n"))),
             "<<" => t.lines.push(Line::Print(rest.to_string())),
             ">" => t.lines.push(Line::Expect(rest.to_string())),
+            "k" => t.lines.push(Line::Keys(rest.to_string())),
             "~" => t
                 .lines
                 .push(Line::Silent(Duration::from_secs_f64(rest.parse().unwrap()))),
@@ -67,7 +71,7 @@ fn parse(text: &str) -> Transcript {
                     .expect("! timeouts N or ! fails");
                 t.timeouts = Some(Duration::from_secs_f64(s.parse().unwrap()));
             }
-            _ => panic!("transcript line {l:?}: starts with <, <<, >, ~, ! or #"),
+            _ => panic!("transcript line {l:?}: starts with <, <<, >, k, ~, ! or #"),
         }
     }
     t
@@ -185,6 +189,7 @@ async fn run(
     ] {
         values.insert(k, v.to_string());
     }
+    let mut keyboard = hub.key_presses();
     let runner =
         tokio::spawn(async move { bootstrap::run(&b, &hub, &values, startup.as_deref()).await });
     // The runner subscribes to the console when it starts: let it, before the guest prints.
@@ -195,6 +200,21 @@ async fn run(
         match line {
             Line::Print(s) => guest.write_all(s.as_bytes()).await.unwrap(),
             Line::Silent(d) => tokio::time::sleep(*d).await,
+            Line::Keys(want) => {
+                let press = tokio::time::timeout(Duration::from_secs(10), keyboard.recv()).await;
+                let Ok(Some(press)) = press else {
+                    return Err(format!(
+                        "{at}: the launcher pressed no keys within 10 s, the transcript expects {want:?}"
+                    ));
+                };
+                let got = press.keys.join("-");
+                let _ = press.done.send(Ok(()));
+                if &got != want {
+                    return Err(format!(
+                        "{at}: the launcher pressed {got:?}, the transcript expects {want:?}"
+                    ));
+                }
+            }
             Line::Expect(want) => match sent_line(&mut guest, &mut pending).await {
                 Some(got) if &got == want => {}
                 Some(got) => {
