@@ -6,7 +6,7 @@
 
 use super::bounds::{seconds, MAX_DATA_PORT, MAX_TIMEOUT_S};
 use super::env::{NodeEnv, Var, VmEnv};
-use super::schema::{DiskSection, KernelSection, NicSection, VmSection};
+use super::schema::{DiskSection, KernelSection, NicSection, SmpValue, VmSection};
 use super::{
     check_template, choice, resolve, valid_ifname, Accel, Boot, ConfigError, DataLink, Disk,
     DiskInterface, DiskKind, Kernel, Key, LinkSpec, Machine, Nics, OnMissingLinks, Ports,
@@ -45,10 +45,12 @@ pub(super) fn machine(
             .child("machine")
             .invalid(&vm.machine, "must be a qemu machine type such as pc or q35"));
     }
-    let (smp, smp_key) = over(env.smp.get()?, vm.smp, "QEMU_SMP", key.child("smp"));
-    if !(1..=256).contains(&smp) {
-        return Err(smp_key.invalid(smp, "vCPUs must be between 1 and 256"));
-    }
+    let smp_file = match &vm.smp {
+        SmpValue::Count(n) => n.to_string(),
+        SmpValue::Text(t) => t.clone(),
+    };
+    let (smp_text, smp_key) = over(env.smp.clone(), smp_file, "QEMU_SMP", key.child("smp"));
+    let (smp, smp_topology) = smp_topology(&smp_key, &smp_text)?;
     let (memory, mem_key) = over(
         env.memory.get()?,
         vm.memory,
@@ -109,12 +111,72 @@ pub(super) fn machine(
         machine_type: vm.machine.clone(),
         cpu,
         smp,
+        smp_topology,
         memory_mib: memory,
         accel,
         uuid: vm.uuid.clone(),
         smbios: vm.smbios.clone(),
         extra_args,
     })
+}
+
+/// `vm.smp` or QEMU_SMP (under `key`): a vCPU count (`4`), or qemu's `-smp` text with the count
+/// first or left out (`4,sockets=1,cores=4,threads=1`, `cores=4,threads=1,sockets=1`, as
+/// vrnetlab passes it): the count (given, else the product of the topology) and the topology.
+fn smp_topology(key: &Key, text: &str) -> Result<(u32, Option<String>), ConfigError> {
+    const KEYS: &[&str] = &["sockets", "dies", "clusters", "cores", "threads", "maxcpus"];
+    let bad = |why: &str| key.invalid(text, why.to_string());
+    let mut parts = text.split(',').map(str::trim).peekable();
+    let first_is_count = parts.peek().is_some_and(|p| !p.contains('='));
+    let mut count: Option<u32> = None;
+    if first_is_count {
+        let c = parts.next().unwrap_or_default();
+        count = Some(c.parse().map_err(|_| {
+            bad("expected a number of vCPUs, or qemu's -smp text such as 4,sockets=1,cores=4,threads=1")
+        })?);
+    }
+    let mut topology = Vec::new();
+    let mut product = 1u32;
+    let mut maxcpus = None;
+    for p in parts {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| bad("expected key=value after the count"))?;
+        let n: u32 = v
+            .parse()
+            .ok()
+            .filter(|n| (1..=256).contains(n))
+            .ok_or_else(|| bad(&format!("{k}={v}: expected a number from 1 to 256")))?;
+        match k {
+            "cpus" if count.is_none() => count = Some(n),
+            "cpus" => return Err(bad("the vCPU count is given twice")),
+            "maxcpus" => maxcpus = Some(n),
+            k if KEYS.contains(&k) => product = product.saturating_mul(n),
+            _ => {
+                return Err(bad(&format!(
+                    "{k}: qemu's -smp takes cpus, {}",
+                    KEYS.join(", ")
+                )))
+            }
+        }
+        if k != "cpus" {
+            topology.push(format!("{k}={n}"));
+        }
+    }
+    let count = count.unwrap_or(product);
+    if !(1..=256).contains(&count) {
+        return Err(bad("vCPUs must be between 1 and 256"));
+    }
+    let full = ["sockets", "cores", "threads"]
+        .iter()
+        .all(|k| topology.iter().any(|t| t.starts_with(&format!("{k}="))));
+    if full && product != maxcpus.unwrap_or(count) {
+        return Err(bad(&format!(
+            "the topology gives {product} vCPUs, not {}",
+            maxcpus.unwrap_or(count)
+        )));
+    }
+    Ok((count, (!topology.is_empty()).then(|| topology.join(","))))
 }
 
 /// The variable's value and its name when set, else the file's value and key.
@@ -169,6 +231,16 @@ pub(super) fn boot(
             format!(
                 "machine {machine_type} has room for {ide_max} IDE disks or CD-ROMs; put the others on virtio or scsi",
             ),
+        ));
+    }
+    let sata = disks
+        .iter()
+        .filter(|d| d.interface == DiskInterface::Sata)
+        .count();
+    if sata > 6 {
+        return Err(disk_key.invalid(
+            format!("{sata} on sata"),
+            "an AHCI controller has 6 ports; put the others on virtio or scsi",
         ));
     }
     if kernel.is_none() && disks.is_empty() {
@@ -271,16 +343,22 @@ fn disk_interface(
     asked: Option<&str>,
     format: Format,
 ) -> Result<DiskInterface, ConfigError> {
-    use DiskInterface::{Ide, Scsi, Virtio};
+    use DiskInterface::{Ide, Sata, Scsi, Usb, Virtio};
     if format == Format::Iso {
         let asked = asked.unwrap_or("ide");
-        return super::pick(asked, &[("ide", Ide), ("scsi", Scsi)])
-            .ok_or_else(|| key.invalid(asked, "a CD-ROM sits on ide or scsi"));
+        return super::pick(asked, &[("ide", Ide), ("scsi", Scsi), ("sata", Sata)])
+            .ok_or_else(|| key.invalid(asked, "a CD-ROM sits on ide, scsi or sata"));
     }
     choice(
         key,
         asked.unwrap_or("virtio"),
-        &[("virtio", Virtio), ("ide", Ide), ("scsi", Scsi)],
+        &[
+            ("virtio", Virtio),
+            ("ide", Ide),
+            ("scsi", Scsi),
+            ("sata (an AHCI port)", Sata),
+            ("usb (a USB stick)", Usb),
+        ],
     )
 }
 
@@ -304,11 +382,14 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
         valid_ifname(&key.child("tap_prefix"), &l.tap)?;
         valid_ifname(&key.child("prefix"), &l.eth)?;
     }
-    if n.model.is_empty() || n.model.starts_with(',') || n.model.contains(char::is_whitespace) {
-        return Err(key.child("model").invalid(
-            &n.model,
-            "must be a qemu NIC device such as virtio-net-pci or e1000, optionally with ,key=value properties",
-        ));
+    let offset_model = n.offset_model.clone().unwrap_or_else(|| n.model.clone());
+    for (k, m) in [("model", &n.model), ("offset_model", &offset_model)] {
+        if m.is_empty() || m.starts_with(',') || m.contains(char::is_whitespace) {
+            return Err(key.child(k).invalid(
+                m,
+                "must be a qemu NIC device such as virtio-net-pci or e1000, optionally with ,key=value properties",
+            ));
+        }
     }
     let on_missing_links = choice(
         &key.child("on_timeout"),
@@ -323,6 +404,7 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
         nics: Nics {
             model: n.model.clone(),
             offset: n.offset,
+            offset_model,
             queues: n.queues,
             per_bridge: n.per_bridge,
             bridges: n.bridges,

@@ -93,7 +93,8 @@ pub(super) struct VmSection {
     pub(super) qemu: String,
     pub(super) machine: String,
     pub(super) cpu: String,
-    pub(super) smp: u32,
+    /// vCPUs: a count, or qemu's `-smp` text (`4,sockets=1,cores=4,threads=1`).
+    pub(super) smp: SmpValue,
     pub(super) memory: u64,
     pub(super) accel: String,
     pub(super) extra_args: Vec<String>,
@@ -116,7 +117,7 @@ impl Default for VmSection {
             qemu: "qemu-system-x86_64".into(),
             machine: "pc".into(),
             cpu: "max".into(),
-            smp: 1,
+            smp: SmpValue::Count(1),
             memory: 1024,
             accel: "auto".into(),
             extra_args: vec![],
@@ -130,6 +131,14 @@ impl Default for VmSection {
             qemu_user: super::plan::QEMU_USER.into(),
         }
     }
+}
+
+/// `vm.smp` as written: a number or a topology string.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub(super) enum SmpValue {
+    Count(u32),
+    Text(String),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +189,8 @@ pub(super) struct NicSection {
     pub(super) pci_shift: u32,
     pub(super) queues: u32,
     pub(super) offset: u32,
+    /// The model of the `offset` NICs (xrv9k's virtio dummies before e1000 data NICs).
+    pub(super) offset_model: Option<String>,
     pub(super) slots: u32,
 }
 
@@ -199,6 +210,7 @@ impl Default for NicSection {
             pci_shift: 0,
             queues: 0,
             offset: 0,
+            offset_model: None,
             slots: 0,
         }
     }
