@@ -142,6 +142,30 @@ fn an_install_step_that_never_sees_its_prompt_fails_naming_the_step() {
     );
 }
 
+/// A guest that powers itself off before the steps finished is no install: exit 1 naming the
+/// step it died in.
+#[test]
+fn a_guest_that_dies_during_the_install_fails_naming_the_step() {
+    let ns = Netns::new("install-dies");
+    let (cfg, _) = config(
+        &ns,
+        "insto",
+        r#"  { send = "poweroff -f" },
+  { expect = "NEVER-PRINTED", timeout = 120 },"#,
+    );
+    let mut l = install(&ns, &cfg);
+    let code = l.wait_exit(Duration::from_secs(300));
+    let log = l.log();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.stderr.contains(
+            "install did not finish on VM insto: during install step 6: guest powered itself off"
+        ),
+        "{}",
+        log.stderr
+    );
+}
+
 /// A `sendkey` step presses keys through QMP: ctrl-alt-delete on tinylinux's PS/2 keyboard
 /// makes busybox init run its ctrlaltdel action (poweroff), whose shutdown script prints
 /// "tinylinux: shutting down" while the install still waits: only the key press can print it.
