@@ -297,6 +297,8 @@ mod tests_env;
 #[cfg(test)]
 mod tests_hardware;
 #[cfg(test)]
+mod tests_install;
+#[cfg(test)]
 mod tests_links;
 #[cfg(test)]
 mod tests_node;

@@ -214,10 +214,28 @@ pub enum BootAction {
 /// One bootstrap step (see `bootstrap`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    Expect { pattern: String, timeout: Duration },
+    /// Waits for `pattern`; meanwhile each of `answers` is typed whenever its prompt appears.
+    Expect {
+        pattern: String,
+        timeout: Duration,
+        answers: Vec<Answer>,
+    },
     Send(String),
-    SendConfig { prompt: String, timeout: Duration },
+    SendConfig {
+        prompt: String,
+        timeout: Duration,
+    },
     Wait(Duration),
+    /// Keys pressed together on the VM's keyboard (QMP `send-key`, qemu's key names).
+    SendKey(Vec<String>),
+}
+
+/// A conditional answer of an `expect` step: `send` (a template) is typed each time a new
+/// match of the regex `on` appears while the step waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub on: String,
+    pub send: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -452,6 +470,46 @@ pub struct Node {
     pub settings: NodeSettings,
     pub vms: Vec<VmPlan>,
     pub internal: Vec<InternalNet>,
+    /// `[install]`, for `launcher install`.
+    pub install: Option<Install>,
+}
+
+/// The install phase: steps played once on VM `vm`'s console, within `timeout` overall.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Install {
+    pub vm: usize,
+    pub steps: Vec<Step>,
+    pub timeout: Duration,
+}
+
+impl Node {
+    /// The node `launcher install` runs, when the config has `[install]`: the install VM's
+    /// bootstrap is the install steps (one attempt, fail on a time-out) and its only readiness
+    /// probe, its boot timeout the install's; no VM restarts; every image disk is written in
+    /// place (no overlay), so what the install writes lands in the image file.
+    pub fn for_install(&self) -> Option<Node> {
+        let install = self.install.as_ref()?;
+        let mut node = self.clone();
+        for (i, vm) in node.vms.iter_mut().enumerate() {
+            vm.supervision.restart = RestartPolicy::Never;
+            for d in &mut vm.boot.disks {
+                if let DiskKind::Image { overlay, .. } = &mut d.kind {
+                    *overlay = None;
+                }
+            }
+            if i == install.vm {
+                vm.bootstrap = Some(Bootstrap {
+                    steps: install.steps.clone(),
+                    on_timeout: BootAction::Fail,
+                    attempts: 1,
+                });
+                vm.console.ready_pattern = None;
+                vm.console.ready_tcp = None;
+                vm.supervision.boot_timeout = install.timeout;
+            }
+        }
+        Some(node)
+    }
 }
 
 impl Node {

@@ -282,6 +282,21 @@ fn broken_inputs_name_their_key() {
             "bootstrap.steps[0].expect",
         ),
         (
+            "[kernel]\npath=\"k\"\n[bootstrap]\nsteps=[{wait=1.0},{expect=\"x\", answers=[{on=\"a\", send=\"b\"}, {on=\"[y\", send=\"n\"}]}]",
+            &[],
+            "bootstrap.steps[1].answers[1].on",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[bootstrap]\nsteps=[{expect=\"x\", answers=[{on=\"a\", send=\"{hostnme}\"}]}]",
+            &[],
+            "bootstrap.steps[0].answers[0].send",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[bootstrap]\nsteps=[{send=\"x\", answers=[{on=\"a\", send=\"b\"}]}]",
+            &[],
+            "bootstrap.steps[0].answers",
+        ),
+        (
             "[kernel]\npath=\"k\"\n[bootstrap]\nsteps=[{send=\"{hostnme}\"}]",
             &[],
             "bootstrap.steps[0].send",
