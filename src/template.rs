@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 /// The values templates may use: `{hostname}`, `{username}`, `{password}`, `{mgmt_ip}`,
-/// `{mgmt_gateway}`, `{mgmt_ipv6}`, `{mgmt_gateway6}` (the management addresses the guest is to
+/// `{mgmt_gateway}`, `{mgmt_ipv6}`, `{mgmt_gateway6}`, `{mgmt_address}` and `{mgmt_netmask}` (the
+/// IPv4 one as address and dotted netmask) (the management addresses the guest is to
 /// take: 10.0.0.15/24 via 10.0.0.2 in user mode, the container's own in passthrough, `dhcp`
 /// with CLAB_MGMT_DHCP), `{name}` (the VM's), `{node_name}` (containerlab's node name),
 /// `{docker_net_v4}`, `{docker_net_v6}` (the lab's management subnets), `{variant}` (SR OS).
@@ -16,6 +17,8 @@ pub const PLACEHOLDERS: &[&str] = &[
     "username",
     "password",
     "mgmt_ip",
+    "mgmt_address",
+    "mgmt_netmask",
     "mgmt_gateway",
     "mgmt_ipv6",
     "mgmt_gateway6",

@@ -140,6 +140,9 @@ pub fn template_values(plan: &VmPlan, mgmt: &MgmtAddrs) -> template::Values {
         plan.credentials.password.clone().unwrap_or_default(),
     );
     v.insert("mgmt_ip", mgmt.ipv4.clone());
+    let (address, netmask) = address_and_netmask(&mgmt.ipv4);
+    v.insert("mgmt_address", address);
+    v.insert("mgmt_netmask", netmask);
     v.insert("mgmt_gateway", mgmt.gateway4.clone());
     v.insert("mgmt_ipv6", mgmt.ipv6.clone());
     v.insert("mgmt_gateway6", mgmt.gateway6.clone());
@@ -150,9 +153,41 @@ pub fn template_values(plan: &VmPlan, mgmt: &MgmtAddrs) -> template::Values {
     v
 }
 
+/// `10.0.0.15/24` as (`10.0.0.15`, `255.255.255.0`), as IOS, PAN-OS and VRP take it; a value
+/// without a prefix (`dhcp`, none) is both.
+fn address_and_netmask(ipv4: &str) -> (String, String) {
+    match ipv4.split_once('/') {
+        Some((a, len)) => {
+            let len: u32 = len.parse().unwrap_or(32).min(32);
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            (a.to_string(), std::net::Ipv4Addr::from(mask).to_string())
+        }
+        None => (ipv4.to_string(), ipv4.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_address_splits_into_address_and_netmask() {
+        let s = |a: &str| address_and_netmask(a);
+        assert_eq!(
+            s("10.0.0.15/24"),
+            ("10.0.0.15".into(), "255.255.255.0".into())
+        );
+        assert_eq!(
+            s("172.20.20.3/16"),
+            ("172.20.20.3".into(), "255.255.0.0".into())
+        );
+        assert_eq!(
+            s("192.0.2.1/32"),
+            ("192.0.2.1".into(), "255.255.255.255".into())
+        );
+        assert_eq!(s("192.0.2.1/0"), ("192.0.2.1".into(), "0.0.0.0".into()));
+        assert_eq!(s("dhcp"), ("dhcp".into(), "dhcp".into()));
+    }
 
     #[test]
     fn passthrough_takes_the_first_address_and_gateway_of_each_family() {

@@ -8,6 +8,7 @@
 
 mod cables;
 mod mgmt;
+pub use mgmt::{template_values, MgmtAddrs};
 mod node;
 mod preflight;
 mod privilege;

@@ -170,25 +170,10 @@ async fn run(
         .map_err(|e| e.to_string())?;
     // Let the console accept the guest before the runner subscribes and writes.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut values = launcher::template::Values::new();
-    for (k, v) in [
-        ("hostname", "router1"),
-        ("name", plan.name.as_str()),
-        (
-            "username",
-            plan.credentials.username.as_deref().unwrap_or(""),
-        ),
-        (
-            "password",
-            plan.credentials.password.as_deref().unwrap_or(""),
-        ),
-        ("mgmt_ip", "10.0.0.15/24"),
-        ("mgmt_gateway", "10.0.0.2"),
-        ("mgmt_ipv6", ""),
-        ("mgmt_gateway6", ""),
-    ] {
-        values.insert(k, v.to_string());
-    }
+    // The launcher's own values for user-mode management, the hostname fixed.
+    let mut values =
+        launcher::supervisor::template_values(&plan, &launcher::supervisor::MgmtAddrs::user());
+    values.insert("hostname", "router1".into());
     let mut keyboard = hub.key_presses();
     let runner =
         tokio::spawn(async move { bootstrap::run(&b, &hub, &values, startup.as_deref()).await });
