@@ -6,7 +6,7 @@
 
 use super::bounds::{seconds, MAX_DATA_PORT, MAX_TIMEOUT_S};
 use super::env::{NodeEnv, Var, VmEnv};
-use super::schema::{DiskSection, KernelSection, NicSection, VmSection};
+use super::schema::{DiskSection, KernelSection, NicSection, SmpValue, VmSection};
 use super::{
     check_template, choice, resolve, valid_ifname, Accel, Boot, ConfigError, DataLink, Disk,
     DiskInterface, DiskKind, Kernel, Key, LinkSpec, Machine, Nics, OnMissingLinks, Ports,
@@ -45,10 +45,12 @@ pub(super) fn machine(
             .child("machine")
             .invalid(&vm.machine, "must be a qemu machine type such as pc or q35"));
     }
-    let (smp, smp_key) = over(env.smp.get()?, vm.smp, "QEMU_SMP", key.child("smp"));
-    if !(1..=256).contains(&smp) {
-        return Err(smp_key.invalid(smp, "vCPUs must be between 1 and 256"));
-    }
+    let smp_file = match &vm.smp {
+        SmpValue::Count(n) => n.to_string(),
+        SmpValue::Text(t) => t.clone(),
+    };
+    let (smp_text, smp_key) = over(env.smp.clone(), smp_file, "QEMU_SMP", key.child("smp"));
+    let (smp, smp_topology) = smp_topology(&smp_key, &smp_text)?;
     let (memory, mem_key) = over(
         env.memory.get()?,
         vm.memory,
@@ -109,12 +111,72 @@ pub(super) fn machine(
         machine_type: vm.machine.clone(),
         cpu,
         smp,
+        smp_topology,
         memory_mib: memory,
         accel,
         uuid: vm.uuid.clone(),
         smbios: vm.smbios.clone(),
         extra_args,
     })
+}
+
+/// `vm.smp` or QEMU_SMP (under `key`): a vCPU count (`4`), or qemu's `-smp` text with the count
+/// first or left out (`4,sockets=1,cores=4,threads=1`, `cores=4,threads=1,sockets=1`, as
+/// vrnetlab passes it): the count (given, else the product of the topology) and the topology.
+fn smp_topology(key: &Key, text: &str) -> Result<(u32, Option<String>), ConfigError> {
+    const KEYS: &[&str] = &["sockets", "dies", "clusters", "cores", "threads", "maxcpus"];
+    let bad = |why: &str| key.invalid(text, why.to_string());
+    let mut parts = text.split(',').map(str::trim).peekable();
+    let first_is_count = parts.peek().is_some_and(|p| !p.contains('='));
+    let mut count: Option<u32> = None;
+    if first_is_count {
+        let c = parts.next().unwrap_or_default();
+        count = Some(c.parse().map_err(|_| {
+            bad("expected a number of vCPUs, or qemu's -smp text such as 4,sockets=1,cores=4,threads=1")
+        })?);
+    }
+    let mut topology = Vec::new();
+    let mut product = 1u32;
+    let mut maxcpus = None;
+    for p in parts {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| bad("expected key=value after the count"))?;
+        let n: u32 = v
+            .parse()
+            .ok()
+            .filter(|n| (1..=256).contains(n))
+            .ok_or_else(|| bad(&format!("{k}={v}: expected a number from 1 to 256")))?;
+        match k {
+            "cpus" if count.is_none() => count = Some(n),
+            "cpus" => return Err(bad("the vCPU count is given twice")),
+            "maxcpus" => maxcpus = Some(n),
+            k if KEYS.contains(&k) => product = product.saturating_mul(n),
+            _ => {
+                return Err(bad(&format!(
+                    "{k}: qemu's -smp takes cpus, {}",
+                    KEYS.join(", ")
+                )))
+            }
+        }
+        if k != "cpus" {
+            topology.push(format!("{k}={n}"));
+        }
+    }
+    let count = count.unwrap_or(product);
+    if !(1..=256).contains(&count) {
+        return Err(bad("vCPUs must be between 1 and 256"));
+    }
+    let full = ["sockets", "cores", "threads"]
+        .iter()
+        .all(|k| topology.iter().any(|t| t.starts_with(&format!("{k}="))));
+    if full && product != maxcpus.unwrap_or(count) {
+        return Err(bad(&format!(
+            "the topology gives {product} vCPUs, not {}",
+            maxcpus.unwrap_or(count)
+        )));
+    }
+    Ok((count, (!topology.is_empty()).then(|| topology.join(","))))
 }
 
 /// The variable's value and its name when set, else the file's value and key.

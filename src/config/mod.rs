@@ -294,6 +294,8 @@ mod tests_bounds;
 #[cfg(test)]
 mod tests_env;
 #[cfg(test)]
+mod tests_hardware;
+#[cfg(test)]
 mod tests_links;
 #[cfg(test)]
 mod tests_node;

@@ -230,7 +230,9 @@ pub struct Machine {
     /// The qemu machine type (`-machine`): pc, q35, ...
     pub machine_type: String,
     pub cpu: String,
+    /// vCPUs, and the rest of qemu's `-smp` (`sockets=1,cores=4,threads=1`) when given.
     pub smp: u32,
+    pub smp_topology: Option<String>,
     pub memory_mib: u64,
     pub accel: Accel,
     pub uuid: Option<String>,

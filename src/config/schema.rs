@@ -64,7 +64,8 @@ pub(super) struct VmSection {
     pub(super) qemu: String,
     pub(super) machine: String,
     pub(super) cpu: String,
-    pub(super) smp: u32,
+    /// vCPUs: a count, or qemu's `-smp` text (`4,sockets=1,cores=4,threads=1`).
+    pub(super) smp: SmpValue,
     pub(super) memory: u64,
     pub(super) accel: String,
     pub(super) extra_args: Vec<String>,
@@ -87,7 +88,7 @@ impl Default for VmSection {
             qemu: "qemu-system-x86_64".into(),
             machine: "pc".into(),
             cpu: "max".into(),
-            smp: 1,
+            smp: SmpValue::Count(1),
             memory: 1024,
             accel: "auto".into(),
             extra_args: vec![],
@@ -101,6 +102,14 @@ impl Default for VmSection {
             qemu_user: super::plan::QEMU_USER.into(),
         }
     }
+}
+
+/// `vm.smp` as written: a number or a topology string.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub(super) enum SmpValue {
+    Count(u32),
+    Text(String),
 }
 
 #[derive(Debug, Clone, Deserialize)]

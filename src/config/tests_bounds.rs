@@ -105,7 +105,7 @@ fn every_number_has_a_bound() {
         (
             MIN.into(),
             vec![("QEMU_SMP", "4294967296")],
-            "QEMU_SMP = \"4294967296\": expected a number of vCPUs",
+            "QEMU_SMP = \"4294967296\": expected a number of vCPUs, or qemu's -smp text such as 4,sockets=1,cores=4,threads=1",
         ),
         (
             MIN.into(),

@@ -133,7 +133,13 @@ fn machine(a: &mut Argv, plan: &VmPlan, launch: &Launch) {
         _ => plan.machine.cpu.clone(),
     };
     a.opt("-cpu", cpu);
-    a.opt("-smp", plan.machine.smp.to_string());
+    a.opt(
+        "-smp",
+        match &plan.machine.smp_topology {
+            Some(t) => format!("{},{t}", plan.machine.smp),
+            None => plan.machine.smp.to_string(),
+        },
+    );
     a.opt("-m", format!("{}M", plan.machine.memory_mib));
     a.opt(
         "-object",

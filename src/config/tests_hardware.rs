@@ -1,0 +1,51 @@
+//! The hardware keys platforms need beyond a plain VM: `vm.smp` as qemu's topology text, disks
+//! on SATA (AHCI) and USB, templated FAT disks with a label and an archive, dummy NICs.
+
+use super::tests::{p, MIN};
+use super::*;
+
+fn smp(text: &str, env: &[(&str, &str)]) -> Result<(u32, Option<String>), String> {
+    p(&format!("[vm]\nsmp = {text}\n{MIN}"), env)
+        .map(|v| (v.machine.smp, v.machine.smp_topology))
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn smp_is_a_count_or_qemus_topology_text() {
+    assert_eq!(smp("2", &[]), Ok((2, None)));
+    assert_eq!(
+        smp("\"4,sockets=1,cores=4,threads=1\"", &[]),
+        Ok((4, Some("sockets=1,cores=4,threads=1".into())))
+    );
+    // vrnetlab's cat9kv passes the topology without the count: the count is the product.
+    assert_eq!(
+        smp("\"cores=4,threads=1,sockets=1\"", &[]),
+        Ok((4, Some("cores=4,threads=1,sockets=1".into())))
+    );
+    assert_eq!(
+        smp("\"2,sockets=1,cores=1\"", &[]),
+        Ok((2, Some("sockets=1,cores=1".into())))
+    );
+    // QEMU_SMP overrides with either form.
+    assert_eq!(
+        smp("1", &[("QEMU_SMP", "2,sockets=1,cores=2,threads=1")]),
+        Ok((2, Some("sockets=1,cores=2,threads=1".into())))
+    );
+    assert_eq!(smp("\"4,cores=4\"", &[("QEMU_SMP", " 8 ")]), Ok((8, None)));
+}
+
+#[test]
+fn a_bad_smp_names_the_key_or_variable_and_why() {
+    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        ("\"4,sockets=1,cores=2,threads=1\"", &[], "vm.smp = \"4,sockets=1,cores=2,threads=1\": the topology gives 2 vCPUs, not 4"),
+        ("\"4,sokets=1\"", &[], "vm.smp = \"4,sokets=1\": sokets: qemu's -smp takes cpus, sockets, dies, clusters, cores, threads, maxcpus"),
+        ("\"4,cores\"", &[], "vm.smp = \"4,cores\": expected key=value after the count"),
+        ("\"4,cores=0\"", &[], "vm.smp = \"4,cores=0\": cores=0: expected a number from 1 to 256"),
+        ("\"4,cpus=4\"", &[], "vm.smp = \"4,cpus=4\": the vCPU count is given twice"),
+        ("\"cores=32,sockets=16\"", &[], "vm.smp = \"cores=32,sockets=16\": vCPUs must be between 1 and 256"),
+        ("1", &[("QEMU_SMP", "four")], "QEMU_SMP = \"four\": expected a number of vCPUs, or qemu's -smp text such as 4,sockets=1,cores=4,threads=1"),
+    ];
+    for (text, env, want) in cases {
+        assert_eq!(smp(text, env).unwrap_err(), *want, "{text} {env:?}");
+    }
+}
