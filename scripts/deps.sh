@@ -15,6 +15,7 @@ have ps || need_pkgs+=(procps)
 have openssl || need_pkgs+=(openssl)
 have nsenter || need_pkgs+=(util-linux)
 have ssh || need_pkgs+=(openssh-client)
+[ -f /usr/share/ovmf/OVMF.fd ] || need_pkgs+=(ovmf)   # cisco_n9kv's UEFI firmware (its golden argv starts in qemu)
 if [ "${NEED_DOCKER:-1}" = 1 ]; then
   have dockerd || need_pkgs+=(docker.io)
   have debootstrap || need_pkgs+=(debootstrap)
