@@ -172,7 +172,7 @@ async fn run(
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The launcher's own values for user-mode management, the hostname fixed.
     let mut values =
-        launcher::supervisor::template_values(&plan, &launcher::supervisor::MgmtAddrs::user());
+        launcher::supervisor::template_values(plan, &launcher::supervisor::MgmtAddrs::user());
     values.insert("hostname", "router1".into());
     let mut keyboard = hub.key_presses();
     let runner =
