@@ -387,6 +387,17 @@ pub struct VmPlan {
 }
 
 impl VmPlan {
+    /// The TCP readiness probe's port: `console.ready_tcp` through the user-mode forward. In
+    /// passthrough the container has no path to the guest's address (the guest took it), so
+    /// there is no probe and readiness is the bootstrap's or the pattern's (containerlab forces
+    /// passthrough on some kinds: a platform's config must still start).
+    pub fn tcp_probe(&self) -> Option<u16> {
+        match self.management {
+            Management::Passthrough { .. } => None,
+            _ => self.console.ready_tcp,
+        }
+    }
+
     /// Who this router is: the hostname (--hostname, HOSTNAME: Docker and containerlab set it
     /// per container) or else vm.name. MAC addresses and status derive from it.
     pub fn identity(&self) -> &str {

@@ -136,7 +136,8 @@ fn bad_containerlab_values_are_exit_2_naming_the_variable() {
 }
 
 /// The README's platform example is the documented readiness pattern: SSH on port 22 through
-/// the default forwards; it parses, and passthrough (no forward) refuses it naming the key.
+/// the default forwards; it parses, and in passthrough (containerlab forces it on some kinds)
+/// it still starts, without the probe: the container has no path to the guest's address.
 #[test]
 fn the_readme_platform_example_waits_for_ssh_through_the_forward() {
     let readme = include_str!("../../README.md");
@@ -149,7 +150,13 @@ fn the_readme_platform_example_waits_for_ssh_through_the_forward() {
     assert!(text.contains("ready_tcp = 22"), "{text}");
     let plan = p(text, &[]).unwrap();
     assert_eq!(plan.console.ready_tcp, Some(22));
-    let e = pn(text, &[("CLAB_MGMT_PASSTHROUGH", "true")]).unwrap_err();
+    assert_eq!(plan.tcp_probe(), Some(22));
+    let pt = p(text, &[("CLAB_MGMT_PASSTHROUGH", "true")]).unwrap();
+    assert_eq!(pt.console.ready_tcp, Some(22));
+    assert_eq!(pt.tcp_probe(), None);
+    // Without management there is no forward and no passthrough: still refused.
+    let none = text.replace("[console]", "[management]\nmode = \"none\"\n[console]");
+    let e = p(&none, &[]).unwrap_err();
     assert!(
         e.to_string().starts_with("console.ready_tcp = \"22\""),
         "{e}"

@@ -149,7 +149,9 @@ fn ready_tcp_is_forwarded(
         Management::User { forwards, .. } => forwards
             .iter()
             .any(|fw| fw.proto == Protocol::Tcp && fw.host_port == port),
-        Management::None | Management::Passthrough { .. } => false,
+        // No probe in passthrough (`VmPlan::tcp_probe`): the port is not checked there.
+        Management::Passthrough { .. } => true,
+        Management::None => false,
     };
     if !forwarded {
         return Err(sections.child("console").child("ready_tcp").invalid(

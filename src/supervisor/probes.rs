@@ -84,7 +84,14 @@ pub fn start(
         .tasks
         .push(tokio::spawn(qmp_link(path, qmp_tx, ev_tx, cables)));
     // The TCP probe: until the port answers through the management forward.
-    if let Some(port) = plan.console.ready_tcp {
+    if let (Some(port), None) = (plan.console.ready_tcp, plan.tcp_probe()) {
+        tracing::warn!(
+            vm = %plan.name,
+            port,
+            "console.ready_tcp has no probe in passthrough (the guest took the container's address): ready on the bootstrap or pattern"
+        );
+    }
+    if let Some(port) = plan.tcp_probe() {
         helpers.tasks.push(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -458,7 +458,7 @@ fn new_readiness(plan: &VmPlan) -> Readiness {
     Readiness::new(
         plan.console.ready_pattern.is_some(),
         plan.bootstrap.is_some(),
-        plan.console.ready_tcp.is_some(),
+        plan.tcp_probe().is_some(),
     )
 }
 
