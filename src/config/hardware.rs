@@ -233,6 +233,16 @@ pub(super) fn boot(
             ),
         ));
     }
+    let sata = disks
+        .iter()
+        .filter(|d| d.interface == DiskInterface::Sata)
+        .count();
+    if sata > 6 {
+        return Err(disk_key.invalid(
+            format!("{sata} on sata"),
+            "an AHCI controller has 6 ports; put the others on virtio or scsi",
+        ));
+    }
     if kernel.is_none() && disks.is_empty() {
         return Err(disk_key.invalid(
             "[]",
@@ -333,16 +343,22 @@ fn disk_interface(
     asked: Option<&str>,
     format: Format,
 ) -> Result<DiskInterface, ConfigError> {
-    use DiskInterface::{Ide, Scsi, Virtio};
+    use DiskInterface::{Ide, Sata, Scsi, Usb, Virtio};
     if format == Format::Iso {
         let asked = asked.unwrap_or("ide");
-        return super::pick(asked, &[("ide", Ide), ("scsi", Scsi)])
-            .ok_or_else(|| key.invalid(asked, "a CD-ROM sits on ide or scsi"));
+        return super::pick(asked, &[("ide", Ide), ("scsi", Scsi), ("sata", Sata)])
+            .ok_or_else(|| key.invalid(asked, "a CD-ROM sits on ide, scsi or sata"));
     }
     choice(
         key,
         asked.unwrap_or("virtio"),
-        &[("virtio", Virtio), ("ide", Ide), ("scsi", Scsi)],
+        &[
+            ("virtio", Virtio),
+            ("ide", Ide),
+            ("scsi", Scsi),
+            ("sata (an AHCI port)", Sata),
+            ("usb (a USB stick)", Usb),
+        ],
     )
 }
 
@@ -366,11 +382,14 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
         valid_ifname(&key.child("tap_prefix"), &l.tap)?;
         valid_ifname(&key.child("prefix"), &l.eth)?;
     }
-    if n.model.is_empty() || n.model.starts_with(',') || n.model.contains(char::is_whitespace) {
-        return Err(key.child("model").invalid(
-            &n.model,
-            "must be a qemu NIC device such as virtio-net-pci or e1000, optionally with ,key=value properties",
-        ));
+    let offset_model = n.offset_model.clone().unwrap_or_else(|| n.model.clone());
+    for (k, m) in [("model", &n.model), ("offset_model", &offset_model)] {
+        if m.is_empty() || m.starts_with(',') || m.contains(char::is_whitespace) {
+            return Err(key.child(k).invalid(
+                m,
+                "must be a qemu NIC device such as virtio-net-pci or e1000, optionally with ,key=value properties",
+            ));
+        }
     }
     let on_missing_links = choice(
         &key.child("on_timeout"),
@@ -385,6 +404,7 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
         nics: Nics {
             model: n.model.clone(),
             offset: n.offset,
+            offset_model,
             queues: n.queues,
             per_bridge: n.per_bridge,
             bridges: n.bridges,

@@ -26,6 +26,10 @@ pub enum DiskInterface {
     Virtio,
     Ide,
     Scsi,
+    /// An AHCI controller's port (`ide-hd`/`ide-cd` on `ahci0.N`), as N9Kv and FTDv boot.
+    Sata,
+    /// A USB stick (`usb-storage` on a qemu-xhci controller), as vJunos takes its config.
+    Usb,
 }
 
 /// One disk: where it comes from, the bus it sits on, and what kind of disk it is.
@@ -255,6 +259,8 @@ pub struct Nics {
     /// NIC slots kept empty before data NIC 1 (a platform whose first data port is not the
     /// first NIC after management).
     pub offset: u32,
+    /// Their NIC model (the data NICs' unless `nics.offset_model` says).
+    pub offset_model: String,
     /// Queues per data NIC: 0 = auto (vCPUs with vhost-net, else 1).
     pub queues: u32,
     /// Data NICs per PCI bridge once there are more than this many.

@@ -40,7 +40,7 @@ const NO_SHUTDOWN: &str =
 const WITH_ID: &[&str] = &["chardev", "netdev", "nic", "device", "drive", "blockdev"];
 
 /// The launcher's own ids: exact names, and prefixes followed by a number.
-const OWN_IDS: &[&str] = &["mgmt", "scsi0"];
+const OWN_IDS: &[&str] = &["mgmt", "scsi0", "ahci0", "xhci"];
 const OWN_ID_PREFIXES: &[&str] = &[
     "serial",
     "int",
@@ -53,7 +53,7 @@ const OWN_ID_PREFIXES: &[&str] = &[
 
 /// What the error shows of the launcher's ids.
 pub(super) const OWN_IDS_SHOWN: &str =
-    "serial0-3, mgmt, int0.., net1.., disk0.., scsi0, pci.1.., reserved1.., placeholder1..";
+    "serial0-3, mgmt, int0.., net1.., disk0.., scsi0, ahci0, xhci, pci.1.., reserved1.., placeholder1..";
 
 /// The first argument of `args` that breaks supervision: its index and why.
 pub(super) fn refused(args: &[String]) -> Option<(usize, String)> {

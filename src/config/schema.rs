@@ -160,6 +160,8 @@ pub(super) struct NicSection {
     pub(super) pci_shift: u32,
     pub(super) queues: u32,
     pub(super) offset: u32,
+    /// The model of the `offset` NICs (xrv9k's virtio dummies before e1000 data NICs).
+    pub(super) offset_model: Option<String>,
     pub(super) slots: u32,
 }
 
@@ -179,6 +181,7 @@ impl Default for NicSection {
             pci_shift: 0,
             queues: 0,
             offset: 0,
+            offset_model: None,
             slots: 0,
         }
     }

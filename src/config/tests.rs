@@ -172,7 +172,7 @@ fn broken_inputs_name_their_key() {
             "disk[0].format",
         ),
         (
-            "[[disk]]\npath=\"d\"\ninterface=\"sata\"",
+            "[[disk]]\npath=\"d\"\ninterface=\"floppy\"",
             &[],
             "disk[0].interface",
         ),

@@ -36,7 +36,8 @@ fn smp_is_a_count_or_qemus_topology_text() {
 
 #[test]
 fn a_bad_smp_names_the_key_or_variable_and_why() {
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("\"4,sockets=1,cores=2,threads=1\"", &[], "vm.smp = \"4,sockets=1,cores=2,threads=1\": the topology gives 2 vCPUs, not 4"),
         ("\"4,sokets=1\"", &[], "vm.smp = \"4,sokets=1\": sokets: qemu's -smp takes cpus, sockets, dies, clusters, cores, threads, maxcpus"),
         ("\"4,cores\"", &[], "vm.smp = \"4,cores\": expected key=value after the count"),
@@ -48,4 +49,52 @@ fn a_bad_smp_names_the_key_or_variable_and_why() {
     for (text, env, want) in cases {
         assert_eq!(smp(text, env).unwrap_err(), *want, "{text} {env:?}");
     }
+}
+
+#[test]
+fn disks_sit_on_sata_and_usb_within_their_bounds() {
+    let disk = |extra: &str| format!("[[disk]]\npath = \"/i/a.qcow2\"\n{extra}\n");
+    let plan = p(
+        &(disk("interface = \"sata\"") + &disk("interface = \"usb\"")),
+        &[],
+    )
+    .unwrap();
+    let ifs: Vec<_> = plan.boot.disks.iter().map(|d| d.interface).collect();
+    assert_eq!(ifs, [DiskInterface::Sata, DiskInterface::Usb]);
+    let cd_on_usb = "[[disk]]\npath = \"/c\"\nformat = \"iso\"\ninterface = \"usb\"\n";
+    assert_eq!(
+        p(cd_on_usb, &[]).unwrap_err().to_string(),
+        "disk[0].interface = \"usb\": a CD-ROM sits on ide, scsi or sata"
+    );
+    let seven = disk("interface = \"sata\"").repeat(7);
+    assert_eq!(
+        p(&seven, &[]).unwrap_err().to_string(),
+        "disk = \"7 on sata\": an AHCI controller has 6 ports; put the others on virtio or scsi"
+    );
+    assert!(p(&disk("interface = \"floppy\""), &[])
+        .unwrap_err()
+        .to_string()
+        .contains("sata (an AHCI port) or usb (a USB stick)"));
+}
+
+#[test]
+fn offset_nics_take_their_own_model() {
+    let plan = p(
+        &format!("[nics]\nmodel = \"e1000\"\noffset = 2\noffset_model = \"virtio-net-pci\"\n{MIN}"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(plan.nics.offset_model, "virtio-net-pci");
+    let same = p(
+        &format!("[nics]\nmodel = \"e1000\"\noffset = 1\n{MIN}"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(same.nics.offset_model, "e1000");
+    assert_eq!(
+        p(&format!("[nics]\noffset_model = \"virtio net\"\n{MIN}"), &[])
+            .unwrap_err()
+            .to_string(),
+        "nics.offset_model = \"virtio net\": must be a qemu NIC device such as virtio-net-pci or e1000, optionally with ,key=value properties"
+    );
 }

@@ -95,6 +95,7 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
         nics: Nics {
             model: shared.nics.nics.model.clone(),
             offset: shared.nics.nics.offset,
+            offset_model: shared.nics.nics.offset_model.clone(),
             queues: shared.nics.nics.queues,
             per_bridge: shared.nics.nics.per_bridge,
             bridges: shared.nics.nics.bridges,

@@ -221,10 +221,12 @@ fn drive(i: usize, d: &crate::config::Disk) -> OsString {
         // A folder (licences, day-0 configs) as a FAT disk built by qemu, read-only. An IDE
         // hard disk cannot be read-only (qemu refuses it: "Block node is read-only"), so there
         // the guest writes to a throwaway overlay (snapshot=on) and the folder stays untouched.
-        DiskKind::Fat if d.interface == DiskInterface::Ide => path_opt(
-            &format!("if=none,id=disk{i},format=raw,snapshot=on,file=fat:"),
-            &d.path,
-        ),
+        DiskKind::Fat if matches!(d.interface, DiskInterface::Ide | DiskInterface::Sata) => {
+            path_opt(
+                &format!("if=none,id=disk{i},format=raw,snapshot=on,file=fat:"),
+                &d.path,
+            )
+        }
         DiskKind::Fat => path_opt(
             &format!("if=none,id=disk{i},format=raw,readonly=on,file=fat:"),
             &d.path,
@@ -243,7 +245,9 @@ fn drive(i: usize, d: &crate::config::Disk) -> OsString {
 
 /// Every disk: its drive and the device on its interface.
 fn disks(a: &mut Argv, plan: &VmPlan) {
-    let mut scsi = false;
+    let (mut scsi, mut usb) = (false, false);
+    // AHCI: one controller, six ports.
+    let mut sata = 0u32;
     // IDE: two units per bus on pc (ide.0, ide.1); q35's AHCI has six buses of one unit.
     let mut ide = 0u32;
     let q35 = plan.machine.machine_type.contains("q35");
@@ -268,6 +272,24 @@ fn disks(a: &mut Argv, plan: &VmPlan) {
                 }
                 let dev = if d.is_cd() { "scsi-cd" } else { "scsi-hd" };
                 a.opt("-device", format!("{dev},drive=disk{i},bus=scsi0.0"))
+            }
+            DiskInterface::Sata => {
+                if sata == 0 {
+                    a.opt("-device", "ahci,id=ahci0");
+                }
+                let dev = if d.is_cd() { "ide-cd" } else { "ide-hd" };
+                sata += 1;
+                a.opt(
+                    "-device",
+                    format!("{dev},drive=disk{i},bus=ahci0.{}", sata - 1),
+                )
+            }
+            DiskInterface::Usb => {
+                if !usb {
+                    usb = true;
+                    a.opt("-device", "qemu-xhci,id=xhci");
+                }
+                a.opt("-device", format!("usb-storage,drive=disk{i},bus=xhci.0"))
             }
         };
     }
@@ -394,7 +416,8 @@ fn data_nics(
     let model = &plan.nics.model;
     for k in 1..=off {
         let (mac, at) = (mac(seed, 0x100 + k), slots.place(k));
-        a.opt("-device", format!("{model},id=reserved{k},mac={mac}{at}"));
+        let m = &plan.nics.offset_model;
+        a.opt("-device", format!("{m},id=reserved{k},mac={mac}{at}"));
     }
     let vhost = if launch.vhost { ",vhost=on" } else { "" };
     let q = launch.queues;
@@ -642,6 +665,18 @@ mod tests {
         golden(
             "files-offset",
             "[vm]\nname=\"veos\"\nuuid=\"12345678-9abc-def0-1234-56789abcdef0\"\nsmbios=[\"type=1,product=vEOS-lab\"]\n[[disk]]\npath=\"veos.qcow2\"\n[[disk]]\npath=\"/config/licences\"\nformat=\"fat\"\ninterface=\"ide\"\n[nics]\ncount=2\noffset=1\n[management]\nforwards=[\"tcp:22\"]\ntftp_root=\"/config/tftp\"\n",
+            &[],
+            false,
+        );
+    }
+
+    /// The hardware keys of vendor platforms: smp topology, disks on AHCI and USB (a FAT
+    /// folder on each), virtio NICs reserved before e1000 data NICs.
+    #[test]
+    fn golden_platform_sata_usb_topology() {
+        golden(
+            "sata-usb",
+            "[vm]\nname=\"pf\"\nsmp=\"4,sockets=1,cores=4,threads=1\"\n[[disk]]\npath=\"/images/n9k.qcow2\"\ninterface=\"sata\"\n[[disk]]\npath=\"/config/lic\"\nformat=\"fat\"\ninterface=\"sata\"\n[[disk]]\npath=\"/config/usb\"\nformat=\"fat\"\ninterface=\"usb\"\n[[disk]]\npath=\"/images/meta.img\"\nformat=\"raw\"\ninterface=\"usb\"\noverlay=false\n[nics]\nmodel=\"e1000\"\ncount=2\noffset=2\noffset_model=\"virtio-net-pci\"\n[management]\nforwards=[\"tcp:22\"]\n",
             &[],
             false,
         );
