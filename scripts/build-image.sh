@@ -5,6 +5,10 @@
 # expression printing the version from the file name) and DISKS (the name each file takes in
 # /images, in order). The image is launcher-base:latest (BASE overrides) plus the files, the
 # platform's folder and the shared pieces (images/_shared) under /etc/launcher.
+# INSTALL=1 in build.conf adds vrnetlab's install phase: the image built is run once with
+# `launcher install` (docker run --cap-add NET_ADMIN --device /dev/net/tun, LAUNCHER_ACCEL
+# passed on when set), and the stopped container is committed as the tag with the image's own
+# ENTRYPOINT and CMD back. A failed install leaves no tag (and no container or build image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 die() { echo "build-image.sh: $*" >&2; exit 2; }
@@ -12,7 +16,7 @@ die() { echo "build-image.sh: $*" >&2; exit 2; }
 kind=$1; shift
 dir=images/$kind
 [ -f "$dir/build.conf" ] && [ -f "$dir/launcher.toml" ] || die "$kind: no platform folder images/$kind with build.conf and launcher.toml"
-VERSION_SED=; DISKS=()
+VERSION_SED=; DISKS=(); INSTALL=0
 # shellcheck source=/dev/null
 source "$dir/build.conf"
 [ $# -eq ${#DISKS[@]} ] || die "$kind takes ${#DISKS[@]} file(s) (${DISKS[*]}), got $#"
@@ -32,6 +36,23 @@ for f in "$@"; do
   ln "$f" "$ctx/images/${DISKS[$i]}" 2>/dev/null || cp "$f" "$ctx/images/${DISKS[$i]}"
   i=$((i + 1))
 done
+build_tag=$tag
+[ "$INSTALL" = 1 ] && build_tag="build-image-install/$kind:$version-$$"
 docker build -q --network none --build-arg "BASE=${BASE:-launcher-base:latest}" \
-  --build-arg "VERSION=$version" -f "$dir/Dockerfile" -t "$tag" "$ctx" >/dev/null
+  --build-arg "VERSION=$version" -f "$dir/Dockerfile" -t "$build_tag" "$ctx" >/dev/null
+if [ "$INSTALL" = 1 ]; then
+  ctr="build-image-install-$kind-$$"
+  trap 'rm -rf "$ctx"; docker rm -f "$ctr" >/dev/null 2>&1 || true; docker rmi "$build_tag" >/dev/null 2>&1 || true' EXIT
+  entrypoint=$(docker image inspect "$build_tag" --format '{{json .Config.Entrypoint}}')
+  cmd=$(docker image inspect "$build_tag" --format '{{json .Config.Cmd}}')
+  [ "$entrypoint" = null ] && entrypoint='[]'
+  [ "$cmd" = null ] && cmd='[]'
+  echo "build-image.sh: $kind: install phase (launcher install in container $ctr)" >&2
+  if ! docker run --name "$ctr" --cap-add NET_ADMIN --device /dev/net/tun \
+      ${LAUNCHER_ACCEL:+-e "LAUNCHER_ACCEL=$LAUNCHER_ACCEL"} "$build_tag" install >&2; then
+    echo "build-image.sh: $kind: the install failed (its output is above); no image tagged" >&2
+    exit 1
+  fi
+  docker commit --change "ENTRYPOINT $entrypoint" --change "CMD $cmd" "$ctr" "$tag" >/dev/null
+fi
 echo "$tag"

@@ -47,6 +47,9 @@ pub struct Cli {
 pub enum Cmd {
     /// Boot and supervise the router (the default).
     Run,
+    /// Boot once to install (the config's [install] steps on the console, image disks written
+    /// in place), then power off: exit 0 when done (vrnetlab's install phase, at image build).
+    Install,
     /// Validate the config and print the qemu argv, one argument per line. Touches nothing.
     Check {
         /// Print the argvs as one JSON object: {"vms": [{"name", "argv": [...]}]}.

@@ -37,12 +37,18 @@ pub fn render(template: &str, values: &Values) -> String {
             out.push_str(&tail[..1]);
             rest = &tail[2..];
         } else if let (true, Some(end)) = (tail.starts_with('{'), tail.find('}')) {
-            let key = &tail[1..end];
-            match values.get(key) {
-                Some(v) => out.push_str(v),
-                None => out.push_str(&tail[..=end]),
+            // Not a known placeholder (a Junos config's own braces): the brace is text and
+            // the scan goes on right after it, so `{hostname}` inside `system { .. }` renders.
+            match values.get(&tail[1..end]) {
+                Some(v) => {
+                    out.push_str(v);
+                    rest = &tail[end + 1..];
+                }
+                None => {
+                    out.push('{');
+                    rest = &tail[1..];
+                }
             }
-            rest = &tail[end + 1..];
         } else {
             out.push_str(&tail[..1]);
             rest = &tail[1..];

@@ -1,11 +1,12 @@
-//! The commands of the `launcher` binary: run (the default), check, status, health, console,
-//! wire and unwire. Each loads what it needs, calls the room that does the work, and turns the
+//! The commands of the `launcher` binary: run (the default), install, check, status, health,
+//! console, wire and unwire. Each loads what it needs, calls the room that does the work, and turns the
 //! result into an exit code: 0 success or clean shutdown; 1 runtime failure (or `health`: not
 //! healthy); 2 bad input (usage, config, environment); 3 data interfaces missing after the
 //! wait; otherwise qemu's own exit code, or 128 + the signal that killed it.
 
 mod check;
 pub mod console;
+mod install;
 mod run;
 mod snapshot;
 pub mod status;
@@ -53,6 +54,7 @@ pub fn main(cli: Cli) -> ExitCode {
     let code = match cli.command.as_ref().unwrap_or(&Cmd::Run) {
         Cmd::Check { json, links } => check::check(&cli, *json, links.as_deref()),
         Cmd::Run => run::run(&cli),
+        Cmd::Install => install::install(&cli),
         Cmd::Status { json } => status::status(&runtime(), *json),
         Cmd::Health => status::health(&runtime()),
         Cmd::Reset { vm } => status::reset(&runtime(), vm.as_deref()),

@@ -46,7 +46,7 @@ pub(super) fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// The log goes to stdout through [`logout`]'s bounded queue, never written from this thread.
-fn init_tracing(trace: bool) {
+pub(super) fn init_tracing(trace: bool) {
     logout::init();
     let filter = match std::env::var("RUST_LOG") {
         Ok(f) if !f.is_empty() => tracing_subscriber::EnvFilter::new(f),

@@ -9,7 +9,7 @@ use super::env::{NodeEnv, Var, VmEnv};
 use super::schema::{DiskSection, KernelSection, NicSection, SmpValue, VmSection};
 use super::{
     check_template, choice, resolve, valid_ifname, Accel, Boot, ConfigError, DataLink, Disk,
-    DiskInterface, DiskKind, Kernel, Key, LinkSpec, Machine, Nics, OnMissingLinks, Ports,
+    DiskInterface, Kernel, Key, LinkSpec, Machine, Nics, OnMissingLinks, Ports,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -218,7 +218,7 @@ pub(super) fn boot(
     let disks = disks
         .iter()
         .enumerate()
-        .map(|(i, d)| disk(&disk_key.index(i), i, d, base, state_dir))
+        .map(|(i, d)| super::disk::disk(&disk_key.index(i), i, d, base, state_dir))
         .collect::<Result<Vec<Disk>, _>>()?;
     let ide = disks
         .iter()
@@ -250,116 +250,6 @@ pub(super) fn boot(
         ));
     }
     Ok(Boot { kernel, disks })
-}
-
-/// What a `[[disk]]`'s format makes of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Image,
-    Fat,
-    Iso,
-}
-
-/// One `[[disk]]` (entry `i`, under `key`).
-fn disk(
-    key: &Key,
-    i: usize,
-    d: &DiskSection,
-    base: &Path,
-    state_dir: &Path,
-) -> Result<Disk, ConfigError> {
-    if d.path.is_empty() {
-        return Err(key.child("path").invalid("", "must name a disk image"));
-    }
-    let format = choice(
-        &key.child("format"),
-        &d.format,
-        &[
-            ("qcow2", Format::Image),
-            ("raw", Format::Image),
-            ("vmdk", Format::Image),
-            ("vdi", Format::Image),
-            ("vhdx", Format::Image),
-            ("fat (a folder as a read-only FAT disk)", Format::Fat),
-            ("iso (a folder as a CD-ROM)", Format::Iso),
-        ],
-    )?;
-    let label = d.label.clone().unwrap_or_else(|| "config".into());
-    if d.label.is_some() && format != Format::Iso {
-        return Err(key
-            .child("label")
-            .invalid(&label, "only a CD image (format = \"iso\") has a label"));
-    }
-    if label.is_empty()
-        || label.len() > 32
-        || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        return Err(key
-            .child("label")
-            .invalid(&label, "1-32 letters, digits or '_' (ISO 9660)"));
-    }
-    if d.template && format != Format::Iso {
-        return Err(key.child("template").invalid(
-            true,
-            "only a CD image (format = \"iso\") is rendered as templates",
-        ));
-    }
-    if format == Format::Fat && d.path.contains(':') {
-        return Err(key.child("path").invalid(
-            &d.path,
-            "a fat disk's folder cannot contain ':' (qemu's vvfat syntax)",
-        ));
-    }
-    let interface = disk_interface(&key.child("interface"), d.interface.as_deref(), format)?;
-    let path = resolve(base, &d.path);
-    let file_part = |p: Option<&std::ffi::OsStr>| {
-        p.map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    let kind = match format {
-        Format::Fat => DiskKind::Fat,
-        Format::Iso => DiskKind::Cd {
-            image: state_dir.join(format!("{}-{i}.iso", file_part(path.file_name()))),
-            label,
-            template: d.template,
-        },
-        Format::Image => DiskKind::Image {
-            format: d.format.clone(),
-            overlay: d
-                .overlay
-                .then(|| state_dir.join(format!("{}-overlay.qcow2", file_part(path.file_stem())))),
-        },
-    };
-    Ok(Disk {
-        path,
-        interface,
-        kind,
-    })
-}
-
-/// virtio for disks, ide for a CD image, unless the entry says; a CD-ROM never on virtio.
-fn disk_interface(
-    key: &Key,
-    asked: Option<&str>,
-    format: Format,
-) -> Result<DiskInterface, ConfigError> {
-    use DiskInterface::{Ide, Sata, Scsi, Usb, Virtio};
-    if format == Format::Iso {
-        let asked = asked.unwrap_or("ide");
-        return super::pick(asked, &[("ide", Ide), ("scsi", Scsi), ("sata", Sata)])
-            .ok_or_else(|| key.invalid(asked, "a CD-ROM sits on ide, scsi or sata"));
-    }
-    choice(
-        key,
-        asked.unwrap_or("virtio"),
-        &[
-            ("virtio", Virtio),
-            ("ide", Ide),
-            ("scsi", Scsi),
-            ("sata (an AHCI port)", Sata),
-            ("usb (a USB stick)", Usb),
-        ],
-    )
 }
 
 /// `[nics]` with CLAB_INTFS and CLAB_INTF_PREFIX: the node's data NICs and every data link

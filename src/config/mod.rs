@@ -13,6 +13,7 @@
 //! two VMs cannot share), `plan` (the validated types).
 
 mod bounds;
+mod disk;
 mod env;
 mod hardware;
 mod include;
@@ -295,6 +296,8 @@ mod tests_bounds;
 mod tests_env;
 #[cfg(test)]
 mod tests_hardware;
+#[cfg(test)]
+mod tests_install;
 #[cfg(test)]
 mod tests_links;
 #[cfg(test)]

@@ -102,6 +102,11 @@ fn finish(
 ) -> Result<Node, ConfigError> {
     let (base, nics) = (shared.base, shared.nics);
     let boot_delay = shared.env.boot_delay.get()?.unwrap_or(first_boot_delay);
+    let install = f
+        .install
+        .as_ref()
+        .map(|i| sections::install(i, &vms))
+        .transpose()?;
     Ok(Node {
         settings: NodeSettings {
             identity: vms[0].identity().to_string(),
@@ -116,6 +121,7 @@ fn finish(
         },
         vms,
         internal,
+        install,
     })
 }
 

@@ -49,16 +49,31 @@ pub enum DiskKind {
         format: String,
         overlay: Option<PathBuf>,
     },
-    /// The folder `path` as a read-only FAT disk, built by qemu.
-    Fat,
+    /// The folder `path` as a read-only FAT disk, built by qemu, with its volume `label`;
+    /// with `rendered`, the folder's files rendered there first (as a templated CD's) and
+    /// the disk shows that folder.
+    Fat {
+        label: Option<String>,
+        rendered: Option<Rendered>,
+    },
     /// A CD-ROM: the launcher writes the files of the folder `path` to `image` at every start,
     /// labelled `label`; with `template`, each file rendered first (`{hostname}`, `{password}`,
-    /// `{mgmt_ip}`, ...), once the management addresses are known.
+    /// `{mgmt_ip}`, `{startup_config}`, ...), once the management addresses are known.
     Cd {
         image: PathBuf,
         label: String,
         template: bool,
+        /// The rendered files go on the CD packed as this one `.tgz`.
+        archive: Option<String>,
     },
+}
+
+/// Where a templated FAT folder is rendered (under the state dir), and the archive its files
+/// are packed into, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub dir: PathBuf,
+    pub archive: Option<String>,
 }
 
 impl Disk {
@@ -199,10 +214,28 @@ pub enum BootAction {
 /// One bootstrap step (see `bootstrap`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    Expect { pattern: String, timeout: Duration },
+    /// Waits for `pattern`; meanwhile each of `answers` is typed whenever its prompt appears.
+    Expect {
+        pattern: String,
+        timeout: Duration,
+        answers: Vec<Answer>,
+    },
     Send(String),
-    SendConfig { prompt: String, timeout: Duration },
+    SendConfig {
+        prompt: String,
+        timeout: Duration,
+    },
     Wait(Duration),
+    /// Keys pressed together on the VM's keyboard (QMP `send-key`, qemu's key names).
+    SendKey(Vec<String>),
+}
+
+/// A conditional answer of an `expect` step: `send` (a template) is typed each time a new
+/// match of the regex `on` appears while the step waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub on: String,
+    pub send: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -437,6 +470,46 @@ pub struct Node {
     pub settings: NodeSettings,
     pub vms: Vec<VmPlan>,
     pub internal: Vec<InternalNet>,
+    /// `[install]`, for `launcher install`.
+    pub install: Option<Install>,
+}
+
+/// The install phase: steps played once on VM `vm`'s console, within `timeout` overall.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Install {
+    pub vm: usize,
+    pub steps: Vec<Step>,
+    pub timeout: Duration,
+}
+
+impl Node {
+    /// The node `launcher install` runs, when the config has `[install]`: the install VM's
+    /// bootstrap is the install steps (one attempt, fail on a time-out) and its only readiness
+    /// probe, its boot timeout the install's; no VM restarts; every image disk is written in
+    /// place (no overlay), so what the install writes lands in the image file.
+    pub fn for_install(&self) -> Option<Node> {
+        let install = self.install.as_ref()?;
+        let mut node = self.clone();
+        for (i, vm) in node.vms.iter_mut().enumerate() {
+            vm.supervision.restart = RestartPolicy::Never;
+            for d in &mut vm.boot.disks {
+                if let DiskKind::Image { overlay, .. } = &mut d.kind {
+                    *overlay = None;
+                }
+            }
+            if i == install.vm {
+                vm.bootstrap = Some(Bootstrap {
+                    steps: install.steps.clone(),
+                    on_timeout: BootAction::Fail,
+                    attempts: 1,
+                });
+                vm.console.ready_pattern = None;
+                vm.console.ready_tcp = None;
+                vm.supervision.boot_timeout = install.timeout;
+            }
+        }
+        Some(node)
+    }
 }
 
 impl Node {

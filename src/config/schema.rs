@@ -26,6 +26,22 @@ pub(super) struct File {
     #[serde(default)]
     pub(super) paths: PathsSection,
     pub(super) bootstrap: Option<BootstrapSection>,
+    pub(super) install: Option<InstallSection>,
+}
+
+/// `[install]`: the one-time first boot `launcher install` plays (vrnetlab's install phase).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InstallSection {
+    /// Which VM's console it plays on (default: the first).
+    pub(super) vm: Option<String>,
+    #[serde(default = "default_install_timeout")]
+    pub(super) timeout: u64,
+    #[serde(default)]
+    pub(super) steps: Vec<StepSection>,
+}
+fn default_install_timeout() -> u64 {
+    3600
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -54,7 +70,20 @@ pub(super) struct StepSection {
     pub(super) send: Option<String>,
     pub(super) send_config: Option<String>,
     pub(super) wait: Option<f64>,
+    /// Keys pressed together through QMP `send-key` (qemu's names joined by '-').
+    pub(super) sendkey: Option<String>,
     pub(super) timeout: Option<u64>,
+    /// With `expect`: other prompts answered while it waits.
+    #[serde(default)]
+    pub(super) answers: Vec<AnswerSection>,
+}
+
+/// One `answers` entry of an `expect` step: when `on` (a regex) appears, `send` is typed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AnswerSection {
+    pub(super) on: String,
+    pub(super) send: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,9 +162,12 @@ pub(super) struct DiskSection {
     pub(super) overlay: bool,
     /// The volume label of a CD image (format = "iso").
     pub(super) label: Option<String>,
-    /// A CD image's files are templates, rendered at start (a cloud-init seed).
+    /// A CD image's or FAT folder's files are templates, rendered at start (a cloud-init
+    /// seed, a vendor's day-0 config).
     #[serde(default)]
     pub(super) template: bool,
+    /// The rendered files packed as this one gzip'd tar at the disk's root (vJunos).
+    pub(super) archive: Option<String>,
 }
 fn default_format() -> String {
     "qcow2".into()

@@ -11,11 +11,14 @@ use super::bounds::{
     MAX_TIMEOUT_S,
 };
 use super::env::{NodeEnv, Var, VmEnv};
-use super::schema::{BootstrapSection, ConsoleSection, MgmtSection, RestartSection, VmSection};
+use super::schema::{
+    AnswerSection, BootstrapSection, ConsoleSection, InstallSection, MgmtSection, RestartSection,
+    VmSection,
+};
 use super::{
-    check_template, choice, parse_forward, resolve, valid_ifname, BootAction, Bootstrap,
-    ConfigError, ConnectionMode, Console, Credentials, Forward, Key, Lab, Management, Overrides,
-    QemuUser, RestartPolicy, Sandbox, Step, Supervision,
+    check_template, choice, parse_forward, resolve, valid_ifname, Answer, BootAction, Bootstrap,
+    ConfigError, ConnectionMode, Console, Credentials, Forward, Install, Key, Lab, Management,
+    Overrides, QemuUser, RestartPolicy, Sandbox, Step, Supervision,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -278,7 +281,51 @@ pub(super) fn bootstrap(key: &Key, b: &BootstrapSection) -> Result<Bootstrap, Co
     })
 }
 
-/// One bootstrap step: exactly one of expect, send, send_config, wait.
+/// `[install]`: the VM it plays on, its overall time-out and its steps (as a bootstrap's).
+pub(super) fn install(i: &InstallSection, vms: &[super::VmPlan]) -> Result<Install, ConfigError> {
+    let key = Key::new("install");
+    let vm = match &i.vm {
+        None => 0,
+        Some(n) => vms.iter().position(|v| &v.name == n).ok_or_else(|| {
+            key.child("vm")
+                .invalid(n, "no VM of this node has that name")
+        })?,
+    };
+    let timeout = seconds(&key.child("timeout"), i.timeout, 1, MAX_TIMEOUT_S)?;
+    let steps_key = key.child("steps");
+    let steps = i
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(n, s)| step(&steps_key.index(n), s))
+        .collect::<Result<Vec<Step>, _>>()?;
+    if steps.is_empty() {
+        return Err(steps_key.invalid("[]", "an install needs at least one step"));
+    }
+    Ok(Install { vm, steps, timeout })
+}
+
+const ONE_OF: &str = "each step has exactly one of expect, send, send_config, wait, sendkey";
+
+/// A `sendkey` combination: qemu's key names (lower-case letters, digits, '_') joined by '-',
+/// at most 8 keys (qemu checks the names themselves when the step runs).
+fn keys(key: &Key, combo: &str) -> Result<Vec<String>, ConfigError> {
+    let keys: Vec<String> = combo.split('-').map(str::to_string).collect();
+    let name_ok = |k: &String| {
+        !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    if keys.len() > 8 || !keys.iter().all(name_ok) {
+        return Err(key.invalid(
+            combo,
+            "qemu key names (a-z, 0-9, _) joined by '-', e.g. \"ctrl-alt-f2\"",
+        ));
+    }
+    Ok(keys)
+}
+
+/// One bootstrap step: exactly one of expect, send, send_config, wait, sendkey.
 fn step(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> {
     let timeout = seconds(
         &key.child("timeout"),
@@ -291,10 +338,22 @@ fn step(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> 
             .map_err(|e| key.child(k).invalid(p, format!("not a valid regex: {e}")))?;
         Ok(p.to_string())
     };
+    if let Some(k) = &s.sendkey {
+        if s.expect.is_some() || s.send.is_some() || s.send_config.is_some() || s.wait.is_some() {
+            return Err(key.invalid("", ONE_OF));
+        }
+        return Ok(Step::SendKey(keys(&key.child("sendkey"), k)?));
+    }
+    if s.expect.is_none() && !s.answers.is_empty() {
+        return Err(key
+            .child("answers")
+            .invalid("[...]", "answers belong to an expect step"));
+    }
     Ok(match (&s.expect, &s.send, &s.send_config, s.wait) {
         (Some(p), None, None, None) => Step::Expect {
             pattern: regex("expect", p)?,
             timeout,
+            answers: answers(&key.child("answers"), &s.answers)?,
         },
         (None, Some(t), None, None) => {
             check_template(&key.child("send"), t)?;
@@ -313,13 +372,27 @@ fn step(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> 
                 .child("wait")
                 .invalid(w, format!("seconds between 0 and {MAX_DELAY_S}")))
         }
-        _ => {
-            return Err(key.invalid(
-                "",
-                "each step has exactly one of expect, send, send_config, wait",
-            ))
-        }
+        _ => return Err(key.invalid("", ONE_OF)),
     })
+}
+
+/// An expect step's answers: each `on` a regex, each `send` a template.
+fn answers(key: &Key, list: &[AnswerSection]) -> Result<Vec<Answer>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let key = key.index(i);
+            regex::Regex::new(&a.on).map_err(|e| {
+                key.child("on")
+                    .invalid(&a.on, format!("not a valid regex: {e}"))
+            })?;
+            check_template(&key.child("send"), &a.send)?;
+            Ok(Answer {
+                on: a.on.clone(),
+                send: a.send.clone(),
+            })
+        })
+        .collect()
 }
 
 /// `vm.sandbox` and `vm.qemu_user`: a user name (letters, digits, '.', '_', '-'), `UID` or

@@ -282,6 +282,21 @@ fn broken_inputs_name_their_key() {
             "bootstrap.steps[0].expect",
         ),
         (
+            "[kernel]\npath=\"k\"\n[bootstrap]\nsteps=[{wait=1.0},{expect=\"x\", answers=[{on=\"a\", send=\"b\"}, {on=\"[y\", send=\"n\"}]}]",
+            &[],
+            "bootstrap.steps[1].answers[1].on",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[bootstrap]\nsteps=[{expect=\"x\", answers=[{on=\"a\", send=\"{hostnme}\"}]}]",
+            &[],
+            "bootstrap.steps[0].answers[0].send",
+        ),
+        (
+            "[kernel]\npath=\"k\"\n[bootstrap]\nsteps=[{send=\"x\", answers=[{on=\"a\", send=\"b\"}]}]",
+            &[],
+            "bootstrap.steps[0].answers",
+        ),
+        (
             "[kernel]\npath=\"k\"\n[bootstrap]\nsteps=[{send=\"{hostnme}\"}]",
             &[],
             "bootstrap.steps[0].send",
@@ -307,7 +322,7 @@ fn broken_inputs_name_their_key() {
             "disk[0].label",
         ),
         (
-            "[[disk]]\npath=\"lic\"\nformat=\"fat\"\ntemplate=true",
+            "[[disk]]\npath=\"lic.qcow2\"\ntemplate=true",
             &[],
             "disk[0].template",
         ),
@@ -431,16 +446,21 @@ fn disk_kinds_and_startup_config_delivery() {
                 format: "qcow2".into(),
                 overlay: None
             },
-            DiskKind::Fat,
+            DiskKind::Fat {
+                label: None,
+                rendered: None
+            },
             DiskKind::Cd {
                 image: PathBuf::from("/var/lib/launcher/day0-2.iso"),
                 label: "cidata".into(),
                 template: false,
+                archive: None,
             },
             DiskKind::Cd {
                 image: PathBuf::from("/var/lib/launcher/seed-3.iso"),
                 label: "cidata".into(),
                 template: true,
+                archive: None,
             },
         ]
     );

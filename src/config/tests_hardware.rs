@@ -98,3 +98,33 @@ fn offset_nics_take_their_own_model() {
         "nics.offset_model = \"virtio net\": must be a qemu NIC device such as virtio-net-pci or e1000, optionally with ,key=value properties"
     );
 }
+
+#[test]
+fn a_templated_fat_folder_renders_into_the_state_dir_with_its_label() {
+    let plan = p(
+        "[[disk]]\npath = \"/etc/launcher/vmm\"\nformat = \"fat\"\ninterface = \"usb\"\nlabel = \"vmm-data\"\ntemplate = true\narchive = \"vmm-config.tgz\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        plan.boot.disks[0].kind,
+        DiskKind::Fat {
+            label: Some("vmm-data".into()),
+            rendered: Some(Rendered {
+                dir: PathBuf::from("/var/lib/launcher/vmm-0.fat"),
+                archive: Some("vmm-config.tgz".into()),
+            }),
+        }
+    );
+    let cases = [
+        ("format = \"fat\"\nlabel = \"twelve-chars\"", "disk[0].label = \"twelve-chars\": 1-11 letters, digits, '-' or '_' (a FAT volume label)"),
+        ("label = \"x\"", "disk[0].label = \"x\": only a CD image (format = \"iso\") or a fat folder has a label"),
+        ("format = \"fat\"\narchive = \"a.tgz\"", "disk[0].archive = \"a.tgz\": an archive holds rendered files: set template = true"),
+        ("format = \"iso\"\ntemplate = true\narchive = \"../a.tgz\"", "disk[0].archive = \"../a.tgz\": a file name ending .tgz or .tar.gz (letters, digits, '-', '_', '.')"),
+        ("format = \"fat\"\ntemplate = true\narchive = \"a.zip\"", "disk[0].archive = \"a.zip\": a file name ending .tgz or .tar.gz (letters, digits, '-', '_', '.')"),
+    ];
+    for (extra, want) in cases {
+        let text = format!("[[disk]]\npath = \"/c\"\n{extra}\n");
+        assert_eq!(p(&text, &[]).unwrap_err().to_string(), want, "{extra}");
+    }
+}

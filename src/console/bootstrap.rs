@@ -1,8 +1,10 @@
 //! The bootstrap runner, the console's scripted user: a declarative sequence of steps (expect a
 //! regex within a time-out, send a templated line, send the startup config line by line waiting
-//! for the prompt, wait). While it runs it holds the console's write side, so a human typing on
+//! for the prompt, wait, press keys), and the answers an expect step types when other prompts
+//! appear first. While it runs it holds the console's write side, so a human typing on
 //! telnet cannot race it; readers still see everything. It retries from the first step when the
-//! config says `retry`; it never touches qemu: what a final failure leads to (restart qemu or give
+//! config says `retry`; it never touches qemu (key presses go through the hub to whoever
+//! attached a keyboard, the supervisor): what a final failure leads to (restart qemu or give
 //! up) is decided by the caller, with [`after_failure`].
 
 use crate::config::{BootAction, Bootstrap, Step};
@@ -50,6 +52,13 @@ pub enum BootstrapError {
         timeout: Duration,
         attempt: u32,
     },
+    /// A `sendkey` step's keys could not be pressed.
+    #[error("bootstrap step {step}: cannot press {keys}: {why}")]
+    Key {
+        step: usize,
+        keys: String,
+        why: String,
+    },
     /// A step's pattern does not compile (config validates them, so this is a bug there).
     #[error("bootstrap step {step}: invalid pattern {pattern:?}")]
     Pattern {
@@ -76,7 +85,7 @@ pub fn after_failure(e: &BootstrapError, on_timeout: BootAction) -> AfterFailure
     match (e, on_timeout) {
         (BootstrapError::Timeout { .. }, BootAction::Restart) => AfterFailure::RestartQemu,
         (BootstrapError::Timeout { .. }, BootAction::Retry | BootAction::Fail)
-        | (BootstrapError::Pattern { .. }, _) => AfterFailure::GiveUp,
+        | (BootstrapError::Pattern { .. } | BootstrapError::Key { .. }, _) => AfterFailure::GiveUp,
     }
 }
 
@@ -93,6 +102,8 @@ enum Compiled<'a> {
         re: Regex,
         pattern: &'a str,
         timeout: Duration,
+        /// Each answer's prompt and the template it types.
+        answers: Vec<(Regex, &'a str)>,
     },
     Send(&'a str),
     SendConfig {
@@ -101,6 +112,7 @@ enum Compiled<'a> {
         timeout: Duration,
     },
     Wait(Duration),
+    SendKey(&'a [String]),
 }
 
 fn compile(steps: &[Step]) -> Result<Vec<Compiled<'_>>, BootstrapError> {
@@ -116,10 +128,18 @@ fn compile(steps: &[Step]) -> Result<Vec<Compiled<'_>>, BootstrapError> {
         .enumerate()
         .map(|(i, s)| {
             Ok(match s {
-                Step::Expect { pattern, timeout } => Compiled::Expect {
+                Step::Expect {
+                    pattern,
+                    timeout,
+                    answers,
+                } => Compiled::Expect {
                     re: re(i, pattern)?,
                     pattern,
                     timeout: *timeout,
+                    answers: answers
+                        .iter()
+                        .map(|a| Ok((re(i, &a.on)?, a.send.as_str())))
+                        .collect::<Result<_, BootstrapError>>()?,
                 },
                 Step::Send(t) => Compiled::Send(t),
                 Step::SendConfig { prompt, timeout } => Compiled::SendConfig {
@@ -128,6 +148,7 @@ fn compile(steps: &[Step]) -> Result<Vec<Compiled<'_>>, BootstrapError> {
                     timeout: *timeout,
                 },
                 Step::Wait(d) => Compiled::Wait(*d),
+                Step::SendKey(k) => Compiled::SendKey(k),
             })
         })
         .collect()
@@ -157,14 +178,25 @@ impl Reader {
     /// Waits until `re` matches what arrived since the last match; consumes up to the match.
     async fn expect(&mut self, re: &Regex, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
+        self.first_of(&[re], deadline).await.is_some()
+    }
+    /// Waits until one of `res` matches what arrived since the last match, and says which: the
+    /// one whose match starts first (on a tie, the earlier in `res`). Consumes up to that match,
+    /// so the same text never matches twice.
+    async fn first_of(&mut self, res: &[&Regex], deadline: tokio::time::Instant) -> Option<usize> {
         loop {
             self.searches += 1;
-            if let Some(m) = re.find(&self.buf) {
-                self.buf.drain(..m.end());
-                return true;
+            let first = res
+                .iter()
+                .enumerate()
+                .filter_map(|(i, re)| re.find(&self.buf).map(|m| (m.start(), i, m.end())))
+                .min();
+            if let Some((_, i, end)) = first {
+                self.buf.drain(..end);
+                return Some(i);
             }
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Err(_) => return false,
+                Err(_) => return None,
                 Ok(Ok(bytes)) => {
                     self.append(&bytes);
                     while let Ok(more) = self.rx.try_recv() {
@@ -172,7 +204,7 @@ impl Reader {
                     }
                 }
                 Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
-                Ok(Err(broadcast::error::RecvError::Closed)) => return false,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return None,
             }
         }
     }
@@ -250,6 +282,7 @@ async fn run_steps(
     attempt: u32,
 ) -> Result<(), BootstrapError> {
     for (i, step) in script.steps.iter().enumerate() {
+        script.hub.set_bootstrap_step(i);
         let fail = |what: String, timeout| BootstrapError::Timeout {
             step: i,
             what,
@@ -261,9 +294,10 @@ async fn run_steps(
                 re,
                 pattern,
                 timeout,
+                answers,
             } => {
                 tracing::debug!(step = i, %pattern, "bootstrap: expect");
-                if !reader.expect(re, *timeout).await {
+                if !expect_answering(script, reader, i, re, answers, *timeout).await {
                     return Err(fail(format!("expect {pattern:?}"), *timeout));
                 }
             }
@@ -294,10 +328,46 @@ async fn run_steps(
                 }
             }
             Compiled::Wait(d) => tokio::time::sleep(*d).await,
+            Compiled::SendKey(keys) => {
+                tracing::info!(step = i, keys = %keys.join("-"), "bootstrap: sendkey");
+                if let Err(why) = script.hub.press(keys).await {
+                    return Err(BootstrapError::Key {
+                        step: i,
+                        keys: keys.join("-"),
+                        why,
+                    });
+                }
+            }
         }
     }
     tracing::info!(attempt, "bootstrap finished");
     Ok(())
+}
+
+/// Waits for `re` within `timeout`, typing an answer each time one of `answers` matches first.
+async fn expect_answering(
+    script: &Script<'_>,
+    reader: &mut Reader,
+    step: usize,
+    re: &Regex,
+    answers: &[(Regex, &str)],
+    timeout: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let res: Vec<&Regex> = std::iter::once(re)
+        .chain(answers.iter().map(|(r, _)| r))
+        .collect();
+    loop {
+        match reader.first_of(&res, deadline).await {
+            None => return false,
+            Some(0) => return true,
+            Some(n) => {
+                let (on, send) = &answers[n - 1];
+                tracing::info!(step, answer = n - 1, on = %on, "bootstrap: answering a prompt");
+                send_line(script.hub, &render(send, script.values)).await;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -317,6 +387,7 @@ mod tests {
         compile(&[Step::Expect {
             pattern: "(".into(),
             timeout: Duration::from_secs(1),
+            answers: vec![],
         }])
         .err()
         .unwrap()
@@ -368,10 +439,12 @@ mod tests {
             Step::Expect {
                 pattern: "login: $".into(),
                 timeout: Duration::from_secs(1),
+                answers: vec![],
             },
             Step::Expect {
                 pattern: "# ".into(),
                 timeout: Duration::from_secs(1),
+                answers: vec![],
             },
         ];
         let steps = compile(&config).unwrap();
@@ -412,5 +485,130 @@ mod tests {
         // The pattern after the flood is still found.
         tx.send(std::sync::Arc::from(&b"\nr1 login: "[..])).unwrap();
         assert!(r.expect(&re, Duration::from_millis(200)).await);
+    }
+
+    fn answering(answers: &[(&str, &str)]) -> Bootstrap {
+        Bootstrap {
+            steps: vec![
+                Step::Expect {
+                    pattern: "login: ".into(),
+                    timeout: Duration::from_secs(5),
+                    answers: answers
+                        .iter()
+                        .map(|(on, send)| crate::config::Answer {
+                            on: (*on).into(),
+                            send: (*send).into(),
+                        })
+                        .collect(),
+                },
+                Step::Send("{username}".into()),
+            ],
+            on_timeout: BootAction::Fail,
+            attempts: 1,
+        }
+    }
+
+    /// Plays `chunks` (each after a pause) as the guest against the runner; returns what the
+    /// runner typed and how it ended.
+    async fn play(b: Bootstrap, chunks: &[&str]) -> (String, Result<(), BootstrapError>) {
+        let (hub, mut to_vm) = Hub::new();
+        let mut values = Values::new();
+        values.insert("username", "clab".to_string());
+        values.insert("hostname", "r1".to_string());
+        let h = hub.clone();
+        let runner = tokio::spawn(async move { run(&b, &h, &values, None).await });
+        tokio::task::yield_now().await;
+        for c in chunks {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let _ = hub.from_vm.send(std::sync::Arc::from(c.as_bytes()));
+        }
+        let result = tokio::time::timeout(Duration::from_secs(10), runner)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut typed = Vec::new();
+        while let Ok(b) = to_vm.try_recv() {
+            typed.extend(b);
+        }
+        (String::from_utf8(typed).unwrap(), result)
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_typed_each_time_its_prompt_appears_and_the_wait_goes_on() {
+        let b = answering(&[
+            (r"\[yes/no\]:", "no"),
+            ("Retry connection attempts", "yes {hostname}"),
+        ]);
+        let (typed, r) = play(
+            b,
+            &[
+                "Would you like to enter the initial configuration dialog? [yes/no]: ",
+                "\nRetry connection attempts? ",
+                "\nfailed\nRetry connection attempts? ",
+                "\nr1 login: ",
+            ],
+        )
+        .await;
+        r.unwrap();
+        assert_eq!(typed, "no\ryes r1\ryes r1\rclab\r");
+    }
+
+    #[tokio::test]
+    async fn an_answer_never_fires_twice_on_the_same_text_nor_after_the_expect() {
+        // One prompt, then silence: one answer, then the step times out.
+        let mut b = answering(&[(r"\[y/N/q\]", "q")]);
+        if let Step::Expect { timeout, .. } = &mut b.steps[0] {
+            *timeout = Duration::from_millis(400);
+        }
+        let (typed, r) = play(b, &["Run the wizard? [y/N/q] "]).await;
+        assert_eq!(typed, "q\r");
+        assert!(
+            matches!(r, Err(BootstrapError::Timeout { step: 0, .. })),
+            "{r:?}"
+        );
+        // The expect's match starts first: the prompt after it is the next step's business.
+        let b = answering(&[(r"\[y/N/q\]", "q")]);
+        let (typed, r) = play(b, &["r1 login: [y/N/q]"]).await;
+        r.unwrap();
+        assert_eq!(typed, "clab\r");
+    }
+
+    #[test]
+    fn a_bad_answer_pattern_names_its_step() {
+        let e = compile(&answering(&[("ok", "x"), ("(", "y")]).steps)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&e, BootstrapError::Pattern { step: 0, pattern, .. } if pattern == "("),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sendkey_step_presses_through_the_keyboard_or_fails_without_one() {
+        let b = Bootstrap {
+            steps: vec![Step::SendKey(vec![
+                "ctrl".into(),
+                "alt".into(),
+                "f2".into(),
+            ])],
+            on_timeout: BootAction::Fail,
+            attempts: 1,
+        };
+        let (hub, _to_vm) = Hub::new();
+        let e = run(&b, &hub, &Values::new(), None).await.unwrap_err();
+        assert!(
+            matches!(&e, BootstrapError::Key { step: 0, keys, .. } if keys == "ctrl-alt-f2"),
+            "{e}"
+        );
+        assert_eq!(after_failure(&e, BootAction::Restart), AfterFailure::GiveUp);
+        let mut presses = hub.key_presses();
+        let keyboard = tokio::spawn(async move {
+            let k = presses.recv().await.unwrap();
+            let _ = k.done.send(Ok(()));
+            k.keys
+        });
+        run(&b, &hub, &Values::new(), None).await.unwrap();
+        assert_eq!(keyboard.await.unwrap(), ["ctrl", "alt", "f2"]);
     }
 }

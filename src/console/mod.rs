@@ -5,7 +5,7 @@
 //! telnet clients (vrnetlab's port 5000) and to `launcher console` clients, who may all type,
 //! except while the bootstrap holds the write side.
 //! This module owns the serial socket and the hub (history, fan-out, the hold, the bounded queue
-//! towards the VM); the log file, docker-logs lines and ready pattern live in `lines`, telnet in
+//! towards the VM, the channel of the bootstrap's key presses to the supervisor); the log file, docker-logs lines and ready pattern live in `lines`, telnet in
 //! [`telnet`], the scripted user in [`bootstrap`]. It never starts qemu and never decides what a
 //! console event means for the VM's state.
 
@@ -22,7 +22,7 @@ use logfile::RotatingLog;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
@@ -69,6 +69,16 @@ pub struct Hub {
     held: Arc<AtomicBool>,
     /// The guest booted again (a reset, a reboot): its ready pattern counts again.
     rearm: Arc<AtomicBool>,
+    /// The bootstrap step running now, plus one (0: none has started).
+    step: Arc<AtomicUsize>,
+    /// Where key presses go (the supervisor, which has QMP), once it asked for them.
+    keys: Arc<Mutex<Option<mpsc::UnboundedSender<KeyPress>>>>,
+}
+
+/// Keys to press together on the VM's keyboard (qemu's names), and where to say how it went.
+pub struct KeyPress {
+    pub keys: Vec<String>,
+    pub done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
 impl Hub {
@@ -82,6 +92,8 @@ impl Hub {
             history: Arc::default(),
             held: Arc::default(),
             rearm: Arc::default(),
+            step: Arc::default(),
+            keys: Arc::default(),
         };
         (hub, to_vm_rx)
     }
@@ -105,6 +117,40 @@ impl Hub {
     /// pattern is looked for again, as for a new qemu.
     pub fn rearm_ready(&self) {
         self.rearm.store(true, Ordering::SeqCst);
+    }
+    /// The bootstrap step (from 0) that ran last on this console, if any did: what a guest
+    /// that died was being asked.
+    pub fn bootstrap_step(&self) -> Option<usize> {
+        self.step.load(Ordering::SeqCst).checked_sub(1)
+    }
+    fn set_bootstrap_step(&self, step: usize) {
+        self.step.store(step + 1, Ordering::SeqCst);
+    }
+    /// The key presses the bootstrap asks for from now on (the supervisor presses them
+    /// through QMP): each call replaces the previous receiver.
+    pub fn key_presses(&self) -> mpsc::UnboundedReceiver<KeyPress> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.keys.lock().unwrap() = Some(tx);
+        rx
+    }
+    /// Presses `keys` together, through whoever took [`Hub::key_presses`]; Err says why not.
+    pub async fn press(&self, keys: &[String]) -> Result<(), String> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let sent = self.keys.lock().unwrap().as_ref().map(|tx| {
+            tx.send(KeyPress {
+                keys: keys.to_vec(),
+                done,
+            })
+            .is_ok()
+        });
+        if sent != Some(true) {
+            return Err("no keyboard attached to this console".into());
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(10), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("the key press was dropped (qemu gone)".into()),
+            Err(_) => Err("no answer to the key press within 10 s".into()),
+        }
     }
     fn history(&self) -> Vec<u8> {
         self.history.lock().unwrap().iter().copied().collect()

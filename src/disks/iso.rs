@@ -276,7 +276,7 @@ fn read_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, IsoError> {
     Ok(files)
 }
 
-fn write_image(
+pub fn write_image(
     dir: &Path,
     label: &str,
     files: &[(String, Vec<u8>)],

@@ -5,6 +5,8 @@
 //! ([`hand_over`]). Never starts qemu, never touches the network.
 
 pub mod iso;
+pub mod render;
+pub mod tgz;
 
 use crate::config::{DiskKind, VmPlan};
 use crate::template;
@@ -36,6 +38,27 @@ pub enum DiskError {
     },
     #[error(transparent)]
     Iso(#[from] iso::IsoError),
+    #[error("cannot give {path} to qemu's group (gid {gid})")]
+    Group {
+        path: PathBuf,
+        gid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {why}")]
+    Template { path: PathBuf, why: String },
+    #[error("cannot pack {archive}")]
+    Archive {
+        archive: String,
+        #[source]
+        source: tgz::TgzError,
+    },
     #[error("cannot give {path} to qemu's user (uid {uid})")]
     Owner {
         path: PathBuf,
@@ -63,7 +86,8 @@ pub fn hand_over(plan: &VmPlan, uid: u32, gid: u32) -> Result<(), DiskError> {
             // is set then (`write_templated`).
             DiskKind::Cd { template: true, .. } => continue,
             DiskKind::Cd { image, .. } => (image, None, Some(0o640)),
-            DiskKind::Fat => continue,
+            // A FAT folder is only read; a templated one is written later (`write_templated`).
+            DiskKind::Fat { .. } => continue,
         };
         let err = |source| DiskError::Owner {
             path: path.clone(),
@@ -92,6 +116,7 @@ fn make_cd_images(plan: &VmPlan) -> Result<(), DiskError> {
             image,
             label,
             template: false,
+            ..
         } = &d.kind
         {
             iso::write_from_dir(&d.path, label, image)?;
@@ -101,35 +126,59 @@ fn make_cd_images(plan: &VmPlan) -> Result<(), DiskError> {
     Ok(())
 }
 
-/// Writes the templated CD images (`template = true`, e.g. a cloud-init NoCloud seed) with the
-/// VM's template values: its hostname, credentials, management addresses.
-/// `qemu`: a sandboxed qemu's (uid, gid); its group is given the image (mode 0640) as [`hand_over`] does for
-/// the other CDs (the launcher, a member of that group, needs no capability for it).
+/// Writes the templated disks (`template = true`: a cloud-init seed CD, a vendor's day-0
+/// config CD or FAT folder) with the VM's template values (hostname, credentials, management
+/// addresses) and `{startup_config}`, the startup config file's text (empty without one).
+/// `qemu`: a sandboxed qemu's (uid, gid); its group is given what it reads (mode 0640, folders
+/// 0750) as [`hand_over`] does for the other CDs (the launcher, a member of that group, needs
+/// no capability for it).
 pub fn write_templated(
     plan: &VmPlan,
     values: &template::Values,
     qemu: Option<(u32, u32)>,
 ) -> Result<(), DiskError> {
+    let mut values = values.clone();
+    let startup = plan
+        .startup_config
+        .as_ref()
+        .and_then(|s| std::fs::read_to_string(&s.path).ok())
+        .unwrap_or_default();
+    values.insert("startup_config", startup);
+    let gid = qemu.map(|(_, g)| g);
     for d in &plan.boot.disks {
-        if let DiskKind::Cd {
-            image,
-            label,
-            template: true,
-        } = &d.kind
-        {
-            iso::write_rendered(&d.path, label, image, values)?;
-            if let Some((uid, gid)) = qemu {
-                use std::os::unix::fs::{lchown, PermissionsExt};
-                let err = |source| DiskError::Owner {
-                    path: image.clone(),
-                    uid,
-                    source,
-                };
-                lchown(image, None, Some(gid)).map_err(err)?;
-                std::fs::set_permissions(image, std::fs::Permissions::from_mode(0o640))
-                    .map_err(err)?;
+        match &d.kind {
+            DiskKind::Cd {
+                image,
+                label,
+                template: true,
+                archive,
+            } => {
+                let entries = render::render_tree(&d.path, &values)?;
+                let files = render::packed(entries, archive.as_deref())?
+                    .into_iter()
+                    .map(|(name, data)| match data {
+                        Some(data) => Ok((name, data)),
+                        None => Err(DiskError::Template {
+                            path: d.path.join(name),
+                            why: "a CD image holds files only (no folders): pack them with archive = \"NAME.tgz\"".into(),
+                        }),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                iso::write_image(&d.path, label, &files, image)?;
+                if let Some(g) = gid {
+                    render::give(image, g, 0o640)?;
+                }
+                tracing::info!(folder = %d.path.display(), image = %image.display(), "templated CD image written");
             }
-            tracing::info!(folder = %d.path.display(), image = %image.display(), "templated CD image written");
+            DiskKind::Fat {
+                rendered: Some(r), ..
+            } => {
+                let entries = render::render_tree(&d.path, &values)?;
+                let entries = render::packed(entries, r.archive.as_deref())?;
+                render::write_folder(&r.dir, &entries, gid)?;
+                tracing::info!(folder = %d.path.display(), rendered = %r.dir.display(), "templated FAT folder written");
+            }
+            _ => {}
         }
     }
     Ok(())

@@ -218,19 +218,25 @@ fn drive(i: usize, d: &crate::config::Disk) -> OsString {
             &format!("if=none,id=disk{i},format=raw,media=cdrom,readonly=on,file="),
             image,
         ),
-        // A folder (licences, day-0 configs) as a FAT disk built by qemu, read-only. An IDE
-        // hard disk cannot be read-only (qemu refuses it: "Block node is read-only"), so there
-        // the guest writes to a throwaway overlay (snapshot=on) and the folder stays untouched.
-        DiskKind::Fat if matches!(d.interface, DiskInterface::Ide | DiskInterface::Sata) => {
-            path_opt(
-                &format!("if=none,id=disk{i},format=raw,snapshot=on,file=fat:"),
-                &d.path,
-            )
+        // A folder (licences, day-0 configs; a templated one as rendered) as a FAT disk built
+        // by qemu, read-only, with its volume label. An IDE or AHCI hard disk cannot be
+        // read-only (qemu refuses it: "Block node is read-only"), so there the guest writes
+        // to a throwaway overlay (snapshot=on) and the folder stays untouched.
+        DiskKind::Fat { label, rendered } => {
+            let ro = match d.interface {
+                DiskInterface::Ide | DiskInterface::Sata => "snapshot=on",
+                _ => "readonly=on",
+            };
+            let dir = rendered.as_ref().map_or(&d.path, |r| &r.dir);
+            let mut drive = path_opt(
+                &format!("if=none,id=disk{i},format=raw,{ro},file=fat:"),
+                dir,
+            );
+            if let Some(l) = label {
+                drive.push(format!(",file.label={l}"));
+            }
+            drive
         }
-        DiskKind::Fat => path_opt(
-            &format!("if=none,id=disk{i},format=raw,readonly=on,file=fat:"),
-            &d.path,
-        ),
         DiskKind::Image { format, overlay } => {
             let (file, format) = match overlay {
                 Some(o) => (o, "qcow2"),
@@ -676,7 +682,7 @@ mod tests {
     fn golden_platform_sata_usb_topology() {
         golden(
             "sata-usb",
-            "[vm]\nname=\"pf\"\nsmp=\"4,sockets=1,cores=4,threads=1\"\n[[disk]]\npath=\"/images/n9k.qcow2\"\ninterface=\"sata\"\n[[disk]]\npath=\"/config/lic\"\nformat=\"fat\"\ninterface=\"sata\"\n[[disk]]\npath=\"/config/usb\"\nformat=\"fat\"\ninterface=\"usb\"\n[[disk]]\npath=\"/images/meta.img\"\nformat=\"raw\"\ninterface=\"usb\"\noverlay=false\n[nics]\nmodel=\"e1000\"\ncount=2\noffset=2\noffset_model=\"virtio-net-pci\"\n[management]\nforwards=[\"tcp:22\"]\n",
+            "[vm]\nname=\"pf\"\nsmp=\"4,sockets=1,cores=4,threads=1\"\n[[disk]]\npath=\"/images/n9k.qcow2\"\ninterface=\"sata\"\n[[disk]]\npath=\"/config/lic\"\nformat=\"fat\"\ninterface=\"sata\"\n[[disk]]\npath=\"/config/usb\"\nformat=\"fat\"\ninterface=\"usb\"\nlabel=\"vmm-data\"\ntemplate=true\narchive=\"vmm-config.tgz\"\n[[disk]]\npath=\"/images/meta.img\"\nformat=\"raw\"\ninterface=\"usb\"\noverlay=false\n[nics]\nmodel=\"e1000\"\ncount=2\noffset=2\noffset_model=\"virtio-net-pci\"\n[management]\nforwards=[\"tcp:22\"]\n",
             &[],
             false,
         );

@@ -72,6 +72,13 @@ pub enum SupervisorError {
     },
     #[error(transparent)]
     Restore(#[from] restore::RestoreError),
+    /// `launcher install`: the install VM ended before its steps finished.
+    #[error("install did not finish on VM {vm}: {}: {why}", match step { Some(n) => format!("during install step {n}"), None => "before install step 0".into() })]
+    Install {
+        vm: String,
+        step: Option<usize>,
+        why: String,
+    },
     #[error("cannot start qemu {qemu}")]
     Spawn {
         qemu: PathBuf,
@@ -96,9 +103,28 @@ impl From<&SupervisorError> for Code {
     }
 }
 
-/// Runs the router until it is shut down or gives up; returns the node's exit code. Each step
-/// is one named call, run once, in the order below; each comment says why it stands there.
+/// Runs the router until it is shut down or gives up; returns the node's exit code.
 pub async fn run(node: Node, fast: crate::snapshot::Options) -> Result<Code, SupervisorError> {
+    run_node(node, fast, None).await
+}
+
+/// `launcher install` on the node `Node::for_install` made: the same recipe as [`run`]; once
+/// the install VM is ready (its install steps finished) the node stops as on SIGTERM (ACPI
+/// powerdown, then `quit` after the shutdown time-out). Ok only when the steps finished and
+/// every qemu then exited by itself (not killed); an install that did not finish is an error
+/// naming the step it was at.
+pub async fn install(node: Node) -> Result<Code, SupervisorError> {
+    let vm = node.install.as_ref().map_or(0, |i| i.vm);
+    run_node(node, crate::snapshot::Options::default(), Some(vm)).await
+}
+
+/// The recipe: each step is one named call, run once, in the order below; each comment says
+/// why it stands there. `install`: the VM whose readiness ends the node (`launcher install`).
+async fn run_node(
+    node: Node,
+    fast: crate::snapshot::Options,
+    install: Option<usize>,
+) -> Result<Code, SupervisorError> {
     let t0 = Instant::now();
     // 1. Signals and the SIGCHLD reaper before any child exists (as tini and catatonit do), so
     //    no stop request and no exit status can be lost; the subreaper, checked, with them.
@@ -166,6 +192,7 @@ pub async fn run(node: Node, fast: crate::snapshot::Options) -> Result<Code, Sup
         //     Only now: the links are wired and every tap is open. The plan is never edited.
         //     Set-up is done: the launcher drops what it no longer needs, before any qemu.
         privilege::drop_caps(&node, &creds)?;
+        let watched = install.map(|i| (i, node.vms[i].name.clone(), consoles[i].0.clone()));
         let mut vms = setup::ready_vms(node, &launches, &net, consoles, &state, &reaper, creds)?;
         for (vm, rx) in vms.iter_mut().zip(reset_rxs) {
             vm.resets = Some(rx);
@@ -180,7 +207,19 @@ pub async fn run(node: Node, fast: crate::snapshot::Options) -> Result<Code, Sup
         // From here the watcher task owns the data links; it re-wires a re-created ethN.
         setup::keep_links_wired(&mut net);
         // 11. The VMs: ordered start, reverse stop, restarts; their ends make the exit code.
-        Ok(node::drive(vms, &state, &mut signals, t0, suspend).await)
+        let (code, installed) = node::drive(vms, &state, &mut signals, t0, suspend, install).await;
+        match watched {
+            Some((i, vm, hub)) if !installed => Err(SupervisorError::Install {
+                vm,
+                step: hub.bootstrap_step(),
+                why: state.shared().lock().unwrap().vms[i]
+                    .lifecycle
+                    .reason
+                    .clone(),
+            }),
+            Some((i, ..)) => Ok(vm::install_code(code, &state, i)),
+            None => Ok(code),
+        }
     }
     .await;
     // 12. Nothing left behind, on every exit after bring-up (stop, a VM failing, an error, links

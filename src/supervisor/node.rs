@@ -147,14 +147,17 @@ impl Sequencer {
 }
 
 /// Runs the node's VMs to the end: the sequencer's commands carried out, the VMs' ends, their
-/// state changes and the stop signals fed back to it. Returns the node's exit code.
+/// state changes and the stop signals fed back to it. Returns the node's exit code, and
+/// whether VM `install` (when given) became ready: its readiness stops the node.
 pub async fn drive(
     vms: Vec<Vm>,
     state: &NodeState,
     signals: &mut Signals,
     t0: Instant,
     mut suspend: Option<super::suspend::Suspend>,
-) -> Code {
+    install: Option<usize>,
+) -> (Code, bool) {
+    let mut installed = false;
     let n = vms.len();
     let multi = n > 1;
     let mut pending: Vec<Option<Vm>> = vms.into_iter().map(Some).collect();
@@ -189,7 +192,7 @@ pub async fn drive(
                     vm.advance(State::Stopping, why);
                     vm.advance(State::Stopped, why);
                 }
-                Command::Exit(code) => return code,
+                Command::Exit(code) => return (code, installed),
             }
         }
         tokio::select! {
@@ -215,6 +218,11 @@ pub async fn drive(
                     if matches!(state.vm(i).state(), State::Running | State::Ready) {
                         cmds.extend(seq.on(Event::VmRunning(i)));
                     }
+                }
+                if !installed && install.is_some_and(|i| state.vm(i).state() == State::Ready) {
+                    installed = true;
+                    tracing::info!("install steps finished: powering the node off");
+                    cmds.extend(seq.on(Event::Signal("install finished")));
                 }
             }
         }

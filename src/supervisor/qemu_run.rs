@@ -1,5 +1,5 @@
 //! One qemu process, from spawn to exit: QMP events (and its loss), the readiness probes, the
-//! bootstrap, the boot timeout, and the shutdown escalation (ACPI powerdown, then QMP `quit`,
+//! bootstrap (and its key presses, as QMP `send-key`), the boot timeout, and the shutdown escalation (ACPI powerdown, then QMP `quit`,
 //! then SIGKILL). A guest not ready yet (still booting: no ACPI driver to press the button for)
 //! is quit at once, and that is a clean stop. Without QMP, `quit` becomes SIGTERM to qemu (qemu
 //! handles it as a clean quit of the emulator, not a guest powerdown). Never restarts qemu (the
@@ -170,6 +170,9 @@ pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child
                 run.on_event(e);
             }
             Some(r) = feeds.bootstrap.recv() => run.on_bootstrap(r),
+            Some(k) = vm.keys.recv() => {
+                let _ = k.done.send(press(run.qmp.as_deref(), &k.keys).await);
+            }
             Some(ConsoleEvent::ReadyPattern(p)) = vm.console_rx.recv() => {
                 tracing::debug!(pattern = %p, "ready pattern seen");
                 run.probe(Probe::Pattern, format!("console showed {p:?}"));
@@ -432,6 +435,23 @@ impl<'a> Run<'a> {
             _ => {}
         }
     }
+}
+
+/// QMP `send-key`: `keys` (qemu's names) pressed together.
+async fn press(qmp: Option<&Qmp>, keys: &[String]) -> Result<(), String> {
+    let q = qmp.ok_or("QMP is not connected")?;
+    let keys: Vec<_> = keys
+        .iter()
+        .map(|k| serde_json::json!({ "type": "qcode", "data": k }))
+        .collect();
+    q.execute(
+        "send-key",
+        Some(serde_json::json!({ "keys": keys })),
+        Duration::from_secs(5),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| exit::chain(&e))
 }
 
 fn new_readiness(plan: &VmPlan) -> Readiness {

@@ -407,6 +407,7 @@ pub fn ready_vms(
             facts,
             fds,
             handle: state.vm(i),
+            keys: hub.key_presses(),
             hub,
             console_rx,
             reaper: reaper.clone(),

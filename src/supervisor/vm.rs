@@ -27,6 +27,8 @@ pub struct Vm {
     pub handle: VmHandle,
     pub hub: Hub,
     pub console_rx: mpsc::UnboundedReceiver<ConsoleEvent>,
+    /// The bootstrap's `sendkey` presses, pressed through QMP.
+    pub keys: mpsc::UnboundedReceiver<crate::console::KeyPress>,
     pub reaper: Reaper,
     /// `launcher reset` and the reset file's requests, once attached ([`super::reset`]).
     pub resets: Option<mpsc::Receiver<crate::control::ResetRequest>>,
@@ -65,13 +67,14 @@ pub fn after_exit(end: &RunEnd, failures: u32, policy: RestartPolicy) -> Next {
         if end.clean {
             return Next::Stopped { asked: true };
         }
-        let cause = match &end.killed {
-            Some(why) => format!("{why}: killed"),
-            None => format!("qemu ended with {code}"),
+        let why = match &end.killed {
+            Some(why) => format!("{why}: killed during shutdown"),
+            None if code == 0 => QUIT_AT_SHUTDOWN.to_string(),
+            None => format!("qemu ended with {code} during shutdown"),
         };
         return Next::Failed {
             code: fail_code,
-            why: format!("{cause} during shutdown"),
+            why,
         };
     }
     if end.clean && code == 0 {
@@ -167,6 +170,24 @@ pub async fn life(mut vm: Vm, mut stop: watch::Receiver<StopLevel>) -> Code {
             }
         }
     }
+}
+
+/// What stopping a VM after its install leaves (`cause during shutdown` below): qemu exited 0
+/// on the `quit` that follows a guest not powering off in time.
+const QUIT_AT_SHUTDOWN: &str = "qemu ended with 0 during shutdown";
+
+/// The exit code of an install that finished: the node's, except that a guest that did not
+/// power off in time and was then quit (qemu exited 0, its disks flushed) counts as done.
+pub fn install_code(code: Code, state: &crate::state::NodeState, vm: usize) -> Code {
+    let reason = state.shared().lock().unwrap().vms[vm]
+        .lifecycle
+        .reason
+        .clone();
+    if code == Code::Failure && reason == QUIT_AT_SHUTDOWN {
+        tracing::warn!("the guest did not power off in time; qemu quit: install kept");
+        return Code::Ok;
+    }
+    code
 }
 
 /// Stopping, then stopped, for `why`: a stop with no qemu to power down.

@@ -7,6 +7,8 @@
 //! - `< text`: the guest prints `text` and a newline; `<< text`: without newline (a prompt);
 //! - `> line`: the launcher must send exactly `line` (then CR) next, within 10 s (`>` alone:
 //!   an empty line, as a retry sends);
+//! - `k KEYS`: the launcher must press exactly `KEYS` (a `sendkey` step, e.g. `ctrl-alt-f2`)
+//!   next, within 10 s;
 //! - `~ SECONDS`: the guest stays silent that long (a slow prompt, a hang);
 //! - `! timeouts SECONDS`: every bootstrap time-out is cut to at most that (retry paths);
 //! - `! fails`: the bootstrap must end with an error (retries used up), not succeed;
@@ -34,6 +36,7 @@ impl Drop for RemoveOnDrop {
 enum Line {
     Print(String),
     Expect(String),
+    Keys(String),
     Silent(Duration),
 }
 
@@ -57,6 +60,7 @@ fn parse(text: &str) -> Transcript {
             "<" => t.lines.push(Line::Print(format!("{rest}\r\n"))),
             "<<" => t.lines.push(Line::Print(rest.to_string())),
             ">" => t.lines.push(Line::Expect(rest.to_string())),
+            "k" => t.lines.push(Line::Keys(rest.to_string())),
             "~" => t
                 .lines
                 .push(Line::Silent(Duration::from_secs_f64(rest.parse().unwrap()))),
@@ -67,7 +71,7 @@ fn parse(text: &str) -> Transcript {
                     .expect("! timeouts N or ! fails");
                 t.timeouts = Some(Duration::from_secs_f64(s.parse().unwrap()));
             }
-            _ => panic!("transcript line {l:?}: starts with <, <<, >, ~, ! or #"),
+            _ => panic!("transcript line {l:?}: starts with <, <<, >, k, ~, ! or #"),
         }
     }
     t
@@ -106,6 +110,11 @@ pub fn play(kind: &str, name: &str) -> Result<(), String> {
         .join("images")
         .join(kind)
         .join("dialog");
+    play_in(&super::catalogue::config(kind), &dir, kind, name)
+}
+
+/// Plays transcript `name` of `dir` against the bootstrap of `config` (`kind` labels errors).
+fn play_in(config: &Path, dir: &Path, kind: &str, name: &str) -> Result<(), String> {
     let text = std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
     let t = parse(&text);
     let startup = std::fs::read_to_string(dir.join("startup-config.cfg")).ok();
@@ -113,10 +122,16 @@ pub fn play(kind: &str, name: &str) -> Result<(), String> {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(kind, name, t, startup))
+    rt.block_on(run(config, kind, name, t, startup))
 }
 
-async fn run(kind: &str, name: &str, t: Transcript, startup: Option<String>) -> Result<(), String> {
+async fn run(
+    config: &Path,
+    kind: &str,
+    name: &str,
+    t: Transcript,
+    startup: Option<String>,
+) -> Result<(), String> {
     let env: config::Env = [
         ("USERNAME", "clab"),
         ("PASSWORD", "clab@123"),
@@ -125,8 +140,8 @@ async fn run(kind: &str, name: &str, t: Transcript, startup: Option<String>) -> 
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let node = config::load(&super::catalogue::config(kind), &env, &Overrides::default())
-        .map_err(|e| format!("{kind}: {e}"))?;
+    let node =
+        config::load(config, &env, &Overrides::default()).map_err(|e| format!("{kind}: {e}"))?;
     let plan = &node.vms[0];
     let mut b = plan
         .bootstrap
@@ -174,6 +189,7 @@ async fn run(kind: &str, name: &str, t: Transcript, startup: Option<String>) -> 
     ] {
         values.insert(k, v.to_string());
     }
+    let mut keyboard = hub.key_presses();
     let runner =
         tokio::spawn(async move { bootstrap::run(&b, &hub, &values, startup.as_deref()).await });
     // The runner subscribes to the console when it starts: let it, before the guest prints.
@@ -184,6 +200,21 @@ async fn run(kind: &str, name: &str, t: Transcript, startup: Option<String>) -> 
         match line {
             Line::Print(s) => guest.write_all(s.as_bytes()).await.unwrap(),
             Line::Silent(d) => tokio::time::sleep(*d).await,
+            Line::Keys(want) => {
+                let press = tokio::time::timeout(Duration::from_secs(10), keyboard.recv()).await;
+                let Ok(Some(press)) = press else {
+                    return Err(format!(
+                        "{at}: the launcher pressed no keys within 10 s, the transcript expects {want:?}"
+                    ));
+                };
+                let got = press.keys.join("-");
+                let _ = press.done.send(Ok(()));
+                if &got != want {
+                    return Err(format!(
+                        "{at}: the launcher pressed {got:?}, the transcript expects {want:?}"
+                    ));
+                }
+            }
             Line::Expect(want) => match sent_line(&mut guest, &mut pending).await {
                 Some(got) if &got == want => {}
                 Some(got) => {
@@ -269,11 +300,32 @@ fn a_wrong_line_fails_the_transcript() {
         .build()
         .unwrap();
     let err = rt
-        .block_on(run("arista_veos", "wrong", parse(&bad), None))
+        .block_on(run(
+            &super::catalogue::config("arista_veos"),
+            "arista_veos",
+            "wrong",
+            parse(&bad),
+            None,
+        ))
         .unwrap_err();
     assert!(
         err.contains("\"admin\"") && err.contains("\"root\""),
         "{err}"
     );
-    let _ = Path::new("");
+}
+
+/// Conditional answers through the real runner: a fake NOS (tests/platforms/answers/, no
+/// platform) asks first-boot questions before its login prompt, one of them twice; each gets
+/// its answer once per appearance, and a question after which the login never comes fails.
+#[test]
+fn answers_reply_to_prompts_while_a_step_waits() {
+    let dir = super::catalogue::root().join("tests/platforms/answers");
+    let config = dir.join("launcher.toml");
+    let mut failures = Vec::new();
+    for name in ["yes-no.txt", "retry-twice.txt", "no-login.txt"] {
+        if let Err(e) = play_in(&config, &dir, "answers", name) {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

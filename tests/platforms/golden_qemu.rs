@@ -81,10 +81,12 @@ fn drive(value: &str, dir: &Path, n: usize) -> String {
     };
     let format = get(&kv(head), "format").unwrap_or("raw").to_string();
     let new = if file.starts_with("fat:") {
+        // The folder is replaced; its options (file.label=...) stay.
+        let opts = file.find(",file.").map_or("", |i| &file[i..]);
         let d = dir.join(format!("fat{n}"));
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("licence.txt"), "x\n").unwrap();
-        format!("fat:{}", d.display())
+        format!("fat:{}{opts}", d.display())
     } else if format == "raw" {
         let p = dir.join(format!("disk{n}.img"));
         std::fs::write(&p, vec![0u8; 1 << 20]).unwrap();
