@@ -68,17 +68,23 @@ fn base_image(tmp: &Path) -> String {
 }
 
 fn builds_and_boots(kind: &str, base: &str, tmp: &Path, clean: &mut Cleanup) {
-    let file = tmp.join(conf(kind, "PLACEHOLDER"));
-    must(&format!(
-        "qemu-img create -q -f {} {} 64M",
-        conf(kind, "PLACEHOLDER_FORMAT"),
-        file.display()
-    ));
+    // One placeholder per vendor file (vQFX ships two), names separated by spaces.
+    let files: Vec<_> = conf(kind, "PLACEHOLDER")
+        .split_whitespace()
+        .map(|n| tmp.join(n))
+        .collect();
+    for file in &files {
+        must(&format!(
+            "qemu-img create -q -f {} {} 64M",
+            conf(kind, "PLACEHOLDER_FORMAT"),
+            file.display()
+        ));
+    }
     let script = super::catalogue::root().join("scripts/build-image.sh");
     let out = Command::new(&script)
         .env("BASE", base)
         .arg(kind)
-        .arg(&file)
+        .args(&files)
         .output()
         .unwrap();
     assert!(out.status.success(), "build-image.sh {kind}: {out:?}");
