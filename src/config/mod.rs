@@ -19,6 +19,7 @@ mod hardware;
 mod include;
 mod node;
 mod plan;
+mod ports;
 mod qemu_args;
 mod schema;
 mod sections;
@@ -292,6 +293,8 @@ pub(crate) fn parse_with(text: &str, env: &[(&str, &str)]) -> Result<Node, Confi
 mod tests;
 #[cfg(test)]
 mod tests_bounds;
+#[cfg(test)]
+mod tests_broken;
 #[cfg(test)]
 mod tests_env;
 #[cfg(test)]

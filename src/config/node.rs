@@ -12,8 +12,8 @@ use super::schema::{
 use super::sections;
 use super::vm::{self, Shared, VmInput};
 use super::{
-    decode, resolve, ConfigError, InternalNet, Key, LinkSpec, Management, Node, NodeSettings,
-    Overrides, Ports, Protocol, VmPlan, MAX_INTERNAL,
+    decode, resolve, ConfigError, InternalNet, Key, Management, Node, NodeSettings, Overrides,
+    Ports, Protocol, VmPlan, MAX_INTERNAL,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -236,7 +236,7 @@ fn several(
     for (i, entry) in entries.into_iter().enumerate() {
         let key = Key::new("vm").index(i);
         let e = Entry::decode(i, &key, entry, origin)?;
-        let ports = data_ports(&key.child("data"), e.data.as_ref())?;
+        let ports = super::ports::data_ports(&key.child("data"), e.data.as_ref())?;
         let internal = internal_taps(&key.child("internal"), i, &e.internal, &mut nets)?;
         let plan = vm::build(
             VmInput {
@@ -277,7 +277,7 @@ fn several(
         selections.push(ports);
         first_boot_delay.get_or_insert(e.vm.boot_delay);
     }
-    one_vm_per_port(&nics, &selections)?;
+    super::ports::one_vm_per_port(&nics, &selections)?;
     if let Some(n) = nets.iter().find(|n| n.taps.len() < 2) {
         return Err(Key::new("vm[]")
             .child("internal")
@@ -303,43 +303,6 @@ fn nothing_per_vm_at_top_level(f: &File) -> Result<(), ConfigError> {
         )),
         None => Ok(()),
     }
-}
-
-/// Parses a `data` port selection: "all", "none", or numbers and ranges ("1-4,7"). Ports the
-/// lab did not connect (a line card's "1-48" with CLAB_INTFS=3) simply are not there.
-fn data_ports(key: &Key, data: Option<&toml::Value>) -> Result<Ports, ConfigError> {
-    let s = match data {
-        None => return Ok(Ports::Only(vec![])),
-        Some(toml::Value::String(s)) => s,
-        Some(other) => {
-            return Err(key.invalid(
-                other.to_string(),
-                "expected a string: all, none, or ports such as 1-4,7",
-            ))
-        }
-    };
-    match s.trim() {
-        "all" => return Ok(Ports::All),
-        "none" | "" => return Ok(Ports::Only(vec![])),
-        _ => {}
-    }
-    let bad = || key.invalid(s, "expected all, none, or ports and ranges such as 1-4,7");
-    let mut out = Vec::new();
-    for part in s.split(',') {
-        let (a, b) = match part.trim().split_once('-') {
-            Some((a, b)) => (a.trim(), b.trim()),
-            None => (part.trim(), part.trim()),
-        };
-        let (a, b): (u32, u32) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-        if a == 0 || b < a {
-            return Err(bad());
-        }
-        if b > MAX_DATA_PORT {
-            return Err(key.invalid(s, format!("data ports are numbered 1 to {MAX_DATA_PORT}")));
-        }
-        out.extend(a..=b);
-    }
-    Ok(Ports::Only(out))
 }
 
 /// VM `i`'s internal-network taps (`i{i}-{net}`), each added to its network in `nets`.
@@ -375,79 +338,6 @@ fn internal_taps(
         taps.push(tap);
     }
     Ok(taps)
-}
-
-/// Every data port of the node on exactly one VM; with CLAB_INTFS (any ports), no port number
-/// in two VMs' selections.
-fn one_vm_per_port(nics: &NodeNics, selections: &[Ports]) -> Result<(), ConfigError> {
-    if let LinkSpec::AnyIndex { .. } = nics.spec {
-        for (b, sb) in selections.iter().enumerate() {
-            for (a, sa) in selections[..b].iter().enumerate() {
-                if let Some(port) = common(sa, sb) {
-                    return Err(Key::new("vm").index(b).child("data").invalid(
-                        describe(sb),
-                        format!("port {port} is also vm[{a}]'s; with CLAB_INTFS any port may be present, so each port belongs to one VM"),
-                    ));
-                }
-            }
-        }
-    }
-    for l in &nics.nics.links {
-        let on: Vec<usize> = (0..selections.len())
-            .filter(|&i| selections[i].contains(l.index))
-            .collect();
-        match on.as_slice() {
-            [_] => {}
-            [] => {
-                return Err(Key::new("vm[]").child("data").invalid(
-                    &l.eth,
-                    "this data interface is on no VM: give it to one with data = \"...\"",
-                ))
-            }
-            [a, b, ..] => {
-                return Err(Key::new("vm")
-                    .index(*b)
-                    .child("data")
-                    .invalid(&l.eth, format!("already on vm[{a}]")))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A selection as `data` writes it: "all", or ports and ranges such as "1-4,7".
-fn describe(p: &Ports) -> String {
-    let Ports::Only(ports) = p else {
-        return "all".into();
-    };
-    let mut ports = ports.clone();
-    ports.sort_unstable();
-    ports.dedup();
-    let mut parts: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < ports.len() {
-        let mut j = i;
-        while j + 1 < ports.len() && ports[j + 1] == ports[j] + 1 {
-            j += 1;
-        }
-        parts.push(match j > i {
-            true => format!("{}-{}", ports[i], ports[j]),
-            false => ports[i].to_string(),
-        });
-        i = j + 1;
-    }
-    parts.join(",")
-}
-
-/// A port two selections both take ("all" when both take every port).
-fn common(a: &Ports, b: &Ports) -> Option<String> {
-    match (a, b) {
-        (Ports::Only(a), Ports::Only(b)) => a.iter().find(|p| b.contains(p)).map(u32::to_string),
-        (Ports::All, Ports::Only(p)) | (Ports::Only(p), Ports::All) => {
-            p.first().map(u32::to_string)
-        }
-        (Ports::All, Ports::All) => Some("all".into()),
-    }
 }
 
 /// What two VMs cannot share: telnet ports, forwarded ports, the management interface.
