@@ -38,6 +38,54 @@ pub(super) fn disk(
             ("iso (a folder as a CD-ROM)", Format::Iso),
         ],
     )?;
+    let label = label_template_archive(key, d, format)?;
+    if format == Format::Fat && d.path.contains(':') {
+        return Err(key.child("path").invalid(
+            &d.path,
+            "a fat disk's folder cannot contain ':' (qemu's vvfat syntax)",
+        ));
+    }
+    let interface = disk_interface(&key.child("interface"), d.interface.as_deref(), format)?;
+    let path = resolve(base, &d.path);
+    let file_part = |p: Option<&std::ffi::OsStr>| {
+        p.map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let kind = match format {
+        Format::Fat => DiskKind::Fat {
+            label: d.label.clone(),
+            rendered: d.template.then(|| Rendered {
+                dir: state_dir.join(format!("{}-{i}.fat", file_part(path.file_name()))),
+                archive: d.archive.clone(),
+            }),
+        },
+        Format::Iso => DiskKind::Cd {
+            image: state_dir.join(format!("{}-{i}.iso", file_part(path.file_name()))),
+            label,
+            template: d.template,
+            archive: d.archive.clone(),
+        },
+        Format::Image => DiskKind::Image {
+            format: d.format.clone(),
+            overlay: d
+                .overlay
+                .then(|| state_dir.join(format!("{}-overlay.qcow2", file_part(path.file_stem())))),
+        },
+    };
+    Ok(Disk {
+        path,
+        interface,
+        kind,
+    })
+}
+
+/// A disk's `label` (what it may be for its format), and `template` and `archive` (only
+/// folders are rendered; an archive only of rendered files, named as a .tgz): the label.
+fn label_template_archive(
+    key: &Key,
+    d: &DiskSection,
+    format: Format,
+) -> Result<String, ConfigError> {
     let label = d.label.clone().unwrap_or_else(|| "config".into());
     match format {
         Format::Image if d.label.is_some() => {
@@ -93,44 +141,7 @@ pub(super) fn disk(
             ));
         }
     }
-    if format == Format::Fat && d.path.contains(':') {
-        return Err(key.child("path").invalid(
-            &d.path,
-            "a fat disk's folder cannot contain ':' (qemu's vvfat syntax)",
-        ));
-    }
-    let interface = disk_interface(&key.child("interface"), d.interface.as_deref(), format)?;
-    let path = resolve(base, &d.path);
-    let file_part = |p: Option<&std::ffi::OsStr>| {
-        p.map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    let kind = match format {
-        Format::Fat => DiskKind::Fat {
-            label: d.label.clone(),
-            rendered: d.template.then(|| Rendered {
-                dir: state_dir.join(format!("{}-{i}.fat", file_part(path.file_name()))),
-                archive: d.archive.clone(),
-            }),
-        },
-        Format::Iso => DiskKind::Cd {
-            image: state_dir.join(format!("{}-{i}.iso", file_part(path.file_name()))),
-            label,
-            template: d.template,
-            archive: d.archive.clone(),
-        },
-        Format::Image => DiskKind::Image {
-            format: d.format.clone(),
-            overlay: d
-                .overlay
-                .then(|| state_dir.join(format!("{}-overlay.qcow2", file_part(path.file_stem())))),
-        },
-    };
-    Ok(Disk {
-        path,
-        interface,
-        kind,
-    })
+    Ok(label)
 }
 
 /// virtio for disks, ide for a CD image, unless the entry says; a CD-ROM never on virtio.
