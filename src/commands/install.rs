@@ -3,7 +3,7 @@
 //! written in place, the install steps play on the console, the guest is powered off. Exit 0
 //! once that is done; the build then commits the container with the written images.
 
-use super::{load_node, report, runtime};
+use super::{load_node, report, runtime, supervised};
 use crate::cli::{self, Cli};
 use crate::exit::Code;
 use crate::{logout, supervisor};
@@ -27,13 +27,7 @@ pub fn install(cli: &Cli) -> Code {
                 );
                 Code::BadInput
             }
-            Some(node) => match runtime().block_on(supervisor::install(node)) {
-                Ok(code) => code,
-                Err(e) => {
-                    report(&e);
-                    Code::from(&e)
-                }
-            },
+            Some(node) => supervised(runtime().block_on(supervisor::install(node))),
         },
     };
     logout::finish();

@@ -27,6 +27,14 @@ fn runtime() -> tokio::runtime::Runtime {
     run::runtime()
 }
 
+/// The exit code of a supervisor run (`run`, `install`): its own, or its error's, reported.
+fn supervised(r: Result<exit::Code, crate::supervisor::SupervisorError>) -> exit::Code {
+    r.unwrap_or_else(|e| {
+        report(&e);
+        exit::Code::from(&e)
+    })
+}
+
 fn load_node(cli: &Cli) -> Result<config::Node, config::ConfigError> {
     load_node_with(cli, &std::env::vars().collect())
 }

@@ -19,13 +19,7 @@ pub fn run(cli: &Cli) -> Code {
             report(&e);
             Code::BadInput
         }
-        (Ok(node), Ok(opts)) => match runtime().block_on(supervisor::run(node, opts)) {
-            Ok(code) => code,
-            Err(e) => {
-                report(&e);
-                Code::from(&e)
-            }
-        },
+        (Ok(node), Ok(opts)) => super::supervised(runtime().block_on(supervisor::run(node, opts))),
     };
     // Bounded: a stdout nobody drains does not hold the exit.
     logout::finish();
