@@ -156,7 +156,7 @@ fn ready_tcp_is_forwarded(
     if !forwarded {
         return Err(sections.child("console").child("ready_tcp").invalid(
             port,
-            "must be a TCP port in management.forwards (user mode)",
+            "must be a TCP port in management.forwards (user mode; passthrough has no probe)",
         ));
     }
     Ok(())
