@@ -7,6 +7,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have qemu-system-x86_64 || need_pkgs+=(qemu-system-x86)
 have qemu-img || need_pkgs+=(qemu-utils)
 have cpio || need_pkgs+=(cpio)
+have isoinfo || need_pkgs+=(genisoimage)   # reads the CD images back (src/disks/tests.rs)
 have depmod || need_pkgs+=(kmod)
 have ip || need_pkgs+=(iproute2)
 have tc || need_pkgs+=(iproute2)

@@ -1,11 +1,16 @@
-//! A small ISO 9660 writer: the files of one folder as a CD image, the way many router images
-//! take their day-0 configuration or licence (a CD-ROM with `iosxe_config.txt`, ...). [`image`]
-//! is pure (names and bytes in, image out); [`write_from_dir`] reads the folder and writes the
-//! image, [`write_rendered`] renders each file as a template first (a cloud-init seed). One flat
-//! root directory, ISO 9660 level 2 names (up to 30 characters, upper case, as `genisoimage -l`
-//! writes them) plus Rock Ridge (RRIP 1991A) names and modes, so Linux shows each file under
-//! its own name (`user-data`, `meta-data`: a hyphen is no ISO 9660 character).
+//! A small ISO 9660 writer: a folder tree as a CD image, the way many router images take
+//! their day-0 configuration or licence (a CD-ROM with `iosxe_config.txt`, vSRX's
+//! `config/juniper.conf`, ...). [`tree_image`] is pure (paths and bytes in, image out; [`image`]
+//! the same for one flat folder); [`write_from_dir`] reads a flat folder and writes the image,
+//! [`write_rendered`] renders each file as a template first (a cloud-init seed), and
+//! [`write_image`] writes a tree already rendered. Each directory has its own extent with `.`
+//! and `..`, the path tables (L and M) list them by level, parent and name (ECMA-119 9.4), at
+//! most 8 levels. ISO 9660 level 2 names (up to 30 characters, upper case, as `genisoimage -l`
+//! writes them) plus Rock Ridge (RRIP 1991A) names and modes (files 0444, folders 0555), so
+//! Linux shows each entry under its own name (`user-data`, `meta-data`: a hyphen is no ISO
+//! 9660 character).
 
+use super::tgz::Entry;
 use crate::template;
 use std::path::{Path, PathBuf};
 
@@ -13,8 +18,6 @@ const SECTOR: usize = 2048;
 /// Sectors 0-15 are the system area; the volume descriptors follow.
 const PVD: usize = 16;
 const L_PATH: usize = 18;
-const M_PATH: usize = 19;
-const ROOT: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IsoError {
@@ -122,22 +125,123 @@ fn pad(s: &str, n: usize) -> Vec<u8> {
 
 /// The CD image of `files` (name, content), in one root directory, labelled `label`.
 pub fn image(label: &str, files: &[(String, Vec<u8>)]) -> Result<Vec<u8>, String> {
-    let mut entries: Vec<(String, &[u8], Vec<u8>)> = Vec::new();
-    for (name, data) in files {
-        let n = iso_name(name)?;
-        if entries.iter().any(|(m, _, _)| *m == n) {
+    let entries: Vec<Entry> = files
+        .iter()
+        .map(|(n, d)| (n.clone(), Some(d.clone())))
+        .collect();
+    tree_image(label, &entries)
+}
+
+/// A child of a directory: its ISO name, its Rock Ridge entries, what it is.
+struct Node {
+    iso: String,
+    su: Vec<u8>,
+    kind: Kid,
+}
+
+enum Kid {
+    Dir(usize),
+    File(usize),
+}
+
+/// The folder tree: `dirs[0]` is the root; each dir's parent and children.
+struct Tree<'a> {
+    dirs: Vec<(usize, Vec<Node>)>,
+    files: Vec<&'a [u8]>,
+    paths: std::collections::HashMap<String, usize>,
+}
+
+impl<'a> Tree<'a> {
+    fn of(entries: &'a [Entry]) -> Result<Self, String> {
+        let mut t = Tree {
+            dirs: vec![(0, Vec::new())],
+            files: Vec::new(),
+            paths: Default::default(),
+        };
+        for (path, data) in entries {
+            let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+            let Some((last, up)) = parts.split_last() else {
+                return Err(format!("{path:?}: an empty name"));
+            };
+            if parts.iter().any(|p| *p == "." || *p == "..") || parts.len() > 8 {
+                return Err(format!(
+                    "{path:?}: no '.' or '..' in a path, at most 7 folders deep"
+                ));
+            }
+            let mut d = 0;
+            for (i, name) in up.iter().enumerate() {
+                d = t.dir(d, &parts[..=i].join("/"), name)?;
+            }
+            match data {
+                None => {
+                    t.dir(d, &parts.join("/"), last)?;
+                }
+                Some(data) => {
+                    let mut su = px(0o100_444);
+                    su.extend_from_slice(&nm(last));
+                    let iso = iso_name(last)?;
+                    t.claim(d, iso, su, Kid::File(t.files.len()), last)?;
+                    t.files.push(data);
+                }
+            }
+        }
+        for (_, kids) in &mut t.dirs {
+            kids.sort_by(|a, b| a.iso.cmp(&b.iso));
+        }
+        Ok(t)
+    }
+
+    /// The folder `path` (`name` in `parent`), made if new.
+    fn dir(&mut self, parent: usize, path: &str, name: &str) -> Result<usize, String> {
+        if let Some(&i) = self.paths.get(path) {
+            return Ok(i);
+        }
+        let i = self.dirs.len();
+        let mut su = px(0o040_555);
+        su.extend_from_slice(&nm(name));
+        let iso = iso_name(name)?.trim_end_matches(";1").replace('.', "_");
+        self.claim(parent, iso, su, Kid::Dir(i), name)?;
+        self.dirs.push((parent, Vec::new()));
+        self.paths.insert(path.to_string(), i);
+        Ok(i)
+    }
+
+    fn claim(
+        &mut self,
+        d: usize,
+        iso: String,
+        su: Vec<u8>,
+        kind: Kid,
+        name: &str,
+    ) -> Result<(), String> {
+        let stem = |s: &str| s.trim_end_matches(";1").to_string();
+        if self.dirs[d].1.iter().any(|n| stem(&n.iso) == stem(&iso)) {
             return Err(format!(
-                "{name:?}: two files with this name (names ignore case, '-' is '_')"
+                "{name:?}: two files (or folders) with this name in one folder (names ignore case, '-' is '_')"
             ));
         }
-        let mut su = px(0o100_444);
-        su.extend_from_slice(&nm(name));
-        entries.push((n, data, su));
+        self.dirs[d].1.push(Node { iso, su, kind });
+        Ok(())
     }
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    // The root directory's records, none crossing a sector boundary.
-    let lay_out = |extents: &[u32], root_sectors: u32| -> Vec<u8> {
-        let root_len = root_sectors * SECTOR as u32;
+
+    /// The directories in path table order (ECMA-119 9.4: by level, then parent, then name).
+    fn order(&self) -> Vec<usize> {
+        let mut order = vec![0];
+        let mut i = 0;
+        while i < order.len() {
+            for n in &self.dirs[order[i]].1 {
+                if let Kid::Dir(d) = n.kind {
+                    order.push(d);
+                }
+            }
+            i += 1;
+        }
+        order
+    }
+
+    /// Directory `d`'s records, none crossing a sector boundary; `loc`/`size` of the
+    /// directories, `ext` of the files.
+    fn records(&self, d: usize, loc: &[u32], size: &[u32], ext: &[u32]) -> Vec<u8> {
         let mut dir = Vec::new();
         let mut put = |r: Vec<u8>| {
             if dir.len() / SECTOR != (dir.len() + r.len() - 1) / SECTOR {
@@ -145,54 +249,125 @@ pub fn image(label: &str, files: &[(String, Vec<u8>)]) -> Result<Vec<u8>, String
             }
             dir.extend_from_slice(&r);
         };
-        put(record(&[0], ROOT as u32, root_len, true, &root_su()));
-        put(record(&[1], ROOT as u32, root_len, true, &px(0o040_555)));
-        for ((name, data, su), ext) in entries.iter().zip(extents) {
-            put(record(name.as_bytes(), *ext, data.len() as u32, false, su));
+        let dot_su = if d == 0 { root_su() } else { px(0o040_555) };
+        let up = self.dirs[d].0;
+        put(record(&[0], loc[d], size[d], true, &dot_su));
+        put(record(&[1], loc[up], size[up], true, &px(0o040_555)));
+        for n in &self.dirs[d].1 {
+            put(match n.kind {
+                Kid::Dir(i) => record(n.iso.as_bytes(), loc[i], size[i], true, &n.su),
+                Kid::File(i) => record(
+                    n.iso.as_bytes(),
+                    ext[i],
+                    self.files[i].len() as u32,
+                    false,
+                    &n.su,
+                ),
+            });
         }
         dir
-    };
-    // Two passes: the directory's size decides where the files start.
-    let root_sectors = lay_out(&vec![0; entries.len()], 1)
-        .len()
-        .div_ceil(SECTOR)
-        .max(1) as u32;
-    let mut extents = Vec::new();
-    let mut next = ROOT as u32 + root_sectors;
-    for (_, data, _) in &entries {
-        extents.push(if data.is_empty() { 0 } else { next });
+    }
+}
+
+/// The path table (ECMA-119 9.4), little-endian (`le`, type L) or big-endian (type M).
+fn path_table(t: &Tree, order: &[usize], loc: &[u32], le: bool) -> Vec<u8> {
+    let mut num = vec![0u16; t.dirs.len()];
+    for (i, d) in order.iter().enumerate() {
+        num[*d] = i as u16 + 1;
+    }
+    let mut out = Vec::new();
+    for &d in order {
+        let id: Vec<u8> = if d == 0 {
+            vec![0]
+        } else {
+            let up = &t.dirs[t.dirs[d].0].1;
+            let n = up.iter().find(|n| matches!(n.kind, Kid::Dir(i) if i == d));
+            n.map(|n| n.iso.as_bytes().to_vec()).unwrap_or_default()
+        };
+        let parent = num[t.dirs[d].0];
+        out.extend_from_slice(&[id.len() as u8, 0]);
+        if le {
+            out.extend_from_slice(&loc[d].to_le_bytes());
+            out.extend_from_slice(&parent.to_le_bytes());
+        } else {
+            out.extend_from_slice(&loc[d].to_be_bytes());
+            out.extend_from_slice(&parent.to_be_bytes());
+        }
+        out.extend_from_slice(&id);
+        if id.len() % 2 == 1 {
+            out.push(0);
+        }
+    }
+    out
+}
+
+/// The CD image of `entries` (a path with `/` between folders; content, or `None` for a
+/// folder: parent folders are made as needed), labelled `label`.
+pub fn tree_image(label: &str, entries: &[Entry]) -> Result<Vec<u8>, String> {
+    let t = Tree::of(entries)?;
+    let order = t.order();
+    let n = t.dirs.len();
+    // The directories' sizes depend on their names only; the extents follow from them.
+    let zero = (vec![0; n], vec![0; t.files.len()]);
+    let size: Vec<u32> = (0..n)
+        .map(|d| {
+            (t.records(d, &zero.0, &zero.0, &zero.1)
+                .len()
+                .div_ceil(SECTOR)
+                * SECTOR) as u32
+        })
+        .collect();
+    let pt_len = path_table(&t, &order, &zero.0, true).len();
+    let pt_sectors = pt_len.div_ceil(SECTOR) as u32;
+    let m_path = L_PATH as u32 + pt_sectors;
+    let mut next = m_path + pt_sectors;
+    let mut loc = vec![0; n];
+    for &d in &order {
+        loc[d] = next;
+        next += size[d] / SECTOR as u32;
+    }
+    let mut ext = Vec::new();
+    for data in &t.files {
+        ext.push(if data.is_empty() { 0 } else { next });
         next += data.len().div_ceil(SECTOR) as u32;
     }
     let total = next as usize;
     let mut img = vec![0u8; total * SECTOR];
-    let dir = lay_out(&extents, root_sectors);
-    img[ROOT * SECTOR..ROOT * SECTOR + dir.len()].copy_from_slice(&dir);
-    for ((_, data, _), ext) in entries.iter().zip(&extents) {
-        let at = *ext as usize * SECTOR;
+    for d in 0..n {
+        let dir = t.records(d, &loc, &size, &ext);
+        let at = loc[d] as usize * SECTOR;
+        img[at..at + dir.len()].copy_from_slice(&dir);
+    }
+    for (data, e) in t.files.iter().zip(&ext) {
+        let at = *e as usize * SECTOR;
         img[at..at + data.len()].copy_from_slice(data);
     }
+    for (sector, le) in [(L_PATH as u32, true), (m_path, false)] {
+        let pt = path_table(&t, &order, &loc, le);
+        let at = sector as usize * SECTOR;
+        img[at..at + pt.len()].copy_from_slice(&pt);
+    }
+    let root = record(&[0], loc[0], size[0], true, &[]);
+    pvd(&mut img, label, total as u32, pt_len as u32, m_path, &root);
+    Ok(img)
+}
 
-    // Primary volume descriptor (ECMA-119 8.4).
+/// The primary volume descriptor (ECMA-119 8.4) and the set terminator.
+fn pvd(img: &mut [u8], label: &str, total: u32, pt_len: u32, m_path: u32, root: &[u8]) {
     let p = &mut img[PVD * SECTOR..(PVD + 1) * SECTOR];
     p[0] = 1;
     p[1..6].copy_from_slice(b"CD001");
     p[6] = 1;
     p[8..40].copy_from_slice(&pad("LINUX", 32));
     p[40..72].copy_from_slice(&pad(&label.to_ascii_uppercase(), 32));
-    p[80..88].copy_from_slice(&both32(total as u32));
+    p[80..88].copy_from_slice(&both32(total));
     p[120..124].copy_from_slice(&both16(1));
     p[124..128].copy_from_slice(&both16(1));
     p[128..132].copy_from_slice(&both16(SECTOR as u16));
-    p[132..140].copy_from_slice(&both32(10));
+    p[132..140].copy_from_slice(&both32(pt_len));
     p[140..144].copy_from_slice(&(L_PATH as u32).to_le_bytes());
-    p[148..152].copy_from_slice(&(M_PATH as u32).to_be_bytes());
-    p[156..190].copy_from_slice(&record(
-        &[0],
-        ROOT as u32,
-        root_sectors * SECTOR as u32,
-        true,
-        &[],
-    ));
+    p[148..152].copy_from_slice(&m_path.to_be_bytes());
+    p[156..190].copy_from_slice(root);
     for (at, n) in [
         (190, 128),
         (318, 128),
@@ -209,30 +384,16 @@ pub fn image(label: &str, files: &[(String, Vec<u8>)]) -> Result<Vec<u8>, String
         p[at..at + 16].copy_from_slice(b"0000000000000000");
     }
     p[881] = 1;
-    // Set terminator.
     let t = &mut img[(PVD + 1) * SECTOR..(PVD + 2) * SECTOR];
     t[0] = 255;
     t[1..6].copy_from_slice(b"CD001");
     t[6] = 1;
-    // Path tables: the root alone, little-endian (L) and big-endian (M).
-    for (sector, le) in [(L_PATH, true), (M_PATH, false)] {
-        let e = &mut img[sector * SECTOR..sector * SECTOR + 10];
-        e[0] = 1;
-        let (ext, parent) = if le {
-            ((ROOT as u32).to_le_bytes(), 1u16.to_le_bytes())
-        } else {
-            ((ROOT as u32).to_be_bytes(), 1u16.to_be_bytes())
-        };
-        e[2..6].copy_from_slice(&ext);
-        e[6..8].copy_from_slice(&parent);
-    }
-    Ok(img)
 }
 
 /// Writes the CD image of the files in `dir` (no subfolders) to `out`.
 pub fn write_from_dir(dir: &Path, label: &str, out: &Path) -> Result<(), IsoError> {
     let files = read_files(dir)?;
-    write_image(dir, label, &files, out)
+    write_image(dir, label, &as_entries(files), out)
 }
 
 /// Writes the CD image of the files in `dir` to `out`, each file rendered as a template first
@@ -251,7 +412,11 @@ pub fn write_rendered(
         })?;
         *data = template::render(text, values).into_bytes();
     }
-    write_image(dir, label, &files, out)
+    write_image(dir, label, &as_entries(files), out)
+}
+
+fn as_entries(files: Vec<(String, Vec<u8>)>) -> Vec<Entry> {
+    files.into_iter().map(|(n, d)| (n, Some(d))).collect()
 }
 
 /// The plain files of `dir` (no subfolders), name and content.
@@ -276,13 +441,10 @@ fn read_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, IsoError> {
     Ok(files)
 }
 
-pub fn write_image(
-    dir: &Path,
-    label: &str,
-    files: &[(String, Vec<u8>)],
-    out: &Path,
-) -> Result<(), IsoError> {
-    let img = image(label, files).map_err(|why| IsoError::Entry {
+/// Writes the CD image of `entries` (see [`tree_image`]) to `out`; `dir` names the source in
+/// errors.
+pub fn write_image(dir: &Path, label: &str, entries: &[Entry], out: &Path) -> Result<(), IsoError> {
+    let img = tree_image(label, entries).map_err(|why| IsoError::Entry {
         path: dir.into(),
         why,
     })?;
@@ -301,6 +463,9 @@ pub fn write_image(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The root directory's sector when the path table fits in one sector.
+    const ROOT: usize = 20;
 
     fn u32le(b: &[u8]) -> u32 {
         u32::from_le_bytes(b[..4].try_into().unwrap())

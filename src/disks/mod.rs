@@ -6,6 +6,8 @@
 
 pub mod iso;
 pub mod render;
+#[cfg(test)]
+mod tests;
 pub mod tgz;
 
 use crate::config::{DiskKind, VmPlan};
@@ -154,16 +156,7 @@ pub fn write_templated(
                 archive,
             } => {
                 let entries = render::render_tree(&d.path, &values)?;
-                let files = render::packed(entries, archive.as_deref())?
-                    .into_iter()
-                    .map(|(name, data)| match data {
-                        Some(data) => Ok((name, data)),
-                        None => Err(DiskError::Template {
-                            path: d.path.join(name),
-                            why: "a CD image holds files only (no folders): pack them with archive = \"NAME.tgz\"".into(),
-                        }),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let files = render::packed(entries, archive.as_deref())?;
                 iso::write_image(&d.path, label, &files, image)?;
                 if let Some(g) = gid {
                     render::give(image, g, 0o640)?;
