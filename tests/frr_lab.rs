@@ -53,8 +53,10 @@ fn seed_cd_is_a_cidata_iso9660_volume_to_blkid() {
     ] {
         v.insert(k, val.into());
     }
-    ::launcher::disks::iso::write_rendered(&repo().join("images/debian/seed"), "cidata", &img, &v)
-        .unwrap();
+    // The templated CD's path in the launcher: the folder rendered, then written.
+    let seed = repo().join("images/debian/seed");
+    let entries = ::launcher::disks::render::render_tree(&seed, &v).unwrap();
+    ::launcher::disks::iso::write_image(&seed, "cidata", &entries, &img).unwrap();
     let probe = must(&format!("blkid -p -o export {}", img.display()));
     let bytes = std::fs::read(&img).unwrap();
     let _ = std::fs::remove_dir_all(&dir);

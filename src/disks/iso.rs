@@ -2,8 +2,8 @@
 //! their day-0 configuration or licence (a CD-ROM with `iosxe_config.txt`, vSRX's
 //! `config/juniper.conf`, ...). [`tree_image`] is pure (paths and bytes in, image out; [`image`]
 //! the same for one flat folder); [`write_from_dir`] reads a flat folder and writes the image,
-//! [`write_rendered`] renders each file as a template first (a cloud-init seed), and
-//! [`write_image`] writes a tree already rendered. Each directory has its own extent with `.`
+//! and [`write_image`] writes a tree already rendered (a templated CD such as a cloud-init
+//! seed: `super::render` renders it). Each directory has its own extent with `.`
 //! and `..`, the path tables (L and M) list them by level, parent and name (ECMA-119 9.4), at
 //! most 8 levels. ISO 9660 level 2 names (up to 30 characters, upper case, as `genisoimage -l`
 //! writes them) plus Rock Ridge (RRIP 1991A) names and modes (files 0444, folders 0555), so
@@ -11,7 +11,6 @@
 //! 9660 character).
 
 use super::tgz::Entry;
-use crate::template;
 use std::path::{Path, PathBuf};
 
 const SECTOR: usize = 2048;
@@ -396,25 +395,6 @@ pub fn write_from_dir(dir: &Path, label: &str, out: &Path) -> Result<(), IsoErro
     write_image(dir, label, &as_entries(files), out)
 }
 
-/// Writes the CD image of the files in `dir` to `out`, each file rendered as a template first
-/// (`{hostname}`, `{password}`, `{mgmt_ip}`, ...: see [`template`]). A file must be UTF-8.
-pub fn write_rendered(
-    dir: &Path,
-    label: &str,
-    out: &Path,
-    values: &template::Values,
-) -> Result<(), IsoError> {
-    let mut files = read_files(dir)?;
-    for (name, data) in &mut files {
-        let text = std::str::from_utf8(data).map_err(|_| IsoError::Entry {
-            path: dir.join(&*name),
-            why: "a template file must be UTF-8 text".into(),
-        })?;
-        *data = template::render(text, values).into_bytes();
-    }
-    write_image(dir, label, &as_entries(files), out)
-}
-
 fn as_entries(files: Vec<(String, Vec<u8>)>) -> Vec<Entry> {
     files.into_iter().map(|(n, d)| (n, Some(d))).collect()
 }
@@ -463,6 +443,7 @@ pub fn write_image(dir: &Path, label: &str, entries: &[Entry], out: &Path) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::template;
 
     /// The root directory's sector when the path table fits in one sector.
     const ROOT: usize = 20;
@@ -606,6 +587,11 @@ mod tests {
         let out = dir.with_extension("iso");
         let mut v = template::Values::new();
         v.insert("hostname", "r7".into());
+        // The templated CD's path: the folder rendered, then written.
+        let write_rendered = |dir: &Path, label: &str, out: &Path, v: &template::Values| {
+            let e = crate::disks::render::render_tree(dir, v).map_err(|e| e.to_string())?;
+            write_image(dir, label, &e, out).map_err(|e| e.to_string())
+        };
         write_rendered(&dir, "cidata", &out, &v).unwrap();
         let img = std::fs::read(&out).unwrap();
         assert!(img.windows(18).any(|w| w == b"local-hostname: r7"));

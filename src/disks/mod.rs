@@ -139,6 +139,20 @@ pub fn write_templated(
     values: &template::Values,
     qemu: Option<(u32, u32)>,
 ) -> Result<(), DiskError> {
+    // The startup config is read only when a templated disk may use it.
+    let templated = plan.boot.disks.iter().any(|d| {
+        matches!(
+            d.kind,
+            DiskKind::Cd { template: true, .. }
+                | DiskKind::Fat {
+                    rendered: Some(_),
+                    ..
+                }
+        )
+    });
+    if !templated {
+        return Ok(());
+    }
     let mut values = values.clone();
     let startup = plan
         .startup_config
