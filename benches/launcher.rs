@@ -263,6 +263,9 @@ fn main() {
     )
     .unwrap();
     must(&format!("chmod +x {}", wrapper.display()));
+    // qemu runs as the unprivileged qemu user (the sandbox): the stamp is made writable for it.
+    std::fs::write(&stamp, "").unwrap();
+    must(&format!("chmod 0666 {}", stamp.display()));
     ns.ip("link add p1 type veth peer name eth1");
     let cfg = tinylinux_config(&ns, "bench", &format!("qemu = \"{}\"", wrapper.display()));
     let log = ns.dir.join("out.log");
