@@ -178,6 +178,14 @@ frr_ssh() {
     "admin@$ip" "$2" </dev/null
 }
 
+# What r1's own tools say, and whether it shows everything up: three OSPF neighbours Full, three
+# IS-IS adjacencies Up, BFD peers up, four LLDP neighbours (r2 twice over the bond, r2 and r3).
+FRR_PROBE="sudo vtysh -c 'show ip ospf neighbor' -c 'show isis neighbor' -c 'show bgp summary' -c 'show bfd peers brief'; sudo lldpcli show neighbors summary; grep -E 'Mode|Aggregator ID|Partner Mac' /proc/net/bonding/bond0"
+frr_all_up() {
+  [ "$(echo "$1" | grep -c 'Full/')" -ge 3 ] && [ "$(echo "$1" | grep -cw Up)" -ge 3 ] \
+    && [ "$(echo "$1" | grep -c ' up ')" -ge 3 ] && [ "$(echo "$1" | grep -c 'SysName:')" -ge 4 ]
+}
+
 frr_up() {
   source scripts/deps.sh
   docker image inspect launcher-debian:latest >/dev/null 2>&1 || { cargo build --release; scripts/images.sh; }
@@ -201,26 +209,38 @@ frr_up() {
     docker exec "$LAB-$r" launcher health >/dev/null || { echo "demo: $r is not ready" >&2; exit 1; }
   done
   echo "demo: ready after $(( $(date +%s) - t0 )) s; waiting for OSPF, IS-IS, BGP, BFD, LLDP, the bond"
-  local out
+  local out up=no
   for _ in $(seq 1 100); do
-    out=$(frr_ssh r1 "sudo vtysh -c 'show ip ospf neighbor' -c 'show isis neighbor' -c 'show bgp summary' -c 'show bfd peers brief'; sudo lldpcli show neighbors summary; grep -E 'Mode|Aggregator ID|Partner Mac' /proc/net/bonding/bond0" 2>/dev/null || true)
-    [ "$(echo "$out" | grep -c 'Full/')" -ge 3 ] && [ "$(echo "$out" | grep -cw Up)" -ge 3 ] \
-      && [ "$(echo "$out" | grep -c ' up ')" -ge 3 ] && [ "$(echo "$out" | grep -c 'SysName:')" -ge 4 ] && break
+    out=$(frr_ssh r1 "$FRR_PROBE" 2>/dev/null || true)
+    frr_all_up "$out" && { up=yes; break; }
     sleep 3
   done
   echo "$out"
+  [ "$up" = yes ] || { echo "demo: not every protocol is up on r1 after $(( $(date +%s) - t0 )) s" >&2; exit 1; }
   echo "demo: all up after $(( $(date +%s) - t0 )) s"
   for r in $FRR_ROUTERS; do docker exec "$LAB-$r" launcher status; done
 }
 
+# Waits (bounded, $1 tries 2 s apart) until r1 shows $2 OSPF neighbours Full; prints them.
+frr_wait_ospf() {
+  local out
+  for _ in $(seq 1 "$1"); do
+    out=$(frr_ssh r1 "sudo vtysh -c 'show ip ospf neighbor' -c 'show bfd peers brief'" 2>/dev/null || true)
+    [ "$(echo "$out" | grep -c 'Full/')" = "$2" ] && { echo "$out"; return 0; }
+    sleep 2
+  done
+  echo "$out"; echo "demo: r1 does not show $2 OSPF neighbours Full" >&2; return 1
+}
+
 frr_cut() {
-  echo "demo: r1 OSPF before the cut"; frr_ssh r1 "sudo vtysh -c 'show ip ospf neighbor'"
+  echo "demo: r1 before the cut"; frr_wait_ospf 1 3
   nsenter -t "$(pid_of r1)" -n ip link del eth1
-  sleep 8
-  echo "demo: r1 OSPF with eth1 deleted"; frr_ssh r1 "sudo vtysh -c 'show ip ospf neighbor' -c 'show bfd peers brief'"
-  frr_links 1
-  sleep 15
-  echo "demo: r1 OSPF with eth1 back"; frr_ssh r1 "sudo vtysh -c 'show ip ospf neighbor'"
+  local t=$(date +%s)
+  echo "demo: r1 with eth1 deleted"; frr_wait_ospf 60 2
+  echo "demo: the cut was seen in about $(( $(date +%s) - t )) s"
+  frr_links 1; t=$(date +%s)
+  echo "demo: r1 with eth1 back"; frr_wait_ospf 90 3
+  echo "demo: recovered in about $(( $(date +%s) - t )) s"
 }
 
 frr_down() {

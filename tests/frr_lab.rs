@@ -247,8 +247,6 @@ fn parse(out: &str) -> Up {
 }
 
 #[test]
-#[ignore = "passed end to end in isolation (168 s), not yet inside a full test command run \
-            (issue 14): cargo test --release --test frr_lab -- --ignored"]
 fn frr_lab_protocols_come_up_and_survive_a_link_cut() {
     require_lab_tools();
     let lab = Lab {
