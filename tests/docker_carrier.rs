@@ -10,116 +10,21 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-/// launcher-tinylinux:latest with this build's launcher binary and tinylinux initramfs; the
-/// image (and its build folder) removed on drop.
-struct Image {
-    tag: String,
-    dir: std::path::PathBuf,
-}
-
-impl Image {
-    fn build() -> Self {
-        let tag = format!("launcher-tinylinux:lt-carrier-{}", std::process::id());
-        let dir = std::env::temp_dir().join(format!("lt-carrier-img-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(LAUNCHER, dir.join("launcher")).unwrap();
-        // The guest's kernel and initramfs go together (the modules match the kernel).
-        for f in ["vmlinuz", "initramfs.cpio.gz"] {
-            std::fs::copy(tinylinux_dir().join(f), dir.join(f)).unwrap();
-        }
-        std::fs::write(
-            dir.join("Dockerfile"),
-            "FROM launcher-tinylinux:latest\nCOPY launcher /usr/local/bin/launcher\n\
-             COPY vmlinuz initramfs.cpio.gz /opt/tinylinux/\n",
-        )
-        .unwrap();
-        must(&format!("docker build -q -t {tag} {}", dir.display()));
-        Image { tag, dir }
-    }
-}
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = sh(&format!("docker rmi -f {}", self.tag));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A router container removed on drop.
-struct Router {
-    name: String,
-    config: std::path::PathBuf,
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        let _ = sh(&format!("docker rm -f {}", self.name));
-        let _ = std::fs::remove_dir_all(&self.config);
-    }
-}
-
-impl Router {
-    fn pid(&self) -> u32 {
-        let pid = must(&format!(
-            "docker inspect -f '{{{{.State.Pid}}}}' {}",
-            self.name
-        ));
-        pid.trim().parse().unwrap()
-    }
-    fn logs(&self) -> String {
-        must(&format!("docker logs {} 2>&1", self.name))
-    }
-    fn healthy(&self, within: Duration) {
-        wait_for(within, &format!("{} healthy", self.name), || {
-            let h = sh(&format!(
-                "docker inspect -f '{{{{.State.Health.Status}}}}' {}",
-                self.name
-            ));
-            (String::from_utf8_lossy(&h.stdout).trim() == "healthy").then_some(())
-        });
-    }
-    fn status(&self) -> serde_json::Value {
-        let out = must(&format!("docker exec {} launcher status --json", self.name));
-        serde_json::from_str(&out).unwrap()
-    }
-    fn exit_code(&self) -> String {
-        let c = must(&format!(
-            "docker inspect -f '{{{{.State.ExitCode}}}}' {}",
-            self.name
-        ));
-        c.trim().to_string()
-    }
-    /// The guest's NIC line (its MACs), the latest boot's.
-    fn macs(&self) -> String {
-        let logs = self.logs();
-        let line = (logs.lines().rev()).find(|l| l.contains("tinylinux: ") && l.contains("NICs:"));
-        let line = line.unwrap_or_default();
-        line.split("NICs:")
-            .nth(1)
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    }
-    /// containerlab's way: a veth made in `peer` (keeping `p1`), its other end moved into the
-    /// router's namespace, renamed eth1 and brought up; the peer end addressed.
-    fn link(&self, peer: &Netns) {
-        let _ = peer.exec("ip link del p1");
-        peer.ip("link add p1 type veth peer name lt-carrier-t1");
-        peer.ip(&format!("link set lt-carrier-t1 netns {}", self.pid()));
-        self.ip("link set lt-carrier-t1 name eth1");
-        self.ip("link set eth1 up");
-        peer.ip("addr add 192.0.2.1/24 dev p1");
-        peer.ip("link set p1 up");
-    }
-    /// `ip ARGS` in the router's namespace.
-    fn ip(&self, args: &str) -> String {
-        must(&format!("nsenter -t {} -n ip {args}", self.pid()))
-    }
+/// containerlab's way: a veth made in `peer` (keeping `p1`), its other end moved into the
+/// router's namespace, renamed eth1 and brought up; the peer end addressed.
+fn link(r: &Container, peer: &Netns) {
+    let _ = peer.exec("ip link del p1");
+    peer.ip("link add p1 type veth peer name lt-carrier-t1");
+    peer.ip(&format!("link set lt-carrier-t1 netns {}", r.pid()));
+    r.ip("link set lt-carrier-t1 name eth1");
+    r.ip("link set eth1 up");
+    peer.ip("addr add 192.0.2.1/24 dev p1");
+    peer.ip("link set p1 up");
 }
 
 /// Healthy, the same MACs as `macs`, eth1 wired and up in status, the guest's port up, pings
 /// through eth1 reaching it.
-fn back_as_before(r: &Router, peer: &Netns, macs: &str, what: &str) {
+fn back_as_before(r: &Container, peer: &Netns, macs: &str, what: &str) {
     r.healthy(Duration::from_secs(240));
     assert_eq!(r.macs(), macs, "same MACs after {what}");
     let st = wait_for(Duration::from_secs(30), "eth1 up in status", || {
@@ -145,7 +50,7 @@ fn back_as_before(r: &Router, peer: &Netns, macs: &str, what: &str) {
 #[test]
 fn carrier_docker_stop_start_with_parking_restart_and_kill_start_come_back_wired() {
     require_docker();
-    let image = Image::build();
+    let image = TestImage::build("carrier");
     let peer = Netns::new("carrier-dpeer");
     let park = Netns::new("carrier-park");
     let config = std::env::temp_dir().join(format!("lt-carrier-cfg-{}", std::process::id()));
@@ -155,18 +60,18 @@ fn carrier_docker_stop_start_with_parking_restart_and_kill_start_come_back_wired
         "ip addr add 192.0.2.2/24 dev eth1\n",
     )
     .unwrap();
-    let r = Router {
+    let r = Container {
         name: format!("lt-carrier-{}", std::process::id()),
-        config,
+        dirs: vec![config.clone()],
     };
     must(&format!(
         "docker run -d --name {} --hostname rc --cap-add NET_ADMIN --device /dev/net/tun \
          -e CLAB_INTFS=1 -v {}:/config {}",
         r.name,
-        r.config.display(),
+        config.display(),
         image.tag
     ));
-    r.link(&peer);
+    link(&r, &peer);
     r.healthy(Duration::from_secs(240));
     let macs = r.macs();
     back_as_before(&r, &peer, &macs, "the first start");
@@ -194,12 +99,12 @@ fn carrier_docker_stop_start_with_parking_restart_and_kill_start_come_back_wired
 
     // docker restart: the namespace (and eth1 with it) goes; the lab tool links it again.
     must(&format!("docker restart -t 120 {}", r.name));
-    r.link(&peer);
+    link(&r, &peer);
     back_as_before(&r, &peer, &macs, "docker restart");
 
     // docker kill + docker start: the launcher SIGKILLed (qemu goes with it).
     must(&format!("docker kill {}", r.name));
     must(&format!("docker start {}", r.name));
-    r.link(&peer);
+    link(&r, &peer);
     back_as_before(&r, &peer, &macs, "docker kill and start");
 }

@@ -2,17 +2,21 @@
 //! - [`netns`]: throwaway network namespaces behind RAII guards, shell helpers;
 //! - [`frames`]: raw packet sockets and taps opened inside a namespace;
 //! - [`launcher`]: the launcher binary run in a namespace, its status and its JSON log;
-//! - [`guest`]: the tinylinux guest: config builder, login bootstrap, telnet and HTTP.
+//! - [`guest`]: the tinylinux guest: config builder, login bootstrap, telnet and HTTP;
+//! - [`docker`]: router containers under real Docker: the test image, a container's pid, logs,
+//!   health and status, the guest's console since its latest boot.
 //!
 //! Every test binary uses a different part of this, hence dead code and unused re-exports are
 //! allowed here.
 #![allow(dead_code, unused_imports)]
 
+pub mod docker;
 pub mod frames;
 pub mod guest;
 pub mod launcher;
 pub mod netns;
 
+pub use docker::*;
 pub use frames::*;
 pub use guest::*;
 pub use launcher::*;
