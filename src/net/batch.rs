@@ -54,8 +54,9 @@ impl Batcher {
         let tv = nix::sys::time::TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0);
         setsockopt(&fd, sockopt::ReceiveTimeout, &tv).map_err(sock)?;
         // Acks without the request echoed back: smaller replies (best effort).
-        // SAFETY: setsockopt reads one int from `one`, which lives across the call.
         let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads one int from `one`, which lives across the call, on an
+        // open socket `fd` owns.
         unsafe {
             libc::setsockopt(
                 fd.as_raw_fd(),
@@ -182,5 +183,40 @@ fn once(
         Some((k, e)) => Err(Retry::Fatal(request_error(&reqs[k], e))),
         None if interrupted => Err(Retry::Interrupted),
         None => Ok(out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_route::link::LinkMessage;
+
+    /// A batch answers each request: a dump's entries under its own request, and the first
+    /// failing request named in the error (it changes nothing: no such link).
+    #[test]
+    fn a_batch_answers_each_request_and_names_the_one_that_failed() {
+        let b = Batcher::new().unwrap();
+        let dump = Request {
+            op: "list links",
+            ifname: "*".into(),
+            msg: RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            flags: NLM_F_DUMP,
+        };
+        let got = b.send(std::slice::from_ref(&dump)).unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(!got[0].is_empty(), "a namespace has at least lo");
+        let mut gone = LinkMessage::default();
+        gone.header.index = 0x7fff_fff0;
+        let bad = Request {
+            op: "set link up",
+            ifname: "lt-vhost-none".into(),
+            msg: RouteNetlinkMessage::SetLink(gone),
+            flags: NLM_F_ACK,
+        };
+        let e = b.send(&[bad, dump]).unwrap_err();
+        assert!(
+            e.to_string() == "set link up on lt-vhost-none",
+            "{e}: the failing request is named"
+        );
     }
 }
