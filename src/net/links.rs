@@ -453,17 +453,13 @@ impl DataLinks {
     }
 }
 
-/// Brings both links up (tap MTU at least ethN's and at least `min_mtu`) and wires both ways.
+/// Brings both links up (tap MTU at least ethN's and at least `min_mtu`) and wires both ways,
+/// read back (see `Netlink::wire`: two system calls' worth of netlink, no task switch).
 pub async fn wire_links(
     nl: &Netlink,
     eth: &LinkInfo,
     tap: &LinkInfo,
     min_mtu: u32,
 ) -> Result<(), NetError> {
-    let mtu = Some(min_mtu.max(eth.mtu));
-    futures::try_join!(
-        nl.set_up(eth.index, &eth.name, None),
-        nl.set_up(tap.index, &tap.name, mtu)
-    )?;
-    nl.wire(eth, tap).await
+    nl.wire(eth, tap, Some(min_mtu.max(eth.mtu)))
 }

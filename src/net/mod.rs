@@ -3,6 +3,7 @@
 //! passthrough. Owns every kernel network object the launcher creates; never builds a qemu
 //! argument and never reads the process environment (callers pass what they read).
 
+pub mod batch;
 pub mod events;
 pub mod internal;
 pub mod links;

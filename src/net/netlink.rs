@@ -18,6 +18,18 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::Handle;
 use std::time::Duration;
 
+/// `ip link set dev X up [mtu M]`, as a message.
+pub(crate) fn up_message(index: u32, mtu: Option<u32>) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m.header.flags = LinkFlags::Up;
+    m.header.change_mask = LinkFlags::Up;
+    if let Some(mtu) = mtu {
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    m
+}
+
 fn io_err(e: rtnetlink::Error) -> std::io::Error {
     match e {
         rtnetlink::Error::NetlinkError(m) => m.to_io(),
@@ -29,6 +41,8 @@ fn io_err(e: rtnetlink::Error) -> std::io::Error {
 #[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
+    /// A socket of its own for batches (see `batch`): the wiring of a link in one `sendmsg`.
+    pub(crate) batch: std::sync::Arc<crate::net::batch::Batcher>,
 }
 
 impl Netlink {
@@ -36,7 +50,8 @@ impl Netlink {
     pub fn new() -> Result<Self, NetError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(NetError::Socket)?;
         tokio::spawn(conn);
-        Ok(Self { handle })
+        let batch = std::sync::Arc::new(crate::net::batch::Batcher::new()?);
+        Ok(Self { handle, batch })
     }
 
     /// Sends one request, collects the replies, retries EBUSY/EAGAIN with back-off, and a dump
@@ -139,17 +154,10 @@ impl Netlink {
 
     /// Sets the link up, and its MTU when given.
     pub async fn set_up(&self, index: u32, ifname: &str, mtu: Option<u32>) -> Result<(), NetError> {
-        let mut m = LinkMessage::default();
-        m.header.index = index;
-        m.header.flags = LinkFlags::Up;
-        m.header.change_mask = LinkFlags::Up;
-        if let Some(mtu) = mtu {
-            m.attributes.push(LinkAttribute::Mtu(mtu));
-        }
         self.request(
             "set link up",
             ifname,
-            RouteNetlinkMessage::SetLink(m),
+            RouteNetlinkMessage::SetLink(up_message(index, mtu)),
             NLM_F_ACK,
         )
         .await?;

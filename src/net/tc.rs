@@ -3,6 +3,8 @@
 //! them (wire, unwire, and verification by reading the filters back). No `tc` binary; link
 //! settings belong to `netlink`.
 
+use crate::net::batch::Request;
+use crate::net::netlink::up_message;
 use crate::net::{LinkInfo, NetError, Netlink};
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
 use netlink_packet_route::tc::{
@@ -48,24 +50,67 @@ impl Netlink {
 
     /// Reads `from`'s ingress filters back: exactly one redirect, to `to`.
     async fn verify_redirect(&self, from: &LinkInfo, to: &LinkInfo) -> Result<(), NetError> {
-        let targets = self.redirect_targets(from).await?;
-        if targets != [to.index] {
-            return Err(NetError::Verify {
-                from: from.name.clone(),
-                to: to.name.clone(),
-                why: format!(
-                    "expected one redirect to ifindex {}, found {targets:?}",
-                    to.index
-                ),
-            });
-        }
-        Ok(())
+        check_redirect(from, to, &self.redirect_targets(from).await?)
     }
 
-    /// Both directions: eth -> tap and tap -> eth, their requests in flight together (each
-    /// direction still in order: qdisc, filter, read back).
-    pub async fn wire(&self, eth: &LinkInfo, tap: &LinkInfo) -> Result<(), NetError> {
-        futures::try_join!(self.redirect(eth, tap), self.redirect(tap, eth)).map(|_| ())
+    /// Both links up (the tap with MTU `tap_mtu` when given) and both directions wired, eth ->
+    /// tap and tap -> eth, then read back, in two batches (see `batch`): every change and
+    /// eth's filter dump in one `sendmsg`, the tap's dump in a second (the kernel runs one dump
+    /// per socket at a time). Each direction must read back as exactly one redirect.
+    pub fn wire(
+        &self,
+        eth: &LinkInfo,
+        tap: &LinkInfo,
+        tap_mtu: Option<u32>,
+    ) -> Result<(), NetError> {
+        let change = NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+        let req = |op, l: &LinkInfo, msg, flags| Request {
+            op,
+            ifname: l.name.clone(),
+            msg,
+            flags,
+        };
+        let mut batch = vec![
+            req(
+                "set link up",
+                eth,
+                RouteNetlinkMessage::SetLink(up_message(eth.index, None)),
+                NLM_F_ACK,
+            ),
+            req(
+                "set link up",
+                tap,
+                RouteNetlinkMessage::SetLink(up_message(tap.index, tap_mtu)),
+                NLM_F_ACK,
+            ),
+        ];
+        for (from, to) in [(eth, tap), (tap, eth)] {
+            batch.push(req(
+                "add ingress qdisc",
+                from,
+                RouteNetlinkMessage::NewQueueDiscipline(ingress_qdisc(from.index)),
+                change,
+            ));
+            batch.push(req(
+                "add u32 mirred filter",
+                from,
+                RouteNetlinkMessage::NewTrafficFilter(redirect_filter(from.index, to.index)),
+                change,
+            ));
+        }
+        let dump = |l: &LinkInfo| {
+            req(
+                "list filters",
+                l,
+                RouteNetlinkMessage::GetTrafficFilter(filters_of(l.index)),
+                NLM_F_DUMP,
+            )
+        };
+        batch.push(dump(eth));
+        let eth_back = self.batch.send(&batch)?.pop().unwrap_or_default();
+        let tap_back = self.batch.send(&[dump(tap)])?.pop().unwrap_or_default();
+        check_redirect(eth, tap, &targets(&eth_back))?;
+        check_redirect(tap, eth, &targets(&tap_back))
     }
 
     /// Removes the ingress qdisc (and with it every filter) from a link.
@@ -145,24 +190,49 @@ impl Netlink {
 
     /// The ifindexes that `link`'s ingress filters redirect to (mirred egress redirect).
     pub async fn redirect_targets(&self, link: &LinkInfo) -> Result<Vec<u32>, NetError> {
-        let mut q = TcMessage::with_index(link.index as i32);
-        q.header.parent = TcHandle::from(INGRESS_PARENT);
         let replies = self
             .request(
                 "list filters",
                 &link.name,
-                RouteNetlinkMessage::GetTrafficFilter(q),
+                RouteNetlinkMessage::GetTrafficFilter(filters_of(link.index)),
                 NLM_F_DUMP,
             )
             .await?;
-        let mut out = Vec::new();
-        for r in replies {
-            if let RouteNetlinkMessage::NewTrafficFilter(m) = r {
-                out.extend(mirred_targets(&m));
-            }
-        }
-        Ok(out)
+        Ok(targets(&replies))
     }
+}
+
+/// `tc filter show dev X ingress`, as a (dump) message.
+fn filters_of(index: u32) -> TcMessage {
+    let mut q = TcMessage::with_index(index as i32);
+    q.header.parent = TcHandle::from(INGRESS_PARENT);
+    q
+}
+
+/// The redirect targets of every filter among `replies`.
+fn targets(replies: &[RouteNetlinkMessage]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for r in replies {
+        if let RouteNetlinkMessage::NewTrafficFilter(m) = r {
+            out.extend(mirred_targets(m));
+        }
+    }
+    out
+}
+
+/// `from`'s filters, read back, must redirect exactly once, to `to`.
+fn check_redirect(from: &LinkInfo, to: &LinkInfo, targets: &[u32]) -> Result<(), NetError> {
+    if targets != [to.index] {
+        return Err(NetError::Verify {
+            from: from.name.clone(),
+            to: to.name.clone(),
+            why: format!(
+                "expected one redirect to ifindex {}, found {targets:?}",
+                to.index
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// `tc qdisc add dev X ingress`, as a message.

@@ -425,7 +425,6 @@ fn data_nics(
         let m = &plan.nics.offset_model;
         a.opt("-device", format!("{m},id=reserved{k},mac={mac}{at}"));
     }
-    let vhost = if launch.vhost { ",vhost=on" } else { "" };
     let q = launch.queues;
     let mq = if q > 1 {
         format!(",mq=on,vectors={}", 2 * q + 2)
@@ -436,8 +435,10 @@ fn data_nics(
     for index in 1..=max {
         let (mac, at) = (mac(seed, index), slots.place(index + off));
         if links.get(pos).is_some_and(|l| l.index == index) {
+            // With vhost-net the vhost fds come open from the launcher (`vhostfd=`/`vhostfds=`,
+            // from the layout): qemu never opens /dev/vhost-net itself.
             let fd = fds.netdev_fd_arg(pos);
-            a.opt("-netdev", format!("tap,id=net{index},{fd}{vhost}"));
+            a.opt("-netdev", format!("tap,id=net{index},{fd}"));
             a.opt(
                 "-device",
                 format!("{model},netdev=net{index},mac={mac}{mq}{at}"),
@@ -499,8 +500,8 @@ mod tests {
         for w in argv.windows(2).filter(|w| w[0] == "-netdev") {
             for kv in w[1].split(',') {
                 match kv.split_once('=') {
-                    Some(("fd", n)) => out.push(n.parse().unwrap()),
-                    Some(("fds", ns)) => {
+                    Some(("fd" | "vhostfd", n)) => out.push(n.parse().unwrap()),
+                    Some(("fds" | "vhostfds", ns)) => {
                         out.extend(ns.split(':').map(|n| n.parse::<i32>().unwrap()))
                     }
                     _ => {}
@@ -525,6 +526,11 @@ mod tests {
             .collect();
         let bound = layout.bind(mgmt, &internal, &data).unwrap();
         let mut numbers: Vec<i32> = bound.iter().map(|(n, _)| *n).collect();
+        numbers.extend(layout.vhost_numbers());
+        assert_eq!(
+            layout.vhost_numbers().is_empty(),
+            !launch.vhost || links.is_empty()
+        );
         numbers.sort();
         let mut in_argv = netdev_fds(argv);
         in_argv.sort();
@@ -532,7 +538,7 @@ mod tests {
         numbers.dedup();
         assert_eq!(
             numbers.len(),
-            bound.len(),
+            bound.len() + layout.vhost_numbers().len(),
             "{}: a number bound twice",
             plan.name
         );
@@ -695,6 +701,18 @@ mod tests {
             "[vm]\nname=\"mq\"\nsmp=4\n[kernel]\npath=\"k\"\n[nics]\ncount=2\nqueues=4\n[management]\nmode=\"none\"\n",
             &[],
             false,
+        );
+    }
+
+    /// KVM with vhost-net and 4 queues: every data tap's vhost-net fds come open at numbers
+    /// after the taps (`vhostfds=`), none opened by qemu.
+    #[test]
+    fn golden_multi_queue_vhost() {
+        golden(
+            "multi-queue-vhost",
+            "[vm]\nname=\"mq\"\nsmp=4\n[kernel]\npath=\"k\"\n[nics]\ncount=2\nqueues=4\n[management]\nmode=\"none\"\n",
+            &[],
+            true,
         );
     }
 

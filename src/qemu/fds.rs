@@ -1,10 +1,13 @@
-//! The fd numbers qemu gets its taps at: one [`FdLayout`] per VM answers both the argv
-//! (`fd=`/`fds=` of each `-netdev`) and the spawn (which open fd goes to which number), so the
+//! The fd numbers qemu gets its taps (and their vhost-net devices) at: one [`FdLayout`] per VM
+//! answers both the argv (`fd=`/`fds=` and `vhostfd=`/`vhostfds=` of each `-netdev`) and the
+//! spawn (which open fd goes to which number, which numbers get a fresh /dev/vhost-net), so the
 //! two cannot disagree. Pure: it never opens, dups or closes an fd.
 //!
 //! The layout: internal-network tap k at 3 + k (k < [`MAX_INTERNAL`]), the passthrough
 //! management tap at 9, then the data taps from 10 on, link by link in the plan's link order,
-//! each link's queues in a row.
+//! each link's queues in a row; with vhost-net, right after the last data tap one vhost-net fd
+//! per data tap queue, in the same order. Only the data taps use vhost-net (management and
+//! internal taps run in qemu's userspace).
 //!
 //! The open-file limit follows from the layouts too ([`nofile_needed`]): where the spawn parks
 //! the fds before moving them ([`park_from`]) and how many the launcher and qemu hold.
@@ -29,9 +32,10 @@ const LAUNCHER_OWN: u64 = 64;
 const LAUNCHER_PER_VM: u64 = 32;
 /// What qemu opens of its own (disks, sockets, eventfds of the other devices).
 const QEMU_OWN: u64 = 64;
-/// What qemu opens per data tap with vhost-net: the vhost device and, per virtqueue of the
-/// queue pair, a kick and a call eventfd. Without vhost-net (TCG), nothing per tap.
-const QEMU_PER_VHOST_TAP: u64 = 5;
+/// What qemu opens per data tap queue with vhost-net: per virtqueue of the queue pair, a kick
+/// and a call eventfd (the vhost-net device itself is handed to it, one of its numbers).
+/// Without vhost-net (TCG), nothing per tap.
+const QEMU_PER_VHOST_TAP: u64 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FdError {
@@ -56,6 +60,8 @@ pub struct FdLayout {
     passthrough: bool,
     /// Per data link (in link order), the numbers of its queue taps.
     data: Vec<Range<i32>>,
+    /// Per data link, the numbers of its queues' vhost-net fds; empty without vhost-net.
+    vhost: Vec<Range<i32>>,
 }
 
 impl FdLayout {
@@ -81,7 +87,23 @@ impl FdLayout {
             internal,
             passthrough,
             data,
+            vhost: Vec::new(),
         }
+    }
+
+    /// The same layout with (`on`) one vhost-net fd per data tap queue, numbered right after
+    /// the last data tap, link by link.
+    pub fn with_vhost(mut self, on: bool) -> Self {
+        self.vhost = if on {
+            let shift = self.data.last().map_or(0, |r| r.end - DATA_BASE);
+            self.data
+                .iter()
+                .map(|r| r.start + shift..r.end + shift)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self
     }
 
     /// The layout of one VM of a plan, launched so, with these data links (the plan's, or
@@ -92,6 +114,7 @@ impl FdLayout {
             matches!(plan.management, Management::Passthrough { .. }),
             &vec![launch.queues; links.len()],
         )
+        .with_vhost(launch.vhost)
     }
 
     /// The passthrough management tap's number (bound only in passthrough mode).
@@ -110,34 +133,59 @@ impl FdLayout {
         self.data[pos].clone()
     }
 
-    /// The `-netdev tap` fd argument of data link `pos`: "fd=10", or "fds=10:11:12:13" with
-    /// several queues.
+    /// The numbers of the vhost-net fds of data link `pos`'s queues (None without vhost-net).
+    pub fn vhost(&self, pos: usize) -> Option<Range<i32>> {
+        self.vhost.get(pos).cloned()
+    }
+
+    /// Every number the spawn opens a fresh vhost-net fd at, in link and queue order (empty
+    /// without vhost-net).
+    pub fn vhost_numbers(&self) -> Vec<i32> {
+        self.vhost.iter().flat_map(Range::clone).collect()
+    }
+
+    /// The `-netdev tap` fd arguments of data link `pos`: "fd=10", or "fds=10:11:12:13" with
+    /// several queues; with vhost-net followed by ",vhost=on,vhostfd=11" or
+    /// ",vhost=on,vhostfds=14:15:16:17".
     pub fn netdev_fd_arg(&self, pos: usize) -> String {
-        let r = self.data(pos);
-        if r.len() == 1 {
-            format!("fd={}", r.start)
-        } else {
-            let list: Vec<String> = r.map(|n| n.to_string()).collect();
-            format!("fds={}", list.join(":"))
+        let list = |key: &str, r: Range<i32>| {
+            if r.len() == 1 {
+                format!("{key}={}", r.start)
+            } else {
+                let list: Vec<String> = r.map(|n| n.to_string()).collect();
+                format!("{key}s={}", list.join(":"))
+            }
+        };
+        let mut arg = list("fd", self.data(pos));
+        if let Some(v) = self.vhost(pos) {
+            arg.push_str(",vhost=on,");
+            arg.push_str(&list("vhostfd", v));
         }
+        arg
     }
 
     /// The highest number handed to qemu (2, stderr, when there is none).
     pub fn max_fd(&self) -> i32 {
-        let data = self.data.last().map(|r| r.end - 1);
+        let data = (self.vhost.last().or(self.data.last())).map(|r| r.end - 1);
         let mgmt = self.passthrough.then_some(MGMT);
         let internal = self.internal.checked_sub(1).map(|k| self.internal(k));
         data.or(mgmt).or(internal).unwrap_or(2)
     }
 
-    /// How many fds qemu is handed.
+    /// How many fds qemu is handed (taps and vhost-net fds).
     pub fn count(&self) -> usize {
+        self.taps() + self.vhost.iter().map(|r| r.len()).sum::<usize>()
+    }
+
+    /// How many taps qemu is handed (the fds the launcher keeps open for its whole life).
+    pub fn taps(&self) -> usize {
         self.internal + self.passthrough as usize + self.data.iter().map(|r| r.len()).sum::<usize>()
     }
 
-    /// Pairs each open fd with its number: the management tap (passthrough only), the
+    /// Pairs each open tap fd with its number: the management tap (passthrough only), the
     /// internal-network taps in order, and per data link (in link order) its queue taps.
-    /// Errs when the counts disagree with the layout.
+    /// Errs when the counts disagree with the layout. The vhost-net fds are not among them:
+    /// the spawn opens them afresh for each qemu at [`FdLayout::vhost_numbers`].
     pub fn bind(
         &self,
         mgmt: Option<RawFd>,
@@ -192,18 +240,19 @@ pub fn park_from(bound: &[(i32, RawFd)]) -> RawFd {
     bound.iter().map(|&(n, _)| n).max().unwrap_or(2) + 1
 }
 
-/// The RLIMIT_NOFILE a node needs, from each VM's layout and whether its data taps use
-/// vhost-net: the most of what the launcher needs while it spawns any VM's qemu (every tap of
-/// every VM open, its own files, and that VM's parked copies above its highest number) and
-/// what each qemu needs (its numbers, its own files, vhost-net's per tap).
-pub fn nofile_needed(vms: &[(FdLayout, bool)]) -> u64 {
-    let taps: u64 = vms.iter().map(|(l, _)| l.count() as u64).sum();
+/// The RLIMIT_NOFILE a node needs, from each VM's layout (its vhost-net fds included): the
+/// most of what the launcher needs while it spawns any VM's qemu (every tap of every VM open,
+/// that VM's vhost-net fds opened for the spawn, its own files, and that VM's parked copies
+/// above its highest number) and what each qemu needs (its numbers, its own files, the
+/// eventfds vhost-net needs per queue).
+pub fn nofile_needed(vms: &[FdLayout]) -> u64 {
+    let taps: u64 = vms.iter().map(|l| l.taps() as u64).sum();
     let launcher_own = LAUNCHER_OWN + LAUNCHER_PER_VM * vms.len() as u64;
-    let per_vm = vms.iter().map(|(l, vhost)| {
+    let per_vm = vms.iter().map(|l| {
         let (top, n) = (l.max_fd() as u64 + 1, l.count() as u64);
-        let data = l.data.iter().map(|r| r.len() as u64).sum::<u64>();
-        let launcher = top + taps + launcher_own + n;
-        let qemu = top + QEMU_OWN + if *vhost { QEMU_PER_VHOST_TAP * data } else { 0 };
+        let vhost = n - l.taps() as u64;
+        let launcher = top + taps + vhost + launcher_own + n;
+        let qemu = top + QEMU_OWN + QEMU_PER_VHOST_TAP * vhost;
         launcher.max(qemu)
     });
     per_vm.max().unwrap_or(LAUNCHER_OWN)
@@ -245,16 +294,68 @@ mod tests {
         // One link, one queue, TCG: far below Docker's 1024.
         let one = FdLayout::new(0, false, &[1]);
         assert_eq!(one.count(), 1);
-        assert_eq!(nofile_needed(&[(one.clone(), false)]), 11 + 1 + 64 + 32 + 1);
+        assert_eq!(
+            nofile_needed(std::slice::from_ref(&one)),
+            11 + 1 + 64 + 32 + 1
+        );
         // 60 links of 4 queues: 240 taps at 10..250; the launcher holds them all and parks
-        // 240 copies above 249; qemu with vhost-net adds 5 per tap.
+        // 240 copies above 249.
         let big = FdLayout::new(0, false, &[4; 60]);
-        assert_eq!(nofile_needed(&[(big.clone(), false)]), 250 + 240 + 96 + 240);
-        assert_eq!(nofile_needed(&[(big.clone(), true)]), 250 + 64 + 5 * 240);
+        assert_eq!(
+            nofile_needed(std::slice::from_ref(&big)),
+            250 + 240 + 96 + 240
+        );
+        // With vhost-net: 240 vhost-net fds at 250..490, which the launcher opens for the
+        // spawn (and parks, with the taps: 480 copies): the launcher needs the most. qemu
+        // needs its 490 numbers, 64 of its own and 4 eventfds per queue: 1514.
+        let vhost = big.clone().with_vhost(true);
+        assert_eq!(
+            (vhost.count(), vhost.taps(), vhost.max_fd()),
+            (480, 240, 489)
+        );
+        assert_eq!(nofile_needed(&[vhost]), 490 + 240 + 240 + 96 + 480);
+        let eight = FdLayout::new(0, false, &[1; 8]).with_vhost(true);
+        assert_eq!(nofile_needed(&[eight]), 26 + 8 + 8 + 96 + 16);
         // Two VMs: the launcher holds both VMs' taps while it spawns either.
-        let two = nofile_needed(&[(one.clone(), false), (big, false)]);
+        let two = nofile_needed(&[one.clone(), big]);
         assert_eq!(two, 250 + 241 + 64 + 64 + 240);
         assert_eq!(nofile_needed(&[]), 64);
+    }
+
+    #[test]
+    fn vhost_fds_follow_the_data_taps_queue_by_queue() {
+        // Two internal taps, passthrough, links of 2, 1 and 4 queues: taps 10..17, then one
+        // vhost-net fd per queue in the same order, 17..24.
+        let l = FdLayout::new(2, true, &[2, 1, 4]).with_vhost(true);
+        assert_eq!((l.data(0), l.data(1), l.data(2)), (10..12, 12..13, 13..17));
+        assert_eq!(l.vhost(0), Some(17..19));
+        assert_eq!(l.vhost(1), Some(19..20));
+        assert_eq!(l.vhost(2), Some(20..24));
+        assert_eq!(l.vhost_numbers(), (17..24).collect::<Vec<_>>());
+        assert_eq!(l.netdev_fd_arg(0), "fds=10:11,vhost=on,vhostfds=17:18");
+        assert_eq!(l.netdev_fd_arg(1), "fd=12,vhost=on,vhostfd=19");
+        assert_eq!(
+            l.netdev_fd_arg(2),
+            "fds=13:14:15:16,vhost=on,vhostfds=20:21:22:23"
+        );
+        assert_eq!((l.max_fd(), l.count(), l.taps()), (23, 17, 10));
+        // The spawn parks above the vhost-net numbers too.
+        let bound = l
+            .bind(
+                Some(50),
+                &[60, 61],
+                &[vec![70, 71], vec![72], vec![73, 74, 75, 76]],
+            )
+            .unwrap();
+        let vhost: Vec<(i32, RawFd)> = l.vhost_numbers().into_iter().map(|n| (n, 90)).collect();
+        assert_eq!(park_from(&[bound, vhost].concat()), 24);
+        // Without vhost-net (or without data links) nothing changes.
+        let off = FdLayout::new(2, true, &[2, 1, 4]).with_vhost(false);
+        assert_eq!(off, FdLayout::new(2, true, &[2, 1, 4]));
+        assert_eq!((off.vhost(0), off.vhost_numbers()), (None, vec![]));
+        assert_eq!(off.netdev_fd_arg(1), "fd=12");
+        let none = FdLayout::new(1, false, &[]).with_vhost(true);
+        assert_eq!((none.max_fd(), none.vhost_numbers()), (3, vec![]));
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub enum SandboxError {
     Device {
         key: String,
         device: &'static str,
-        /// The other way out: TCG, or no vhost-net.
+        /// The other way out (TCG).
         instead: &'static str,
         mode: u32,
         group: u32,
@@ -71,8 +71,8 @@ impl SandboxError {
 pub struct QemuCreds {
     pub uid: u32,
     pub gid: u32,
-    /// Its supplementary groups: its gid, and the groups of /dev/kvm and /dev/vhost-net where
-    /// it opens them.
+    /// Its supplementary groups: its gid, and the group of /dev/kvm where it opens it (it
+    /// never opens /dev/vhost-net: its vhost-net fds come open from the launcher).
     pub groups: Vec<u32>,
     /// For the log: the user name, or how the ids were chosen.
     pub user: String,

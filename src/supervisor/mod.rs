@@ -80,6 +80,13 @@ pub enum SupervisorError {
         step: Option<usize>,
         why: String,
     },
+    #[error("cannot open {} for qemu's vhost-net fd {number} (the launcher opens it for qemu at each start; with it gone, pass --device /dev/vhost-net or use accel = \"tcg\")", device.display())]
+    Vhost {
+        device: PathBuf,
+        number: i32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start qemu {qemu}")]
     Spawn {
         qemu: PathBuf,

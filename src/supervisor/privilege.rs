@@ -1,5 +1,5 @@
 //! The sandbox applied to the node, in three steps of the recipe: [`resolve`] (before anything
-//! is created: each sandboxed VM's qemu user, the groups that open /dev/kvm (vhost-net), the capabilities
+//! is created: each sandboxed VM's qemu user, the group that opens /dev/kvm, the capabilities
 //! the launcher needs to spawn it, else exit 2); [`grant`] (once files and consoles exist: the
 //! run folder, serial sockets, overlays and CD images to qemu's user or group; the forwarded
 //! ports bindable); [`drop_caps`] (once every tap is open, before the first qemu: the launcher
@@ -15,9 +15,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 /// Per VM: the credentials its qemu runs with (None: not sandboxed, it runs as the launcher).
 pub type Creds = Vec<Option<QemuCreds>>;
 
-/// Each VM's qemu user, from vm.qemu_user and /etc/passwd (read once), with the groups of
-/// /dev/kvm and /dev/vhost-net where the VM uses them (qemu opens both itself). Fails when a user is missing, /dev/kvm is closed to it, or the
-/// launcher cannot start qemu as another user. A VM with `sandbox = false` gets a warning.
+/// Each VM's qemu user, from vm.qemu_user and /etc/passwd (read once), with the group of
+/// /dev/kvm where the VM uses KVM (qemu opens it itself). Not /dev/vhost-net: the launcher
+/// opens it and hands qemu the fds (`spawn::open_vhost`). Fails when a user is missing,
+/// /dev/kvm is closed to it, or the launcher cannot start qemu as another user. A VM with
+/// `sandbox = false` gets a warning.
 pub fn resolve(node: &Node, launches: &[Launch]) -> Result<Creds, SupervisorError> {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let node_of = |p: &str| {
@@ -25,7 +27,7 @@ pub fn resolve(node: &Node, launches: &[Launch]) -> Result<Creds, SupervisorErro
             .map(|m| (m.permissions().mode(), m.uid(), m.gid()))
             .ok()
     };
-    let (kvm, vhost) = (node_of("/dev/kvm"), node_of("/dev/vhost-net"));
+    let kvm = node_of("/dev/kvm");
     let eff = caps::Status::current().map(|s| s.effective).unwrap_or(0);
     let mut out = Vec::new();
     for (i, (plan, launch)) in node.vms.iter().zip(launches).enumerate() {
@@ -50,26 +52,15 @@ pub fn resolve(node: &Node, launches: &[Launch]) -> Result<Creds, SupervisorErro
             .into());
         }
         let key = sandbox::key(plan, i, "sandbox");
-        for (used, dev, device, instead) in [
-            (launch.kvm, kvm, "/dev/kvm", "use accel = \"tcg\""),
-            (
-                launch.vhost,
-                vhost,
-                "/dev/vhost-net",
-                "leave /dev/vhost-net out",
-            ),
-        ] {
-            let Some(dev) = dev.filter(|_| used) else {
-                continue;
-            };
+        if let Some(dev) = kvm.filter(|_| launch.kvm) {
             match sandbox::device_group(dev, &creds) {
                 Ok(Some(g)) if !creds.groups.contains(&g) => creds.groups.push(g),
                 Ok(_) => {}
                 Err((mode, group)) => {
                     return Err(SandboxError::Device {
                         key,
-                        device,
-                        instead,
+                        device: "/dev/kvm",
+                        instead: "use accel = \"tcg\"",
                         mode,
                         group,
                         uid: creds.uid,

@@ -406,6 +406,7 @@ pub fn ready_vms(
             plan,
             facts,
             fds,
+            vhost: layout.vhost_numbers(),
             handle: state.vm(i),
             keys: hub.key_presses(),
             hub,

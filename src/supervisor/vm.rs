@@ -5,7 +5,7 @@
 use super::mgmt::VmFacts;
 use super::qemu_run::{self, Child, RunEnd, StopLevel};
 use super::reaper::Reaper;
-use super::{spawn, SupervisorError};
+use super::spawn;
 use crate::config::{RestartPolicy, VmPlan};
 use crate::console::{ConsoleEvent, Hub};
 use crate::exit::{self, Code};
@@ -24,6 +24,9 @@ pub struct Vm {
     pub argv: Vec<OsString>,
     /// `(number in qemu, fd here)`.
     pub fds: Vec<(i32, RawFd)>,
+    /// The numbers its qemu gets a fresh /dev/vhost-net fd at, each spawn (empty without
+    /// vhost-net); from the same layout as `fds` and the argv.
+    pub vhost: Vec<i32>,
     pub handle: VmHandle,
     pub hub: Hub,
     pub console_rx: mpsc::UnboundedReceiver<ConsoleEvent>,
@@ -118,13 +121,9 @@ pub async fn life(mut vm: Vm, mut stop: watch::Receiver<StopLevel>) -> Code {
         vm.hub.hold(vm.plan.bootstrap.is_some());
         let restore = vm.snap.restore.take();
         let argv = super::restore::argv_for(&vm.argv, restore.is_some());
-        let pid = match spawn::qemu(&argv, &vm.fds, vm.creds.as_ref()) {
+        let pid = match spawn::qemu(&argv, &vm.fds, &vm.vhost, vm.creds.as_ref()) {
             Ok(p) => p,
-            Err(source) => {
-                let e = SupervisorError::Spawn {
-                    qemu: vm.plan.machine.qemu.clone(),
-                    source,
-                };
+            Err(e) => {
                 // Reported once: the log line (stdout, so docker logs) and the VM's status.
                 let msg = exit::chain(&e);
                 tracing::error!(vm = %vm.plan.name, "{msg}");
