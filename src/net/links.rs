@@ -7,8 +7,9 @@
 //! are handed out per link, in link order), never talks to qemu and never reads the
 //! environment.
 
-use crate::config::{DataLink, OnMissingLinks};
+use crate::config::{ConnectionMode, DataLink, OnMissingLinks};
 use crate::net::events::{LinkEvent, LinkEvents};
+use crate::net::stall::{self, Stall, Verdict};
 use crate::net::tap::{self, Tap};
 pub use crate::net::unwiring::Unwiring;
 use crate::net::{chain, LinkInfo, NetError, Netlink};
@@ -68,12 +69,23 @@ pub struct LinkRow {
     pub carrier: bool,
     /// The port as the guest is to see it.
     pub port_state: PortState,
+    /// The datapath is a passthru macvtap (CONNECTION_MODE=macvtap); `tap` names it.
+    pub macvtap: bool,
+    /// tc datapath: frames enter ethN and the tap delivers none to qemu while the guest sends
+    /// (vrnetlab issue 504; CONNECTION_MODE=macvtap avoids it).
+    pub tc_stall: bool,
 }
 
 /// What status shows for a link whose tap was deleted (qemu still holds it: it cannot be made
 /// again under a running qemu).
 const TAP_GONE: &str =
     "tap deleted from outside the launcher; the VM's port is cut until the launcher restarts";
+
+/// What status shows for a macvtap-mode port whose ethN came (back) after qemu took the
+/// slot's fd: the macvtap dies with ethN and qemu 7.2 cannot take a new one into the NIC it has.
+const MACVTAP_LATE: &str = "macvtap mode: ethN came after the VM took this port's fd; the port stays down until the container restarts";
+/// ... and whose ethN (and so its macvtap) went away while qemu holds the macvtap's fd.
+const MACVTAP_GONE: &str = "macvtap mode: ethN went away and took its macvtap with it; the port stays down until the container restarts";
 
 /// The rows of every data link, in link order, shared with the control server.
 pub type LinkTable = Arc<Mutex<Vec<LinkRow>>>;
@@ -114,6 +126,11 @@ pub struct DataLinks {
     taps: Vec<LinkTaps>,
     table: LinkTable,
     cables: watch::Sender<Vec<(u32, bool)>>,
+    mode: ConnectionMode,
+    /// qemu holds the fds (the watcher runs): a slot's fd can no longer be replaced.
+    handed: bool,
+    /// Per row, the tc datapath's failure watch.
+    stalls: Vec<Stall>,
 }
 
 impl DataLinks {
@@ -121,12 +138,15 @@ impl DataLinks {
     /// looked at, so no arrival can be missed. Each slot comes with its queue count: more than
     /// one opens its tap multi-queue, that many fds. `small_rcvbuf` goes to
     /// [`LinkEvents::subscribe`].
-    /// `table` is filled with one row per slot (status may hold it already).
+    /// `table` is filled with one row per slot (status may hold it already). In macvtap `mode`
+    /// the tap is the slot's fd only until its ethN is there: then a macvtap on ethN takes its
+    /// place (see [`crate::net::macvtap`]).
     pub async fn new(
         slots: &[Slot],
         tap_mtu: u32,
         small_rcvbuf: Option<usize>,
         table: LinkTable,
+        mode: ConnectionMode,
     ) -> Result<Self, NetError> {
         let events = LinkEvents::subscribe(small_rcvbuf)?;
         let nl = Netlink::new()?;
@@ -159,6 +179,8 @@ impl DataLinks {
                 spare: *spare,
                 carrier: false,
                 port_state: PortState::Absent,
+                macvtap: false,
+                tc_stall: false,
             });
             taps.push(LinkTaps {
                 link: l.clone(),
@@ -171,9 +193,12 @@ impl DataLinks {
             nl,
             events,
             tap_mtu,
+            stalls: taps.iter().map(|_| Stall::default()).collect(),
             taps,
             table,
             cables,
+            mode,
+            handed: false,
         })
     }
 
@@ -274,14 +299,54 @@ impl DataLinks {
         Ok(())
     }
 
-    /// Runs for the launcher's life: re-wires ethN when it comes back with a new ifindex.
+    /// Runs for the launcher's life (qemu holds the fds from now on): re-wires ethN when it
+    /// comes back with a new ifindex; on the tc datapath, watches for its known failure.
     pub async fn watch(mut self) {
+        self.handed = true;
+        let mut tick = tokio::time::interval(stall::PERIOD);
         loop {
-            match self.events.next().await {
-                Ok(ev) => self.handle(ev).await,
-                Err(e) => {
-                    tracing::error!(error = %chain(&e), "link event socket failed; re-wiring stops");
-                    return;
+            tokio::select! {
+                ev = self.events.next() => match ev {
+                    Ok(ev) => self.handle(ev).await,
+                    Err(e) => {
+                        tracing::error!(error = %chain(&e), "link event socket failed; re-wiring stops");
+                        return;
+                    }
+                },
+                _ = tick.tick(), if self.mode == ConnectionMode::Tc => self.check_stalls().await,
+            }
+        }
+    }
+
+    /// Samples every wired port's counters and reports (once) a tap that delivers nothing.
+    async fn check_stalls(&mut self) {
+        let Ok(links) = self.nl.links().await else {
+            return;
+        };
+        let now = Instant::now();
+        let mut t = self.table.lock().unwrap();
+        for (r, st) in t.iter_mut().zip(&mut self.stalls) {
+            let eth = links.iter().find(|l| Some(l.index) == r.eth_ifindex);
+            let tap = links.iter().find(|l| l.index == r.tap_ifindex);
+            let (Some(eth), Some(tap), true) = (eth, tap, r.wired) else {
+                st.reset();
+                continue;
+            };
+            let sample = stall::Sample {
+                eth_rx: eth.rx_packets,
+                tap_tx: tap.tx_packets,
+                tap_rx: tap.rx_packets,
+            };
+            match st.feed(sample, now) {
+                Verdict::Same => {}
+                Verdict::Stalled => {
+                    tracing::warn!(port = r.port, eth = %r.eth, tap = %r.tap, eth_rx = eth.rx_packets,
+                        tap_tx = tap.tx_packets, "frames enter ethN but the tap delivers none to the VM: this host's kernel drops what tc redirects into a tap (vrnetlab issue 504); set CONNECTION_MODE=macvtap");
+                    r.tc_stall = true;
+                }
+                Verdict::Delivering => {
+                    tracing::info!(port = r.port, eth = %r.eth, "the tap delivers to the VM again");
+                    r.tc_stall = false;
                 }
             }
         }
@@ -326,7 +391,12 @@ impl DataLinks {
                     tracing::warn!(eth = %r.eth, ifindex = index, "data interface gone; waiting for it to come back");
                     r.gone();
                 }
-                if let Some(r) = t.iter_mut().find(|r| r.tap_ifindex == index) {
+                let handed = self.handed;
+                if let Some(r) = t.iter_mut().find(|r| r.tap_ifindex == index && r.macvtap) {
+                    // It died with its ethN.
+                    r.wired = false;
+                    r.last_error = handed.then(|| MACVTAP_GONE.into());
+                } else if let Some(r) = t.iter_mut().find(|r| r.tap_ifindex == index) {
                     tracing::error!(tap = %r.tap, %name, "tap deleted from outside the launcher");
                     r.wired = false;
                     r.last_error = Some(TAP_GONE.into());
@@ -368,6 +438,9 @@ impl DataLinks {
     /// A qdisc or filter went from the link `index`: if it is a wired ethN or its tap and the
     /// wiring no longer reads back, wire it again.
     async fn repair(&mut self, index: u32) {
+        if self.mode == ConnectionMode::Macvtap {
+            return;
+        }
         let row = (self.table.lock().unwrap().iter())
             .position(|r| r.wired && (r.eth_ifindex == Some(index) || r.tap_ifindex == index));
         let Some(pos) = row else { return };
@@ -417,6 +490,10 @@ impl DataLinks {
     }
 
     async fn wire_row(&mut self, pos: usize, eth: &LinkInfo) {
+        if self.mode == ConnectionMode::Macvtap {
+            return self.attach_macvtap(pos, eth).await;
+        }
+        self.stalls[pos].reset();
         let started = Instant::now();
         let (tap_name, tap_index) = {
             let t = self.table.lock().unwrap();
@@ -447,6 +524,43 @@ impl DataLinks {
                 r.eth_ifindex = Some(eth.index);
                 r.wired = false;
                 r.carrier = eth.lower_up;
+                r.last_error = Some(e);
+            }
+        }
+    }
+}
+
+impl DataLinks {
+    /// Macvtap mode: ethN is there, so a macvtap on it takes the place of the slot's tap (its
+    /// fds replace the tap's, which closes it). Once qemu holds the fds that cannot be done:
+    /// the port stays down, and status says why.
+    async fn attach_macvtap(&mut self, pos: usize, eth: &LinkInfo) {
+        let tap = self.table.lock().unwrap()[pos].tap.clone();
+        let res = if self.handed {
+            Err(MACVTAP_LATE.to_string())
+        } else {
+            let name = crate::net::macvtap::name_for(&self.taps[pos].link.tap);
+            let queues = self.taps[pos].queues.len() as u32;
+            (crate::net::macvtap::create(&self.nl, eth, &name, queues).await).map_err(|e| chain(&e))
+        };
+        let mut t = self.table.lock().unwrap();
+        let r = &mut t[pos];
+        r.eth_ifindex = Some(eth.index);
+        r.carrier = eth.lower_up;
+        match res {
+            Ok(mv) => {
+                self.taps[pos].queues = mv.queues;
+                (r.tap, r.tap_ifindex, r.macvtap) = (mv.link.name, mv.link.index, true);
+                r.wired = true;
+                r.wirings += 1;
+                r.last_error = None;
+                tracing::info!(eth = %r.eth, macvtap = %r.tap, ifindex = eth.index, replaces = %tap, "macvtap attached");
+            }
+            Err(e) => {
+                if r.last_error.as_ref() != Some(&e) {
+                    tracing::error!(eth = %r.eth, error = %e, "no macvtap for this port");
+                }
+                r.wired = false;
                 r.last_error = Some(e);
             }
         }

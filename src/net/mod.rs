@@ -6,9 +6,11 @@
 pub mod events;
 pub mod internal;
 pub mod links;
+pub mod macvtap;
 pub mod netlink;
 pub mod passthrough;
 pub mod present;
+pub mod stall;
 pub mod tap;
 pub mod tc;
 pub mod unwiring;
