@@ -535,7 +535,17 @@ impl DataLinks {
     /// fds replace the tap's, which closes it). Once qemu holds the fds that cannot be done:
     /// the port stays down, and status says why.
     async fn attach_macvtap(&mut self, pos: usize, eth: &LinkInfo) {
-        let tap = self.table.lock().unwrap()[pos].tap.clone();
+        let (tap, failed_here) = {
+            let r = &self.table.lock().unwrap()[pos];
+            let failed = r.eth_ifindex == Some(eth.index) && r.last_error.is_some();
+            (r.tap.clone(), failed)
+        };
+        if failed_here {
+            // Tried on this very ethN already (a retry would only fail again, and making a
+            // macvtap is itself an event on ethN): its carrier is all that changes.
+            self.table.lock().unwrap()[pos].carrier = eth.lower_up;
+            return;
+        }
         let res = if self.handed {
             Err(MACVTAP_LATE.to_string())
         } else {
@@ -557,9 +567,7 @@ impl DataLinks {
                 tracing::info!(eth = %r.eth, macvtap = %r.tap, ifindex = eth.index, replaces = %tap, "macvtap attached");
             }
             Err(e) => {
-                if r.last_error.as_ref() != Some(&e) {
-                    tracing::error!(eth = %r.eth, error = %e, "no macvtap for this port");
-                }
+                tracing::error!(eth = %r.eth, error = %e, "no macvtap for this port");
                 r.wired = false;
                 r.last_error = Some(e);
             }

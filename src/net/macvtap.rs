@@ -76,14 +76,27 @@ pub async fn create_with_sysfs(
         .link(name)
         .await?
         .ok_or_else(|| NetError::NoSuchLink(name.into()))?;
-    for (index, ifname) in [(eth.index, eth.name.as_str()), (link.index, name)] {
-        set_promisc_allmulti_up(nl, index, ifname).await?;
+    let opened = async {
+        for (index, ifname) in [(eth.index, eth.name.as_str()), (link.index, name)] {
+            set_promisc_allmulti_up(nl, index, ifname).await?;
+        }
+        let dev = char_device(sys, name, link.index)?;
+        let queues = (0..queues.max(1))
+            .map(|_| open(&dev, name))
+            .collect::<Result<Vec<_>, _>>();
+        if queues.is_err() {
+            let _ = std::fs::remove_file(&dev);
+        }
+        queues
+    };
+    match opened.await {
+        Ok(queues) => Ok(Macvtap { link, queues }),
+        Err(e) => {
+            // Nothing half done: the macvtap goes again.
+            let _ = nl.delete(link.index, name).await;
+            Err(e)
+        }
     }
-    let dev = char_device(sys, name, link.index)?;
-    let queues = (0..queues.max(1))
-        .map(|_| open(&dev, name))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Macvtap { link, queues })
 }
 
 /// IFF_UP | IFF_PROMISC | IFF_ALLMULTI on link `index`.
