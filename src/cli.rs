@@ -28,7 +28,7 @@ pub struct Cli {
     /// vrnetlab: the router's hostname.
     #[arg(long, global = true)]
     pub hostname: Option<String>,
-    /// vrnetlab: how data interfaces are connected (over CONNECTION_MODE); only `tc` exists here.
+    /// vrnetlab: how data interfaces are connected (over CONNECTION_MODE): `tc` or `macvtap`.
     #[arg(long, global = true)]
     pub connection_mode: Option<String>,
     /// run: restore the node from this snapshot instead of booting (containerlab: the same with

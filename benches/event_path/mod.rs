@@ -132,7 +132,10 @@ fn watcher(
             .unwrap();
         rt.block_on(async move {
             let table: LinkTable = Default::default();
-            let dl = DataLinks::new(&slots, 1500, None, table).await.unwrap();
+            let mode = launcher::config::ConnectionMode::Tc;
+            let dl = DataLinks::new(&slots, 1500, None, table, mode)
+                .await
+                .unwrap();
             let cpu0 = thread_cpu_ms();
             ready_tx.send(()).unwrap();
             let stop = tokio::task::spawn_blocking(move || {

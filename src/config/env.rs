@@ -201,16 +201,22 @@ impl VmEnv {
     }
 }
 
-/// A connection mode (CONNECTION_MODE or --connection-mode, named by `key`). Only `tc` is
-/// built: vrnetlab's other modes (bridge, ovs, macvtap, ...) are refused by name.
+/// A connection mode (CONNECTION_MODE or --connection-mode, named by `key`): `tc` or
+/// `macvtap`; vrnetlab's other modes (bridge, ovs, ...) are refused by name.
 pub(super) fn connection_mode(key: &Key, v: &str) -> Result<ConnectionMode, ConfigError> {
     choice(
         key,
         v,
-        &[(
-            "tc (tc mirred passes LACP, STP and LLDP)",
-            ConnectionMode::Tc,
-        )],
+        &[
+            (
+                "tc (tc mirred passes LACP, STP and LLDP)",
+                ConnectionMode::Tc,
+            ),
+            (
+                "macvtap (a passthru macvtap per port)",
+                ConnectionMode::Macvtap,
+            ),
+        ],
     )
 }
 

@@ -174,6 +174,18 @@ pub enum ConnectionMode {
     /// ethN and its tap joined by tc mirred both ways.
     #[default]
     Tc,
+    /// A passthru macvtap on each ethN (promiscuous, all-multicast), its fd given to qemu: for
+    /// hosts whose kernel drops what tc redirects into a tap.
+    Macvtap,
+}
+
+impl ConnectionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionMode::Tc => "tc",
+            ConnectionMode::Macvtap => "macvtap",
+        }
+    }
 }
 
 /// What the lab tool (containerlab) told this VM beyond the file: its management NIC's MAC

@@ -63,9 +63,26 @@ fn the_variant_flag_and_connection_mode_reach_the_plan() {
     let e = parse(MIN, Path::new("/c/l.toml"), Path::new("/c"), &env, &over).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "--connection-mode = \"bridge\": expected tc (tc mirred passes LACP, STP and LLDP)"
+        "--connection-mode = \"bridge\": expected tc (tc mirred passes LACP, STP and LLDP) or macvtap (a passthru macvtap per port)"
     );
     assert_eq!(Code::from(&e), Code::BadInput);
+    // macvtap, from the variable or the flag (the flag still wins).
+    let env: Env = [("CONNECTION_MODE".to_string(), "macvtap".to_string())].into();
+    let n = parse(
+        MIN,
+        Path::new("/c/l.toml"),
+        Path::new("/c"),
+        &env,
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(n.settings.connection_mode, ConnectionMode::Macvtap);
+    let over = Overrides {
+        connection_mode: Some("tc".into()),
+        ..Default::default()
+    };
+    let n = parse(MIN, Path::new("/c/l.toml"), Path::new("/c"), &env, &over).unwrap();
+    assert_eq!(n.settings.connection_mode, ConnectionMode::Tc);
 }
 
 #[test]
@@ -94,8 +111,8 @@ fn clab_mgmt_intf_is_the_interface_passthrough_takes_over() {
 #[test]
 fn bad_containerlab_values_are_exit_2_naming_the_variable() {
     let cases: &[(&str, &str, &str)] = &[
-        ("CONNECTION_MODE", "macvtap", "expected tc"),
-        ("CONNECTION_MODE", "ovs-user", "expected tc"),
+        ("CONNECTION_MODE", "macvlan", "expected tc"),
+        ("CONNECTION_MODE", "ovs-user", "or macvtap"),
         ("CLAB_MGMT_MAC", "0c:00:11:22:33", "expected a MAC address"),
         (
             "CLAB_MGMT_MAC",

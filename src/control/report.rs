@@ -33,6 +33,13 @@ pub struct LinkReport {
     /// A NIC slot the start did not wait for (its ethN was absent): wired if it comes.
     #[serde(default)]
     pub spare: bool,
+    /// "tc" (mirred both ways) or "macvtap" (CONNECTION_MODE=macvtap; `tap` names it).
+    #[serde(default)]
+    pub datapath: String,
+    /// tc datapath: frames enter ethN and the tap delivers none to the VM while the guest
+    /// sends (the host kernel drops mirred into a tap, vrnetlab issue 504): use macvtap.
+    #[serde(default)]
+    pub tc_stall: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +101,9 @@ fn secs(t: SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The human status line's note for a port with `tc_stall`.
+const TC_STALL_NOTE: &str = "  warning: frames reach ethN, the tap delivers none (host kernel drops mirred into a tap): set CONNECTION_MODE=macvtap";
+
 /// Joins the link table with a fresh dump of the links (pure, for testing).
 pub fn link_reports(rows: &[LinkRow], live: &[LinkInfo]) -> Vec<LinkReport> {
     rows.iter()
@@ -120,6 +130,8 @@ pub fn link_reports(rows: &[LinkRow], live: &[LinkInfo]) -> Vec<LinkReport> {
                 error: r.last_error.clone(),
                 port_state: r.port_state.as_str().into(),
                 spare: r.spare,
+                datapath: if r.macvtap { "macvtap" } else { "tc" }.into(),
+                tc_stall: r.tc_stall,
             }
         })
         .collect()
@@ -264,7 +276,8 @@ pub fn render(r: &Report) -> String {
                 l.error
                     .as_ref()
                     .map(|e| format!("  error: {e}"))
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    + if l.tc_stall { TC_STALL_NOTE } else { "" },
             ));
         }
     }
@@ -291,6 +304,8 @@ mod tests {
                 spare: false,
                 carrier: true,
                 port_state: PortState::Up,
+                macvtap: false,
+                tc_stall: true,
             },
             LinkRow {
                 port: 2,
@@ -304,6 +319,8 @@ mod tests {
                 spare: true,
                 carrier: false,
                 port_state: PortState::Absent,
+                macvtap: true,
+                tc_stall: false,
             },
         ];
         let live = vec![
@@ -357,6 +374,14 @@ mod tests {
         assert!(text.contains(" up "), "{text}");
         assert_eq!((r0.port_state.as_str(), r0.spare), ("up", false));
         assert!(text.contains("10/1000"), "{text}");
+        // The datapath per port, and the tc failure named with its way out.
+        assert_eq!((r0.datapath.as_str(), r0.tc_stall), ("tc", true));
+        assert_eq!(rep.links[1].datapath, "macvtap");
+        assert!(
+            (text.lines().find(|l| l.contains("eth1")).unwrap())
+                .contains("CONNECTION_MODE=macvtap"),
+            "{text}"
+        );
         // Several VMs: one line each.
         let vm = |name: &str, state: &str, port| VmReport {
             name: name.into(),

@@ -7,11 +7,15 @@
 //! are handed out per link, in link order), never talks to qemu and never reads the
 //! environment.
 
-use crate::config::{DataLink, OnMissingLinks};
+use crate::config::{ConnectionMode, DataLink, OnMissingLinks};
 use crate::net::events::{LinkEvent, LinkEvents};
+use crate::net::stall::{self, Stall};
+
+mod datapath;
 use crate::net::tap::{self, Tap};
 pub use crate::net::unwiring::Unwiring;
 use crate::net::{chain, LinkInfo, NetError, Netlink};
+use datapath::MACVTAP_GONE;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,6 +72,11 @@ pub struct LinkRow {
     pub carrier: bool,
     /// The port as the guest is to see it.
     pub port_state: PortState,
+    /// The datapath is a passthru macvtap (CONNECTION_MODE=macvtap); `tap` names it.
+    pub macvtap: bool,
+    /// tc datapath: frames enter ethN and the tap delivers none to qemu while the guest sends
+    /// (vrnetlab issue 504; CONNECTION_MODE=macvtap avoids it).
+    pub tc_stall: bool,
 }
 
 /// What status shows for a link whose tap was deleted (qemu still holds it: it cannot be made
@@ -114,6 +123,11 @@ pub struct DataLinks {
     taps: Vec<LinkTaps>,
     table: LinkTable,
     cables: watch::Sender<Vec<(u32, bool)>>,
+    mode: ConnectionMode,
+    /// qemu holds the fds (the watcher runs): a slot's fd can no longer be replaced.
+    handed: bool,
+    /// Per row, the tc datapath's failure watch.
+    stalls: Vec<Stall>,
 }
 
 impl DataLinks {
@@ -121,12 +135,15 @@ impl DataLinks {
     /// looked at, so no arrival can be missed. Each slot comes with its queue count: more than
     /// one opens its tap multi-queue, that many fds. `small_rcvbuf` goes to
     /// [`LinkEvents::subscribe`].
-    /// `table` is filled with one row per slot (status may hold it already).
+    /// `table` is filled with one row per slot (status may hold it already). In macvtap `mode`
+    /// the tap is the slot's fd only until its ethN is there: then a macvtap on ethN takes its
+    /// place (see [`crate::net::macvtap`]).
     pub async fn new(
         slots: &[Slot],
         tap_mtu: u32,
         small_rcvbuf: Option<usize>,
         table: LinkTable,
+        mode: ConnectionMode,
     ) -> Result<Self, NetError> {
         let events = LinkEvents::subscribe(small_rcvbuf)?;
         let nl = Netlink::new()?;
@@ -159,6 +176,8 @@ impl DataLinks {
                 spare: *spare,
                 carrier: false,
                 port_state: PortState::Absent,
+                macvtap: false,
+                tc_stall: false,
             });
             taps.push(LinkTaps {
                 link: l.clone(),
@@ -171,9 +190,12 @@ impl DataLinks {
             nl,
             events,
             tap_mtu,
+            stalls: taps.iter().map(|_| Stall::default()).collect(),
             taps,
             table,
             cables,
+            mode,
+            handed: false,
         })
     }
 
@@ -274,15 +296,21 @@ impl DataLinks {
         Ok(())
     }
 
-    /// Runs for the launcher's life: re-wires ethN when it comes back with a new ifindex.
+    /// Runs for the launcher's life (qemu holds the fds from now on): re-wires ethN when it
+    /// comes back with a new ifindex; on the tc datapath, watches for its known failure.
     pub async fn watch(mut self) {
+        self.handed = true;
+        let mut tick = tokio::time::interval(stall::PERIOD);
         loop {
-            match self.events.next().await {
-                Ok(ev) => self.handle(ev).await,
-                Err(e) => {
-                    tracing::error!(error = %chain(&e), "link event socket failed; re-wiring stops");
-                    return;
-                }
+            tokio::select! {
+                ev = self.events.next() => match ev {
+                    Ok(ev) => self.handle(ev).await,
+                    Err(e) => {
+                        tracing::error!(error = %chain(&e), "link event socket failed; re-wiring stops");
+                        return;
+                    }
+                },
+                _ = tick.tick(), if self.mode == ConnectionMode::Tc => self.check_stalls().await,
             }
         }
     }
@@ -326,7 +354,12 @@ impl DataLinks {
                     tracing::warn!(eth = %r.eth, ifindex = index, "data interface gone; waiting for it to come back");
                     r.gone();
                 }
-                if let Some(r) = t.iter_mut().find(|r| r.tap_ifindex == index) {
+                let handed = self.handed;
+                if let Some(r) = t.iter_mut().find(|r| r.tap_ifindex == index && r.macvtap) {
+                    // It died with its ethN.
+                    r.wired = false;
+                    r.last_error = handed.then(|| MACVTAP_GONE.into());
+                } else if let Some(r) = t.iter_mut().find(|r| r.tap_ifindex == index) {
                     tracing::error!(tap = %r.tap, %name, "tap deleted from outside the launcher");
                     r.wired = false;
                     r.last_error = Some(TAP_GONE.into());
@@ -368,6 +401,9 @@ impl DataLinks {
     /// A qdisc or filter went from the link `index`: if it is a wired ethN or its tap and the
     /// wiring no longer reads back, wire it again.
     async fn repair(&mut self, index: u32) {
+        if self.mode == ConnectionMode::Macvtap {
+            return;
+        }
         let row = (self.table.lock().unwrap().iter())
             .position(|r| r.wired && (r.eth_ifindex == Some(index) || r.tap_ifindex == index));
         let Some(pos) = row else { return };
@@ -417,6 +453,10 @@ impl DataLinks {
     }
 
     async fn wire_row(&mut self, pos: usize, eth: &LinkInfo) {
+        if self.mode == ConnectionMode::Macvtap {
+            return self.attach_macvtap(pos, eth).await;
+        }
+        self.stalls[pos].reset();
         let started = Instant::now();
         let (tap_name, tap_index) = {
             let t = self.table.lock().unwrap();

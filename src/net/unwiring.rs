@@ -30,6 +30,19 @@ impl Unwiring {
                 })
             })
             .collect();
+        // Macvtap mode: the macvtaps go (ethN is left as the lab tool made it, but promiscuous).
+        let macvtaps: Vec<(u32, String)> = (self.table.lock().unwrap().iter())
+            .filter(|r| r.macvtap && r.eth_ifindex.is_some())
+            .map(|r| (r.tap_ifindex, r.tap.clone()))
+            .collect();
+        for (index, name) in macvtaps {
+            match self.nl.delete(index, &name).await {
+                Ok(()) => tracing::info!(macvtap = %name, "macvtap removed"),
+                Err(e) => {
+                    tracing::debug!(macvtap = %name, error = %chain(&e), "macvtap already gone")
+                }
+            }
+        }
         for eth in rows {
             match self
                 .nl

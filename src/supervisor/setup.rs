@@ -168,7 +168,8 @@ impl NetResources {
         all.sort_by_key(|(_, s)| s.link.index);
         self.link_vm = all.iter().map(|(vm, _)| *vm).collect();
         let slots: Vec<net::Slot> = all.into_iter().map(|(_, s)| s).collect();
-        let dl = DataLinks::new(&slots, tap_mtu, self.small_rcvbuf, table).await?;
+        let mode = node.settings.connection_mode;
+        let dl = DataLinks::new(&slots, tap_mtu, self.small_rcvbuf, table, mode).await?;
         self.unwiring = Some(dl.unwiring());
         self.links = Some(dl);
         Ok(())

@@ -193,6 +193,11 @@ impl TapSock {
         TapSock { tap }
     }
 
+    /// An fd the launcher opened (a macvtap queue: the same virtio-net header).
+    pub fn from_tap(tap: launcher::net::tap::Tap) -> Self {
+        TapSock { tap }
+    }
+
     pub fn send(&self, frame: &[u8]) {
         // No offloads asked for: an all-zero header (no checksum help, no GSO).
         let mut b = vec![0u8; VNET_HDR_LEN];
