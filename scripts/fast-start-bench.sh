@@ -12,7 +12,8 @@
 # launcher.toml for it ({qcow2} and {dir}, a scratch folder, substituted), its eth1 answering
 # pings at DEBIAN_PING (default 192.0.2.2; the peer is 192.0.2.1/24).
 # Usage: scripts/fast-start-bench.sh   (root; tinylinux built; release binary; zstd, python3)
-# Note: the vrnetlab emulation needs qemu allowed to spawn `cat` (no -sandbox spawn=deny).
+# Note: the vrnetlab emulation runs qemu as vrnetlab does: as root, with no -sandbox (ours denies
+# spawn, and `exec:cat` spawns); the output says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "fast-start-bench: run as root" >&2; exit 1; }
@@ -22,8 +23,9 @@ bin=$PWD/target/release/launcher
 build=$PWD/images/tinylinux/build
 [ -f "$build/vmlinuz" ] || { echo "fast-start-bench: run images/tinylinux/build.sh first" >&2; exit 1; }
 
-ns=lt-fsb-$$; peer=lt-fsb-peer-$$
-dir=$(mktemp -d /tmp/lt-fsb.XXXXXX)
+ns=lt-clock-fsb-$$; peer=lt-clock-fsbp-$$
+dir=$(mktemp -d /tmp/lt-clock-fsb.XXXXXX)
+chmod 755 "$dir"   # the sandboxed qemu user walks into its run and state dirs
 pid=
 cleanup() {
   [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
@@ -113,7 +115,11 @@ bench() { # NAME: the guest in $dir/launcher.toml, pinging $target
 
   t0=$(now)
   tar -C "$dir/x" -xf "$dir/vrnetlab.tar"
-  for d in "$dir"/x/*/disk*.qcow2; do [ -e "$d" ] && cp "$d" "$(overlay_of "$d")"; done
+  for d in "$dir"/x/*/disk*.qcow2; do
+    [ -e "$d" ] || continue
+    local o; o=$(overlay_of "$d"); [ -n "$o" ] || { echo "fast-start-bench: no overlay for $d" >&2; exit 1; }
+    cp "$d" "$o"
+  done
   local stream; stream=$(find "$dir/x" -name memory.raw)
   vrnetlab_qemu "$stream"
   qmp_cont "$dir/run/qmp.sock" >/dev/null; local v_running; v_running=$(since "$t0")
@@ -134,8 +140,8 @@ print(f"== {n}")
 print(f"cold boot      : ready {cr:7.2f} s   traffic {ct:7.2f} s")
 print(f"save (ours)    : {sv:.2f} s, guests paused {pa} ms, {mib(os_)} (zstd stream + overlays)")
 print(f"restore (ours) : ready {rr:7.2f} s   traffic {rt:7.2f} s")
-print(f"vrnetlab's way : running {vr:5.2f} s   traffic {vt:7.2f} s   ({mib(vs)} tar, uncompressed stream)")
-print(f"ratios         : cold/ours ready {cr / rr:.0f}x, traffic {ct / rt:.0f}x; vrnetlab/ours traffic {vt / rt:.1f}x; size {int(vs) / int(os_):.1f}x")
+print(f"vrnetlab's way : running {vr:5.2f} s   traffic {vt:7.2f} s   ({mib(vs)} tar, uncompressed stream; qemu as root, no -sandbox, as vrnetlab runs it)")
+print(f"ratios         : cold/ours ready {cr / rr:.0f}x, traffic {ct / rt:.0f}x; vrnetlab/ours traffic {vt / rt:.1f}x, vrnetlab running/ours ready {vr / rr:.1f}x; size {int(vs) / int(os_):.1f}x")
 PY
 }
 
@@ -143,8 +149,12 @@ PY
 # the launcher's argv (`launcher check`), the data NIC on a tap wired by `launcher wire`, the
 # serial port to nowhere, and `-incoming "exec:cat STREAM"` (an uncompressed stream).
 vrnetlab_qemu() {
-  local a=() x
+  local a=() x skip=
   while IFS= read -r x; do
+    # vrnetlab runs qemu as root without a seccomp filter; ours denies spawn (`-sandbox
+    # ...,spawn=deny`), which `exec:cat` needs: the emulation drops -sandbox.
+    if [ -n "$skip" ]; then skip=; continue; fi
+    if [ "$x" = -sandbox ]; then skip=1; continue; fi
     case "$x" in
       tap,id=net1,*) x="tap,id=net1,ifname=tap1,script=no,downscript=no" ;;
       socket,id=serial*) x="null,id=${x#socket,id=}"; x=${x%%,server=*} ;;
@@ -157,10 +167,12 @@ vrnetlab_qemu() {
   pid=$!
 }
 
-# The overlay a saved disk goes back to: the Nth overlay of the config, in order.
+# The overlay a saved disk goes back to: the Nth disk qemu opens in the state dir (the
+# overlays, in the plan's order), from the launcher's own argv.
 overlay_of() {
   local n; n=$(basename "$1" .qcow2); n=${n#disk}
-  grep -o 'overlay = "[^"]*"' "$dir/launcher.toml" | sed -n "$((n+1))p" | cut -d'"' -f2
+  CLAB_INTFS=1 "$bin" check --config "$dir/launcher.toml" 2>/dev/null \
+    | grep -o "format=qcow2,file=$dir/state/[^,]*" | sed -n "$((n+1))p" | cut -d= -f3
 }
 
 sc=$dir/startup-config.cfg
@@ -190,10 +202,52 @@ EOF2
 target=192.0.2.2
 bench "tinylinux (256 MiB, 1 vCPU, TCG)"
 
+# The Debian guest: DEBIAN_QCOW2 (else the cached build of images/debian, when it is built;
+# DEBIAN=0 skips it), with the config below unless DEBIAN_CONFIG names another.
+if [ -z "${DEBIAN_QCOW2:-}" ] && [ "${DEBIAN:-1}" != 0 ]; then
+  DEBIAN_QCOW2=$(images/debian/build.sh 2>/dev/null | tail -1 || true)
+fi
+if [ -n "${DEBIAN_QCOW2:-}" ] && [ -z "${DEBIAN_CONFIG:-}" ]; then
+  DEBIAN_CONFIG=$dir/debian.toml.in
+  printf 'interface eth1\n ip address 192.0.2.2/24\n' >"$dir/frr.conf"
+  cat >"$DEBIAN_CONFIG" <<EOF2
+[vm]
+name = "debian"
+memory = 1024
+smp = 1
+boot_timeout = 900
+shutdown_timeout = 60
+startup_config = "{dir}/frr.conf"
+clock = "guest-agent"
+[kernel]
+path = "$(dirname "$DEBIAN_QCOW2")/vmlinuz"
+initrd = "$(dirname "$DEBIAN_QCOW2")/initrd.img"
+append = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
+[[disk]]
+path = "{qcow2}"
+[[disk]]
+path = "$PWD/images/debian/seed"
+format = "iso"
+label = "cidata"
+template = true
+interface = "scsi"
+[management]
+mode = "user"
+forwards = ["tcp:22"]
+[console]
+ready_pattern = "Datasource DataSourceNoCloud"
+ready_tcp = 22
+log = "{dir}/console.log"
+[paths]
+run_dir = "{dir}/run"
+state_dir = "{dir}/state"
+health_file = "{dir}/health"
+EOF2
+fi
 if [ -n "${DEBIAN_QCOW2:-}" ]; then
   [ -f "$DEBIAN_QCOW2" ] || { echo "fast-start-bench: DEBIAN_QCOW2=$DEBIAN_QCOW2 is no file" >&2; exit 1; }
   [ -f "${DEBIAN_CONFIG:-}" ] || { echo "fast-start-bench: DEBIAN_CONFIG must name a launcher.toml for that guest ({qcow2}, {dir} substituted; its eth1 at DEBIAN_PING)" >&2; exit 1; }
   sed -e "s|{qcow2}|$DEBIAN_QCOW2|g" -e "s|{dir}|$dir|g" "$DEBIAN_CONFIG" >"$dir/launcher.toml"
   target=${DEBIAN_PING:-192.0.2.2}
-  bench "Debian + FRR ($DEBIAN_QCOW2)"
+  bench "Debian 12 + FRR (1 GiB, 1 vCPU, TCG; $DEBIAN_QCOW2)"
 fi

@@ -130,7 +130,7 @@ fn qemu_runs_unprivileged_and_the_launcher_keeps_what_it_logs_across_a_restart()
     };
     let overlay = d.join("state/base-overlay.qcow2");
     assert_eq!(owner(&overlay).0, uid, "{}", overlay.display());
-    assert_eq!(owner(&overlay).2, 0o600);
+    assert_eq!(owner(&overlay).2, 0o660);
     assert_eq!(owner(&d.join("run")).2, 0o1770);
     assert_eq!(owner(&d.join("run/qmp.sock")).0, uid);
 

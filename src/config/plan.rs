@@ -367,6 +367,19 @@ pub enum Sandbox {
     On { user: QemuUser },
 }
 
+/// How the guest's wall clock is set after a restore (vm.clock): the restored guest's clock
+/// lags by the snapshot's age otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Clock {
+    /// Left to the guest (NTP).
+    #[default]
+    None,
+    /// The qemu guest agent: a virtio-serial port `org.qemu.guest_agent.0` on a socket in the
+    /// run dir (part of the device ABI, so of the snapshot key); after `cont` the launcher sends
+    /// `guest-set-time` with the host's time.
+    GuestAgent,
+}
+
 /// How the supervisor runs this VM's qemu: time limits and the restart policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Supervision {
@@ -393,6 +406,8 @@ pub struct VmPlan {
     pub supervision: Supervision,
     /// How qemu is confined.
     pub sandbox: Sandbox,
+    /// How the clock is set after a restore.
+    pub clock: Clock,
     pub run_dir: PathBuf,
     pub credentials: Credentials,
     pub lab: Lab,
@@ -436,6 +451,10 @@ impl VmPlan {
     }
     pub fn qmp_socket(&self) -> PathBuf {
         self.run_dir.join("qmp.sock")
+    }
+    /// The qemu guest agent's socket (qemu listens; with [`Clock::GuestAgent`]).
+    pub fn agent_socket(&self) -> PathBuf {
+        self.run_dir.join("qga.sock")
     }
     /// The socket of serial port `n` (0 = the console, ttyS0).
     pub fn serial_socket(&self, n: u32) -> PathBuf {

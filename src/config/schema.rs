@@ -108,6 +108,8 @@ pub(super) struct VmSection {
     pub(super) sandbox: bool,
     /// Who qemu runs as when sandboxed: a user name, `UID` or `UID:GID`.
     pub(super) qemu_user: String,
+    /// How the guest's clock is set after a restore: `none` or `guest-agent`.
+    pub(super) clock: String,
 }
 
 impl Default for VmSection {
@@ -129,6 +131,7 @@ impl Default for VmSection {
             smbios: vec![],
             sandbox: true,
             qemu_user: super::plan::QEMU_USER.into(),
+            clock: "none".into(),
         }
     }
 }

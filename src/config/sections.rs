@@ -17,8 +17,8 @@ use super::schema::{
 };
 use super::{
     check_template, choice, parse_forward, resolve, valid_ifname, Answer, BootAction, Bootstrap,
-    ConfigError, ConnectionMode, Console, Credentials, Forward, Install, Key, Lab, Management,
-    Overrides, QemuUser, RestartPolicy, Sandbox, Step, Supervision,
+    Clock, ConfigError, ConnectionMode, Console, Credentials, Forward, Install, Key, Lab,
+    Management, Overrides, QemuUser, RestartPolicy, Sandbox, Step, Supervision,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -393,6 +393,15 @@ fn answers(key: &Key, list: &[AnswerSection]) -> Result<Vec<Answer>, ConfigError
             })
         })
         .collect()
+}
+
+/// `vm.clock`: `none` (default) or `guest-agent`.
+pub(super) fn clock(key: &Key, vm: &VmSection) -> Result<Clock, ConfigError> {
+    choice(
+        &key.child("clock"),
+        &vm.clock,
+        &[("none", Clock::None), ("guest-agent", Clock::GuestAgent)],
+    )
 }
 
 /// `vm.sandbox` and `vm.qemu_user`: a user name (letters, digits, '.', '_', '-'), `UID` or

@@ -250,3 +250,17 @@ fn sandbox_is_on_by_default_and_per_vm() {
         );
     }
 }
+
+#[test]
+fn the_clock_after_a_restore_is_none_by_default_or_the_guest_agent() {
+    let single = |vm: &str| super::tests::p(&format!("[vm]\n{vm}\n{MIN}"), &[]);
+    assert_eq!(single("").unwrap().clock, Clock::None);
+    assert_eq!(
+        single("clock = \"guest-agent\"").unwrap().clock,
+        Clock::GuestAgent
+    );
+    assert_eq!(
+        single("clock = \"ntp\"").unwrap_err().to_string(),
+        "vm.clock = \"ntp\": expected none or guest-agent"
+    );
+}

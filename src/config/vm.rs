@@ -57,6 +57,7 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
     let machine = hardware::machine(&v.key, v.vm, v.env, &shared.env.accel)?;
     let supervision = sections::supervision(&v.key, v.vm, shared.restart)?;
     let sandbox = sections::sandbox(&v.key, v.vm)?;
+    let clock = sections::clock(&v.key, v.vm)?;
     let boot = hardware::boot(
         &v.sections,
         v.kernel,
@@ -111,6 +112,7 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
         startup_config,
         supervision,
         sandbox,
+        clock,
         run_dir: v.run_dir,
         credentials,
         lab,

@@ -70,7 +70,9 @@ pub enum DiskError {
     },
 }
 
-/// What a sandboxed qemu (uid, gid) writes becomes its own: the overlays (mode 0600), and an
+/// What a sandboxed qemu (uid, gid) writes becomes its own: the overlays (mode 0660: the
+/// launcher, without CAP_DAC_OVERRIDE but in qemu's group, copies them into a snapshot and
+/// writes a saved one back at a restore), and an
 /// image written in place (`overlay = false`, its mode kept). What it only reads goes to its
 /// group, mode 0640: the CD images. Links are never followed (a file qemu owned and replaced by
 /// a link changes nothing else). The images behind overlays and the FAT folders stay as they
@@ -81,7 +83,7 @@ pub fn hand_over(plan: &VmPlan, uid: u32, gid: u32) -> Result<(), DiskError> {
         let (path, owner, mode) = match &d.kind {
             DiskKind::Image {
                 overlay: Some(o), ..
-            } => (o, Some(uid), Some(0o600)),
+            } => (o, Some(uid), Some(0o660)),
             // The user's own image: its mode stays.
             DiskKind::Image { overlay: None, .. } => (&d.path, Some(uid), None),
             // A templated CD is written later, once the template values are known: its group

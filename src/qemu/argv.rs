@@ -6,8 +6,8 @@
 use super::accel::Launch;
 use super::fds::FdLayout;
 use crate::config::{
-    DataLink, Delivery, DiskInterface, DiskKind, Management, Protocol, Sandbox, StartupConfig,
-    VmPlan,
+    Clock, DataLink, Delivery, DiskInterface, DiskKind, Management, Protocol, Sandbox,
+    StartupConfig, VmPlan,
 };
 use std::ffi::OsString;
 use std::path::Path;
@@ -104,6 +104,7 @@ pub fn argv(plan: &VmPlan, launch: &Launch, resolved: &Resolved) -> Vec<OsString
     management(&mut a, plan, resolved, &fds, &seed);
     internal_nics(&mut a, plan, &fds, &seed);
     data_nics(&mut a, plan, &resolved.links, launch, &fds, &seed);
+    guest_agent(&mut a, plan);
     fw_cfg(&mut a, resolved);
     for x in &plan.machine.extra_args {
         a.push(x.clone());
@@ -190,6 +191,27 @@ fn qmp_and_serials(a: &mut Argv, plan: &VmPlan) {
         );
         a.opt("-serial", format!("chardev:serial{n}"));
     }
+}
+
+/// The qemu guest agent's port (vm.clock = "guest-agent"): a virtio-serial controller and the
+/// port `org.qemu.guest_agent.0` (the name the guest's qemu-ga unit binds to) on a socket qemu
+/// listens on. After every NIC, so NICs keep the PCI addresses they have without it.
+fn guest_agent(a: &mut Argv, plan: &VmPlan) {
+    if plan.clock != Clock::GuestAgent {
+        return;
+    }
+    a.opt(
+        "-chardev",
+        path_opt(
+            "socket,id=qga0,server=on,wait=off,path=",
+            &plan.agent_socket(),
+        ),
+    );
+    a.opt("-device", "virtio-serial-pci,id=qga-serial");
+    a.opt(
+        "-device",
+        "virtserialport,bus=qga-serial.0,chardev=qga0,name=org.qemu.guest_agent.0",
+    );
 }
 
 /// Direct kernel boot, with the resolved command line.
@@ -621,6 +643,30 @@ mod tests {
         let at = on.iter().position(|a| a == "-sandbox").expect("-sandbox");
         assert_eq!(on[at + 1], SANDBOX);
         assert!(!args("sandbox = false").iter().any(|a| a == "-sandbox"));
+    }
+
+    #[test]
+    fn the_guest_agent_port_comes_after_every_nic() {
+        let args = |vm: &str| {
+            let toml = format!("[vm]\n{vm}\n[kernel]\npath=\"/k\"\n");
+            let node = crate::config::parse_with(&toml, &[("CLAB_INTFS", "2")]).unwrap();
+            let plan = &node.vms[0];
+            let launch = Launch::assumed(plan, false, false);
+            argv(plan, &launch, &Resolved::planned(plan))
+                .into_iter()
+                .map(|s| s.into_string().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let none = args("");
+        assert!(!none.iter().any(|a| a.contains("guest_agent")));
+        let qga = args("clock = \"guest-agent\"");
+        let at = |what: &str| qga.iter().rposition(|a| a.contains(what)).unwrap();
+        let port = at("name=org.qemu.guest_agent.0");
+        assert_eq!(qga[port - 1], "-device");
+        assert!(qga[port].contains("chardev=qga0"), "{}", qga[port]);
+        assert!(at("virtio-serial-pci") < port && at("net2") < at("virtio-serial-pci"));
+        let chardev = at("id=qga0,");
+        assert!(qga[chardev].starts_with("socket,") && qga[chardev].contains("server=on"));
     }
 
     #[test]

@@ -244,6 +244,32 @@ mod tests {
     }
 
     #[test]
+    fn the_guest_agent_port_is_device_abi_and_its_socket_path_is_not() {
+        let with_agent = |run: &str| {
+            let mut a = argv("256M", 1, None);
+            for x in [
+                "-chardev",
+                &format!("socket,id=qga0,server=on,wait=off,path={run}/qga.sock"),
+                "-device",
+                "virtio-serial-pci,id=qga-serial",
+                "-device",
+                "virtserialport,bus=qga-serial.0,chardev=qga0,name=org.qemu.guest_agent.0",
+            ] {
+                a.push(x.into());
+            }
+            Key::of(&a, "q", vec![])
+        };
+        let plain = Key::of(&argv("256M", 1, None), "q", vec![]);
+        assert!(with_agent("/run/x")
+            .differences(&with_agent("/run/y"))
+            .is_empty());
+        assert_eq!(
+            with_agent("/run/x").differences(&plain),
+            ["device count: saved 1, here 3"]
+        );
+    }
+
+    #[test]
     fn differences_name_the_field_in_words() {
         let v = "QEMU emulator version 7.2.22";
         let saved = Key::of(&argv("256M", 2, None), v, vec!["1:a".into()]);

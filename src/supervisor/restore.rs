@@ -6,12 +6,15 @@
 //! stream through `zstd -d` into it (QMP `getfd` + `migrate-incoming`, no file or `exec:` URI),
 //! waits for the load and sends `cont`. Readiness is earned again: the TCP probe runs as for a
 //! boot; a console pattern (printed once, at boot) counts when the restored console answers.
+//! With `vm.clock = "guest-agent"` the guest agent sets the guest's clock, meanwhile.
 //! Never decides a restart (a failed load kills qemu; the restart policy boots it cold).
 
 use super::snapshot::{overlays, SaveError, Saver};
 use super::vm::Vm;
 use super::zstd::{pipe, zstd};
 use super::SupervisorError;
+use crate::config::Clock;
+use crate::qemu::agent::{self, Agent, AgentError};
 use crate::qemu::qmp::Qmp;
 use crate::snapshot::{self as snap, archive, Key, Manifest, OnMismatch, Options};
 use crate::state::Probe;
@@ -24,6 +27,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a stream may take to load.
 const LOAD_WAIT: Duration = Duration::from_secs(300);
+/// How long the guest agent has to answer after `cont`.
+const AGENT_WAIT: Duration = Duration::from_secs(20);
 /// How long a restored console has to answer a carriage return.
 const CONSOLE_WAIT: Duration = Duration::from_secs(15);
 
@@ -190,6 +195,10 @@ pub async fn resume(vm: &Vm, q: &Qmp, stream: &Path) -> Result<Vec<(Probe, Strin
         .await
         .map_err(|e| format!("cont: {}", crate::exit::chain(&e)))?;
     tracing::info!(vm = %vm.plan.name, ms = t0.elapsed().as_millis() as u64, "restored from snapshot and resumed");
+    let (answers, ()) = tokio::join!(
+        async { vm.plan.console.ready_pattern.is_some() && console_answers(vm).await },
+        set_clock(vm)
+    );
     let mut passed = Vec::new();
     if vm.plan.bootstrap.is_some() {
         passed.push((
@@ -197,7 +206,7 @@ pub async fn resume(vm: &Vm, q: &Qmp, stream: &Path) -> Result<Vec<(Probe, Strin
             "restored: the bootstrap ran before the save".into(),
         ));
     }
-    if vm.plan.console.ready_pattern.is_some() && console_answers(vm).await {
+    if answers {
         passed.push((Probe::Pattern, "restored: the console answers".into()));
     }
     Ok(passed)
@@ -221,6 +230,34 @@ async fn load_stream(vm: &Vm, q: &Qmp, stream: &Path) -> Result<(), String> {
     zw.map_err(|why| format!("zstd {why}"))?;
     tracing::debug!(status = %st, "stream loaded");
     Ok(())
+}
+
+/// vm.clock = "guest-agent": the guest's wall clock lags by the snapshot's age; the guest
+/// agent sets it to the host's (bounded by [`AGENT_WAIT`]; a failure is logged, never fatal).
+async fn set_clock(vm: &Vm) {
+    if vm.plan.clock != Clock::GuestAgent {
+        return;
+    }
+    let t0 = Instant::now();
+    let set = async {
+        let mut a = Agent::connect(&vm.plan.agent_socket(), AGENT_WAIT).await?;
+        let before = a.get_time().await?;
+        a.set_time_now().await?;
+        Ok::<i64, AgentError>(agent::now_ns() - before)
+    };
+    match set.await {
+        Ok(lag) => tracing::info!(
+            vm = %vm.plan.name,
+            lag_ms = lag / 1_000_000,
+            ms = t0.elapsed().as_millis() as u64,
+            "guest clock set by the guest agent"
+        ),
+        Err(e) => tracing::warn!(
+            vm = %vm.plan.name,
+            "guest clock not set: {}",
+            crate::exit::chain(&e)
+        ),
+    }
 }
 
 /// A carriage return to the restored console, and any answer within [`CONSOLE_WAIT`].
