@@ -205,6 +205,52 @@ fn a_snapshot_that_does_not_fit_is_refused_with_the_reason() {
     assert_eq!(r3.stop(Duration::from_secs(60)).0, 0);
 }
 
+/// A restored guest whose clock an agent is to set, and no agent answers (tinylinux runs none):
+/// the node is ready as soon as its console answers, while the clock's bounded wait still runs
+/// on its own. Before, the VM's supervision waited for it (ready, a stop, a reset: all only
+/// after the agent's wait ran out).
+#[test]
+fn a_restore_is_ready_without_waiting_for_a_guest_agent_that_never_answers() {
+    let ns = Netns::new("snapshot-clock");
+    let cfg = tinylinux_config(&ns, "r1", "clock = \"guest-agent\"", "");
+    let mut r = Running::start(&ns, &cfg, &[]);
+    wait_state(&ns, "ready", Duration::from_secs(180));
+    let file = ns.dir.join("r1.tar");
+    let (ok, out) = save(&ns, &file);
+    assert!(ok, "{out}");
+    assert_eq!(r.stop(Duration::from_secs(60)).0, 0);
+
+    let ns2 = Netns::new("snapshot-clock2");
+    let cfg2 = tinylinux_config(&ns2, "r1", "clock = \"guest-agent\"", "");
+    let mut r2 = Running::start(&ns2, &cfg2, &[("LAUNCHER_RESTORE", file.to_str().unwrap())]);
+    wait_state(&ns2, "ready", Duration::from_secs(60));
+    let unset = |l: &Log| {
+        l.events
+            .iter()
+            .position(|e| e.message.starts_with("guest clock not set"))
+    };
+    wait_for(
+        Duration::from_secs(90),
+        "the guest agent's wait to run out",
+        || unset(&r2.log()),
+    );
+    let log = r2.log();
+    let ready = log
+        .events
+        .iter()
+        .position(|e| e.is("state", &[("to", "ready")]))
+        .expect("a ready transition");
+    assert!(
+        log.transition("ready", "restored: the console answers"),
+        "{log}"
+    );
+    assert!(
+        ready < unset(&log).unwrap(),
+        "ready came before the clock's wait ended\n{log}"
+    );
+    assert_eq!(r2.stop(Duration::from_secs(60)).0, 0, "{}", r2.output());
+}
+
 // ---- Docker, the way containerlab drives it ----
 
 /// launcher-tinylinux with the launcher under test (and the zstd of Dockerfile.base, for an

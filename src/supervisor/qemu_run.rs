@@ -144,6 +144,8 @@ pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child
     reset::refuse_waiting(&mut vm.resets);
     // A stop asked for before this run began counts at once.
     stop.mark_changed();
+    // A restore's checks after `cont` (the console answering, the guest clock), while they run.
+    let mut after_cont: Option<super::restore::AfterCont> = None;
     let end = loop {
         let deadline = run.shutdown.deadline();
         let boot_timer = !run.booted && !run.stopping;
@@ -157,11 +159,24 @@ pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child
                 vm.snap.qmp.set(q.clone());
                 if let (Some(q), Some(stream)) = (&q, restore.take()) {
                     match super::restore::resume(vm, q, &stream).await {
-                        Ok(passed) => passed.into_iter().for_each(|(p, why)| run.probe(p, why)),
+                        Ok((passed, after)) => {
+                            passed.into_iter().for_each(|(p, why)| run.probe(p, why));
+                            after_cont = Some(after);
+                        }
                         Err(why) => run.kill(format!("restore failed: {why}")),
                     }
                 }
                 run.on_qmp(q);
+            }
+            answered = async {
+                match after_cont.as_mut() {
+                    Some(a) => a.console_answered().await,
+                    None => false,
+                }
+            }, if after_cont.as_ref().is_some_and(|a| a.console_pending()) => {
+                if answered {
+                    run.probe(Probe::Pattern, "restored: the console answers");
+                }
             }
             Some(e) = feeds.events.recv() => {
                 if matches!(e, Event::Reset { .. }) {

@@ -14,6 +14,7 @@ use super::vm::Vm;
 use super::zstd::{pipe, zstd};
 use super::SupervisorError;
 use crate::config::Clock;
+use crate::console::Hub;
 use crate::qemu::agent::{self, Agent, AgentError};
 use crate::qemu::qmp::Qmp;
 use crate::snapshot::{self as snap, archive, Key, Manifest, OnMismatch, Options};
@@ -184,9 +185,14 @@ pub fn argv_for(argv: &[OsString], restoring: bool) -> Vec<OsString> {
 }
 
 /// Loads `stream` into the qemu behind `q` (started with `-incoming defer`) and resumes it.
-/// Ok: the probes the restore itself satisfies (a bootstrap was done before the save; a console
-/// pattern when the console answers); Err: why the load failed.
-pub async fn resume(vm: &Vm, q: &Qmp, stream: &Path) -> Result<Vec<(Probe, String)>, String> {
+/// Ok: the probes the restore itself satisfies (a bootstrap was done before the save), and the
+/// checks that follow `cont` ([`after_cont`]), already running on their own task so the
+/// supervise loop never waits for them; Err: why the load failed.
+pub async fn resume(
+    vm: &Vm,
+    q: &Qmp,
+    stream: &Path,
+) -> Result<(Vec<(Probe, String)>, AfterCont), String> {
     let t0 = Instant::now();
     let loaded = load_stream(vm, q, stream).await;
     let _ = std::fs::remove_file(stream);
@@ -195,10 +201,6 @@ pub async fn resume(vm: &Vm, q: &Qmp, stream: &Path) -> Result<Vec<(Probe, Strin
         .await
         .map_err(|e| format!("cont: {}", crate::exit::chain(&e)))?;
     tracing::info!(vm = %vm.plan.name, ms = t0.elapsed().as_millis() as u64, "restored from snapshot and resumed");
-    let (answers, ()) = tokio::join!(
-        async { vm.plan.console.ready_pattern.is_some() && console_answers(vm).await },
-        set_clock(vm)
-    );
     let mut passed = Vec::new();
     if vm.plan.bootstrap.is_some() {
         passed.push((
@@ -206,10 +208,57 @@ pub async fn resume(vm: &Vm, q: &Qmp, stream: &Path) -> Result<Vec<(Probe, Strin
             "restored: the bootstrap ran before the save".into(),
         ));
     }
-    if answers {
-        passed.push((Probe::Pattern, "restored: the console answers".into()));
+    Ok((passed, after_cont(vm)))
+}
+
+/// What runs after a restored guest's `cont`, each on a task of its own (both aborted when
+/// this is dropped, at the end of the run): the console is asked whether it answers (a
+/// console pattern counts then, up to [`CONSOLE_WAIT`]), and with `vm.clock = "guest-agent"`
+/// the guest's clock is set (up to [`AGENT_WAIT`]). Meanwhile the VM is supervised as usual:
+/// readiness, a stop or a reset never wait for them.
+pub struct AfterCont {
+    console: Option<tokio::task::JoinHandle<bool>>,
+    clock: tokio::task::JoinHandle<()>,
+}
+
+impl AfterCont {
+    /// Whether the console's answer is still to come.
+    pub fn console_pending(&self) -> bool {
+        self.console.is_some()
     }
-    Ok(passed)
+
+    /// Whether the restored console answered (pending forever once told).
+    pub async fn console_answered(&mut self) -> bool {
+        match self.console.as_mut() {
+            Some(h) => {
+                let answered = h.await.unwrap_or(false);
+                self.console = None;
+                answered
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for AfterCont {
+    fn drop(&mut self) {
+        if let Some(h) = &self.console {
+            h.abort();
+        }
+        self.clock.abort();
+    }
+}
+
+fn after_cont(vm: &Vm) -> AfterCont {
+    let hub = vm.hub.clone();
+    let pattern = vm.plan.console.ready_pattern.is_some();
+    let (name, clock, socket) = (vm.plan.name.clone(), vm.plan.clock, vm.plan.agent_socket());
+    AfterCont {
+        console: Some(tokio::spawn(async move {
+            pattern && console_answers(&hub).await
+        })),
+        clock: tokio::spawn(async move { set_clock(&name, clock, &socket).await }),
+    }
 }
 
 async fn load_stream(vm: &Vm, q: &Qmp, stream: &Path) -> Result<(), String> {
@@ -234,26 +283,26 @@ async fn load_stream(vm: &Vm, q: &Qmp, stream: &Path) -> Result<(), String> {
 
 /// vm.clock = "guest-agent": the guest's wall clock lags by the snapshot's age; the guest
 /// agent sets it to the host's (bounded by [`AGENT_WAIT`]; a failure is logged, never fatal).
-async fn set_clock(vm: &Vm) {
-    if vm.plan.clock != Clock::GuestAgent {
+async fn set_clock(vm: &str, clock: Clock, socket: &Path) {
+    if clock != Clock::GuestAgent {
         return;
     }
     let t0 = Instant::now();
     let set = async {
-        let mut a = Agent::connect(&vm.plan.agent_socket(), AGENT_WAIT).await?;
+        let mut a = Agent::connect(socket, AGENT_WAIT).await?;
         let before = a.get_time().await?;
         a.set_time_now().await?;
         Ok::<i64, AgentError>(agent::now_ns() - before)
     };
     match set.await {
         Ok(lag) => tracing::info!(
-            vm = %vm.plan.name,
+            vm = %vm,
             lag_ms = lag / 1_000_000,
             ms = t0.elapsed().as_millis() as u64,
             "guest clock set by the guest agent"
         ),
         Err(e) => tracing::warn!(
-            vm = %vm.plan.name,
+            vm = %vm,
             "guest clock not set: {}",
             crate::exit::chain(&e)
         ),
@@ -261,9 +310,9 @@ async fn set_clock(vm: &Vm) {
 }
 
 /// A carriage return to the restored console, and any answer within [`CONSOLE_WAIT`].
-async fn console_answers(vm: &Vm) -> bool {
-    let mut rx = vm.hub.subscribe();
-    vm.hub.write(b"\r").await;
+async fn console_answers(hub: &Hub) -> bool {
+    let mut rx = hub.subscribe();
+    hub.write(b"\r").await;
     tokio::time::timeout(CONSOLE_WAIT, async {
         loop {
             match rx.recv().await {
