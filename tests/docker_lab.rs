@@ -57,6 +57,20 @@ fn nic_line(logs: &str) -> String {
         .to_string()
 }
 
+/// The `ethN=MAC` pairs of a NICs line (a kernel message may land on the same console line).
+fn nic_macs(line: &str) -> Vec<String> {
+    let macs: Vec<String> = line
+        .split("NICs:")
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter(|t| t.starts_with("eth") && t.contains('='))
+        .map(|t| t.split('/').next().unwrap_or_default().to_string())
+        .collect();
+    assert!(!macs.is_empty(), "no NICs in {line:?}");
+    macs
+}
+
 #[test]
 fn lacp_bond_forms_across_the_datapath_and_survives_stop_start() {
     require_docker();
@@ -147,9 +161,9 @@ fn lacp_bond_forms_across_the_datapath_and_survives_stop_start() {
     });
     let macs_after = nic_line(&lab.logs("r1"));
     assert_eq!(
-        macs_before.split("NICs:").nth(1),
-        macs_after.split("NICs:").nth(1),
-        "same MACs after docker start"
+        nic_macs(&macs_before),
+        nic_macs(&macs_after),
+        "same MACs after docker start:\n{macs_before}\n{macs_after}"
     );
     let b1 = bond_line(&lab.logs("r1")).unwrap();
     assert_eq!(b1["partner"], b2["mac"]);
