@@ -51,13 +51,7 @@ fn passthrough_on_clab_mgmt_intf_with_clab_mgmt_mac_and_the_node_name() {
         "the guest's management NIC is not {MAC}: {console}"
     );
     // The guest answers on the container's address, from that MAC.
-    wait_for(Duration::from_secs(30), "ping to the guest", || {
-        outside
-            .exec("ping -c 1 -W 2 192.0.2.2")
-            .status
-            .success()
-            .then_some(())
-    });
+    outside.wait_ping("192.0.2.2", Duration::from_secs(30), String::new);
     let neigh = outside.ip("neigh show 192.0.2.2");
     assert!(neigh.contains(MAC), "{neigh}");
     let text =

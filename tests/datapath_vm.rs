@@ -40,14 +40,7 @@ fn router(ns: &Netns, peer: &Netns, name: &str, more: &str, env: &[(&str, &str)]
 
 /// Waits (bounded) for pings from `peer` to the guest to get through.
 fn ping_passes(peer: &Netns, r: &Running) {
-    let t = Instant::now();
-    while !peer.exec("ping -c 1 -W 1 192.0.2.2").status.success() {
-        assert!(
-            t.elapsed() < Duration::from_secs(40),
-            "no ping to the guest\n{}",
-            r.output()
-        );
-    }
+    peer.wait_ping("192.0.2.2", Duration::from_secs(40), || r.output());
 }
 
 /// Waits (bounded) until status's port 1 satisfies `ok`; returns its row.

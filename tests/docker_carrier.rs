@@ -32,12 +32,7 @@ fn back_as_before(r: &Container, peer: &Netns, macs: &str, what: &str) {
         (st["links"][0]["port_state"] == "up").then_some(st)
     });
     assert_eq!(st["links"][0]["wired"], true, "{what}: {st}");
-    wait_for(Duration::from_secs(60), "pings through eth1", || {
-        peer.exec("ping -c 1 -W 1 192.0.2.2")
-            .status
-            .success()
-            .then_some(())
-    });
+    peer.wait_ping("192.0.2.2", Duration::from_secs(60), || what.to_string());
     let logs = r.logs();
     let last = logs.lines().rfind(|l| l.contains("carrier eth1 "));
     let last = last.unwrap_or_default();

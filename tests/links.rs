@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// containerlab's way: a veth made outside the router's namespace (`peer` keeps `outside`),
 /// its other end moved in under a temporary name, renamed to `eth` and brought up.
@@ -85,14 +85,7 @@ fn clab_intfs_2_with_eth1_and_eth3_wires_both_and_port_3_carries_traffic() {
         assert!(nic(n).contains(&format!(":00:0{n}/")), "eth{n}: {line}");
     }
     // Traffic from the peer's end of eth3 to the guest's port 3.
-    let t = Instant::now();
-    while !peer.exec("ping -c 1 -W 2 192.0.2.2").status.success() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "no ping through eth3 into the guest's port 3\n{}",
-            r.output()
-        );
-    }
+    peer.wait_ping("192.0.2.2", Duration::from_secs(30), || r.output());
     let (code, _) = r.stop(Duration::from_secs(30));
     assert_eq!(code, 0, "{}", r.output());
 }
@@ -253,18 +246,7 @@ fn guest_and_status_see(ns: &Netns, from: usize, line: &str, port: usize, state:
 
 /// Waits (bounded) for pings from `peer` to `addr` (the guest) to get through.
 fn ping_passes(peer: &Netns, addr: &str, r: &Running) {
-    let t = Instant::now();
-    while !peer
-        .exec(&format!("ping -c 1 -W 1 {addr}"))
-        .status
-        .success()
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(40),
-            "no ping to {addr}\n{}",
-            r.output()
-        );
-    }
+    peer.wait_ping(addr, Duration::from_secs(40), || r.output());
 }
 
 /// A tinylinux router with `slots` NIC slots, CLAB_INTFS=1, and addresses on its ports 1 and

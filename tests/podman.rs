@@ -158,12 +158,7 @@ fn console_prompt(pid: i32) -> String {
 /// Ping from `ns` to the guest's address on the link (bounded: a few tries while its ARP and
 /// the wiring settle).
 fn ping(ns: &Netns, addr: &str) {
-    wait_for(Duration::from_secs(30), "ping across the link", || {
-        ns.exec(&format!("ping -c 1 -W 2 {addr}"))
-            .status
-            .success()
-            .then_some(())
-    });
+    ns.wait_ping(addr, Duration::from_secs(30), || "across the link".into());
 }
 
 #[test]

@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The fields of `/proc/PID/status` (or of one thread's), by name.
 fn proc_status(path: &str) -> HashMap<String, String> {
@@ -65,10 +65,7 @@ fn qemu_pid(ns: &Netns) -> i32 {
 }
 
 fn ping(ns: &Netns, addr: &str, within: Duration) {
-    let t = Instant::now();
-    while !ns.exec(&format!("ping -c 1 -W 2 {addr}")).status.success() {
-        assert!(t.elapsed() < within, "no ping to {addr} over the data link");
-    }
+    ns.wait_ping(addr, within, || "over the data link".into());
 }
 
 #[test]

@@ -70,10 +70,7 @@ fn a_1024_open_file_limit_starts_qemu_with_its_taps_and_passes_traffic() {
         assert_eq!(target.to_str(), Some("/dev/net/tun"), "fd {n}");
     }
     assert_eq!(nofile_of(qemu), ("1024".into(), "1024".into()));
-    let t = Instant::now();
-    while !ns.exec("ping -c 1 -W 2 192.0.2.2").status.success() {
-        assert!(t.elapsed() < Duration::from_secs(20), "no ping over eth1");
-    }
+    ns.wait_ping("192.0.2.2", Duration::from_secs(20), || r.output());
     let (code, _) = r.stop(Duration::from_secs(30));
     assert_eq!(code, 0, "{}", r.output());
 }

@@ -660,13 +660,9 @@ fn multi_queue_taps_carry_traffic() {
         "2",
         "tap1 is multi-queue on the host side"
     );
-    let t = Instant::now();
-    while !ns.exec("ping -c 1 -W 2 192.0.2.2").status.success() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "no ping over the multi-queue link"
-        );
-    }
+    ns.wait_ping("192.0.2.2", Duration::from_secs(20), || {
+        "over the multi-queue link".into()
+    });
     let (code, _) = r.stop(Duration::from_secs(30));
     assert_eq!(code, 0);
 }

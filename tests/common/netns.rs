@@ -5,6 +5,7 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// Fails loudly (never skips) when the test cannot run here.
 /// Root, a Docker engine and launcher-tinylinux, or a loud failure saying what is missing.
@@ -103,6 +104,24 @@ impl Netns {
             self.name,
             cmd.replace('\'', "'\\''")
         ))
+    }
+
+    /// Waits (bounded) until `addr` answers a ping sent from inside the namespace; on a
+    /// time-out it fails showing `context()` (the launcher's output, say).
+    pub fn wait_ping(&self, addr: &str, within: Duration, context: impl Fn() -> String) {
+        let t = Instant::now();
+        while !self
+            .exec(&format!("ping -c 1 -W 1 {addr}"))
+            .status
+            .success()
+        {
+            assert!(
+                t.elapsed() < within,
+                "no ping from {} to {addr} within {within:?}\n{}",
+                self.name,
+                context()
+            );
+        }
     }
 
     /// Moves the calling thread into the namespace (until the guard drops); sockets opened
