@@ -210,39 +210,9 @@ fi
 if [ -n "${DEBIAN_QCOW2:-}" ] && [ -z "${DEBIAN_CONFIG:-}" ]; then
   DEBIAN_CONFIG=$dir/debian.toml.in
   printf 'interface eth1\n ip address 192.0.2.2/24\n' >"$dir/frr.conf"
-  cat >"$DEBIAN_CONFIG" <<EOF2
-[vm]
-name = "debian"
-memory = 1024
-smp = 1
-boot_timeout = 900
-shutdown_timeout = 60
-startup_config = "{dir}/frr.conf"
-clock = "guest-agent"
-[kernel]
-path = "$(dirname "$DEBIAN_QCOW2")/vmlinuz"
-initrd = "$(dirname "$DEBIAN_QCOW2")/initrd.img"
-append = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
-[[disk]]
-path = "{qcow2}"
-[[disk]]
-path = "$PWD/images/debian/seed"
-format = "iso"
-label = "cidata"
-template = true
-interface = "scsi"
-[management]
-mode = "user"
-forwards = ["tcp:22"]
-[console]
-ready_pattern = "Datasource DataSourceNoCloud"
-ready_tcp = 22
-log = "{dir}/console.log"
-[paths]
-run_dir = "{dir}/run"
-state_dir = "{dir}/state"
-health_file = "{dir}/health"
-EOF2
+  vm='startup_config = "{dir}/frr.conf"\nclock = "guest-agent"'
+  sed -e "s|{vm}|$vm|" -e "s|{img}|$(dirname "$DEBIAN_QCOW2")|g" -e "s|{seed}|$PWD/images/debian/seed|g" \
+    images/debian/host.toml.in >"$DEBIAN_CONFIG"
 fi
 if [ -n "${DEBIAN_QCOW2:-}" ]; then
   [ -f "$DEBIAN_QCOW2" ] || { echo "fast-start-bench: DEBIAN_QCOW2=$DEBIAN_QCOW2 is no file" >&2; exit 1; }

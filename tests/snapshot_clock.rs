@@ -30,43 +30,17 @@ fn debian() -> PathBuf {
 /// The Debian guest's launcher.toml in `ns.dir`, `vm` added to `[vm]`.
 fn config(ns: &Netns, name: &str, vm: &str) -> PathBuf {
     let (img, d) = (debian(), &ns.dir);
-    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/debian/seed");
-    let text = format!(
-        r#"[vm]
-name = "debian"
-memory = 1024
-smp = 1
-boot_timeout = 900
-shutdown_timeout = 60
-{vm}
-[kernel]
-path = "{img}/vmlinuz"
-initrd = "{img}/initrd.img"
-append = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
-[[disk]]
-path = "{img}/disk.qcow2"
-[[disk]]
-path = "{seed}"
-format = "iso"
-label = "cidata"
-template = true
-interface = "scsi"
-[management]
-mode = "user"
-forwards = ["tcp:22"]
-[console]
-ready_pattern = "Datasource DataSourceNoCloud"
-ready_tcp = 22
-log = "{d}/console.log"
-[paths]
-run_dir = "{d}/run"
-state_dir = "{d}/state"
-health_file = "{d}/health"
-"#,
-        img = img.display(),
-        seed = seed.display(),
-        d = d.display(),
-    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let template = std::fs::read_to_string(root.join("images/debian/host.toml.in")).unwrap();
+    let text = template
+        .replace("{vm}", vm)
+        .replace("{qcow2}", &img.join("disk.qcow2").display().to_string())
+        .replace("{img}", &img.display().to_string())
+        .replace(
+            "{seed}",
+            &root.join("images/debian/seed").display().to_string(),
+        )
+        .replace("{dir}", &d.display().to_string());
     let p = d.join(format!("{name}.toml"));
     std::fs::write(&p, text).unwrap();
     p
