@@ -155,16 +155,23 @@ fn a_saved_pair_restores_in_new_namespaces_and_pings_across_the_datapath() {
     assert_eq!(rb2.stop(Duration::from_secs(60)).0, 0, "{}", rb2.output());
 }
 
+/// Boots a tinylinux `r1` in `ns` (`vm` added to its `[vm]`) to ready, saves it to `r1.tar` in
+/// the namespace's folder, stops it (exit 0); returns the snapshot's path.
+fn saved_r1(ns: &Netns, vm: &str) -> PathBuf {
+    let cfg = tinylinux_config(ns, "r1", vm, "");
+    let mut r = Running::start(ns, &cfg, &[]);
+    wait_state(ns, "ready", Duration::from_secs(180));
+    let file = ns.dir.join("r1.tar");
+    let (ok, out) = save(ns, &file);
+    assert!(ok, "{out}");
+    assert_eq!(r.stop(Duration::from_secs(60)).0, 0);
+    file
+}
+
 #[test]
 fn a_snapshot_that_does_not_fit_is_refused_with_the_reason() {
     let ns = Netns::new("snapshot-key");
-    let cfg = tinylinux_config(&ns, "r1", "", "");
-    let mut r = Running::start(&ns, &cfg, &[]);
-    wait_state(&ns, "ready", Duration::from_secs(180));
-    let file = ns.dir.join("r1.tar");
-    let (ok, out) = save(&ns, &file);
-    assert!(ok, "{out}");
-    assert_eq!(r.stop(Duration::from_secs(60)).0, 0);
+    let file = saved_r1(&ns, "");
 
     // One NIC more (a data link), with the policy `fail`: refused, nothing booted, exit 1.
     let ns2 = Netns::new("snapshot-key2");
@@ -212,13 +219,7 @@ fn a_snapshot_that_does_not_fit_is_refused_with_the_reason() {
 #[test]
 fn a_restore_is_ready_without_waiting_for_a_guest_agent_that_never_answers() {
     let ns = Netns::new("snapshot-clock");
-    let cfg = tinylinux_config(&ns, "r1", "clock = \"guest-agent\"", "");
-    let mut r = Running::start(&ns, &cfg, &[]);
-    wait_state(&ns, "ready", Duration::from_secs(180));
-    let file = ns.dir.join("r1.tar");
-    let (ok, out) = save(&ns, &file);
-    assert!(ok, "{out}");
-    assert_eq!(r.stop(Duration::from_secs(60)).0, 0);
+    let file = saved_r1(&ns, "clock = \"guest-agent\"");
 
     let ns2 = Netns::new("snapshot-clock2");
     let cfg2 = tinylinux_config(&ns2, "r1", "clock = \"guest-agent\"", "");
