@@ -73,17 +73,21 @@ impl Batcher {
 
     /// Sends `reqs` in one `sendmsg` and reads every reply; per request, its reply messages
     /// (a dump's entries; nothing for an ack). The first failure is the error, naming its
-    /// request. EBUSY/EAGAIN (and an interrupted dump) send the whole batch again, so every
-    /// request of a batch must be one that can be repeated.
-    pub fn send(&self, reqs: &[Request]) -> Result<Vec<Vec<RouteNetlinkMessage>>, NetError> {
+    /// request. EBUSY/EAGAIN (and an interrupted dump) send the whole batch again after a
+    /// growing pause (an async sleep: the runtime's thread is never held), so every request of
+    /// a batch must be one that can be repeated. The first attempt never yields.
+    pub async fn send(&self, reqs: &[Request]) -> Result<Vec<Vec<RouteNetlinkMessage>>, NetError> {
         let mut delay = Duration::from_millis(1);
-        let mut guard = self.fd.lock().unwrap_or_else(|p| p.into_inner());
-        let (fd, seq) = &mut *guard;
         for attempt in 0.. {
-            match once(fd, seq, reqs) {
+            let r = {
+                let mut guard = self.fd.lock().unwrap_or_else(|p| p.into_inner());
+                let (fd, seq) = &mut *guard;
+                once(fd, seq, reqs)
+            };
+            match r {
                 Err(Retry::Busy(_)) | Err(Retry::Interrupted) if attempt < RETRIES => {
                     tracing::debug!(?delay, "netlink batch busy, sending it again");
-                    std::thread::sleep(delay);
+                    tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
                 Err(Retry::Busy(e)) | Err(Retry::Fatal(e)) => return Err(e),
@@ -193,8 +197,8 @@ mod tests {
 
     /// A batch answers each request: a dump's entries under its own request, and the first
     /// failing request named in the error (it changes nothing: no such link).
-    #[test]
-    fn a_batch_answers_each_request_and_names_the_one_that_failed() {
+    #[tokio::test]
+    async fn a_batch_answers_each_request_and_names_the_one_that_failed() {
         let b = Batcher::new().unwrap();
         let dump = Request {
             op: "list links",
@@ -202,7 +206,7 @@ mod tests {
             msg: RouteNetlinkMessage::GetLink(LinkMessage::default()),
             flags: NLM_F_DUMP,
         };
-        let got = b.send(std::slice::from_ref(&dump)).unwrap();
+        let got = b.send(std::slice::from_ref(&dump)).await.unwrap();
         assert_eq!(got.len(), 1);
         assert!(!got[0].is_empty(), "a namespace has at least lo");
         let mut gone = LinkMessage::default();
@@ -213,7 +217,7 @@ mod tests {
             msg: RouteNetlinkMessage::SetLink(gone),
             flags: NLM_F_ACK,
         };
-        let e = b.send(&[bad, dump]).unwrap_err();
+        let e = b.send(&[bad, dump]).await.unwrap_err();
         assert!(
             e.to_string() == "set link up on lt-vhost-none",
             "{e}: the failing request is named"

@@ -494,12 +494,13 @@ impl DataLinks {
 }
 
 /// Brings both links up (tap MTU at least ethN's and at least `min_mtu`) and wires both ways,
-/// read back (see `Netlink::wire`: two system calls' worth of netlink, no task switch).
+/// read back (see `Netlink::wire`: two system calls' worth of netlink, no task switch unless
+/// the kernel says busy).
 pub async fn wire_links(
     nl: &Netlink,
     eth: &LinkInfo,
     tap: &LinkInfo,
     min_mtu: u32,
 ) -> Result<(), NetError> {
-    nl.wire(eth, tap, Some(min_mtu.max(eth.mtu)))
+    nl.wire(eth, tap, Some(min_mtu.max(eth.mtu))).await
 }

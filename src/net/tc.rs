@@ -57,7 +57,7 @@ impl Netlink {
     /// tap and tap -> eth, then read back, in two batches (see `batch`): every change and
     /// eth's filter dump in one `sendmsg`, the tap's dump in a second (the kernel runs one dump
     /// per socket at a time). Each direction must read back as exactly one redirect.
-    pub fn wire(
+    pub async fn wire(
         &self,
         eth: &LinkInfo,
         tap: &LinkInfo,
@@ -107,8 +107,13 @@ impl Netlink {
             )
         };
         batch.push(dump(eth));
-        let eth_back = self.batch.send(&batch)?.pop().unwrap_or_default();
-        let tap_back = self.batch.send(&[dump(tap)])?.pop().unwrap_or_default();
+        let eth_back = self.batch.send(&batch).await?.pop().unwrap_or_default();
+        let tap_back = self
+            .batch
+            .send(&[dump(tap)])
+            .await?
+            .pop()
+            .unwrap_or_default();
         check_redirect(eth, tap, &targets(&eth_back))?;
         check_redirect(tap, eth, &targets(&tap_back))
     }
