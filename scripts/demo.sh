@@ -179,10 +179,13 @@ frr_ssh() {
 }
 
 # What r1's own tools say, and whether it shows everything up: three OSPF neighbours Full, three
-# IS-IS adjacencies Up, BFD peers up, four LLDP neighbours (r2 twice over the bond, r2 and r3).
+# IS-IS adjacencies Up, both iBGP sessions established (a prefix count, not a state, in the last
+# column), three BFD peers up, four LLDP neighbours (r2 twice over the bond, r2 and r3).
 FRR_PROBE="sudo vtysh -c 'show ip ospf neighbor' -c 'show isis neighbor' -c 'show bgp summary' -c 'show bfd peers brief'; sudo lldpcli show neighbors summary; grep -E 'Mode|Aggregator ID|Partner Mac' /proc/net/bonding/bond0"
 frr_all_up() {
-  [ "$(echo "$1" | grep -c 'Full/')" -ge 3 ] && [ "$(echo "$1" | grep -cw Up)" -ge 3 ] \
+  [ "$(echo "$1" | grep -c 'Full/')" -ge 3 ] \
+    && [ "$(echo "$1" | grep -cE '^ +[^ ]+ +[^ ]+ +[12] +Up +[0-9]+ ')" -ge 3 ] \
+    && [ "$(echo "$1" | grep -cE '^10\.255\.0\.[0-9]+ +4 +65000 +([0-9]+ +){5}[0-9:dhmw]+ +[0-9]+ ')" -ge 2 ] \
     && [ "$(echo "$1" | grep -c ' up ')" -ge 3 ] && [ "$(echo "$1" | grep -c 'SysName:')" -ge 4 ]
 }
 
