@@ -13,14 +13,14 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(config qmp telnet console_lines control iso)
+[ ${#targets[@]} -gt 0 ] || targets=(config qmp telnet console_lines control iso tgz snapshot_tar)
 work=${LAUNCHER_FUZZ_DIR:-$HOME/.cache/launcher-fuzz}
 mkdir -p "$work"
 command -v cargo-fuzz >/dev/null || { echo "fuzz: cargo-fuzz is missing (cargo install cargo-fuzz)" >&2; exit 1; }
 rustup toolchain list | grep -q '^nightly' || { echo "fuzz: the nightly toolchain is missing (rustup toolchain install nightly)" >&2; exit 1; }
 
 # The console splitter cuts lines at 4096 bytes: its inputs must be able to exceed that.
-max_len() { case $1 in console_lines|iso) echo 20000 ;; config) echo 8192 ;; *) echo 4096 ;; esac; }
+max_len() { case $1 in console_lines|iso|tgz|snapshot_tar) echo 20000 ;; config) echo 8192 ;; *) echo 4096 ;; esac; }
 
 nice cargo +nightly fuzz build -O >"$work/build.log" 2>&1 || { echo "fuzz: the targets do not build; see $work/build.log" >&2; exit 1; }
 found=0

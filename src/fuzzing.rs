@@ -8,8 +8,9 @@
 use crate::config::{self, Env, Overrides};
 use crate::console::{ConsoleEvent, LineSplitter, TelnetFilter, CUT_MARK, MAX_LINE};
 use crate::control::{Envelope, Health, Report, Request};
-use crate::disks::iso;
+use crate::disks::{iso, tgz};
 use crate::qemu::{self, qmp};
+use crate::snapshot::archive;
 use std::path::Path;
 use tokio::sync::mpsc;
 
@@ -164,20 +165,7 @@ pub fn iso(data: &[u8]) {
     let [n, rest @ ..] = data else { return };
     let n = usize::from(n % 32).min(rest.len());
     let label = String::from_utf8_lossy(&rest[..n]).into_owned();
-    let mut at = &rest[n..];
-    let mut files = Vec::new();
-    while let [len, tail @ ..] = at {
-        let len = usize::from(*len).min(tail.len());
-        let name = String::from_utf8_lossy(&tail[..len]).into_owned();
-        let tail = &tail[len..];
-        let size = match tail {
-            [a, b, ..] => usize::from(u16::from_le_bytes([*a, *b])).min(tail.len() - 2),
-            _ => 0,
-        };
-        let body = tail.get(2..2 + size).unwrap_or_default();
-        files.push((name, body.to_vec()));
-        at = tail.get(2 + size..).unwrap_or_default();
-    }
+    let files = records(&rest[n..]);
     let Ok(img) = iso::image(&label, &files) else {
         return;
     };
@@ -232,6 +220,87 @@ fn iso_reads_back(img: &[u8], files: &[(String, Vec<u8>)]) {
     }
 }
 
+/// Reads `[name length][name][data length, two bytes][data]` records from `at` (the layout
+/// [`iso`] and [`tgz`] take), each cut to what is left.
+fn records(mut at: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let [len, tail @ ..] = at {
+        let len = usize::from(*len).min(tail.len());
+        let name = String::from_utf8_lossy(&tail[..len]).into_owned();
+        let tail = &tail[len..];
+        let size = match tail {
+            [a, b, ..] => usize::from(u16::from_le_bytes([*a, *b])).min(tail.len() - 2),
+            _ => 0,
+        };
+        let body = tail.get(2..2 + size).unwrap_or_default();
+        out.push((name, body.to_vec()));
+        at = tail.get(2 + size..).unwrap_or_default();
+    }
+    out
+}
+
+/// The `.tgz` writer (a templated disk's `archive`): records as [`iso`] reads them; a name
+/// ending in `/` is a folder. Names are made as a folder tree gives them (no NUL, not empty).
+/// An archive written must be gzip with stored blocks that add up (LEN and NLEN, the last
+/// block marked, ISIZE), around a tar whose regular files [`archive::index`] (the snapshot
+/// reader, another ustar reader) finds with the same names and bytes, in order.
+pub fn tgz(data: &[u8]) {
+    let entries: Vec<tgz::Entry> = records(data)
+        .into_iter()
+        .map(|(n, d)| (n.replace('\0', "_"), d))
+        .filter(|(n, _)| !n.trim_end_matches('/').is_empty())
+        .map(|(n, d)| match n.strip_suffix('/') {
+            Some(dir) => (dir.to_string(), None),
+            None => (n, Some(d)),
+        })
+        .collect();
+    let Ok(gz) = tgz::tgz(&entries) else {
+        return;
+    };
+    assert_eq!(&gz[..3], b"\x1f\x8b\x08");
+    let (mut at, mut tar) = (10, Vec::new());
+    loop {
+        let last = gz[at] == 1;
+        assert!(gz[at] <= 1, "a stored block, BFINAL only");
+        let len = usize::from(u16::from_le_bytes([gz[at + 1], gz[at + 2]]));
+        let nlen = u16::from_le_bytes([gz[at + 3], gz[at + 4]]);
+        assert_eq!(nlen, !(len as u16));
+        tar.extend_from_slice(&gz[at + 5..at + 5 + len]);
+        at += 5 + len;
+        if last {
+            break;
+        }
+    }
+    assert_eq!(gz.len(), at + 8, "CRC-32 and ISIZE end it");
+    assert_eq!(le32(&gz[at + 4..]), tar.len());
+    assert_eq!(tar.len() % 512, 0);
+    let members = archive::index(&mut std::io::Cursor::new(&tar)).unwrap();
+    let files: Vec<(&str, &Vec<u8>)> = entries
+        .iter()
+        .filter_map(|(n, d)| d.as_ref().map(|d| (n.trim_start_matches("./"), d)))
+        .collect();
+    assert_eq!(members.len(), files.len());
+    for (m, (name, body)) in members.iter().zip(files) {
+        assert_eq!(m.name, name);
+        let at = usize::try_from(m.offset).unwrap();
+        assert_eq!(&tar[at..at + body.len()], &body[..], "{name}");
+    }
+}
+
+/// The snapshot tar reader: `/snapshot.tar` is whatever file the user mounts. Any bytes index
+/// without a panic, and what is found lies after its header, on a 512-byte boundary, in order.
+pub fn snapshot_tar(data: &[u8]) {
+    let Ok(members) = archive::index(&mut std::io::Cursor::new(data)) else {
+        return;
+    };
+    let mut last = 0;
+    for m in members {
+        assert_eq!(m.offset % 512, 0, "{}", m.name);
+        assert!(m.offset >= last + 512, "{} at {}", m.name, m.offset);
+        last = m.offset;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// Every seed input and every input a fuzz run found (kept in `fuzz/regressions/TARGET/`,
@@ -240,13 +309,15 @@ mod tests {
     fn seeds_and_found_inputs_pass() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
         type Target = (&'static str, fn(&[u8]));
-        let targets: [Target; 6] = [
+        let targets: [Target; 8] = [
             ("config", super::config),
             ("qmp", super::qmp),
             ("telnet", super::telnet),
             ("console_lines", super::console_lines),
             ("control", super::control),
             ("iso", super::iso),
+            ("tgz", super::tgz),
+            ("snapshot_tar", super::snapshot_tar),
         ];
         let mut ran = 0;
         for (name, run) in targets {
