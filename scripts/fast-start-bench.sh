@@ -12,6 +12,7 @@
 # launcher.toml for it ({qcow2} and {dir}, a scratch folder, substituted), its eth1 answering
 # pings at DEBIAN_PING (default 192.0.2.2; the peer is 192.0.2.1/24).
 # Usage: scripts/fast-start-bench.sh   (root; tinylinux built; release binary; zstd, python3)
+#   TINYLINUX=0 or DEBIAN=0 skips that guest; KEEP=1 keeps the scratch folder (the logs).
 # Note: the vrnetlab emulation runs qemu as vrnetlab does: as root, with no -sandbox (ours denies
 # spawn, and `exec:cat` spawns); the output says so.
 set -euo pipefail
@@ -31,7 +32,7 @@ cleanup() {
   [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
   ip netns del "$peer" 2>/dev/null || true
-  rm -rf "$dir"
+  if [ "${KEEP:-0}" = 1 ]; then echo "fast-start-bench: kept $dir (launcher.log, console.log)" >&2; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT
 ip netns add "$ns"; ip netns add "$peer"
@@ -200,7 +201,7 @@ state_dir = "$dir/state"
 health_file = "$dir/health"
 EOF2
 target=192.0.2.2
-bench "tinylinux (256 MiB, 1 vCPU, TCG)"
+[ "${TINYLINUX:-1}" = 0 ] || bench "tinylinux (256 MiB, 1 vCPU, TCG)"
 
 # The Debian guest: DEBIAN_QCOW2 (else the cached build of images/debian, when it is built;
 # DEBIAN=0 skips it), with the config below unless DEBIAN_CONFIG names another.
