@@ -65,6 +65,18 @@ wait_until() {
       || { echo "fast-start-bench: no $what within ${max}s; log: $dir/launcher.log" >&2; tail -20 "$dir/launcher.log" >&2; exit 1; }
   done
 }
+# first_ok FILE COMMAND...: in the background, polls COMMAND every 50 ms (at most 300 s) and
+# writes the time of its first success to FILE; got FILE T0 WHAT waits (bounded) for it and
+# prints the seconds since T0. So traffic is timed from the start, side by side with ready.
+first_ok() {
+  local f=$1; shift; rm -f "$f"
+  ( i=0; until "$@" >/dev/null 2>&1; do sleep 0.05; i=$((i+1)); [ $i -lt 6000 ] || exit 1; done; now >"$f" ) &
+}
+got() {
+  local i=0
+  until [ -s "$1" ]; do sleep 0.05; i=$((i+1)); [ $i -lt 6000 ] || { echo "fast-start-bench: no $3" >&2; exit 1; }; done
+  python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$2" "$(cat "$1")"
+}
 ready() { "$bin" health; }
 traffic() { ip netns exec "$peer" ping -c 1 -W 0.2 "$target"; }
 qmp_cont() { # the second QMP socket: wait for the stream to load, then cont
@@ -93,9 +105,9 @@ PY
 bench() { # NAME: the guest in $dir/launcher.toml, pinging $target
   local name=$1 t0 cold_ready cold_traffic save_out raw
   : >"$dir/launcher.log"
-  t0=$(now); start
+  t0=$(now); start; first_ok "$dir/t.cold" traffic
   wait_until "cold ready" 900 ready; cold_ready=$(since "$t0")
-  wait_until "cold traffic" 300 traffic; cold_traffic=$(since "$t0")
+  cold_traffic=$(got "$dir/t.cold" "$t0" "cold traffic")
   t0=$(now)
   save_out=$("$bin" snapshot save "$dir/ours.tar")
   local save_s; save_s=$(since "$t0")
@@ -109,12 +121,12 @@ bench() { # NAME: the guest in $dir/launcher.toml, pinging $target
   tar -C "$dir/v" -cf "$dir/vrnetlab.tar" .
   rm -rf "$dir/v"
 
-  t0=$(now); start LAUNCHER_RESTORE="$dir/ours.tar"
+  t0=$(now); start LAUNCHER_RESTORE="$dir/ours.tar"; first_ok "$dir/t.restore" traffic
   wait_until "restored ready" 120 ready; local r_ready; r_ready=$(since "$t0")
-  wait_until "restored traffic" 120 traffic; local r_traffic; r_traffic=$(since "$t0")
+  local r_traffic; r_traffic=$(got "$dir/t.restore" "$t0" "restored traffic")
   stop
 
-  t0=$(now)
+  t0=$(now); first_ok "$dir/t.vrnetlab" traffic
   tar -C "$dir/x" -xf "$dir/vrnetlab.tar"
   for d in "$dir"/x/*/disk*.qcow2; do
     [ -e "$d" ] || continue
@@ -124,7 +136,7 @@ bench() { # NAME: the guest in $dir/launcher.toml, pinging $target
   local stream; stream=$(find "$dir/x" -name memory.raw)
   vrnetlab_qemu "$stream"
   qmp_cont "$dir/run/qmp.sock" >/dev/null; local v_running; v_running=$(since "$t0")
-  wait_until "vrnetlab-way traffic" 120 traffic; local v_traffic; v_traffic=$(since "$t0")
+  local v_traffic; v_traffic=$(got "$dir/t.vrnetlab" "$t0" "vrnetlab-way traffic")
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=
   ip netns exec "$ns" "$bin" unwire eth1=tap1 >/dev/null
   ip -n "$ns" link del tap1
