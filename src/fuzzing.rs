@@ -158,18 +158,42 @@ pub fn control(data: &[u8]) {
     }
 }
 
-/// The ISO 9660 writer: byte 0 is the label's length (0-31), then the label, then files as
-/// [name length][name][data length, two bytes][data]. An image written must read back: the
-/// volume descriptors, its size, and each file's name and bytes at its extent.
+/// The ISO 9660 writer (a templated CD's folder tree): byte 0 is the label's length (0-31),
+/// then the label, then records as [`records`] reads them; a `/` in a name makes folders, a
+/// name ending in `/` is a folder alone. An image written must read back: the volume
+/// descriptors, its size, and every file under its ISO path (folders walked from the root)
+/// with its bytes at its extent.
 pub fn iso(data: &[u8]) {
     let [n, rest @ ..] = data else { return };
     let n = usize::from(n % 32).min(rest.len());
     let label = String::from_utf8_lossy(&rest[..n]).into_owned();
-    let files = records(&rest[n..]);
-    let Ok(img) = iso::image(&label, &files) else {
+    let entries: Vec<tgz::Entry> = records(&rest[n..])
+        .into_iter()
+        .map(|(n, d)| match n.strip_suffix('/') {
+            Some(dir) => (dir.to_string(), None),
+            None => (n, Some(d)),
+        })
+        .collect();
+    let Ok(img) = iso::tree_image(&label, &entries) else {
         return;
     };
-    iso_reads_back(&img, &files);
+    // Each file's ISO path: its folders upper-cased with '-' and '.' as '_', its name
+    // upper-cased with '-' as '_' and ";1" added (the writer refuses other characters).
+    let mut want: Vec<(String, Vec<u8>)> = entries
+        .iter()
+        .filter_map(|(path, d)| {
+            let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+            let (last, up) = parts.split_last()?;
+            let mut p: Vec<String> = up
+                .iter()
+                .map(|f| f.to_ascii_uppercase().replace(['-', '.'], "_"))
+                .collect();
+            p.push(format!("{};1", last.to_ascii_uppercase().replace('-', "_")));
+            d.clone().map(|d| (p.join("/"), d))
+        })
+        .collect();
+    want.sort();
+    iso_reads_back(&img, want);
 }
 
 const SECTOR: usize = 2048;
@@ -179,44 +203,52 @@ fn le32(b: &[u8]) -> usize {
 }
 
 /// A minimal ISO 9660 reader for [`iso`]'s check.
-fn iso_reads_back(img: &[u8], files: &[(String, Vec<u8>)]) {
+fn iso_reads_back(img: &[u8], want: Vec<(String, Vec<u8>)>) {
     assert_eq!(img.len() % SECTOR, 0);
     let pvd = &img[16 * SECTOR..17 * SECTOR];
     assert_eq!(&pvd[..7], b"\x01CD001\x01");
     assert_eq!(&img[17 * SECTOR..17 * SECTOR + 7], b"\xffCD001\x01");
     assert_eq!(le32(&pvd[80..]), img.len() / SECTOR);
     let (root, root_len) = (le32(&pvd[158..]), le32(&pvd[166..]));
-    assert_eq!(root_len % SECTOR, 0);
-    let dir = &img[root * SECTOR..root * SECTOR + root_len];
     let mut found = Vec::new();
+    iso_walk(img, (root, root_len), "", 0, &mut found);
+    found.sort();
+    assert_eq!(found, want);
+}
+
+/// The files under the directory at `(extent, length)`, their paths after `prefix`.
+fn iso_walk(
+    img: &[u8],
+    (ext, len): (usize, usize),
+    prefix: &str,
+    depth: usize,
+    found: &mut Vec<(String, Vec<u8>)>,
+) {
+    assert!(depth <= 8, "folders nest deeper than the writer allows");
+    assert_eq!(len % SECTOR, 0);
+    let dir = &img[ext * SECTOR..ext * SECTOR + len];
     let mut at = 0;
     while at < dir.len() {
-        let len = usize::from(dir[at]);
-        if len == 0 {
+        let l = usize::from(dir[at]);
+        if l == 0 {
             // The rest of this sector is padding: records never cross a sector.
             at = (at / SECTOR + 1) * SECTOR;
             continue;
         }
         assert_eq!(
             at / SECTOR,
-            (at + len - 1) / SECTOR,
+            (at + l - 1) / SECTOR,
             "a record crosses a sector"
         );
         let name = &dir[at + 33..at + 33 + usize::from(dir[at + 32])];
-        let (ext, size) = (le32(&dir[at + 2..]), le32(&dir[at + 10..]));
+        let (e, size) = (le32(&dir[at + 2..]), le32(&dir[at + 10..]));
+        let path = format!("{prefix}{}", String::from_utf8_lossy(name));
         if dir[at + 25] & 2 == 0 {
-            found.push((
-                name.to_vec(),
-                img[ext * SECTOR..ext * SECTOR + size].to_vec(),
-            ));
+            found.push((path, img[e * SECTOR..e * SECTOR + size].to_vec()));
+        } else if name != [0] && name != [1] {
+            iso_walk(img, (e, size), &format!("{path}/"), depth + 1, found);
         }
-        at += len;
-    }
-    assert_eq!(found.len(), files.len());
-    for (name, data) in files {
-        let stored = format!("{};1", name.to_ascii_uppercase());
-        let hit = found.iter().find(|(n, _)| n == stored.as_bytes());
-        assert_eq!(hit.map(|(_, d)| d), Some(data), "{stored}");
+        at += l;
     }
 }
 

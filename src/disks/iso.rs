@@ -122,7 +122,7 @@ fn pad(s: &str, n: usize) -> Vec<u8> {
     v
 }
 
-/// The CD image of `files` (name, content), in one root directory, labelled `label`.
+/// The CD image of `files` (path, content: a `/` in a path makes folders, as [`tree_image`]).
 pub fn image(label: &str, files: &[(String, Vec<u8>)]) -> Result<Vec<u8>, String> {
     let entries: Vec<Entry> = files
         .iter()
