@@ -273,7 +273,12 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
         valid_ifname(&key.child("prefix"), &l.eth)?;
     }
     let offset_model = n.offset_model.clone().unwrap_or_else(|| n.model.clone());
-    for (k, m) in [("model", &n.model), ("offset_model", &offset_model)] {
+    let dummy_model = n.dummy_model.clone().unwrap_or_else(|| n.model.clone());
+    for (k, m) in [
+        ("model", &n.model),
+        ("offset_model", &offset_model),
+        ("dummy_model", &dummy_model),
+    ] {
         if m.is_empty() || m.starts_with(',') || m.contains(char::is_whitespace) {
             return Err(key.child(k).invalid(
                 m,
@@ -295,6 +300,8 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
             model: n.model.clone(),
             offset: n.offset,
             offset_model,
+            dummies: n.dummies,
+            dummy_model,
             queues: n.queues,
             per_bridge: n.per_bridge,
             bridges: n.bridges,
@@ -310,7 +317,7 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
     })
 }
 
-/// nics.offset, nics.queues, nics.per_bridge, nics.mtu, nics.slots and nics.wait_timeout.
+/// nics.offset, nics.dummies, nics.queues, nics.per_bridge, nics.mtu, nics.slots and nics.wait_timeout.
 fn layout(key: &Key, n: &NicSection) -> Result<(), ConfigError> {
     seconds(&key.child("wait_timeout"), n.wait_timeout, 0, MAX_TIMEOUT_S)?;
     if n.slots > MAX_DATA_PORT {
@@ -323,6 +330,11 @@ fn layout(key: &Key, n: &NicSection) -> Result<(), ConfigError> {
         return Err(key
             .child("offset")
             .invalid(n.offset, "at most 8 empty NIC slots before data NIC 1"));
+    }
+    if n.dummies > 8 {
+        return Err(key
+            .child("dummies")
+            .invalid(n.dummies, "at most 8 dummy NICs on the root bus"));
     }
     if n.queues > 16 {
         return Err(key

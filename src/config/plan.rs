@@ -306,6 +306,11 @@ pub struct Nics {
     pub offset: u32,
     /// Their NIC model (the data NICs' unless `nics.offset_model` says).
     pub offset_model: String,
+    /// NICs without backend on the root bus after management and the internal NICs, before
+    /// the PCI bridges (vrnetlab's dummies: the data NICs keep their bridge slots).
+    pub dummies: u32,
+    /// Their NIC model (the data NICs' unless `nics.dummy_model` says).
+    pub dummy_model: String,
     /// Queues per data NIC: 0 = auto (vCPUs with vhost-net, else 1).
     pub queues: u32,
     /// Data NICs per PCI bridge once there are more than this many.

@@ -197,6 +197,11 @@ pub(super) struct NicSection {
     pub(super) offset: u32,
     /// The model of the `offset` NICs (xrv9k's virtio dummies before e1000 data NICs).
     pub(super) offset_model: Option<String>,
+    /// NICs without backend on the root bus right after management and the internal NICs
+    /// (vrnetlab's xrv9k ctrl/dev dummies), before any PCI bridge.
+    pub(super) dummies: u32,
+    /// Their model (the data NICs' unless given).
+    pub(super) dummy_model: Option<String>,
     pub(super) slots: u32,
 }
 
@@ -217,6 +222,8 @@ impl Default for NicSection {
             queues: 0,
             offset: 0,
             offset_model: None,
+            dummies: 0,
+            dummy_model: None,
             slots: 0,
         }
     }

@@ -100,6 +100,34 @@ fn offset_nics_take_their_own_model() {
 }
 
 #[test]
+fn root_bus_dummies_take_their_own_model_and_are_bounded() {
+    let plan = p(
+        &format!("[nics]\nmodel = \"e1000\"\ndummies = 2\ndummy_model = \"virtio-net-pci\"\n{MIN}"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        (plan.nics.dummies, plan.nics.dummy_model.as_str()),
+        (2, "virtio-net-pci")
+    );
+    let same = p(
+        &format!("[nics]\nmodel = \"e1000\"\ndummies = 1\n{MIN}"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(same.nics.dummy_model, "e1000");
+    let err = |t: &str| p(&format!("[nics]\n{t}\n{MIN}"), &[]).unwrap_err();
+    assert_eq!(
+        err("dummies = 9").to_string(),
+        "nics.dummies = \"9\": at most 8 dummy NICs on the root bus"
+    );
+    assert_eq!(crate::exit::Code::from(&err("dummies = 9")).as_i32(), 2);
+    assert!(err("dummy_model = \"\"")
+        .to_string()
+        .starts_with("nics.dummy_model = \"\": must be a qemu NIC device"));
+}
+
+#[test]
 fn a_templated_fat_folder_renders_into_the_state_dir_with_its_label() {
     let plan = p(
         "[[disk]]\npath = \"/etc/launcher/vmm\"\nformat = \"fat\"\ninterface = \"usb\"\nlabel = \"vmm-data\"\ntemplate = true\narchive = \"vmm-config.tgz\"\n",

@@ -97,6 +97,8 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
             model: shared.nics.nics.model.clone(),
             offset: shared.nics.nics.offset,
             offset_model: shared.nics.nics.offset_model.clone(),
+            dummies: shared.nics.nics.dummies,
+            dummy_model: shared.nics.nics.dummy_model.clone(),
             queues: shared.nics.nics.queues,
             per_bridge: shared.nics.nics.per_bridge,
             bridges: shared.nics.nics.bridges,

@@ -405,6 +405,10 @@ impl Slots {
     }
 }
 
+/// The MAC index of root-bus dummy k is this + k (reserved slots: 0x100 + k; internal NICs:
+/// 0x200 + k).
+const DUMMY_MAC: u32 = 0x180;
+
 /// Data NICs in ethN order, up to the highest link's port or nics.slots; a port without a link
 /// gets a NIC with no backend so the guest's port N still is the container's ethN. Slots:
 /// `nic_offset` empty ones first, then data NIC N in slot offset + N.
@@ -433,6 +437,15 @@ fn data_nics(
     } else {
         (max + off).div_ceil(per)
     };
+    // vrnetlab's dummies: root-bus NICs after management and the internal NICs (qemu gives
+    // each the next free root slot), before the bridges, so the data NICs keep their slots.
+    for k in 1..=plan.nics.dummies {
+        let m = &plan.nics.dummy_model;
+        a.opt(
+            "-device",
+            format!("{m},id=dummy{k},mac={}", mac(seed, DUMMY_MAC + k)),
+        );
+    }
     if slots.bridged {
         for b in 1..=bridges {
             a.opt(
@@ -853,5 +866,41 @@ format = "raw"
             &[],
             false,
         );
+    }
+
+    /// The `-device` values of the one VM of `toml`, without the vendor's files.
+    fn devices(toml: &str) -> Vec<String> {
+        let node = parse(
+            toml,
+            Path::new("/etc/launcher/launcher.toml"),
+            Path::new("/etc/launcher"),
+            &Env::new(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let plan = &node.vms[0];
+        let got = argv(
+            plan,
+            &Launch::assumed(plan, false, false),
+            &golden_resolved(plan),
+        );
+        let got: Vec<String> = got.into_iter().map(|s| s.into_string().unwrap()).collect();
+        got.windows(2)
+            .filter(|w| w[0] == "-device")
+            .map(|w| w[1].clone())
+            .collect()
+    }
+
+    #[test]
+    fn dummies_sit_on_the_root_bus_before_the_bridges_and_keep_the_data_slots() {
+        let d = devices(
+            "[vm]\nname=\"x\"\n[kernel]\npath=\"k\"\n[nics]\nmodel=\"e1000\"\ncount=2\nbridges=1\ndummies=2\ndummy_model=\"virtio-net-pci\"\n",
+        );
+        let at = |p: &str| d.iter().position(|x| x.starts_with(p)).unwrap();
+        assert!(at("e1000,netdev=mgmt") < at("virtio-net-pci,id=dummy1"));
+        assert!(at("virtio-net-pci,id=dummy2") < at("pci-bridge"));
+        assert!(!d[at("virtio-net-pci,id=dummy1")].contains("bus="));
+        assert!(d[at("e1000,netdev=net1")].ends_with(",bus=pci.1,addr=0x2"));
+        assert!(d[at("e1000,netdev=net2")].ends_with(",bus=pci.1,addr=0x3"));
     }
 }
