@@ -229,6 +229,23 @@ impl Default for NicSection {
     }
 }
 
+/// A `[[vm]]` entry's `[vm.nics]`: its own NIC layout over the node's `[nics]` (vMX's VCP
+/// without the VFP's bridges and dummy). The links stay node-wide.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VmNicSection {
+    pub(super) model: Option<String>,
+    pub(super) per_bridge: Option<u32>,
+    pub(super) bridges: Option<u32>,
+    pub(super) pci_shift: Option<u32>,
+    pub(super) queues: Option<u32>,
+    pub(super) offset: Option<u32>,
+    pub(super) offset_model: Option<String>,
+    pub(super) dummies: Option<u32>,
+    pub(super) dummy_model: Option<String>,
+    pub(super) slots: Option<u32>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct MgmtSection {

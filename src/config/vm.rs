@@ -12,7 +12,7 @@ use super::schema::{
 use super::sections;
 use super::{
     resolve, Bootstrap, ConfigError, Console, DataLink, Delivery, Key, Management, Nics, Overrides,
-    Ports, Protocol, StartupConfig, Step, VmPlan,
+    Protocol, StartupConfig, Step, VmPlan,
 };
 use std::path::{Path, PathBuf};
 
@@ -32,10 +32,9 @@ pub(super) struct VmInput<'a> {
     pub(super) bootstrap: Option<&'a BootstrapSection>,
     pub(super) run_dir: PathBuf,
     pub(super) state_dir: PathBuf,
-    /// This VM's data links (all of the node's for a single VM).
-    pub(super) links: Vec<DataLink>,
-    /// The data ports it takes (every one for a single VM).
-    pub(super) ports: Ports,
+    /// This VM's data NICs: its layout (the node's `[nics]`, or its `[vm.nics]` over them),
+    /// the data ports it takes and its links (all of the node's for a single VM).
+    pub(super) nics: Nics,
     /// This VM's internal-network taps.
     pub(super) internal: Vec<String>,
     /// The variables that size this VM (set for the first VM only).
@@ -66,13 +65,8 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
         base,
         &v.state_dir,
     )?;
-    let (management, mode_key) = sections::management(
-        &v.sections,
-        v.management,
-        v.env,
-        &shared.nics.nics.model,
-        base,
-    )?;
+    let (management, mode_key) =
+        sections::management(&v.sections, v.management, v.env, &v.nics.model, base)?;
     let console = sections::console(&v.sections, v.console, base)?;
     let bootstrap = v
         .bootstrap
@@ -93,20 +87,7 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
         in_node: v.in_node,
         machine,
         boot,
-        nics: Nics {
-            model: shared.nics.nics.model.clone(),
-            offset: shared.nics.nics.offset,
-            offset_model: shared.nics.nics.offset_model.clone(),
-            dummies: shared.nics.nics.dummies,
-            dummy_model: shared.nics.nics.dummy_model.clone(),
-            queues: shared.nics.nics.queues,
-            per_bridge: shared.nics.nics.per_bridge,
-            bridges: shared.nics.nics.bridges,
-            pci_shift: shared.nics.nics.pci_shift,
-            slots: shared.nics.nics.slots,
-            ports: v.ports,
-            links: v.links,
-        },
+        nics: v.nics,
         management,
         internal: v.internal,
         console,
