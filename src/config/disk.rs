@@ -46,6 +46,11 @@ pub(super) fn disk(
         ));
     }
     let interface = disk_interface(&key.child("interface"), d.interface.as_deref(), format)?;
+    if let (Some(u), false) = (d.ide_unit, interface == DiskInterface::Ide) {
+        return Err(key
+            .child("ide_unit")
+            .invalid(u, "only a disk on interface = \"ide\" has an IDE position"));
+    }
     let path = resolve(base, &d.path);
     let file_part = |p: Option<&std::ffi::OsStr>| {
         p.map(|s| s.to_string_lossy().into_owned())
@@ -76,6 +81,7 @@ pub(super) fn disk(
         path,
         interface,
         kind,
+        ide_unit: d.ide_unit,
     })
 }
 

@@ -39,6 +39,10 @@ pub struct Disk {
     pub path: PathBuf,
     pub interface: DiskInterface,
     pub kind: DiskKind,
+    /// On IDE, its position: 0 primary master, 1 primary slave, 2 secondary master, 3
+    /// secondary slave (q35: bus N's only unit). Set for every IDE disk once planned (the
+    /// entry's `ide_unit`, else the lowest position no disk asked for); None elsewhere.
+    pub ide_unit: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -171,6 +171,8 @@ pub(super) struct DiskSection {
     pub(super) template: bool,
     /// The rendered files packed as this one gzip'd tar at the disk's root (vJunos).
     pub(super) archive: Option<String>,
+    /// On IDE: its position (0 primary master, 1 primary slave, 2 secondary master, ...).
+    pub(super) ide_unit: Option<u32>,
 }
 fn default_format() -> String {
     "qcow2".into()

@@ -156,3 +156,51 @@ fn a_templated_fat_folder_renders_into_the_state_dir_with_its_label() {
         assert_eq!(p(&text, &[]).unwrap_err().to_string(), want, "{extra}");
     }
 }
+
+#[test]
+fn an_ide_disk_takes_the_position_it_asks_for_and_the_others_the_free_ones() {
+    let two = |extra: &str| {
+        p(
+            &format!("[[disk]]\npath = \"/a.qcow2\"\ninterface = \"ide\"\n[[disk]]\npath = \"/cd\"\nformat = \"iso\"\ninterface = \"ide\"\n{extra}\n"),
+            &[],
+        )
+    };
+    let units = |plan: &VmPlan| {
+        plan.boot
+            .disks
+            .iter()
+            .map(|d| d.ide_unit)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(units(&two("").unwrap()), [Some(0), Some(1)]);
+    // vrnetlab's -cdrom: the secondary master.
+    assert_eq!(units(&two("ide_unit = 2").unwrap()), [Some(0), Some(2)]);
+    let err = |extra: &str| two(extra).unwrap_err();
+    assert_eq!(
+        err("ide_unit = 4").to_string(),
+        "disk[1].ide_unit = \"4\": 0 to 3 on this machine (0 primary master, 1 primary slave, 2 secondary master, 3 secondary slave)"
+    );
+    assert_eq!(crate::exit::Code::from(&err("ide_unit = 4")).as_i32(), 2);
+    let clash = p(
+        "[[disk]]\npath = \"/a\"\ninterface = \"ide\"\nide_unit = 1\n[[disk]]\npath = \"/b\"\ninterface = \"ide\"\nide_unit = 1\n",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        clash.to_string(),
+        "disk[1].ide_unit = \"1\": another IDE disk has that position"
+    );
+    // An explicit position taken first: the disk without one gets the lowest free one.
+    let first_free = p(
+        "[[disk]]\npath = \"/a\"\ninterface = \"ide\"\n[[disk]]\npath = \"/b\"\ninterface = \"ide\"\nide_unit = 0\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(units(&first_free), [Some(1), Some(0)]);
+    assert_eq!(
+        p("[[disk]]\npath = \"/a\"\nide_unit = 0\n", &[])
+            .unwrap_err()
+            .to_string(),
+        "disk[0].ide_unit = \"0\": only a disk on interface = \"ide\" has an IDE position"
+    );
+}

@@ -277,19 +277,18 @@ fn disks(a: &mut Argv, plan: &VmPlan) {
     // AHCI: one controller, six ports.
     let mut sata = 0u32;
     // IDE: two units per bus on pc (ide.0, ide.1); q35's AHCI has six buses of one unit.
-    let mut ide = 0u32;
     let q35 = plan.machine.machine_type.contains("q35");
     for (i, d) in plan.boot.disks.iter().enumerate() {
         a.opt("-drive", drive(i, d));
         match d.interface {
             DiskInterface::Virtio => a.opt("-device", format!("virtio-blk-pci,drive=disk{i}")),
             DiskInterface::Ide => {
+                let ide = d.ide_unit.expect("config places every IDE disk");
                 let at = if q35 {
                     format!("bus=ide.{ide}")
                 } else {
                     format!("bus=ide.{},unit={}", ide / 2, ide % 2)
                 };
-                ide += 1;
                 let dev = if d.is_cd() { "ide-cd" } else { "ide-hd" };
                 a.opt("-device", format!("{dev},drive=disk{i},{at}"))
             }
@@ -902,5 +901,24 @@ format = "raw"
         assert!(!d[at("virtio-net-pci,id=dummy1")].contains("bus="));
         assert!(d[at("e1000,netdev=net1")].ends_with(",bus=pci.1,addr=0x2"));
         assert!(d[at("e1000,netdev=net2")].ends_with(",bus=pci.1,addr=0x3"));
+    }
+
+    #[test]
+    fn an_ide_cd_sits_at_the_position_it_asks_for() {
+        let disks = "[[disk]]\npath=\"/a.qcow2\"\ninterface=\"ide\"\n[[disk]]\npath=\"/cd\"\nformat=\"iso\"\ninterface=\"ide\"\nide_unit=2\n";
+        let d = devices(&format!("[vm]\nname=\"x\"\n{disks}"));
+        assert!(
+            d.contains(&"ide-hd,drive=disk0,bus=ide.0,unit=0".to_string()),
+            "{d:?}"
+        );
+        assert!(
+            d.contains(&"ide-cd,drive=disk1,bus=ide.1,unit=0".to_string()),
+            "{d:?}"
+        );
+        let d = devices(&format!("[vm]\nname=\"x\"\nmachine=\"q35\"\n{disks}"));
+        assert!(
+            d.contains(&"ide-cd,drive=disk1,bus=ide.2".to_string()),
+            "{d:?}"
+        );
     }
 }
