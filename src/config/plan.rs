@@ -268,6 +268,8 @@ pub enum Delivery {
     FwCfg,
     /// Typed on the console by the bootstrap's `send_config` step.
     Console,
+    /// In a templated disk's files (`{startup_config}`, rendered at start): no other copy.
+    Disk,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

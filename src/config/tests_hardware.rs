@@ -204,3 +204,30 @@ fn an_ide_disk_takes_the_position_it_asks_for_and_the_others_the_free_ones() {
         "disk[0].ide_unit = \"0\": only a disk on interface = \"ide\" has an IDE position"
     );
 }
+
+#[test]
+fn a_template_carrying_the_startup_config_drops_the_fw_cfg_copy() {
+    let dir = std::env::temp_dir().join(format!("lt-mech-carries-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("day0/config")).unwrap();
+    std::fs::create_dir_all(dir.join("plain")).unwrap();
+    std::fs::write(
+        dir.join("day0/config/juniper.conf"),
+        "system {}\n{startup_config}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("plain/a.txt"), "hostname {hostname}\n").unwrap();
+    let via = |folder: &str, template: bool| {
+        let text = format!(
+            "[vm]\nstartup_config = \"/config/startup-config.cfg\"\n[[disk]]\npath = \"/a.qcow2\"\n[[disk]]\npath = \"{}\"\nformat = \"iso\"\ntemplate = {template}\n",
+            dir.join(folder).display()
+        );
+        p(&text, &[]).unwrap().startup_config.unwrap().via
+    };
+    assert_eq!(via("day0", true), Delivery::Disk);
+    // Not a template, no {startup_config}, or no folder: the fw_cfg copy stays.
+    assert_eq!(via("day0", false), Delivery::FwCfg);
+    assert_eq!(via("plain", true), Delivery::FwCfg);
+    assert_eq!(via("missing", true), Delivery::FwCfg);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

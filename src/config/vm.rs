@@ -1,7 +1,8 @@
 //! One VM: runs the section builders in order, then the checks that span sections (the
 //! management passthrough against the data links, `console.ready_tcp` against the forwards) and
-//! decides how the startup config is delivered. Never reads the file's layout (`node` hands over
-//! this VM's sections and keys) and never looks at the other VMs.
+//! decides how the startup config is delivered (reading a templated disk's own files for
+//! `{startup_config}`, as the config's includes are read). Never reads the file's layout
+//! (`node` hands over this VM's sections and keys) and never looks at the other VMs.
 
 use super::env::{NodeEnv, VmEnv};
 use super::hardware::{self, NodeNics};
@@ -11,8 +12,8 @@ use super::schema::{
 };
 use super::sections;
 use super::{
-    resolve, Bootstrap, ConfigError, Console, DataLink, Delivery, Key, Management, Nics, Overrides,
-    Protocol, StartupConfig, Step, VmPlan,
+    resolve, Bootstrap, ConfigError, Console, DataLink, Delivery, Disk, DiskKind, Key, Management,
+    Nics, Overrides, Protocol, StartupConfig, Step, VmPlan,
 };
 use std::path::{Path, PathBuf};
 
@@ -79,7 +80,7 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
     ready_tcp_is_forwarded(&console, &management, &v.sections)?;
     let startup_config = v.vm.startup_config.as_deref().map(|p| StartupConfig {
         path: resolve(base, p),
-        via: delivery(bootstrap.as_ref()),
+        via: delivery(bootstrap.as_ref(), &boot.disks),
     });
 
     Ok(VmPlan {
@@ -149,12 +150,39 @@ fn ready_tcp_is_forwarded(
 
 /// The startup config is typed on the console when the bootstrap has a step for it, else it
 /// goes by fw_cfg.
-fn delivery(bootstrap: Option<&Bootstrap>) -> Delivery {
+fn delivery(bootstrap: Option<&Bootstrap>, disks: &[Disk]) -> Delivery {
     let typed =
         bootstrap.is_some_and(|b| b.steps.iter().any(|s| matches!(s, Step::SendConfig { .. })));
     if typed {
         Delivery::Console
+    } else if disks.iter().any(carries_startup_config) {
+        Delivery::Disk
     } else {
         Delivery::FwCfg
     }
+}
+
+/// A templated disk (CD or FAT folder) one of whose files has `{startup_config}`. A folder
+/// not there (yet) carries nothing: the fw_cfg copy stays.
+fn carries_startup_config(d: &Disk) -> bool {
+    let templated = match &d.kind {
+        DiskKind::Cd { template, .. } => *template,
+        DiskKind::Fat { rendered, .. } => rendered.is_some(),
+        DiskKind::Image { .. } => false,
+    };
+    templated && folder_has(&d.path, "{startup_config}", 8)
+}
+
+/// Whether a file under `dir` (at most `depth` folders down) contains `needle`.
+fn folder_has(dir: &Path, needle: &str, depth: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| match e.file_type() {
+        Ok(t) if t.is_dir() => depth > 0 && folder_has(&e.path(), needle, depth - 1),
+        Ok(t) if t.is_file() => {
+            std::fs::read(e.path()).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
+        }
+        _ => false,
+    })
 }
