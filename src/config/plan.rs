@@ -147,6 +147,44 @@ pub struct Forward {
     pub guest_port: u16,
 }
 
+/// qemu's user network (slirp): its IPv4 subnet, at most a /27 so that vrnetlab's guest address
+/// (.15) is a host of it; qemu's own address (the gateway) is .2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserSubnet {
+    pub network: std::net::Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Default for UserSubnet {
+    /// vrnetlab's: 10.0.0.0/24.
+    fn default() -> Self {
+        Self {
+            network: std::net::Ipv4Addr::new(10, 0, 0, 0),
+            prefix: 24,
+        }
+    }
+}
+
+impl UserSubnet {
+    fn host(&self, n: u32) -> std::net::Ipv4Addr {
+        (u32::from(self.network) + n).into()
+    }
+    /// The guest's address (qemu's first DHCP lease, vrnetlab's .15).
+    pub fn guest(&self) -> std::net::Ipv4Addr {
+        self.host(15)
+    }
+    /// qemu's own address on it: the guest's gateway, DNS forwarder's neighbour and TFTP server.
+    pub fn gateway(&self) -> std::net::Ipv4Addr {
+        self.host(2)
+    }
+}
+
+impl std::fmt::Display for UserSubnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Management {
     None,
@@ -155,6 +193,8 @@ pub enum Management {
         forwards: Vec<Forward>,
         /// Served to the guest over TFTP (licences, configs), as vrnetlab does for some platforms.
         tftp_root: Option<PathBuf>,
+        /// The user network's subnet (management.subnet; 10.0.0.0/24 by default).
+        subnet: UserSubnet,
     },
     /// The VM takes over the container's management interface: `interface` is wired to `tap`
     /// with tc (the launcher's telnet ports excepted) and the VM's NIC gets `interface`'s MAC,

@@ -258,6 +258,8 @@ pub(super) struct MgmtSection {
     pub(super) tap: String,
     pub(super) forwards: Vec<String>,
     pub(super) tftp_root: Option<String>,
+    /// User mode: the user network's IPv4 subnet (vrnetlab's 10.0.0.0/24 by default).
+    pub(super) subnet: Option<String>,
 }
 
 impl Default for MgmtSection {
@@ -268,6 +270,7 @@ impl Default for MgmtSection {
             interface: "eth0".into(),
             tap: "tap0".into(),
             tftp_root: None,
+            subnet: None,
             forwards: DEFAULT_FORWARDS.iter().map(|s| s.to_string()).collect(),
         }
     }

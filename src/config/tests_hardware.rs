@@ -231,3 +231,39 @@ fn a_template_carrying_the_startup_config_drops_the_fw_cfg_copy() {
     assert_eq!(via("missing", true), Delivery::FwCfg);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_user_network_takes_a_subnet() {
+    let plan = p(
+        &format!("[management]\nsubnet = \"169.254.127.0/24\"\n{MIN}"),
+        &[],
+    )
+    .unwrap();
+    let Management::User { subnet, .. } = plan.management else {
+        panic!("user mode");
+    };
+    assert_eq!(subnet.to_string(), "169.254.127.0/24");
+    assert_eq!(
+        (subnet.guest().to_string(), subnet.gateway().to_string()),
+        ("169.254.127.15".into(), "169.254.127.2".into())
+    );
+    let Management::User { subnet, .. } = p(MIN, &[]).unwrap().management else {
+        panic!("user mode");
+    };
+    assert_eq!(subnet.to_string(), "10.0.0.0/24");
+    for bad in [
+        "169.254.127.1/24",
+        "10.0.0.0/28",
+        "10.0.0.0",
+        "10.0.0/24",
+        "10.0.0.0/x",
+        "10.0.0.0/7",
+    ] {
+        let err = p(&format!("[management]\nsubnet = \"{bad}\"\n{MIN}"), &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("management.subnet = \"{bad}\": an IPv4 network A.B.C.D/N with N from 8 to 27 and the host bits zero, e.g. \"169.254.127.0/24\""),
+        );
+        assert_eq!(crate::exit::Code::from(&err).as_i32(), 2);
+    }
+}

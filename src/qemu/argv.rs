@@ -12,9 +12,6 @@ use crate::config::{
 use std::ffi::OsString;
 use std::path::Path;
 
-/// The guest's management address in user mode (vrnetlab's convention).
-pub const GUEST_MGMT_IP: &str = "10.0.0.15";
-
 /// What the supervisor knows at start and the plan does not.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resolved {
@@ -330,8 +327,10 @@ fn management(a: &mut Argv, plan: &VmPlan, resolved: &Resolved, fds: &FdLayout, 
             model,
             forwards,
             tftp_root,
+            subnet,
         } => {
-            let mut nd = String::from("user,id=mgmt,net=10.0.0.0/24,dhcpstart=10.0.0.15");
+            let guest = subnet.guest();
+            let mut nd = format!("user,id=mgmt,net={subnet},dhcpstart={guest}");
             if let Some(t) = tftp_root {
                 nd.push_str(&path_opt(",tftp=", t).to_string_lossy());
             }
@@ -341,7 +340,7 @@ fn management(a: &mut Argv, plan: &VmPlan, resolved: &Resolved, fds: &FdLayout, 
                     Protocol::Udp => "udp",
                 };
                 nd.push_str(&format!(
-                    ",hostfwd={p}::{}-{GUEST_MGMT_IP}:{}",
+                    ",hostfwd={p}::{}-{guest}:{}",
                     f.host_port, f.guest_port
                 ));
             }
@@ -920,5 +919,29 @@ format = "raw"
             d.contains(&"ide-cd,drive=disk1,bus=ide.2".to_string()),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn the_user_network_takes_its_subnet() {
+        let toml = "[vm]\nname=\"x\"\n[kernel]\npath=\"k\"\n[management]\nforwards=[\"tcp:22\"]\nsubnet=\"169.254.127.0/24\"\n";
+        let node = parse(
+            toml,
+            Path::new("/etc/launcher/launcher.toml"),
+            Path::new("/etc/launcher"),
+            &Env::new(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let plan = &node.vms[0];
+        let got = argv(
+            plan,
+            &Launch::assumed(plan, false, false),
+            &golden_resolved(plan),
+        );
+        let got: Vec<String> = got.into_iter().map(|s| s.into_string().unwrap()).collect();
+        assert!(got.contains(
+            &"user,id=mgmt,net=169.254.127.0/24,dhcpstart=169.254.127.15,hostfwd=tcp::22-169.254.127.15:22"
+                .to_string()
+        ), "{got:?}");
     }
 }
