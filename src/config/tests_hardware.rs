@@ -229,6 +229,13 @@ fn a_template_carrying_the_startup_config_drops_the_fw_cfg_copy() {
     assert_eq!(via("day0", false), Delivery::FwCfg);
     assert_eq!(via("plain", true), Delivery::FwCfg);
     assert_eq!(via("missing", true), Delivery::FwCfg);
+    // The scan is bounded: at most 8 folders down (and 256 entries).
+    let deep = dir.join("deep/1/2/3/4/5/6/7/8/9");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("a.txt"), "{startup_config}").unwrap();
+    assert_eq!(via("deep", true), Delivery::FwCfg);
+    std::fs::write(dir.join("deep/1/2/3/4/5/6/7/8/a.txt"), "{startup_config}").unwrap();
+    assert_eq!(via("deep", true), Delivery::Disk);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -170,19 +170,39 @@ fn carries_startup_config(d: &Disk) -> bool {
         DiskKind::Fat { rendered, .. } => rendered.is_some(),
         DiskKind::Image { .. } => false,
     };
-    templated && folder_has(&d.path, "{startup_config}", 8)
+    templated && folder_has(&d.path, "{startup_config}", 8, &mut SCAN_ENTRIES.clone())
 }
 
-/// Whether a file under `dir` (at most `depth` folders down) contains `needle`.
-fn folder_has(dir: &Path, needle: &str, depth: u32) -> bool {
+/// The entries a template folder scan looks at before it gives up, and the largest file it
+/// reads: a day-0 folder is small, and a path that is no such folder (a typo such as "/")
+/// costs no more. Files whose size says 0 (procfs) are not read.
+const SCAN_ENTRIES: u32 = 256;
+const SCAN_BYTES: u64 = 1 << 20;
+
+/// Whether a file under `dir` (at most `depth` folders down, `budget` entries) contains
+/// `needle`.
+fn folder_has(dir: &Path, needle: &str, depth: u32, budget: &mut u32) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };
-    entries.flatten().any(|e| match e.file_type() {
-        Ok(t) if t.is_dir() => depth > 0 && folder_has(&e.path(), needle, depth - 1),
-        Ok(t) if t.is_file() => {
-            std::fs::read(e.path()).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
+    for e in entries.flatten() {
+        let Some(left) = budget.checked_sub(1) else {
+            return false;
+        };
+        *budget = left;
+        let found = match e.file_type() {
+            Ok(t) if t.is_dir() => depth > 0 && folder_has(&e.path(), needle, depth - 1, budget),
+            Ok(t) if t.is_file() => {
+                e.metadata()
+                    .is_ok_and(|m| (1..=SCAN_BYTES).contains(&m.len()))
+                    && std::fs::read(e.path())
+                        .is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
+            }
+            _ => false,
+        };
+        if found {
+            return true;
         }
-        _ => false,
-    })
+    }
+    false
 }
