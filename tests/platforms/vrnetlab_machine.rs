@@ -1,0 +1,24 @@
+//! Where vrnetlab puts each platform's config CD, how the startup config reaches it and the
+//! user network's subnet, checked on `launcher check --json`: IOS-XE's day-0 CD on the IDE
+//! secondary master and vSRX's on the primary slave; no `-fw_cfg` copy where a CD or FAT
+//! template carries the startup config; Dell OS10's user network on 169.254.127.0/24.
+
+use crate::catalogue::{argvs, values};
+
+#[test]
+fn config_cds_sit_where_vrnetlab_puts_them() {
+    for (kind, at) in [
+        ("cisco_csr1000v", "bus=ide.1,unit=0"),
+        ("cisco_c8000v", "bus=ide.1,unit=0"),
+        ("cisco_cat9kv", "bus=ide.1,unit=0"),
+        ("juniper_vsrx", "bus=ide.0,unit=1"),
+    ] {
+        let vm = &argvs(kind, "eth1,eth3")[0];
+        let cd: Vec<&str> = values(vm, "-device")
+            .into_iter()
+            .filter(|d| d.starts_with("ide-cd,"))
+            .collect();
+        assert_eq!(cd.len(), 1, "{kind}: {cd:?}");
+        assert!(cd[0].ends_with(at), "{kind}: {cd:?}");
+    }
+}
