@@ -22,3 +22,21 @@ fn config_cds_sit_where_vrnetlab_puts_them() {
         assert!(cd[0].ends_with(at), "{kind}: {cd:?}");
     }
 }
+
+#[test]
+fn a_template_carrying_the_startup_config_has_no_fw_cfg_copy() {
+    for kind in [
+        "cisco_csr1000v",
+        "cisco_c8000v",
+        "cisco_cat9kv",
+        "juniper_vsrx",
+        "juniper_vjunosrouter",
+        "juniper_vjunosswitch",
+        "juniper_vjunosevolved",
+    ] {
+        let vm = &argvs(kind, "eth1")[0];
+        assert!(values(vm, "-fw_cfg").is_empty(), "{kind}");
+    }
+    // Without such a template (nor a typing step), the fw_cfg copy stays.
+    assert_eq!(values(&argvs("cisco_asav", "eth1")[0], "-fw_cfg").len(), 1);
+}
