@@ -40,3 +40,14 @@ fn a_template_carrying_the_startup_config_has_no_fw_cfg_copy() {
     // Without such a template (nor a typing step), the fw_cfg copy stays.
     assert_eq!(values(&argvs("cisco_asav", "eth1")[0], "-fw_cfg").len(), 1);
 }
+
+#[test]
+fn dell_os10_user_network_is_vrnetlabs() {
+    let vm = &argvs("dell_ftosv", "eth1")[0];
+    let nd = values(vm, "-netdev");
+    assert!(
+        nd[0].starts_with("user,id=mgmt,net=169.254.127.0/24,dhcpstart=169.254.127.15,")
+            && nd[0].contains("hostfwd=tcp::22-169.254.127.15:22"),
+        "{nd:?}"
+    );
+}
