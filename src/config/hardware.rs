@@ -233,7 +233,7 @@ pub(super) fn boot(
             ),
         ));
     }
-    ide_units(&disk_key, &mut disks, ide_max)?;
+    super::disk::ide_units(&disk_key, &mut disks, ide_max)?;
     let sata = disks
         .iter()
         .filter(|d| d.interface == DiskInterface::Sata)
@@ -251,41 +251,6 @@ pub(super) fn boot(
         ));
     }
     Ok(Boot { kernel, disks })
-}
-
-/// Each IDE disk's position: its `ide_unit` (below `max`, one disk each), else the lowest
-/// position no disk asked for, in file order (`max` IDE disks at most, counted before).
-fn ide_units(key: &Key, disks: &mut [Disk], max: usize) -> Result<(), ConfigError> {
-    let mut taken = vec![false; max];
-    for (i, u) in disks
-        .iter()
-        .enumerate()
-        .filter_map(|(i, d)| Some((i, d.ide_unit?)))
-    {
-        let k = key.index(i).child("ide_unit");
-        match taken.get_mut(u as usize) {
-            None => {
-                return Err(k.invalid(
-                    u,
-                    format!(
-                        "0 to {} on this machine (0 primary master, 1 primary slave, 2 secondary master, 3 secondary slave)",
-                        max - 1
-                    ),
-                ))
-            }
-            Some(true) => return Err(k.invalid(u, "another IDE disk has that position")),
-            Some(t) => *t = true,
-        }
-    }
-    for d in disks
-        .iter_mut()
-        .filter(|d| d.interface == DiskInterface::Ide && d.ide_unit.is_none())
-    {
-        let u = taken.iter().position(|t| !t).expect("IDE disks counted");
-        taken[u] = true;
-        d.ide_unit = Some(u as u32);
-    }
-    Ok(())
 }
 
 /// `[nics]` with CLAB_INTFS and CLAB_INTF_PREFIX: the node's data NICs and every data link
