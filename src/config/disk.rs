@@ -1,6 +1,6 @@
 //! One `[[disk]]` entry: its format (an image, a folder as FAT, a folder as a CD), its bus,
-//! its label, whether its files are templates and whether they go into an archive. Never looks
-//! at another section and never at the system.
+//! its label, whether its files are templates and whether they go into an archive; and the IDE
+//! positions of a VM's disks together. Never looks at another section and never at the system.
 
 use super::schema::DiskSection;
 use super::{choice, resolve, ConfigError, Disk, DiskInterface, DiskKind, Key, Rendered};
@@ -46,6 +46,11 @@ pub(super) fn disk(
         ));
     }
     let interface = disk_interface(&key.child("interface"), d.interface.as_deref(), format)?;
+    if let (Some(u), false) = (d.ide_unit, interface == DiskInterface::Ide) {
+        return Err(key
+            .child("ide_unit")
+            .invalid(u, "only a disk on interface = \"ide\" has an IDE position"));
+    }
     let path = resolve(base, &d.path);
     let file_part = |p: Option<&std::ffi::OsStr>| {
         p.map(|s| s.to_string_lossy().into_owned())
@@ -76,6 +81,7 @@ pub(super) fn disk(
         path,
         interface,
         kind,
+        ide_unit: d.ide_unit,
     })
 }
 
@@ -167,4 +173,39 @@ fn disk_interface(
             ("usb (a USB stick)", Usb),
         ],
     )
+}
+
+/// Each IDE disk's position: its `ide_unit` (below `max`, one disk each), else the lowest
+/// position no disk asked for, in file order (`max` IDE disks at most, counted before).
+pub(super) fn ide_units(key: &Key, disks: &mut [Disk], max: usize) -> Result<(), ConfigError> {
+    let mut taken = vec![false; max];
+    for (i, u) in disks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| Some((i, d.ide_unit?)))
+    {
+        let k = key.index(i).child("ide_unit");
+        match taken.get_mut(u as usize) {
+            None => {
+                return Err(k.invalid(
+                    u,
+                    format!(
+                        "0 to {} on this machine (0 primary master, 1 primary slave, 2 secondary master, 3 secondary slave)",
+                        max - 1
+                    ),
+                ))
+            }
+            Some(true) => return Err(k.invalid(u, "another IDE disk has that position")),
+            Some(t) => *t = true,
+        }
+    }
+    for d in disks
+        .iter_mut()
+        .filter(|d| d.interface == DiskInterface::Ide && d.ide_unit.is_none())
+    {
+        let u = taken.iter().position(|t| !t).expect("IDE disks counted");
+        taken[u] = true;
+        d.ide_unit = Some(u as u32);
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@
 
 use super::bounds::{seconds, MAX_DATA_PORT, MAX_TIMEOUT_S};
 use super::env::{NodeEnv, Var, VmEnv};
-use super::schema::{DiskSection, KernelSection, NicSection, SmpValue, VmSection};
+use super::schema::{DiskSection, KernelSection, NicSection, SmpValue, VmNicSection, VmSection};
 use super::{
     check_template, choice, resolve, valid_ifname, Accel, Boot, ConfigError, DataLink, Disk,
     DiskInterface, Kernel, Key, LinkSpec, Machine, Nics, OnMissingLinks, Ports,
@@ -215,7 +215,7 @@ pub(super) fn boot(
         }
     };
     let disk_key = key.child("disk");
-    let disks = disks
+    let mut disks = disks
         .iter()
         .enumerate()
         .map(|(i, d)| super::disk::disk(&disk_key.index(i), i, d, base, state_dir))
@@ -233,6 +233,7 @@ pub(super) fn boot(
             ),
         ));
     }
+    super::disk::ide_units(&disk_key, &mut disks, ide_max)?;
     let sata = disks
         .iter()
         .filter(|d| d.interface == DiskInterface::Sata)
@@ -272,15 +273,6 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
         valid_ifname(&key.child("tap_prefix"), &l.tap)?;
         valid_ifname(&key.child("prefix"), &l.eth)?;
     }
-    let offset_model = n.offset_model.clone().unwrap_or_else(|| n.model.clone());
-    for (k, m) in [("model", &n.model), ("offset_model", &offset_model)] {
-        if m.is_empty() || m.starts_with(',') || m.contains(char::is_whitespace) {
-            return Err(key.child(k).invalid(
-                m,
-                "must be a qemu NIC device such as virtio-net-pci or e1000, optionally with ,key=value properties",
-            ));
-        }
-    }
     let on_missing_links = choice(
         &key.child("on_timeout"),
         &n.on_timeout,
@@ -289,20 +281,8 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
             ("continue", OnMissingLinks::Continue),
         ],
     )?;
-    layout(&key, n)?;
     Ok(NodeNics {
-        nics: Nics {
-            model: n.model.clone(),
-            offset: n.offset,
-            offset_model,
-            queues: n.queues,
-            per_bridge: n.per_bridge,
-            bridges: n.bridges,
-            pci_shift: n.pci_shift,
-            slots: n.slots,
-            ports: Ports::All,
-            links,
-        },
+        nics: nic_layout(&key, n, Ports::All, links)?,
         spec,
         wait_timeout: Duration::from_secs(n.wait_timeout),
         on_missing_links,
@@ -310,7 +290,74 @@ pub(super) fn nics(n: &NicSection, env: &NodeEnv) -> Result<NodeNics, ConfigErro
     })
 }
 
-/// nics.offset, nics.queues, nics.per_bridge, nics.mtu, nics.slots and nics.wait_timeout.
+/// The layout keys of `[nics]` (or of a `[vm.nics]` over them, at `key`): the models, the
+/// reserved slots and dummies, bridges, queues and slots, for these ports and links.
+fn nic_layout(
+    key: &Key,
+    n: &NicSection,
+    ports: Ports,
+    links: Vec<DataLink>,
+) -> Result<Nics, ConfigError> {
+    let offset_model = n.offset_model.clone().unwrap_or_else(|| n.model.clone());
+    let dummy_model = n.dummy_model.clone().unwrap_or_else(|| n.model.clone());
+    for (k, m) in [
+        ("model", &n.model),
+        ("offset_model", &offset_model),
+        ("dummy_model", &dummy_model),
+    ] {
+        if m.is_empty() || m.starts_with(',') || m.contains(char::is_whitespace) {
+            return Err(key.child(k).invalid(
+                m,
+                "must be a qemu NIC device such as virtio-net-pci or e1000, optionally with ,key=value properties",
+            ));
+        }
+    }
+    layout(key, n)?;
+    Ok(Nics {
+        model: n.model.clone(),
+        offset: n.offset,
+        offset_model,
+        dummies: n.dummies,
+        dummy_model,
+        queues: n.queues,
+        per_bridge: n.per_bridge,
+        bridges: n.bridges,
+        pci_shift: n.pci_shift,
+        slots: n.slots,
+        ports,
+        links,
+    })
+}
+
+/// A `[[vm]]` entry's NIC layout: its `[vm.nics]` (at `key`) over the node's `[nics]` `n`,
+/// for its ports and links.
+pub(super) fn vm_nics(
+    key: &Key,
+    n: &NicSection,
+    own: &VmNicSection,
+    ports: Ports,
+    links: Vec<DataLink>,
+) -> Result<Nics, ConfigError> {
+    fn set<T>(slot: &mut T, v: Option<T>) {
+        if let Some(v) = v {
+            *slot = v;
+        }
+    }
+    let (mut m, o) = (n.clone(), own.clone());
+    set(&mut m.model, o.model);
+    set(&mut m.per_bridge, o.per_bridge);
+    set(&mut m.bridges, o.bridges);
+    set(&mut m.pci_shift, o.pci_shift);
+    set(&mut m.queues, o.queues);
+    set(&mut m.offset, o.offset);
+    set(&mut m.offset_model, o.offset_model.map(Some));
+    set(&mut m.dummies, o.dummies);
+    set(&mut m.dummy_model, o.dummy_model.map(Some));
+    set(&mut m.slots, o.slots);
+    nic_layout(key, &m, ports, links)
+}
+
+/// nics.offset, nics.dummies, nics.queues, nics.per_bridge, nics.mtu, nics.slots and nics.wait_timeout.
 fn layout(key: &Key, n: &NicSection) -> Result<(), ConfigError> {
     seconds(&key.child("wait_timeout"), n.wait_timeout, 0, MAX_TIMEOUT_S)?;
     if n.slots > MAX_DATA_PORT {
@@ -323,6 +370,11 @@ fn layout(key: &Key, n: &NicSection) -> Result<(), ConfigError> {
         return Err(key
             .child("offset")
             .invalid(n.offset, "at most 8 empty NIC slots before data NIC 1"));
+    }
+    if n.dummies > 8 {
+        return Err(key
+            .child("dummies")
+            .invalid(n.dummies, "at most 8 dummy NICs on the root bus"));
     }
     if n.queues > 16 {
         return Err(key

@@ -7,13 +7,14 @@ use super::bounds::MAX_DATA_PORT;
 use super::env::EnvSettings;
 use super::hardware::{self, NodeNics};
 use super::schema::{
-    BootstrapSection, ConsoleSection, DiskSection, File, KernelSection, MgmtSection, VmSection,
+    BootstrapSection, ConsoleSection, DiskSection, File, KernelSection, MgmtSection, NicSection,
+    VmNicSection, VmSection,
 };
 use super::sections;
 use super::vm::{self, Shared, VmInput};
 use super::{
-    decode, resolve, ConfigError, InternalNet, Key, Management, Node, NodeSettings, Overrides,
-    Ports, Protocol, VmPlan, MAX_INTERNAL,
+    decode, resolve, ConfigError, InternalNet, Key, Management, Nics, Node, NodeSettings,
+    Overrides, Ports, Protocol, VmPlan, MAX_INTERNAL,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -65,8 +66,7 @@ fn single(
             bootstrap: f.bootstrap.as_ref(),
             run_dir: resolve(base, &f.paths.run_dir),
             state_dir: resolve(base, &f.paths.state_dir),
-            links: nics.nics.links.clone(),
-            ports: Ports::All,
+            nics: nics.nics.clone(),
             internal: vec![],
             env: &env.first_vm,
         },
@@ -138,6 +138,32 @@ fn node_nics(f: &File, env: &EnvSettings) -> Result<NodeNics, ConfigError> {
     Ok(nics)
 }
 
+/// The data NICs of the VM at `key` taking `ports`: the node's layout, or its `[vm.nics]` over
+/// the node's `[nics]`; the node's links on those ports.
+fn vm_nics(
+    key: &Key,
+    file: &NicSection,
+    own: Option<&VmNicSection>,
+    node: &NodeNics,
+    ports: &Ports,
+) -> Result<Nics, ConfigError> {
+    let links = node
+        .nics
+        .links
+        .iter()
+        .filter(|l| ports.contains(l.index))
+        .cloned()
+        .collect();
+    match own {
+        Some(own) => hardware::vm_nics(&key.child("nics"), file, own, ports.clone(), links),
+        None => Ok(Nics {
+            ports: ports.clone(),
+            links,
+            ..node.nics.clone()
+        }),
+    }
+}
+
 /// One `[[vm]]` entry, its sections decoded apart so a syntax error names the section.
 struct Entry {
     vm: VmSection,
@@ -146,6 +172,7 @@ struct Entry {
     bootstrap: Option<BootstrapSection>,
     console: ConsoleSection,
     management: Option<MgmtSection>,
+    nics: Option<VmNicSection>,
     data: Option<toml::Value>,
     internal: Vec<String>,
 }
@@ -158,7 +185,7 @@ impl Entry {
         let mut sub = |k: &str| t.remove(k);
         let (kernel, disk, console) = (sub("kernel"), sub("disk"), sub("console"));
         let (management, bootstrap) = (sub("management"), sub("bootstrap"));
-        let (data, internal) = (sub("data"), sub("internal"));
+        let (data, internal, nics) = (sub("data"), sub("internal"), sub("nics"));
         let vm: VmSection = decode(toml::Value::Table(t), origin, key.as_str())?;
         let kernel = part(key, "kernel", kernel, origin)?;
         let disks = part(key, "disk", disk, origin)?.unwrap_or_default();
@@ -184,6 +211,7 @@ impl Entry {
         let console =
             part(key, "console", Some(toml::Value::Table(console)), origin)?.unwrap_or_default();
         let management = part(key, "management", management, origin)?;
+        let nics = part(key, "nics", nics, origin)?;
         let internal = part(key, "internal", internal, origin)?.unwrap_or_default();
         Ok(Entry {
             vm,
@@ -192,6 +220,7 @@ impl Entry {
             bootstrap,
             console,
             management,
+            nics,
             data,
             internal,
         })
@@ -255,14 +284,7 @@ fn several(
                 bootstrap: e.bootstrap.as_ref(),
                 run_dir: resolve(base, &format!("{}/{}", f.paths.run_dir, e.vm.name)),
                 state_dir: resolve(base, &format!("{}/{}", f.paths.state_dir, e.vm.name)),
-                links: nics
-                    .nics
-                    .links
-                    .iter()
-                    .filter(|l| ports.contains(l.index))
-                    .cloned()
-                    .collect(),
-                ports: ports.clone(),
+                nics: vm_nics(&key, &f.nics, e.nics.as_ref(), &nics, &ports)?,
                 internal,
                 env: if i == 0 { &env.first_vm } else { &no_env },
             },

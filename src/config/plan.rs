@@ -39,6 +39,10 @@ pub struct Disk {
     pub path: PathBuf,
     pub interface: DiskInterface,
     pub kind: DiskKind,
+    /// On IDE, its position: 0 primary master, 1 primary slave, 2 secondary master, 3
+    /// secondary slave (q35: bus N's only unit). Set for every IDE disk once planned (the
+    /// entry's `ide_unit`, else the lowest position no disk asked for); None elsewhere.
+    pub ide_unit: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +147,44 @@ pub struct Forward {
     pub guest_port: u16,
 }
 
+/// qemu's user network (slirp): its IPv4 subnet, at most a /27 so that vrnetlab's guest address
+/// (.15) is a host of it; qemu's own address (the gateway) is .2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserSubnet {
+    pub network: std::net::Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Default for UserSubnet {
+    /// vrnetlab's: 10.0.0.0/24.
+    fn default() -> Self {
+        Self {
+            network: std::net::Ipv4Addr::new(10, 0, 0, 0),
+            prefix: 24,
+        }
+    }
+}
+
+impl UserSubnet {
+    fn host(&self, n: u32) -> std::net::Ipv4Addr {
+        (u32::from(self.network) + n).into()
+    }
+    /// The guest's address (qemu's first DHCP lease, vrnetlab's .15).
+    pub fn guest(&self) -> std::net::Ipv4Addr {
+        self.host(15)
+    }
+    /// qemu's own address on it: the guest's gateway, DNS forwarder's neighbour and TFTP server.
+    pub fn gateway(&self) -> std::net::Ipv4Addr {
+        self.host(2)
+    }
+}
+
+impl std::fmt::Display for UserSubnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Management {
     None,
@@ -151,6 +193,8 @@ pub enum Management {
         forwards: Vec<Forward>,
         /// Served to the guest over TFTP (licences, configs), as vrnetlab does for some platforms.
         tftp_root: Option<PathBuf>,
+        /// The user network's subnet (management.subnet; 10.0.0.0/24 by default).
+        subnet: UserSubnet,
     },
     /// The VM takes over the container's management interface: `interface` is wired to `tap`
     /// with tc (the launcher's telnet ports excepted) and the VM's NIC gets `interface`'s MAC,
@@ -264,6 +308,8 @@ pub enum Delivery {
     FwCfg,
     /// Typed on the console by the bootstrap's `send_config` step.
     Console,
+    /// In a templated disk's files (`{startup_config}`, rendered at start): no other copy.
+    Disk,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,6 +352,11 @@ pub struct Nics {
     pub offset: u32,
     /// Their NIC model (the data NICs' unless `nics.offset_model` says).
     pub offset_model: String,
+    /// NICs without backend on the root bus after management and the internal NICs, before
+    /// the PCI bridges (vrnetlab's dummies: the data NICs keep their bridge slots).
+    pub dummies: u32,
+    /// Their NIC model (the data NICs' unless `nics.dummy_model` says).
+    pub dummy_model: String,
     /// Queues per data NIC: 0 = auto (vCPUs with vhost-net, else 1).
     pub queues: u32,
     /// Data NICs per PCI bridge once there are more than this many.

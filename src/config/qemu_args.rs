@@ -48,12 +48,13 @@ const OWN_ID_PREFIXES: &[&str] = &[
     "disk",
     "pci.",
     "reserved",
+    "dummy",
     "placeholder",
 ];
 
 /// What the error shows of the launcher's ids.
 pub(super) const OWN_IDS_SHOWN: &str =
-    "serial0-3, mgmt, int0.., net1.., disk0.., scsi0, ahci0, xhci, pci.1.., reserved1.., placeholder1..";
+    "serial0-3, mgmt, int0.., net1.., disk0.., scsi0, ahci0, xhci, pci.1.., reserved1.., dummy1.., placeholder1..";
 
 /// The first argument of `args` that breaks supervision: its index and why.
 pub(super) fn refused(args: &[String]) -> Option<(usize, String)> {
@@ -176,6 +177,7 @@ mod tests {
             ("-device pci-bridge,chassis_nr=1,id=pci.1", "pci.1"),
             ("-device virtio-scsi-pci,id=scsi0", "scsi0"),
             ("-device e1000,id=reserved1", "reserved1"),
+            ("-device e1000,id=dummy2", "dummy2"),
             ("-drive if=none,file=a,id=disk0", "disk0"),
             ("-blockdev driver=file,node-name=disk2,filename=a", "disk2"),
             ("-device {\"driver\":\"e1000\",\"id\":\"net3\"}", "net3"),

@@ -171,6 +171,8 @@ pub(super) struct DiskSection {
     pub(super) template: bool,
     /// The rendered files packed as this one gzip'd tar at the disk's root (vJunos).
     pub(super) archive: Option<String>,
+    /// On IDE: its position (0 primary master, 1 primary slave, 2 secondary master, ...).
+    pub(super) ide_unit: Option<u32>,
 }
 fn default_format() -> String {
     "qcow2".into()
@@ -197,6 +199,11 @@ pub(super) struct NicSection {
     pub(super) offset: u32,
     /// The model of the `offset` NICs (xrv9k's virtio dummies before e1000 data NICs).
     pub(super) offset_model: Option<String>,
+    /// NICs without backend on the root bus right after management and the internal NICs
+    /// (vrnetlab's xrv9k ctrl/dev dummies), before any PCI bridge.
+    pub(super) dummies: u32,
+    /// Their model (the data NICs' unless given).
+    pub(super) dummy_model: Option<String>,
     pub(super) slots: u32,
 }
 
@@ -217,9 +224,28 @@ impl Default for NicSection {
             queues: 0,
             offset: 0,
             offset_model: None,
+            dummies: 0,
+            dummy_model: None,
             slots: 0,
         }
     }
+}
+
+/// A `[[vm]]` entry's `[vm.nics]`: its own NIC layout over the node's `[nics]` (vMX's VCP
+/// without the VFP's bridges and dummy). The links stay node-wide.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VmNicSection {
+    pub(super) model: Option<String>,
+    pub(super) per_bridge: Option<u32>,
+    pub(super) bridges: Option<u32>,
+    pub(super) pci_shift: Option<u32>,
+    pub(super) queues: Option<u32>,
+    pub(super) offset: Option<u32>,
+    pub(super) offset_model: Option<String>,
+    pub(super) dummies: Option<u32>,
+    pub(super) dummy_model: Option<String>,
+    pub(super) slots: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,6 +258,8 @@ pub(super) struct MgmtSection {
     pub(super) tap: String,
     pub(super) forwards: Vec<String>,
     pub(super) tftp_root: Option<String>,
+    /// User mode: the user network's IPv4 subnet (vrnetlab's 10.0.0.0/24 by default).
+    pub(super) subnet: Option<String>,
 }
 
 impl Default for MgmtSection {
@@ -242,6 +270,7 @@ impl Default for MgmtSection {
             interface: "eth0".into(),
             tap: "tap0".into(),
             tftp_root: None,
+            subnet: None,
             forwards: DEFAULT_FORWARDS.iter().map(|s| s.to_string()).collect(),
         }
     }

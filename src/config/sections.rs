@@ -18,7 +18,7 @@ use super::schema::{
 use super::{
     check_template, choice, parse_forward, resolve, valid_ifname, Answer, BootAction, Bootstrap,
     Clock, ConfigError, ConnectionMode, Console, Credentials, Forward, Install, Key, Lab,
-    Management, Overrides, QemuUser, RestartPolicy, Sandbox, Step, Supervision,
+    Management, Overrides, QemuUser, RestartPolicy, Sandbox, Step, Supervision, UserSubnet,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -66,6 +66,7 @@ pub(super) fn management(
             model: model(),
             forwards: forwards(&key.child("forwards"), &m.forwards)?,
             tftp_root: m.tftp_root.as_deref().map(|p| resolve(base, p)),
+            subnet: user_subnet(&key.child("subnet"), m.subnet.as_deref())?,
         },
         Mode::Passthrough => {
             let interface = match env.mgmt_intf.get()? {
@@ -84,6 +85,28 @@ pub(super) fn management(
         }
     };
     Ok((management, mode_key))
+}
+
+/// management.subnet: an IPv4 network `A.B.C.D/N`, host bits zero, N from 8 to 27 (the guest
+/// at .15 must be a host of it).
+fn user_subnet(key: &Key, text: Option<&str>) -> Result<UserSubnet, ConfigError> {
+    let Some(text) = text else {
+        return Ok(UserSubnet::default());
+    };
+    let bad = || {
+        key.invalid(
+            text,
+            "an IPv4 network A.B.C.D/N with N from 8 to 27 and the host bits zero, e.g. \"169.254.127.0/24\"",
+        )
+    };
+    let (addr, prefix) = text.split_once('/').ok_or_else(bad)?;
+    let network: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    let host_bits = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
+    if !(8..=27).contains(&prefix) || u32::from(network) & host_bits != 0 {
+        return Err(bad());
+    }
+    Ok(UserSubnet { network, prefix })
 }
 
 /// management.forwards: each port forwarded once.

@@ -100,6 +100,34 @@ fn offset_nics_take_their_own_model() {
 }
 
 #[test]
+fn root_bus_dummies_take_their_own_model_and_are_bounded() {
+    let plan = p(
+        &format!("[nics]\nmodel = \"e1000\"\ndummies = 2\ndummy_model = \"virtio-net-pci\"\n{MIN}"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        (plan.nics.dummies, plan.nics.dummy_model.as_str()),
+        (2, "virtio-net-pci")
+    );
+    let same = p(
+        &format!("[nics]\nmodel = \"e1000\"\ndummies = 1\n{MIN}"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(same.nics.dummy_model, "e1000");
+    let err = |t: &str| p(&format!("[nics]\n{t}\n{MIN}"), &[]).unwrap_err();
+    assert_eq!(
+        err("dummies = 9").to_string(),
+        "nics.dummies = \"9\": at most 8 dummy NICs on the root bus"
+    );
+    assert_eq!(crate::exit::Code::from(&err("dummies = 9")).as_i32(), 2);
+    assert!(err("dummy_model = \"\"")
+        .to_string()
+        .starts_with("nics.dummy_model = \"\": must be a qemu NIC device"));
+}
+
+#[test]
 fn a_templated_fat_folder_renders_into_the_state_dir_with_its_label() {
     let plan = p(
         "[[disk]]\npath = \"/etc/launcher/vmm\"\nformat = \"fat\"\ninterface = \"usb\"\nlabel = \"vmm-data\"\ntemplate = true\narchive = \"vmm-config.tgz\"\n",
@@ -126,5 +154,123 @@ fn a_templated_fat_folder_renders_into_the_state_dir_with_its_label() {
     for (extra, want) in cases {
         let text = format!("[[disk]]\npath = \"/c\"\n{extra}\n");
         assert_eq!(p(&text, &[]).unwrap_err().to_string(), want, "{extra}");
+    }
+}
+
+#[test]
+fn an_ide_disk_takes_the_position_it_asks_for_and_the_others_the_free_ones() {
+    let two = |extra: &str| {
+        p(
+            &format!("[[disk]]\npath = \"/a.qcow2\"\ninterface = \"ide\"\n[[disk]]\npath = \"/cd\"\nformat = \"iso\"\ninterface = \"ide\"\n{extra}\n"),
+            &[],
+        )
+    };
+    let units = |plan: &VmPlan| {
+        plan.boot
+            .disks
+            .iter()
+            .map(|d| d.ide_unit)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(units(&two("").unwrap()), [Some(0), Some(1)]);
+    // vrnetlab's -cdrom: the secondary master.
+    assert_eq!(units(&two("ide_unit = 2").unwrap()), [Some(0), Some(2)]);
+    let err = |extra: &str| two(extra).unwrap_err();
+    assert_eq!(
+        err("ide_unit = 4").to_string(),
+        "disk[1].ide_unit = \"4\": 0 to 3 on this machine (0 primary master, 1 primary slave, 2 secondary master, 3 secondary slave)"
+    );
+    assert_eq!(crate::exit::Code::from(&err("ide_unit = 4")).as_i32(), 2);
+    let clash = p(
+        "[[disk]]\npath = \"/a\"\ninterface = \"ide\"\nide_unit = 1\n[[disk]]\npath = \"/b\"\ninterface = \"ide\"\nide_unit = 1\n",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        clash.to_string(),
+        "disk[1].ide_unit = \"1\": another IDE disk has that position"
+    );
+    // An explicit position taken first: the disk without one gets the lowest free one.
+    let first_free = p(
+        "[[disk]]\npath = \"/a\"\ninterface = \"ide\"\n[[disk]]\npath = \"/b\"\ninterface = \"ide\"\nide_unit = 0\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(units(&first_free), [Some(1), Some(0)]);
+    assert_eq!(
+        p("[[disk]]\npath = \"/a\"\nide_unit = 0\n", &[])
+            .unwrap_err()
+            .to_string(),
+        "disk[0].ide_unit = \"0\": only a disk on interface = \"ide\" has an IDE position"
+    );
+}
+
+#[test]
+fn a_template_carrying_the_startup_config_drops_the_fw_cfg_copy() {
+    let dir = std::env::temp_dir().join(format!("lt-mech-carries-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("day0/config")).unwrap();
+    std::fs::create_dir_all(dir.join("plain")).unwrap();
+    std::fs::write(
+        dir.join("day0/config/juniper.conf"),
+        "system {}\n{startup_config}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("plain/a.txt"), "hostname {hostname}\n").unwrap();
+    let via = |folder: &str, template: bool| {
+        let text = format!(
+            "[vm]\nstartup_config = \"/config/startup-config.cfg\"\n[[disk]]\npath = \"/a.qcow2\"\n[[disk]]\npath = \"{}\"\nformat = \"iso\"\ntemplate = {template}\n",
+            dir.join(folder).display()
+        );
+        p(&text, &[]).unwrap().startup_config.unwrap().via
+    };
+    assert_eq!(via("day0", true), Delivery::Disk);
+    // Not a template, no {startup_config}, or no folder: the fw_cfg copy stays.
+    assert_eq!(via("day0", false), Delivery::FwCfg);
+    assert_eq!(via("plain", true), Delivery::FwCfg);
+    assert_eq!(via("missing", true), Delivery::FwCfg);
+    // The scan is bounded: at most 8 folders down (and 256 entries).
+    let deep = dir.join("deep/1/2/3/4/5/6/7/8/9");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("a.txt"), "{startup_config}").unwrap();
+    assert_eq!(via("deep", true), Delivery::FwCfg);
+    std::fs::write(dir.join("deep/1/2/3/4/5/6/7/8/a.txt"), "{startup_config}").unwrap();
+    assert_eq!(via("deep", true), Delivery::Disk);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_user_network_takes_a_subnet() {
+    let plan = p(
+        &format!("[management]\nsubnet = \"169.254.127.0/24\"\n{MIN}"),
+        &[],
+    )
+    .unwrap();
+    let Management::User { subnet, .. } = plan.management else {
+        panic!("user mode");
+    };
+    assert_eq!(subnet.to_string(), "169.254.127.0/24");
+    assert_eq!(
+        (subnet.guest().to_string(), subnet.gateway().to_string()),
+        ("169.254.127.15".into(), "169.254.127.2".into())
+    );
+    let Management::User { subnet, .. } = p(MIN, &[]).unwrap().management else {
+        panic!("user mode");
+    };
+    assert_eq!(subnet.to_string(), "10.0.0.0/24");
+    for bad in [
+        "169.254.127.1/24",
+        "10.0.0.0/28",
+        "10.0.0.0",
+        "10.0.0/24",
+        "10.0.0.0/x",
+        "10.0.0.0/7",
+    ] {
+        let err = p(&format!("[management]\nsubnet = \"{bad}\"\n{MIN}"), &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("management.subnet = \"{bad}\": an IPv4 network A.B.C.D/N with N from 8 to 27 and the host bits zero, e.g. \"169.254.127.0/24\""),
+        );
+        assert_eq!(crate::exit::Code::from(&err).as_i32(), 2);
     }
 }

@@ -264,3 +264,40 @@ fn the_clock_after_a_restore_is_none_by_default_or_the_guest_agent() {
         "vm.clock = \"ntp\": expected none or guest-agent"
     );
 }
+
+#[test]
+fn a_vm_takes_its_own_nic_layout_over_the_nodes() {
+    // [vm.nics] at the end belongs to the last entry (lc, ports 2-4).
+    let with = |own: &str| {
+        let text = TWO.replacen("count = 4", "count = 4\nmodel = \"e1000\"", 1);
+        pn(&format!("{text}[vm.nics]\n{own}\n"), &[])
+    };
+    let n = with("bridges = 2\ndummies = 1\ndummy_model = \"virtio-net-pci\"").unwrap();
+    let (cp, lc) = (&n.vms[0].nics, &n.vms[1].nics);
+    assert_eq!((cp.bridges, cp.dummies, cp.model.as_str()), (0, 0, "e1000"));
+    assert_eq!(
+        (
+            lc.bridges,
+            lc.dummies,
+            lc.dummy_model.as_str(),
+            lc.model.as_str()
+        ),
+        (2, 1, "virtio-net-pci", "e1000")
+    );
+    // Its ports and links stay the entry's.
+    assert_eq!(
+        lc.links.iter().map(|l| l.index).collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
+    let err = with("bridges = 21").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "vm[1].nics.bridges = \"21\": at most 20 PCI bridges (0 = only when needed)"
+    );
+    assert_eq!(crate::exit::Code::from(&err).as_i32(), 2);
+    // The links are node-wide: no count in a VM's [vm.nics].
+    assert!(with("count = 2")
+        .unwrap_err()
+        .to_string()
+        .contains("vm[1].nics"));
+}

@@ -1,7 +1,8 @@
 //! One VM: runs the section builders in order, then the checks that span sections (the
 //! management passthrough against the data links, `console.ready_tcp` against the forwards) and
-//! decides how the startup config is delivered. Never reads the file's layout (`node` hands over
-//! this VM's sections and keys) and never looks at the other VMs.
+//! decides how the startup config is delivered (reading a templated disk's own files for
+//! `{startup_config}`, as the config's includes are read). Never reads the file's layout
+//! (`node` hands over this VM's sections and keys) and never looks at the other VMs.
 
 use super::env::{NodeEnv, VmEnv};
 use super::hardware::{self, NodeNics};
@@ -11,8 +12,8 @@ use super::schema::{
 };
 use super::sections;
 use super::{
-    resolve, Bootstrap, ConfigError, Console, DataLink, Delivery, Key, Management, Nics, Overrides,
-    Ports, Protocol, StartupConfig, Step, VmPlan,
+    resolve, Bootstrap, ConfigError, Console, DataLink, Delivery, Disk, DiskKind, Key, Management,
+    Nics, Overrides, Protocol, StartupConfig, Step, VmPlan,
 };
 use std::path::{Path, PathBuf};
 
@@ -32,10 +33,9 @@ pub(super) struct VmInput<'a> {
     pub(super) bootstrap: Option<&'a BootstrapSection>,
     pub(super) run_dir: PathBuf,
     pub(super) state_dir: PathBuf,
-    /// This VM's data links (all of the node's for a single VM).
-    pub(super) links: Vec<DataLink>,
-    /// The data ports it takes (every one for a single VM).
-    pub(super) ports: Ports,
+    /// This VM's data NICs: its layout (the node's `[nics]`, or its `[vm.nics]` over them),
+    /// the data ports it takes and its links (all of the node's for a single VM).
+    pub(super) nics: Nics,
     /// This VM's internal-network taps.
     pub(super) internal: Vec<String>,
     /// The variables that size this VM (set for the first VM only).
@@ -66,13 +66,8 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
         base,
         &v.state_dir,
     )?;
-    let (management, mode_key) = sections::management(
-        &v.sections,
-        v.management,
-        v.env,
-        &shared.nics.nics.model,
-        base,
-    )?;
+    let (management, mode_key) =
+        sections::management(&v.sections, v.management, v.env, &v.nics.model, base)?;
     let console = sections::console(&v.sections, v.console, base)?;
     let bootstrap = v
         .bootstrap
@@ -85,7 +80,7 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
     ready_tcp_is_forwarded(&console, &management, &v.sections)?;
     let startup_config = v.vm.startup_config.as_deref().map(|p| StartupConfig {
         path: resolve(base, p),
-        via: delivery(bootstrap.as_ref()),
+        via: delivery(bootstrap.as_ref(), &boot.disks),
     });
 
     Ok(VmPlan {
@@ -93,18 +88,7 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
         in_node: v.in_node,
         machine,
         boot,
-        nics: Nics {
-            model: shared.nics.nics.model.clone(),
-            offset: shared.nics.nics.offset,
-            offset_model: shared.nics.nics.offset_model.clone(),
-            queues: shared.nics.nics.queues,
-            per_bridge: shared.nics.nics.per_bridge,
-            bridges: shared.nics.nics.bridges,
-            pci_shift: shared.nics.nics.pci_shift,
-            slots: shared.nics.nics.slots,
-            ports: v.ports,
-            links: v.links,
-        },
+        nics: v.nics,
         management,
         internal: v.internal,
         console,
@@ -166,12 +150,59 @@ fn ready_tcp_is_forwarded(
 
 /// The startup config is typed on the console when the bootstrap has a step for it, else it
 /// goes by fw_cfg.
-fn delivery(bootstrap: Option<&Bootstrap>) -> Delivery {
+fn delivery(bootstrap: Option<&Bootstrap>, disks: &[Disk]) -> Delivery {
     let typed =
         bootstrap.is_some_and(|b| b.steps.iter().any(|s| matches!(s, Step::SendConfig { .. })));
     if typed {
         Delivery::Console
+    } else if disks.iter().any(carries_startup_config) {
+        Delivery::Disk
     } else {
         Delivery::FwCfg
     }
+}
+
+/// A templated disk (CD or FAT folder) one of whose files has `{startup_config}`. A folder
+/// not there (yet) carries nothing: the fw_cfg copy stays.
+fn carries_startup_config(d: &Disk) -> bool {
+    let templated = match &d.kind {
+        DiskKind::Cd { template, .. } => *template,
+        DiskKind::Fat { rendered, .. } => rendered.is_some(),
+        DiskKind::Image { .. } => false,
+    };
+    templated && folder_has(&d.path, "{startup_config}", 8, &mut SCAN_ENTRIES.clone())
+}
+
+/// The entries a template folder scan looks at before it gives up, and the largest file it
+/// reads: a day-0 folder is small, and a path that is no such folder (a typo such as "/")
+/// costs no more. Files whose size says 0 (procfs) are not read.
+const SCAN_ENTRIES: u32 = 256;
+const SCAN_BYTES: u64 = 1 << 20;
+
+/// Whether a file under `dir` (at most `depth` folders down, `budget` entries) contains
+/// `needle`.
+fn folder_has(dir: &Path, needle: &str, depth: u32, budget: &mut u32) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    for e in entries.flatten() {
+        let Some(left) = budget.checked_sub(1) else {
+            return false;
+        };
+        *budget = left;
+        let found = match e.file_type() {
+            Ok(t) if t.is_dir() => depth > 0 && folder_has(&e.path(), needle, depth - 1, budget),
+            Ok(t) if t.is_file() => {
+                e.metadata()
+                    .is_ok_and(|m| (1..=SCAN_BYTES).contains(&m.len()))
+                    && std::fs::read(e.path())
+                        .is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
+            }
+            _ => false,
+        };
+        if found {
+            return true;
+        }
+    }
+    false
 }

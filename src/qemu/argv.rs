@@ -12,9 +12,6 @@ use crate::config::{
 use std::ffi::OsString;
 use std::path::Path;
 
-/// The guest's management address in user mode (vrnetlab's convention).
-pub const GUEST_MGMT_IP: &str = "10.0.0.15";
-
 /// What the supervisor knows at start and the plan does not.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resolved {
@@ -277,19 +274,18 @@ fn disks(a: &mut Argv, plan: &VmPlan) {
     // AHCI: one controller, six ports.
     let mut sata = 0u32;
     // IDE: two units per bus on pc (ide.0, ide.1); q35's AHCI has six buses of one unit.
-    let mut ide = 0u32;
     let q35 = plan.machine.machine_type.contains("q35");
     for (i, d) in plan.boot.disks.iter().enumerate() {
         a.opt("-drive", drive(i, d));
         match d.interface {
             DiskInterface::Virtio => a.opt("-device", format!("virtio-blk-pci,drive=disk{i}")),
             DiskInterface::Ide => {
+                let ide = d.ide_unit.expect("config places every IDE disk");
                 let at = if q35 {
                     format!("bus=ide.{ide}")
                 } else {
                     format!("bus=ide.{},unit={}", ide / 2, ide % 2)
                 };
-                ide += 1;
                 let dev = if d.is_cd() { "ide-cd" } else { "ide-hd" };
                 a.opt("-device", format!("{dev},drive=disk{i},{at}"))
             }
@@ -331,8 +327,10 @@ fn management(a: &mut Argv, plan: &VmPlan, resolved: &Resolved, fds: &FdLayout, 
             model,
             forwards,
             tftp_root,
+            subnet,
         } => {
-            let mut nd = String::from("user,id=mgmt,net=10.0.0.0/24,dhcpstart=10.0.0.15");
+            let guest = subnet.guest();
+            let mut nd = format!("user,id=mgmt,net={subnet},dhcpstart={guest}");
             if let Some(t) = tftp_root {
                 nd.push_str(&path_opt(",tftp=", t).to_string_lossy());
             }
@@ -342,7 +340,7 @@ fn management(a: &mut Argv, plan: &VmPlan, resolved: &Resolved, fds: &FdLayout, 
                     Protocol::Udp => "udp",
                 };
                 nd.push_str(&format!(
-                    ",hostfwd={p}::{}-{GUEST_MGMT_IP}:{}",
+                    ",hostfwd={p}::{}-{guest}:{}",
                     f.host_port, f.guest_port
                 ));
             }
@@ -405,6 +403,10 @@ impl Slots {
     }
 }
 
+/// The MAC index of root-bus dummy k is this + k (reserved slots: 0x100 + k; internal NICs:
+/// 0x200 + k).
+const DUMMY_MAC: u32 = 0x180;
+
 /// Data NICs in ethN order, up to the highest link's port or nics.slots; a port without a link
 /// gets a NIC with no backend so the guest's port N still is the container's ethN. Slots:
 /// `nic_offset` empty ones first, then data NIC N in slot offset + N.
@@ -433,6 +435,15 @@ fn data_nics(
     } else {
         (max + off).div_ceil(per)
     };
+    // vrnetlab's dummies: root-bus NICs after management and the internal NICs (qemu gives
+    // each the next free root slot), before the bridges, so the data NICs keep their slots.
+    for k in 1..=plan.nics.dummies {
+        let m = &plan.nics.dummy_model;
+        a.opt(
+            "-device",
+            format!("{m},id=dummy{k},mac={}", mac(seed, DUMMY_MAC + k)),
+        );
+    }
     if slots.bridged {
         for b in 1..=bridges {
             a.opt(
@@ -853,5 +864,84 @@ format = "raw"
             &[],
             false,
         );
+    }
+
+    /// The `-device` values of the one VM of `toml`, without the vendor's files.
+    fn devices(toml: &str) -> Vec<String> {
+        let node = parse(
+            toml,
+            Path::new("/etc/launcher/launcher.toml"),
+            Path::new("/etc/launcher"),
+            &Env::new(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let plan = &node.vms[0];
+        let got = argv(
+            plan,
+            &Launch::assumed(plan, false, false),
+            &golden_resolved(plan),
+        );
+        let got: Vec<String> = got.into_iter().map(|s| s.into_string().unwrap()).collect();
+        got.windows(2)
+            .filter(|w| w[0] == "-device")
+            .map(|w| w[1].clone())
+            .collect()
+    }
+
+    #[test]
+    fn dummies_sit_on_the_root_bus_before_the_bridges_and_keep_the_data_slots() {
+        let d = devices(
+            "[vm]\nname=\"x\"\n[kernel]\npath=\"k\"\n[nics]\nmodel=\"e1000\"\ncount=2\nbridges=1\ndummies=2\ndummy_model=\"virtio-net-pci\"\n",
+        );
+        let at = |p: &str| d.iter().position(|x| x.starts_with(p)).unwrap();
+        assert!(at("e1000,netdev=mgmt") < at("virtio-net-pci,id=dummy1"));
+        assert!(at("virtio-net-pci,id=dummy2") < at("pci-bridge"));
+        assert!(!d[at("virtio-net-pci,id=dummy1")].contains("bus="));
+        assert!(d[at("e1000,netdev=net1")].ends_with(",bus=pci.1,addr=0x2"));
+        assert!(d[at("e1000,netdev=net2")].ends_with(",bus=pci.1,addr=0x3"));
+    }
+
+    #[test]
+    fn an_ide_cd_sits_at_the_position_it_asks_for() {
+        let disks = "[[disk]]\npath=\"/a.qcow2\"\ninterface=\"ide\"\n[[disk]]\npath=\"/cd\"\nformat=\"iso\"\ninterface=\"ide\"\nide_unit=2\n";
+        let d = devices(&format!("[vm]\nname=\"x\"\n{disks}"));
+        assert!(
+            d.contains(&"ide-hd,drive=disk0,bus=ide.0,unit=0".to_string()),
+            "{d:?}"
+        );
+        assert!(
+            d.contains(&"ide-cd,drive=disk1,bus=ide.1,unit=0".to_string()),
+            "{d:?}"
+        );
+        let d = devices(&format!("[vm]\nname=\"x\"\nmachine=\"q35\"\n{disks}"));
+        assert!(
+            d.contains(&"ide-cd,drive=disk1,bus=ide.2".to_string()),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn the_user_network_takes_its_subnet() {
+        let toml = "[vm]\nname=\"x\"\n[kernel]\npath=\"k\"\n[management]\nforwards=[\"tcp:22\"]\nsubnet=\"169.254.127.0/24\"\n";
+        let node = parse(
+            toml,
+            Path::new("/etc/launcher/launcher.toml"),
+            Path::new("/etc/launcher"),
+            &Env::new(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let plan = &node.vms[0];
+        let got = argv(
+            plan,
+            &Launch::assumed(plan, false, false),
+            &golden_resolved(plan),
+        );
+        let got: Vec<String> = got.into_iter().map(|s| s.into_string().unwrap()).collect();
+        assert!(got.contains(
+            &"user,id=mgmt,net=169.254.127.0/24,dhcpstart=169.254.127.15,hostfwd=tcp::22-169.254.127.15:22"
+                .to_string()
+        ), "{got:?}");
     }
 }

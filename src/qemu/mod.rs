@@ -11,5 +11,5 @@ mod migrate;
 pub mod qmp;
 
 pub use accel::{decide, AccelError, Host, Launch};
-pub use argv::{argv, incoming_defer, mac, Resolved, GUEST_MGMT_IP, RAM_ID};
+pub use argv::{argv, incoming_defer, mac, Resolved, RAM_ID};
 pub use fds::{FdError, FdLayout};

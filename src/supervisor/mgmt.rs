@@ -4,7 +4,7 @@
 //! its argv takes (passthrough MAC, the kernel line rendered, the startup config if its file is
 //! there). Reads what net found and whether one file exists; never edits the plan.
 
-use crate::config::{Management, VmPlan};
+use crate::config::{Management, UserSubnet, VmPlan};
 use crate::net::Passthrough;
 use crate::state::MgmtView;
 use crate::{qemu, template};
@@ -19,11 +19,16 @@ pub struct MgmtAddrs {
 }
 
 impl MgmtAddrs {
-    /// qemu's user network: the guest at 10.0.0.15, slirp's gateway at 10.0.0.2.
+    /// qemu's user network as vrnetlab's: the guest at 10.0.0.15, slirp's gateway at 10.0.0.2.
     pub fn user() -> Self {
+        Self::user_in(&UserSubnet::default())
+    }
+
+    /// qemu's user network on `s`: the guest at .15, slirp's gateway at .2.
+    pub fn user_in(s: &UserSubnet) -> Self {
         Self {
-            ipv4: format!("{}/24", qemu::GUEST_MGMT_IP),
-            gateway4: "10.0.0.2".into(),
+            ipv4: format!("{}/{}", s.guest(), s.prefix),
+            gateway4: s.gateway().to_string(),
             ..Default::default()
         }
     }
@@ -58,7 +63,7 @@ impl MgmtAddrs {
     /// The addresses of a VM whose management is not passthrough (user mode's, or none).
     pub fn without_passthrough(m: &Management) -> Self {
         match m {
-            Management::User { .. } => Self::user(),
+            Management::User { subnet, .. } => Self::user_in(subnet),
             _ => Self::default(),
         }
     }
@@ -210,6 +215,13 @@ mod tests {
         assert_eq!(m.gateway4, "192.0.2.1");
         assert_eq!(m.gateway6, "2001:db8::1");
         assert_eq!(MgmtAddrs::user().ipv4, "10.0.0.15/24");
+        let text = "[vm]\nname = \"r\"\n[kernel]\npath = \"k\"\n[management]\nsubnet = \"169.254.127.0/24\"\n";
+        let p = crate::config::parse_with(text, &[]).unwrap().vms.remove(0);
+        let m = MgmtAddrs::without_passthrough(&p.management);
+        assert_eq!(
+            (m.ipv4.as_str(), m.gateway4.as_str()),
+            ("169.254.127.15/24", "169.254.127.2")
+        );
     }
 
     fn plan(env: &[(&str, &str)]) -> VmPlan {

@@ -15,8 +15,9 @@
 //! - `#` comments and blank lines are skipped.
 //!
 //! The values: hostname `router1`, USERNAME `clab`, PASSWORD `clab@123` (the environment
-//! overrides the platform's defaults), user-mode management 10.0.0.15/24 via 10.0.0.2; the
-//! startup config is images/<kind>/dialog/startup-config.cfg when there is one.
+//! overrides the platform's defaults), user-mode management .15 via .2 of the platform's subnet
+//! (10.0.0.0/24 by default); the startup config is images/<kind>/dialog/startup-config.cfg when
+//! there is one.
 
 use launcher::config::{self, Bootstrap, Overrides, Step};
 use launcher::console::{self, bootstrap, LogFile};
@@ -170,9 +171,10 @@ async fn run(
         .map_err(|e| e.to_string())?;
     // Let the console accept the guest before the runner subscribes and writes.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    // The launcher's own values for user-mode management, the hostname fixed.
-    let mut values =
-        launcher::supervisor::template_values(plan, &launcher::supervisor::MgmtAddrs::user());
+    // The launcher's own values for user-mode management (the platform's subnet), the hostname
+    // fixed.
+    let addrs = launcher::supervisor::MgmtAddrs::without_passthrough(&plan.management);
+    let mut values = launcher::supervisor::template_values(plan, &addrs);
     values.insert("hostname", "router1".into());
     let mut keyboard = hub.key_presses();
     let runner =

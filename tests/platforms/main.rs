@@ -3,8 +3,12 @@
 //! - [`build`]: each platform builds from a placeholder disk and reaches "booting" in Docker;
 //! - [`catalogue`]: each images/<kind>/ folder: golden argvs (standard, sparse), check;
 //! - [`dialog`]: each platform's console transcripts against the real bootstrap runner;
+//! - [`vrnetlab_nics`]: dummy NICs and bridges where vrnetlab puts them;
+//! - [`vrnetlab_machine`]: config CDs, the startup config's way in, the user network;
 
 mod build;
 mod catalogue;
 mod dialog;
 mod golden_qemu;
+mod vrnetlab_machine;
+mod vrnetlab_nics;
