@@ -264,3 +264,15 @@ fn the_clock_after_a_restore_is_none_by_default_or_the_guest_agent() {
         "vm.clock = \"ntp\": expected none or guest-agent"
     );
 }
+
+#[test]
+fn a_top_level_bootstrap_is_the_first_vms_unless_it_has_its_own() {
+    let two = "[bootstrap]\nsteps = [{ expect = \"login:\" }]\n[[vm]]\nname = \"cp\"\n[vm.kernel]\npath = \"k\"\n[[vm]]\nname = \"lc\"\n[vm.kernel]\npath = \"k\"\n";
+    let n = pn(two, &[]).unwrap();
+    assert_eq!(n.vms[0].bootstrap.as_ref().unwrap().steps.len(), 1);
+    assert!(n.vms[1].bootstrap.is_none());
+    let own = format!("{two}[vm.bootstrap]\nsteps = [{{ wait = 1.0 }}, {{ wait = 2.0 }}]\n");
+    let n = pn(&own, &[]).unwrap();
+    assert_eq!(n.vms[0].bootstrap.as_ref().unwrap().steps.len(), 1);
+    assert_eq!(n.vms[1].bootstrap.as_ref().unwrap().steps.len(), 2);
+}
