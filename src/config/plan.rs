@@ -240,6 +240,12 @@ pub enum Step {
     Wait(Duration),
     /// Keys pressed together on the VM's keyboard (QMP `send-key`, qemu's key names).
     SendKey(Vec<String>),
+    /// `step` runs only when a startup config is there (`startup_config`) or only when none
+    /// is (`!startup_config`); else it is skipped (SR OS: the lab defaults only without one).
+    When {
+        startup_config: bool,
+        step: Box<Step>,
+    },
 }
 
 /// A conditional answer of an `expect` step: `send` (a template) is typed each time a new
@@ -264,6 +270,8 @@ pub enum Delivery {
     FwCfg,
     /// Typed on the console by the bootstrap's `send_config` step.
     Console,
+    /// Fetched by the guest from `management.tftp_root`, where the file lies (SR OS).
+    Tftp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -73,6 +73,9 @@ pub(super) struct StepSection {
     /// Keys pressed together through QMP `send-key` (qemu's names joined by '-').
     pub(super) sendkey: Option<String>,
     pub(super) timeout: Option<u64>,
+    /// The step runs only when the startup config is there (`startup-config`) or only when it
+    /// is not (`no-startup-config`).
+    pub(super) when: Option<String>,
     /// With `expect`: other prompts answered while it waits.
     #[serde(default)]
     pub(super) answers: Vec<AnswerSection>,

@@ -325,8 +325,24 @@ fn keys(key: &Key, combo: &str) -> Result<Vec<String>, ConfigError> {
     Ok(keys)
 }
 
-/// One bootstrap step: exactly one of expect, send, send_config, wait, sendkey.
+/// One bootstrap step, run only when the startup config is there or is not (`when`).
 fn step(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> {
+    let Some(w) = &s.when else {
+        return action(key, s);
+    };
+    let startup_config = super::choice(
+        &key.child("when"),
+        w,
+        &[("startup-config", true), ("no-startup-config", false)],
+    )?;
+    Ok(Step::When {
+        startup_config,
+        step: Box::new(action(key, s)?),
+    })
+}
+
+/// What a step does: exactly one of expect, send, send_config, wait, sendkey.
+fn action(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> {
     let timeout = seconds(
         &key.child("timeout"),
         s.timeout.unwrap_or(60),

@@ -218,3 +218,16 @@ fn broken_inputs_name_their_key() {
         }
     }
 }
+
+#[test]
+fn a_steps_when_is_startup_config_or_no_startup_config() {
+    let ok = "[kernel]\npath = \"k\"\n[bootstrap]\nsteps = [{ send = \"x\", when = \"no-startup-config\" }]\n";
+    let n = super::parse_with(ok, &[]).unwrap();
+    assert!(matches!(
+        &n.vms[0].bootstrap.as_ref().unwrap().steps[0],
+        super::Step::When { startup_config: false, step } if **step == super::Step::Send("x".into())
+    ));
+    let bad = ok.replace("no-startup-config", "always");
+    let e = super::parse_with(&bad, &[]).unwrap_err().to_string();
+    assert!(e.starts_with("bootstrap.steps[0].when = \"always\""), "{e}");
+}

@@ -83,9 +83,10 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
     let lab = sections::lab(v.env, shared.env, shared.over, identity)?;
     passthrough_is_no_data_link(&management, &mode_key, &shared.nics.nics.links)?;
     ready_tcp_is_forwarded(&console, &management, &v.sections)?;
-    let startup_config = v.vm.startup_config.as_deref().map(|p| StartupConfig {
-        path: resolve(base, p),
-        via: delivery(bootstrap.as_ref()),
+    let startup_config = v.vm.startup_config.as_deref().map(|p| {
+        let path = resolve(base, p);
+        let via = delivery(bootstrap.as_ref(), &management, &path);
+        StartupConfig { path, via }
     });
 
     Ok(VmPlan {
@@ -164,13 +165,24 @@ fn ready_tcp_is_forwarded(
     Ok(())
 }
 
-/// The startup config is typed on the console when the bootstrap has a step for it, else it
-/// goes by fw_cfg.
-fn delivery(bootstrap: Option<&Bootstrap>) -> Delivery {
-    let typed =
-        bootstrap.is_some_and(|b| b.steps.iter().any(|s| matches!(s, Step::SendConfig { .. })));
-    if typed {
+/// The startup config is typed on the console when the bootstrap has a step for it; a file in
+/// the TFTP root the guest fetches itself (SR OS's config.txt); else it goes by fw_cfg.
+fn delivery(bootstrap: Option<&Bootstrap>, management: &Management, path: &Path) -> Delivery {
+    let send_config = |s: &Step| match s {
+        Step::When { step, .. } => matches!(**step, Step::SendConfig { .. }),
+        s => matches!(s, Step::SendConfig { .. }),
+    };
+    let in_tftp = match management {
+        Management::User {
+            tftp_root: Some(root),
+            ..
+        } => path.starts_with(root),
+        _ => false,
+    };
+    if bootstrap.is_some_and(|b| b.steps.iter().any(send_config)) {
         Delivery::Console
+    } else if in_tftp {
+        Delivery::Tftp
     } else {
         Delivery::FwCfg
     }
