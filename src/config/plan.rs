@@ -293,7 +293,11 @@ pub struct Machine {
     pub memory_mib: u64,
     pub accel: Accel,
     pub uuid: Option<String>,
+    /// `-smbios` values, templates (`{mgmt_ip}`, `{base_mac}`, ...) rendered at start.
     pub smbios: Vec<String>,
+    /// A licence file read at start: its uuid is the VM's (over `uuid`), the day after its
+    /// first date the guest clock's base (`-rtc base=`).
+    pub license: Option<PathBuf>,
     /// Appended to the qemu command line as they are (vm.extra_args, QEMU_ADDITIONAL_ARGS).
     pub extra_args: Vec<String>,
 }

@@ -107,6 +107,8 @@ pub(super) struct VmSection {
     pub(super) startup_config: Option<String>,
     pub(super) uuid: Option<String>,
     pub(super) smbios: Vec<String>,
+    /// A licence file whose uuid and date qemu shows the guest (SR OS's license.txt).
+    pub(super) license: Option<String>,
     /// qemu as an unprivileged user, without capabilities, in its seccomp sandbox.
     pub(super) sandbox: bool,
     /// Who qemu runs as when sandboxed: a user name, `UID` or `UID:GID`.
@@ -132,6 +134,7 @@ impl Default for VmSection {
             startup_config: None,
             uuid: None,
             smbios: vec![],
+            license: None,
             sandbox: true,
             qemu_user: super::plan::QEMU_USER.into(),
             clock: "none".into(),

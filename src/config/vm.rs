@@ -54,7 +54,8 @@ pub(super) struct Shared<'a> {
 pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> {
     let base = shared.base;
     let name = hardware::vm_name(&v.key, &v.vm.name)?;
-    let machine = hardware::machine(&v.key, v.vm, v.env, &shared.env.accel)?;
+    let mut machine = hardware::machine(&v.key, v.vm, v.env, &shared.env.accel)?;
+    machine.license = v.vm.license.as_deref().map(|p| resolve(base, p));
     let supervision = sections::supervision(&v.key, v.vm, shared.restart)?;
     let sandbox = sections::sandbox(&v.key, v.vm)?;
     let clock = sections::clock(&v.key, v.vm)?;
