@@ -6,13 +6,14 @@
 //! `crate::template`.
 //!
 //! The rooms: `schema` (the serde sections as the file is), `env` (the environment parsed once),
-//! `include` (shared files merged under the main one), `variant` (the file of the variant the
+//! `blocks` (named lists of bootstrap steps), `include` (shared files merged under the main one), `variant` (the file of the variant the
 //! lab tool chose, merged over it), `hardware` and `sections` (one builder
 //! per section), `bounds` (the bound of every number),
 //! `qemu_args` (the extra qemu arguments refused), `vm` (one VM: its sections in order, then the
 //! checks across them), `node` (`[vm]` or `[[vm]]`, the data-port split, internal networks, what
 //! two VMs cannot share), `plan` (the validated types).
 
+mod blocks;
 mod bounds;
 mod disk;
 mod env;

@@ -55,6 +55,9 @@ pub(super) struct BootstrapSection {
     pub(super) password: Option<String>,
     #[serde(default)]
     pub(super) steps: Vec<StepSection>,
+    /// Named lists of steps a `{ block = "name" }` step plays (see `blocks`).
+    #[serde(default)]
+    pub(super) blocks: std::collections::BTreeMap<String, Vec<StepSection>>,
 }
 fn default_on_boot_timeout() -> String {
     "retry".into()
@@ -63,7 +66,7 @@ fn default_attempts() -> u32 {
     3
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(super) struct StepSection {
     pub(super) expect: Option<String>,
@@ -76,13 +79,15 @@ pub(super) struct StepSection {
     /// The step runs only when the startup config is there (`startup-config`) or only when it
     /// is not (`no-startup-config`).
     pub(super) when: Option<String>,
+    /// Plays the steps of `[bootstrap.blocks]`'s list of that name here.
+    pub(super) block: Option<String>,
     /// With `expect`: other prompts answered while it waits.
     #[serde(default)]
     pub(super) answers: Vec<AnswerSection>,
 }
 
 /// One `answers` entry of an `expect` step: when `on` (a regex) appears, `send` is typed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AnswerSection {
     pub(super) on: String,

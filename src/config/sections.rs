@@ -264,15 +264,14 @@ pub(super) fn bootstrap(key: &Key, b: &BootstrapSection) -> Result<Bootstrap, Co
         ],
     )?;
     count(&key.child("attempts"), b.attempts, 1, MAX_ATTEMPTS)?;
-    let steps_key = key.child("steps");
-    let steps = b
-        .steps
+    let steps = super::blocks::expand(&key, &b.steps, &b.blocks)?
         .iter()
-        .enumerate()
-        .map(|(i, s)| step(&steps_key.index(i), s))
+        .map(|(k, s)| step(k, s))
         .collect::<Result<Vec<Step>, _>>()?;
     if steps.is_empty() {
-        return Err(steps_key.invalid("[]", "a bootstrap needs at least one step"));
+        return Err(key
+            .child("steps")
+            .invalid("[]", "a bootstrap needs at least one step"));
     }
     Ok(Bootstrap {
         steps,
@@ -343,6 +342,11 @@ fn step(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> 
 
 /// What a step does: exactly one of expect, send, send_config, wait, sendkey.
 fn action(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> {
+    if let Some(b) = &s.block {
+        return Err(key
+            .child("block")
+            .invalid(b, "blocks are played from [bootstrap] steps only"));
+    }
     let timeout = seconds(
         &key.child("timeout"),
         s.timeout.unwrap_or(60),
