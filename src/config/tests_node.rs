@@ -267,7 +267,7 @@ fn the_clock_after_a_restore_is_none_by_default_or_the_guest_agent() {
 
 #[test]
 fn a_top_level_bootstrap_is_the_first_vms_unless_it_has_its_own() {
-    let two = "[bootstrap]\nsteps = [{ expect = \"login:\" }]\n[[vm]]\nname = \"cp\"\n[vm.kernel]\npath = \"k\"\n[[vm]]\nname = \"lc\"\n[vm.kernel]\npath = \"k\"\n";
+    let two = "[bootstrap]\nsteps = [{ expect = \"login:\" }]\n[[vm]]\nname = \"cp\"\n[vm.kernel]\npath = \"k\"\n[[vm]]\nname = \"lc\"\ndata = \"all\"\n[vm.kernel]\npath = \"k\"\n";
     let n = pn(two, &[]).unwrap();
     assert_eq!(n.vms[0].bootstrap.as_ref().unwrap().steps.len(), 1);
     assert!(n.vms[1].bootstrap.is_none());
@@ -275,4 +275,13 @@ fn a_top_level_bootstrap_is_the_first_vms_unless_it_has_its_own() {
     let n = pn(&own, &[]).unwrap();
     assert_eq!(n.vms[0].bootstrap.as_ref().unwrap().steps.len(), 1);
     assert_eq!(n.vms[1].bootstrap.as_ref().unwrap().steps.len(), 2);
+}
+
+#[test]
+fn a_vm_without_data_ports_has_no_data_slots_offset_or_bridges() {
+    let text = "[nics]\nslots = 36\nbridges = 2\noffset = 1\n[[vm]]\nname = \"cp\"\ndata = \"none\"\n[vm.kernel]\npath = \"k\"\n[[vm]]\nname = \"lc\"\ndata = \"all\"\n[vm.kernel]\npath = \"k\"\n";
+    let n = pn(text, &[]).unwrap();
+    let (cp, lc) = (&n.vms[0].nics, &n.vms[1].nics);
+    assert_eq!((cp.slots, cp.bridges, cp.offset), (0, 0, 0));
+    assert_eq!((lc.slots, lc.bridges, lc.offset), (36, 2, 1));
 }

@@ -90,6 +90,9 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
         StartupConfig { path, via }
     });
 
+    // A VM that takes no data port (`data = "none"`: a control plane) has no data NIC slot,
+    // no empty slot before them and no PCI bridge for them, as vrnetlab's control planes.
+    let no_data = v.ports == Ports::Only(vec![]);
     Ok(VmPlan {
         name,
         in_node: v.in_node,
@@ -97,13 +100,13 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
         boot,
         nics: Nics {
             model: shared.nics.nics.model.clone(),
-            offset: shared.nics.nics.offset,
+            offset: if no_data { 0 } else { shared.nics.nics.offset },
             offset_model: shared.nics.nics.offset_model.clone(),
             queues: shared.nics.nics.queues,
             per_bridge: shared.nics.nics.per_bridge,
-            bridges: shared.nics.nics.bridges,
+            bridges: if no_data { 0 } else { shared.nics.nics.bridges },
             pci_shift: shared.nics.nics.pci_shift,
-            slots: shared.nics.nics.slots,
+            slots: if no_data { 0 } else { shared.nics.nics.slots },
             ports: v.ports,
             links: v.links,
         },
