@@ -23,6 +23,11 @@ fn must(cmd: &str) -> String {
 
 /// `KEY=value` of build.conf (a plain value, no arrays).
 fn conf(kind: &str, key: &str) -> String {
+    conf_opt(kind, key).unwrap_or_else(|| panic!("{kind}/build.conf: no {key}="))
+}
+
+/// `KEY=value` of build.conf, if it has that key.
+fn conf_opt(kind: &str, key: &str) -> Option<String> {
     let text = std::fs::read_to_string(
         super::catalogue::root()
             .join("images")
@@ -32,9 +37,7 @@ fn conf(kind: &str, key: &str) -> String {
     .unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{kind}/build.conf: no {key}="))
-        .trim_matches('\'')
-        .to_string()
+        .map(|v| v.trim_matches('\'').to_string())
 }
 
 struct Cleanup(Vec<String>);
@@ -73,12 +76,23 @@ fn builds_and_boots(kind: &str, base: &str, tmp: &Path, clean: &mut Cleanup) {
         .split_whitespace()
         .map(|n| tmp.join(n))
         .collect();
+    // PLACEHOLDER_TEXT='NAME WORDS...': that placeholder is a text file of WORDS (SR OS's
+    // licence), the others blank disks.
+    let text = conf_opt(kind, "PLACEHOLDER_TEXT");
+    let text = text.as_deref().and_then(|t| t.split_once(' '));
     for file in &files {
-        must(&format!(
-            "qemu-img create -q -f {} {} 64M",
-            conf(kind, "PLACEHOLDER_FORMAT"),
-            file.display()
-        ));
+        match text {
+            Some((name, words)) if file.ends_with(name) => {
+                std::fs::write(file, format!("{words}\n")).unwrap()
+            }
+            _ => {
+                must(&format!(
+                    "qemu-img create -q -f {} {} 64M",
+                    conf(kind, "PLACEHOLDER_FORMAT"),
+                    file.display()
+                ));
+            }
+        }
     }
     let script = super::catalogue::root().join("scripts/build-image.sh");
     let out = Command::new(&script)
