@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 /// IPv4 one as address and dotted netmask) (the management addresses the guest is to
 /// take: 10.0.0.15/24 via 10.0.0.2 in user mode, the container's own in passthrough, `dhcp`
 /// with CLAB_MGMT_DHCP), `{name}` (the VM's), `{node_name}` (containerlab's node name),
-/// `{docker_net_v4}`, `{docker_net_v6}` (the lab's management subnets), `{variant}` (SR OS).
+/// `{docker_net_v4}`, `{docker_net_v6}` (the lab's management subnets), `{variant}` (SR OS),
+/// `{base_mac}` (a stable MAC of the router's own, no NIC's: SR OS's system-base-mac).
 pub type Values = BTreeMap<&'static str, String>;
 
 pub const PLACEHOLDERS: &[&str] = &[
@@ -27,6 +28,7 @@ pub const PLACEHOLDERS: &[&str] = &[
     "docker_net_v4",
     "docker_net_v6",
     "variant",
+    "base_mac",
 ];
 
 /// Replaces `{key}` with its value; `{{` and `}}` are literal braces.

@@ -4,7 +4,8 @@
 //! `--links eth1,eth3` shows the argv for that set of present links (as containerlab would
 //! give them: `CLAB_INTFS` becomes their count). Files the VM needs (kernel, initrd, disks) that
 //! are missing are warnings here, so a platform's argv can be checked without the vendor's
-//! image; `run` refuses them.
+//! image (or licence: then no `-uuid` or `-rtc` from it); `run` refuses them. SMBIOS templates
+//! show user-mode management's values.
 
 use super::{load_node_with, report};
 use crate::cli::Cli;
@@ -39,6 +40,7 @@ fn missing_files(plan: &VmPlan) -> Vec<String> {
         files.extend(k.initrd.clone());
     }
     files.extend(plan.boot.disks.iter().map(|d| d.path.clone()));
+    files.extend(plan.machine.license.clone());
     files
         .into_iter()
         .filter(|p| !p.exists())
@@ -87,6 +89,13 @@ pub fn check(cli: &Cli, json: bool, links: Option<&str>) -> Code {
         let launch = qemu::Launch::for_check(plan);
         let mut resolved = qemu::Resolved::planned(plan);
         resolved.links = links;
+        // SMBIOS as user-mode management gives it; the licence's uuid and clock when it is there.
+        let values =
+            crate::supervisor::template_values(plan, &crate::supervisor::MgmtAddrs::user());
+        resolved.smbios = Some(crate::supervisor::render_all(&plan.machine.smbios, &values));
+        resolved.license = (plan.machine.license.as_deref())
+            .filter(|p| p.exists())
+            .and_then(crate::supervisor::read_license);
         let argv: Vec<String> = qemu::argv(plan, &launch, &resolved)
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())

@@ -99,12 +99,12 @@ pub(super) fn machine(
         }
     }
     for (i, t) in vm.smbios.iter().enumerate() {
-        if !t.starts_with("type=") || t.contains(char::is_whitespace) {
-            return Err(key
-                .child("smbios")
-                .index(i)
-                .invalid(t, "expected a qemu -smbios value such as type=1,product=X"));
+        // Spaces are the value's own (SR OS's TIMOS line); no line breaks.
+        let key = key.child("smbios").index(i);
+        if !t.starts_with("type=") || t.contains(char::is_control) {
+            return Err(key.invalid(t, "expected a qemu -smbios value such as type=1,product=X"));
         }
+        check_template(&key, t)?;
     }
     Ok(Machine {
         qemu: vm.qemu.clone().into(),
@@ -116,6 +116,7 @@ pub(super) fn machine(
         accel,
         uuid: vm.uuid.clone(),
         smbios: vm.smbios.clone(),
+        license: None,
         extra_args,
     })
 }

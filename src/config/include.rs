@@ -76,7 +76,7 @@ fn with_includes(
 }
 
 /// `over` on top of `base`: tables merge key by key, anything else is replaced.
-fn merge(base: &mut Table, over: Table) {
+pub(super) fn merge(base: &mut Table, over: Table) {
     for (k, v) in over {
         match (base.get_mut(&k), v) {
             (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),

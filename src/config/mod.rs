@@ -6,12 +6,14 @@
 //! `crate::template`.
 //!
 //! The rooms: `schema` (the serde sections as the file is), `env` (the environment parsed once),
-//! `include` (shared files merged under the main one), `hardware` and `sections` (one builder
+//! `blocks` (named lists of bootstrap steps), `include` (shared files merged under the main one), `variant` (the file of the variant the
+//! lab tool chose, merged over it), `hardware` and `sections` (one builder
 //! per section), `bounds` (the bound of every number),
 //! `qemu_args` (the extra qemu arguments refused), `vm` (one VM: its sections in order, then the
 //! checks across them), `node` (`[vm]` or `[[vm]]`, the data-port split, internal networks, what
 //! two VMs cannot share), `plan` (the validated types).
 
+mod blocks;
 mod bounds;
 mod disk;
 mod env;
@@ -23,6 +25,7 @@ mod ports;
 mod qemu_args;
 mod schema;
 mod sections;
+mod variant;
 mod vm;
 
 pub use plan::*;
@@ -173,7 +176,8 @@ fn valid_ifname(key: &Key, name: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Reads the config file and its `include`s ([`include`]), then [`parse`]s it. A missing file
+/// Reads the config file and its `include`s ([`include`]), merges the chosen `[variant]`'s file
+/// over it ([`variant`]; `{variant}` is then its name), then [`parse`]s it. A missing file
 /// is an error naming the path.
 pub fn load(path: &Path, env: &Env, over: &Overrides) -> Result<Node, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -181,6 +185,11 @@ pub fn load(path: &Path, env: &Env, over: &Overrides) -> Result<Node, ConfigErro
         source,
     })?;
     let text = include::expand(&text, path)?;
+    let (text, variant) = variant::apply(&text, path, over.variant.as_deref())?;
+    let over = &Overrides {
+        variant: variant.or_else(|| over.variant.clone()),
+        ..over.clone()
+    };
     let base = path.parent().unwrap_or(Path::new("."));
     let base = if base.as_os_str().is_empty() {
         Path::new(".")

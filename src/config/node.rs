@@ -281,7 +281,12 @@ fn several(
                     &default_mgmt
                 }),
                 console: &e.console,
-                bootstrap: e.bootstrap.as_ref(),
+                // The file's [bootstrap] is the first VM's unless it has its own (the node's
+                // dialog on its main console, as its management forwards).
+                bootstrap: e
+                    .bootstrap
+                    .as_ref()
+                    .or(f.bootstrap.as_ref().filter(|_| i == 0)),
                 run_dir: resolve(base, &format!("{}/{}", f.paths.run_dir, e.vm.name)),
                 state_dir: resolve(base, &format!("{}/{}", f.paths.state_dir, e.vm.name)),
                 nics: vm_nics(&key, &f.nics, e.nics.as_ref(), &nics, &ports)?,
@@ -310,12 +315,12 @@ fn several(
     finish(f, &shared, first_boot_delay, vms, nets)
 }
 
-/// With [[vm]], what belongs to one VM lives in its entry.
+/// With [[vm]], what belongs to one VM lives in its entry (a top-level [bootstrap] is the first
+/// VM's).
 fn nothing_per_vm_at_top_level(f: &File) -> Result<(), ConfigError> {
     let top_level = [
         ("kernel", f.kernel.is_some()),
         ("disk", !f.disks.is_empty()),
-        ("bootstrap", f.bootstrap.is_some()),
         ("console", f.console.is_some()),
     ];
     match top_level.iter().find(|(_, set)| *set) {

@@ -284,6 +284,12 @@ pub enum Step {
     Wait(Duration),
     /// Keys pressed together on the VM's keyboard (QMP `send-key`, qemu's key names).
     SendKey(Vec<String>),
+    /// `step` runs only when a startup config is there (`startup_config`) or only when none
+    /// is (`!startup_config`); else it is skipped (SR OS: the lab defaults only without one).
+    When {
+        startup_config: bool,
+        step: Box<Step>,
+    },
 }
 
 /// A conditional answer of an `expect` step: `send` (a template) is typed each time a new
@@ -310,6 +316,8 @@ pub enum Delivery {
     Console,
     /// In a templated disk's files (`{startup_config}`, rendered at start): no other copy.
     Disk,
+    /// Fetched by the guest from `management.tftp_root`, where the file lies (SR OS).
+    Tftp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,7 +339,11 @@ pub struct Machine {
     pub memory_mib: u64,
     pub accel: Accel,
     pub uuid: Option<String>,
+    /// `-smbios` values, templates (`{mgmt_ip}`, `{base_mac}`, ...) rendered at start.
     pub smbios: Vec<String>,
+    /// A licence file read at start: its uuid is the VM's (over `uuid`), the day after its
+    /// first date the guest clock's base (`-rtc base=`).
+    pub license: Option<PathBuf>,
     /// Appended to the qemu command line as they are (vm.extra_args, QEMU_ADDITIONAL_ARGS).
     pub extra_args: Vec<String>,
 }

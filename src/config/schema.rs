@@ -55,6 +55,9 @@ pub(super) struct BootstrapSection {
     pub(super) password: Option<String>,
     #[serde(default)]
     pub(super) steps: Vec<StepSection>,
+    /// Named lists of steps a `{ block = "name" }` step plays (see `blocks`).
+    #[serde(default)]
+    pub(super) blocks: std::collections::BTreeMap<String, Vec<StepSection>>,
 }
 fn default_on_boot_timeout() -> String {
     "retry".into()
@@ -63,7 +66,7 @@ fn default_attempts() -> u32 {
     3
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(super) struct StepSection {
     pub(super) expect: Option<String>,
@@ -73,13 +76,18 @@ pub(super) struct StepSection {
     /// Keys pressed together through QMP `send-key` (qemu's names joined by '-').
     pub(super) sendkey: Option<String>,
     pub(super) timeout: Option<u64>,
+    /// The step runs only when the startup config is there (`startup-config`) or only when it
+    /// is not (`no-startup-config`).
+    pub(super) when: Option<String>,
+    /// Plays the steps of `[bootstrap.blocks]`'s list of that name here.
+    pub(super) block: Option<String>,
     /// With `expect`: other prompts answered while it waits.
     #[serde(default)]
     pub(super) answers: Vec<AnswerSection>,
 }
 
 /// One `answers` entry of an `expect` step: when `on` (a regex) appears, `send` is typed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AnswerSection {
     pub(super) on: String,
@@ -104,6 +112,8 @@ pub(super) struct VmSection {
     pub(super) startup_config: Option<String>,
     pub(super) uuid: Option<String>,
     pub(super) smbios: Vec<String>,
+    /// A licence file whose uuid and date qemu shows the guest (SR OS's license.txt).
+    pub(super) license: Option<String>,
     /// qemu as an unprivileged user, without capabilities, in its seccomp sandbox.
     pub(super) sandbox: bool,
     /// Who qemu runs as when sandboxed: a user name, `UID` or `UID:GID`.
@@ -129,6 +139,7 @@ impl Default for VmSection {
             startup_config: None,
             uuid: None,
             smbios: vec![],
+            license: None,
             sandbox: true,
             qemu_user: super::plan::QEMU_USER.into(),
             clock: "none".into(),

@@ -287,15 +287,14 @@ pub(super) fn bootstrap(key: &Key, b: &BootstrapSection) -> Result<Bootstrap, Co
         ],
     )?;
     count(&key.child("attempts"), b.attempts, 1, MAX_ATTEMPTS)?;
-    let steps_key = key.child("steps");
-    let steps = b
-        .steps
+    let steps = super::blocks::expand(&key, &b.steps, &b.blocks)?
         .iter()
-        .enumerate()
-        .map(|(i, s)| step(&steps_key.index(i), s))
+        .map(|(k, s)| step(k, s))
         .collect::<Result<Vec<Step>, _>>()?;
     if steps.is_empty() {
-        return Err(steps_key.invalid("[]", "a bootstrap needs at least one step"));
+        return Err(key
+            .child("steps")
+            .invalid("[]", "a bootstrap needs at least one step"));
     }
     Ok(Bootstrap {
         steps,
@@ -348,8 +347,29 @@ fn keys(key: &Key, combo: &str) -> Result<Vec<String>, ConfigError> {
     Ok(keys)
 }
 
-/// One bootstrap step: exactly one of expect, send, send_config, wait, sendkey.
+/// One bootstrap step, run only when the startup config is there or is not (`when`).
 fn step(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> {
+    let Some(w) = &s.when else {
+        return action(key, s);
+    };
+    let startup_config = super::choice(
+        &key.child("when"),
+        w,
+        &[("startup-config", true), ("no-startup-config", false)],
+    )?;
+    Ok(Step::When {
+        startup_config,
+        step: Box::new(action(key, s)?),
+    })
+}
+
+/// What a step does: exactly one of expect, send, send_config, wait, sendkey.
+fn action(key: &Key, s: &super::schema::StepSection) -> Result<Step, ConfigError> {
+    if let Some(b) = &s.block {
+        return Err(key
+            .child("block")
+            .invalid(b, "blocks are played from [bootstrap] steps only"));
+    }
     let timeout = seconds(
         &key.child("timeout"),
         s.timeout.unwrap_or(60),

@@ -259,6 +259,12 @@ fn disk_kinds_and_startup_config_delivery() {
     )
     .unwrap();
     assert_eq!(typed.startup_config.unwrap().via, Delivery::Console);
+    let tftp = p(
+        "[vm]\nstartup_config = \"/tftpboot/config.txt\"\n[kernel]\npath = \"k\"\n[management]\ntftp_root = \"/tftpboot\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(tftp.startup_config.unwrap().via, Delivery::Tftp);
 }
 
 #[test]

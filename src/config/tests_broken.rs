@@ -218,3 +218,56 @@ fn broken_inputs_name_their_key() {
         }
     }
 }
+
+#[test]
+fn a_steps_when_is_startup_config_or_no_startup_config() {
+    let ok = "[kernel]\npath = \"k\"\n[bootstrap]\nsteps = [{ send = \"x\", when = \"no-startup-config\" }]\n";
+    let n = super::parse_with(ok, &[]).unwrap();
+    assert!(matches!(
+        &n.vms[0].bootstrap.as_ref().unwrap().steps[0],
+        super::Step::When { startup_config: false, step } if **step == super::Step::Send("x".into())
+    ));
+    let bad = ok.replace("no-startup-config", "always");
+    let e = super::parse_with(&bad, &[]).unwrap_err().to_string();
+    assert!(e.starts_with("bootstrap.steps[0].when = \"always\""), "{e}");
+}
+
+#[test]
+fn a_block_step_plays_its_blocks_steps_with_its_when() {
+    let text = "[kernel]\npath = \"k\"\n[bootstrap]\nsteps = [{ send = \"a\" }, { block = \"cards\", when = \"no-startup-config\" }, { send = \"z\" }]\n[bootstrap.blocks]\ncards = [{ send = \"c1\" }, { expect = \"#\" }]\n";
+    let n = super::parse_with(text, &[]).unwrap();
+    let steps = &n.vms[0].bootstrap.as_ref().unwrap().steps;
+    assert_eq!(steps.len(), 4);
+    assert!(matches!(
+        &steps[1],
+        super::Step::When { startup_config: false, step } if **step == super::Step::Send("c1".into())
+    ));
+    assert!(matches!(
+        &steps[2],
+        super::Step::When {
+            startup_config: false,
+            ..
+        }
+    ));
+    for (bad, key) in [
+        (
+            text.replace("block = \"cards\"", "block = \"lcs\""),
+            "bootstrap.steps[1].block = \"lcs\"",
+        ),
+        (
+            text.replace("{ send = \"c1\" }", "{ send = \"{x}\" }"),
+            "bootstrap.blocks.cards[0].send",
+        ),
+        (
+            text.replace("{ send = \"c1\" }", "{ block = \"cards\" }"),
+            "bootstrap.blocks.cards[0].block",
+        ),
+        (
+            text.replace("when = \"no-startup-config\" }", "send = \"x\" }"),
+            "bootstrap.steps[1] = \"cards\"",
+        ),
+    ] {
+        let e = super::parse_with(&bad, &[]).unwrap_err().to_string();
+        assert!(e.starts_with(key), "{key}: {e}");
+    }
+}

@@ -301,3 +301,24 @@ fn a_vm_takes_its_own_nic_layout_over_the_nodes() {
         .to_string()
         .contains("vm[1].nics"));
 }
+
+#[test]
+fn a_top_level_bootstrap_is_the_first_vms_unless_it_has_its_own() {
+    let two = "[bootstrap]\nsteps = [{ expect = \"login:\" }]\n[[vm]]\nname = \"cp\"\n[vm.kernel]\npath = \"k\"\n[[vm]]\nname = \"lc\"\ndata = \"all\"\n[vm.kernel]\npath = \"k\"\n";
+    let n = pn(two, &[]).unwrap();
+    assert_eq!(n.vms[0].bootstrap.as_ref().unwrap().steps.len(), 1);
+    assert!(n.vms[1].bootstrap.is_none());
+    let own = format!("{two}[vm.bootstrap]\nsteps = [{{ wait = 1.0 }}, {{ wait = 2.0 }}]\n");
+    let n = pn(&own, &[]).unwrap();
+    assert_eq!(n.vms[0].bootstrap.as_ref().unwrap().steps.len(), 1);
+    assert_eq!(n.vms[1].bootstrap.as_ref().unwrap().steps.len(), 2);
+}
+
+#[test]
+fn a_vm_without_data_ports_has_no_data_slots_offset_or_bridges() {
+    let text = "[nics]\nslots = 36\nbridges = 2\noffset = 1\n[[vm]]\nname = \"cp\"\ndata = \"none\"\n[vm.kernel]\npath = \"k\"\n[[vm]]\nname = \"lc\"\ndata = \"all\"\n[vm.kernel]\npath = \"k\"\n";
+    let n = pn(text, &[]).unwrap();
+    let (cp, lc) = (&n.vms[0].nics, &n.vms[1].nics);
+    assert_eq!((cp.slots, cp.bridges, cp.offset), (0, 0, 0));
+    assert_eq!((lc.slots, lc.bridges, lc.offset), (36, 2, 1));
+}

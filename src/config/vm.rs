@@ -13,7 +13,7 @@ use super::schema::{
 use super::sections;
 use super::{
     resolve, Bootstrap, ConfigError, Console, DataLink, Delivery, Disk, DiskKind, Key, Management,
-    Nics, Overrides, Protocol, StartupConfig, Step, VmPlan,
+    Nics, Overrides, Ports, Protocol, StartupConfig, Step, VmPlan,
 };
 use std::path::{Path, PathBuf};
 
@@ -54,7 +54,8 @@ pub(super) struct Shared<'a> {
 pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> {
     let base = shared.base;
     let name = hardware::vm_name(&v.key, &v.vm.name)?;
-    let machine = hardware::machine(&v.key, v.vm, v.env, &shared.env.accel)?;
+    let mut machine = hardware::machine(&v.key, v.vm, v.env, &shared.env.accel)?;
+    machine.license = v.vm.license.as_deref().map(|p| resolve(base, p));
     let supervision = sections::supervision(&v.key, v.vm, shared.restart)?;
     let sandbox = sections::sandbox(&v.key, v.vm)?;
     let clock = sections::clock(&v.key, v.vm)?;
@@ -78,17 +79,30 @@ pub(super) fn build(v: VmInput, shared: &Shared) -> Result<VmPlan, ConfigError> 
     let lab = sections::lab(v.env, shared.env, shared.over, identity)?;
     passthrough_is_no_data_link(&management, &mode_key, &shared.nics.nics.links)?;
     ready_tcp_is_forwarded(&console, &management, &v.sections)?;
-    let startup_config = v.vm.startup_config.as_deref().map(|p| StartupConfig {
-        path: resolve(base, p),
-        via: delivery(bootstrap.as_ref(), &boot.disks),
+    let startup_config = v.vm.startup_config.as_deref().map(|p| {
+        let path = resolve(base, p);
+        let via = delivery(bootstrap.as_ref(), &management, &boot.disks, &path);
+        StartupConfig { path, via }
     });
 
+    // A VM that takes no data port (`data = "none"`: a control plane) has no data NIC slot,
+    // no empty slot before them and no PCI bridge for them, as vrnetlab's control planes.
+    let no_data = v.nics.ports == Ports::Only(vec![]);
     Ok(VmPlan {
         name,
         in_node: v.in_node,
         machine,
         boot,
-        nics: v.nics,
+        nics: if no_data {
+            Nics {
+                offset: 0,
+                bridges: 0,
+                slots: 0,
+                ..v.nics
+            }
+        } else {
+            v.nics
+        },
         management,
         internal: v.internal,
         console,
@@ -148,15 +162,32 @@ fn ready_tcp_is_forwarded(
     Ok(())
 }
 
-/// The startup config is typed on the console when the bootstrap has a step for it, else it
-/// goes by fw_cfg.
-fn delivery(bootstrap: Option<&Bootstrap>, disks: &[Disk]) -> Delivery {
-    let typed =
-        bootstrap.is_some_and(|b| b.steps.iter().any(|s| matches!(s, Step::SendConfig { .. })));
-    if typed {
+/// The startup config is typed on the console when the bootstrap has a step for it; it is in a
+/// templated disk's files when one carries `{startup_config}`; a file in the TFTP root the
+/// guest fetches itself (SR OS's config.txt); else it goes by fw_cfg.
+fn delivery(
+    bootstrap: Option<&Bootstrap>,
+    management: &Management,
+    disks: &[Disk],
+    path: &Path,
+) -> Delivery {
+    let send_config = |s: &Step| match s {
+        Step::When { step, .. } => matches!(**step, Step::SendConfig { .. }),
+        s => matches!(s, Step::SendConfig { .. }),
+    };
+    let in_tftp = match management {
+        Management::User {
+            tftp_root: Some(root),
+            ..
+        } => path.starts_with(root),
+        _ => false,
+    };
+    if bootstrap.is_some_and(|b| b.steps.iter().any(send_config)) {
         Delivery::Console
     } else if disks.iter().any(carries_startup_config) {
         Delivery::Disk
+    } else if in_tftp {
+        Delivery::Tftp
     } else {
         Delivery::FwCfg
     }

@@ -113,9 +113,12 @@ enum Compiled<'a> {
     },
     Wait(Duration),
     SendKey(&'a [String]),
+    /// A step whose `when` does not hold (a startup config there or not).
+    Skip,
 }
 
-fn compile(steps: &[Step]) -> Result<Vec<Compiled<'_>>, BootstrapError> {
+/// The steps ready to play; `has_config`: whether a startup config is there.
+fn compile(steps: &[Step], has_config: bool) -> Result<Vec<Compiled<'_>>, BootstrapError> {
     let re = |step: usize, pattern: &str| {
         Regex::new(pattern).map_err(|source| BootstrapError::Pattern {
             step,
@@ -127,6 +130,14 @@ fn compile(steps: &[Step]) -> Result<Vec<Compiled<'_>>, BootstrapError> {
         .iter()
         .enumerate()
         .map(|(i, s)| {
+            let s = match s {
+                Step::When {
+                    startup_config,
+                    step,
+                } if *startup_config == has_config => step,
+                Step::When { .. } => return Ok(Compiled::Skip),
+                s => s,
+            };
             Ok(match s {
                 Step::Expect {
                     pattern,
@@ -149,6 +160,7 @@ fn compile(steps: &[Step]) -> Result<Vec<Compiled<'_>>, BootstrapError> {
                 },
                 Step::Wait(d) => Compiled::Wait(*d),
                 Step::SendKey(k) => Compiled::SendKey(k),
+                Step::When { .. } => Compiled::Skip,
             })
         })
         .collect()
@@ -234,7 +246,7 @@ pub async fn run(
     values: &Values,
     startup_config: Option<&str>,
 ) -> Result<(), BootstrapError> {
-    let steps = compile(&b.steps)?;
+    let steps = compile(&b.steps, startup_config.is_some())?;
     let mut reader = Reader::new(hub.subscribe());
     let script = Script {
         steps: &steps,
@@ -328,6 +340,7 @@ async fn run_steps(
                 }
             }
             Compiled::Wait(d) => tokio::time::sleep(*d).await,
+            Compiled::Skip => tracing::debug!(step = i, "bootstrap: skipped (its when)"),
             Compiled::SendKey(keys) => {
                 tracing::info!(step = i, keys = %keys.join("-"), "bootstrap: sendkey");
                 if let Err(why) = script.hub.press(keys).await {
@@ -384,11 +397,14 @@ mod tests {
     }
 
     fn bad_pattern() -> BootstrapError {
-        compile(&[Step::Expect {
-            pattern: "(".into(),
-            timeout: Duration::from_secs(1),
-            answers: vec![],
-        }])
+        compile(
+            &[Step::Expect {
+                pattern: "(".into(),
+                timeout: Duration::from_secs(1),
+                answers: vec![],
+            }],
+            false,
+        )
         .err()
         .unwrap()
     }
@@ -447,7 +463,7 @@ mod tests {
                 answers: vec![],
             },
         ];
-        let steps = compile(&config).unwrap();
+        let steps = compile(&config, false).unwrap();
         let re = |i: usize| match &steps[i] {
             Compiled::Expect { re, .. } => re.clone(),
             _ => unreachable!(),
@@ -511,12 +527,20 @@ mod tests {
     /// Plays `chunks` (each after a pause) as the guest against the runner; returns what the
     /// runner typed and how it ended.
     async fn play(b: Bootstrap, chunks: &[&str]) -> (String, Result<(), BootstrapError>) {
+        play_with(b, chunks, None).await
+    }
+
+    async fn play_with(
+        b: Bootstrap,
+        chunks: &[&str],
+        startup: Option<&'static str>,
+    ) -> (String, Result<(), BootstrapError>) {
         let (hub, mut to_vm) = Hub::new();
         let mut values = Values::new();
         values.insert("username", "clab".to_string());
         values.insert("hostname", "r1".to_string());
         let h = hub.clone();
-        let runner = tokio::spawn(async move { run(&b, &h, &values, None).await });
+        let runner = tokio::spawn(async move { run(&b, &h, &values, startup).await });
         tokio::task::yield_now().await;
         for c in chunks {
             tokio::time::sleep(Duration::from_millis(30)).await;
@@ -575,7 +599,7 @@ mod tests {
 
     #[test]
     fn a_bad_answer_pattern_names_its_step() {
-        let e = compile(&answering(&[("ok", "x"), ("(", "y")]).steps)
+        let e = compile(&answering(&[("ok", "x"), ("(", "y")]).steps, false)
             .err()
             .unwrap();
         assert!(
@@ -610,5 +634,26 @@ mod tests {
         });
         run(&b, &hub, &Values::new(), None).await.unwrap();
         assert_eq!(keyboard.await.unwrap(), ["ctrl", "alt", "f2"]);
+    }
+
+    #[tokio::test]
+    async fn a_when_step_runs_only_with_or_only_without_a_startup_config() {
+        let when = |startup_config, line: &str| Step::When {
+            startup_config,
+            step: Box::new(Step::Send(line.into())),
+        };
+        let b = Bootstrap {
+            steps: vec![
+                when(true, "with"),
+                when(false, "without"),
+                Step::Send("{hostname}".into()),
+            ],
+            on_timeout: BootAction::Fail,
+            attempts: 1,
+        };
+        let (typed, r) = play_with(b.clone(), &[], Some("cfg")).await;
+        assert_eq!((typed.as_str(), r.is_ok()), ("with\rr1\r", true));
+        let (typed, r) = play_with(b, &[], None).await;
+        assert_eq!((typed.as_str(), r.is_ok()), ("without\rr1\r", true));
     }
 }

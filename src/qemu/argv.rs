@@ -25,6 +25,10 @@ pub struct Resolved {
     /// The VM's data links, in port order: the plan's, or those present at start (CLAB_INTFS
     /// counts links, which may skip ports).
     pub links: Vec<DataLink>,
+    /// The `-smbios` values with their {templates} rendered. None: the plan's text as is.
+    pub smbios: Option<Vec<String>>,
+    /// What vm.license says (uuid, clock base), when the file was read.
+    pub license: Option<super::License>,
 }
 
 impl Resolved {
@@ -36,6 +40,8 @@ impl Resolved {
             kernel_append: None,
             startup_config: plan.startup_config.clone(),
             links: plan.nics.links.clone(),
+            smbios: None,
+            license: None,
         }
     }
 }
@@ -94,6 +100,7 @@ pub fn argv(plan: &VmPlan, launch: &Launch, resolved: &Resolved) -> Vec<OsString
     let fds = FdLayout::of(plan, launch, &resolved.links);
     let seed = plan.mac_seed();
     machine(&mut a, plan, launch);
+    identity(&mut a, plan, resolved);
     sandbox(&mut a, plan);
     qmp_and_serials(&mut a, plan);
     kernel(&mut a, plan, resolved);
@@ -109,7 +116,7 @@ pub fn argv(plan: &VmPlan, launch: &Launch, resolved: &Resolved) -> Vec<OsString
     a.0
 }
 
-/// The binary, identity, machine, accel, CPU, memory, uuid and SMBIOS.
+/// The binary, its name, machine, accel, CPU and memory.
 fn machine(a: &mut Argv, plan: &VmPlan, launch: &Launch) {
     a.push(plan.machine.qemu.clone());
     a.opt("-name", format!("{},debug-threads=on", plan.name));
@@ -146,10 +153,18 @@ fn machine(a: &mut Argv, plan: &VmPlan, launch: &Launch) {
             plan.machine.memory_mib
         ),
     );
-    if let Some(u) = &plan.machine.uuid {
+}
+
+/// The uuid (the licence's over vm.uuid), the guest clock's base from the licence, SMBIOS.
+fn identity(a: &mut Argv, plan: &VmPlan, resolved: &Resolved) {
+    let license = resolved.license.as_ref();
+    if let Some(u) = license.map(|l| &l.uuid).or(plan.machine.uuid.as_ref()) {
         a.opt("-uuid", u.clone());
     }
-    for t in &plan.machine.smbios {
+    if let Some(base) = license.and_then(|l| l.rtc_base.as_ref()) {
+        a.opt("-rtc", format!("base={base}"));
+    }
+    for t in resolved.smbios.as_ref().unwrap_or(&plan.machine.smbios) {
         a.opt("-smbios", t.clone());
     }
 }

@@ -113,8 +113,35 @@ pub fn resolve(plan: &VmPlan, addrs: &MgmtAddrs, mac: Option<String>) -> VmFacts
             .map(|k| template::render(&k.append, &values)),
         startup_config,
         links: plan.nics.links.clone(),
+        smbios: Some(render_all(&plan.machine.smbios, &values)),
+        license: plan.machine.license.as_deref().and_then(read_license),
     };
     VmFacts { resolved, values }
+}
+
+/// Each template rendered.
+pub fn render_all(templates: &[String], values: &template::Values) -> Vec<String> {
+    templates
+        .iter()
+        .map(|t| template::render(t, values))
+        .collect()
+}
+
+/// vm.license read and parsed (the preflight refused a missing or bad one: one that went since
+/// is left out, said in the log).
+pub fn read_license(path: &std::path::Path) -> Option<qemu::License> {
+    let text = std::fs::read_to_string(path);
+    match text.map(|t| qemu::License::parse(&t)) {
+        Ok(Ok(l)) => Some(l),
+        Ok(Err(e)) => {
+            tracing::warn!(path = %path.display(), error = %e, "licence unusable; no uuid or clock from it");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "licence unreadable; no uuid or clock from it");
+            None
+        }
+    }
 }
 
 /// The values a VM's templates (kernel command line, bootstrap) see. With CLAB_MGMT_DHCP in
@@ -155,6 +182,10 @@ pub fn template_values(plan: &VmPlan, mgmt: &MgmtAddrs) -> template::Values {
     v.insert("docker_net_v4", plan.lab.docker_net_v4.clone());
     v.insert("docker_net_v6", plan.lab.docker_net_v6.clone());
     v.insert("variant", plan.lab.variant.clone());
+    v.insert(
+        "base_mac",
+        qemu::mac(&format!("{}/base", plan.identity()), 0),
+    );
     v
 }
 
@@ -293,5 +324,38 @@ mod tests {
         for k in template::PLACEHOLDERS {
             assert!(v.contains_key(k), "{k}");
         }
+    }
+
+    /// SMBIOS templates are rendered with the VM's values; vm.license gives -uuid (over
+    /// vm.uuid) and -rtc base= the day after its date.
+    #[test]
+    fn smbios_is_rendered_and_the_licence_gives_uuid_and_clock() {
+        let dir = std::env::temp_dir().join(format!("lt-sros-licence-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lic = dir.join("license.txt");
+        std::fs::write(
+            &lic,
+            "# c\n0a1b2c3d-1111-2222-3333-444455556666 k 2025-01-31\n",
+        )
+        .unwrap();
+        let text = format!(
+            "[vm]\nname = \"r\"\nuuid = \"00000000-0000-0000-0000-000000000000\"\nlicense = \"{}\"\nsmbios = [\"type=1,product=TIMOS:address={{mgmt_ip}}@active system-base-mac={{base_mac}} chassis=sr-1\"]\n[kernel]\npath = \"k\"\n",
+            lic.display()
+        );
+        let p = crate::config::parse_with(&text, &[]).unwrap().vms.remove(0);
+        let facts = resolve(&p, &MgmtAddrs::user(), None);
+        let argv: Vec<String> = qemu::argv(&p, &qemu::Launch::for_check(&p), &facts.resolved)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let value = |flag: &str| argv[argv.iter().position(|a| a == flag).unwrap() + 1].clone();
+        assert_eq!(value("-uuid"), "0a1b2c3d-1111-2222-3333-444455556666");
+        assert_eq!(value("-rtc"), "base=2025-02-01");
+        let base = qemu::mac("r/base", 0);
+        assert_eq!(
+            value("-smbios"),
+            format!("type=1,product=TIMOS:address=10.0.0.15/24@active system-base-mac={base} chassis=sr-1")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -8,7 +8,7 @@
 
 mod cables;
 mod mgmt;
-pub use mgmt::{template_values, MgmtAddrs};
+pub use mgmt::{read_license, render_all, template_values, MgmtAddrs};
 mod node;
 mod preflight;
 mod privilege;

@@ -15,6 +15,13 @@ const CAP_NET_ADMIN: u32 = 12;
 pub enum PreflightError {
     #[error("{key}: {} does not exist or is not readable", path.display())]
     Missing { key: String, path: PathBuf },
+    #[error("{key}: {} is no licence the launcher can read", path.display())]
+    License {
+        key: String,
+        path: PathBuf,
+        #[source]
+        source: crate::qemu::LicenseError,
+    },
     #[error("{key}: the qemu binary {qemu} is not an executable file and not found on PATH")]
     Qemu { key: String, qemu: PathBuf },
     #[error("{key}: the tap {tap} would take the name of the data interface {eth}; choose another nics.tap_prefix")]
@@ -35,6 +42,8 @@ pub struct Facts<'a> {
     pub readable: &'a dyn Fn(&Path) -> bool,
     /// Whether a path is an executable file.
     pub executable: &'a dyn Fn(&Path) -> bool,
+    /// A text file's content, if it can be read.
+    pub read: &'a dyn Fn(&Path) -> Option<String>,
     /// $PATH, for a qemu named without a slash.
     pub path_var: Option<&'a str>,
 }
@@ -53,10 +62,12 @@ impl Facts<'_> {
             use std::os::unix::fs::PermissionsExt;
             std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         };
+        let read = |p: &Path| std::fs::read_to_string(p).ok();
         let facts = Facts {
             status: &status,
             readable: &readable,
             executable: &executable,
+            read: &read,
             path_var: path_var.as_deref(),
         };
         check(node, &facts)
@@ -71,6 +82,7 @@ pub fn check(node: &Node, facts: &Facts) -> Result<(), PreflightError> {
             false => String::new(),
         };
         files(plan, &prefix, facts)?;
+        license(plan, &prefix, facts)?;
         qemu(plan, &prefix, facts)?;
     }
     names(node)?;
@@ -101,6 +113,31 @@ fn files(plan: &VmPlan, prefix: &str, facts: &Facts) -> Result<(), PreflightErro
             path: path.to_path_buf(),
         }),
         None => Ok(()),
+    }
+}
+
+/// vm.license is there and gives a uuid (vrnetlab's SR OS refuses to start without one).
+fn license(plan: &VmPlan, prefix: &str, facts: &Facts) -> Result<(), PreflightError> {
+    let Some(path) = &plan.machine.license else {
+        return Ok(());
+    };
+    let key = match prefix {
+        "" => "vm.license".to_string(),
+        p => format!("{p}license"),
+    };
+    let Some(text) = (facts.read)(path) else {
+        return Err(PreflightError::Missing {
+            key,
+            path: path.clone(),
+        });
+    };
+    match crate::qemu::License::parse(&text) {
+        Ok(_) => Ok(()),
+        Err(source) => Err(PreflightError::License {
+            key,
+            path: path.clone(),
+            source,
+        }),
     }
 }
 
@@ -218,10 +255,18 @@ mod tests {
     fn run(n: &Node, missing: &str, status: &str) -> Result<(), PreflightError> {
         let readable = |p: &Path| !p.ends_with(missing);
         let executable = |p: &Path| p == Path::new("/usr/bin/qemu-system-x86_64");
+        let read = |p: &Path| match p.to_str() {
+            Some("/cfg/good.txt") => {
+                Some("0a1b2c3d-1111-2222-3333-444455556666 k 2025-01-01".into())
+            }
+            Some("/cfg/bad.txt") => Some("# nothing\n".into()),
+            _ => None,
+        };
         let facts = Facts {
             status,
             readable: &readable,
             executable: &executable,
+            read: &read,
             path_var: Some("/bin:/usr/bin"),
         };
         check(n, &facts)
@@ -279,5 +324,22 @@ mod tests {
         assert!(e.contains("--cap-add NET_ADMIN"), "{e}");
         assert!(run(&links, "none", ADMIN).is_ok());
         assert!(run(&node(BASE, &[]), "none", NO_ADMIN).is_ok());
+    }
+
+    #[test]
+    fn a_licence_that_is_missing_or_gives_no_uuid_is_refused_naming_its_key() {
+        let with = |file: &str| node(&format!("[vm]\nlicense = \"{file}\"\n{BASE}"), &[]);
+        assert!(run(&with("good.txt"), "none", NO_ADMIN).is_ok());
+        let e = run(&with("none.txt"), "none", NO_ADMIN).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("vm.license: /cfg/none.txt does not exist"),
+            "{e}"
+        );
+        let e = run(&with("bad.txt"), "none", NO_ADMIN).unwrap_err();
+        assert!(
+            matches!(e, PreflightError::License { ref key, .. } if key == "vm.license"),
+            "{e}"
+        );
     }
 }

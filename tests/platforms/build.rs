@@ -23,6 +23,11 @@ fn must(cmd: &str) -> String {
 
 /// `KEY=value` of build.conf (a plain value, no arrays).
 fn conf(kind: &str, key: &str) -> String {
+    conf_opt(kind, key).unwrap_or_else(|| panic!("{kind}/build.conf: no {key}="))
+}
+
+/// `KEY=value` of build.conf, if it has that key.
+fn conf_opt(kind: &str, key: &str) -> Option<String> {
     let text = std::fs::read_to_string(
         super::catalogue::root()
             .join("images")
@@ -32,9 +37,7 @@ fn conf(kind: &str, key: &str) -> String {
     .unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{kind}/build.conf: no {key}="))
-        .trim_matches('\'')
-        .to_string()
+        .map(|v| v.trim_matches('\'').to_string())
 }
 
 struct Cleanup(Vec<String>);
@@ -73,12 +76,23 @@ fn builds_and_boots(kind: &str, base: &str, tmp: &Path, clean: &mut Cleanup) {
         .split_whitespace()
         .map(|n| tmp.join(n))
         .collect();
+    // PLACEHOLDER_TEXT='NAME WORDS...': that placeholder is a text file of WORDS (SR OS's
+    // licence), the others blank disks.
+    let text = conf_opt(kind, "PLACEHOLDER_TEXT");
+    let text = text.as_deref().and_then(|t| t.split_once(' '));
     for file in &files {
-        must(&format!(
-            "qemu-img create -q -f {} {} 64M",
-            conf(kind, "PLACEHOLDER_FORMAT"),
-            file.display()
-        ));
+        match text {
+            Some((name, words)) if file.ends_with(name) => {
+                std::fs::write(file, format!("{words}\n")).unwrap()
+            }
+            _ => {
+                must(&format!(
+                    "qemu-img create -q -f {} {} 64M",
+                    conf(kind, "PLACEHOLDER_FORMAT"),
+                    file.display()
+                ));
+            }
+        }
     }
     let script = super::catalogue::root().join("scripts/build-image.sh");
     let out = Command::new(&script)
@@ -91,11 +105,26 @@ fn builds_and_boots(kind: &str, base: &str, tmp: &Path, clean: &mut Cleanup) {
     let tag = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(tag.starts_with(&format!("vrnetlab/{kind}:0.0.0")), "{tag}");
     clean.0.push(format!("docker rmi -f {tag}"));
+    let vm = conf(kind, "VM_NAME");
+    runs_and_boots(kind, &tag, "", &[vm.as_str()], clean);
+    // VARIANT_RUN='VARIANT VM...': the image also starts with --variant VARIANT, each VM's qemu
+    // running (SR OS's distributed chassis: a control plane and line cards).
+    if let Some(v) = conf_opt(kind, "VARIANT_RUN") {
+        let mut words = v.split_whitespace();
+        let variant = words.next().expect("VARIANT_RUN names a variant");
+        let vms: Vec<&str> = words.collect();
+        runs_and_boots(kind, &tag, &format!("--variant {variant}"), &vms, clean);
+    }
+}
+
+/// Runs `tag` as containerlab would (plus `extra` flags) and waits until it is booting with a
+/// qemu for each of `vms`; the container is removed after.
+fn runs_and_boots(kind: &str, tag: &str, extra: &str, vms: &[&str], clean: &mut Cleanup) {
     let name = format!("lt-platforms-{kind}");
     let _ = sh(&format!("docker rm -f {name}"));
     clean.0.insert(0, format!("docker rm -f {name}"));
     must(&format!(
-        "docker run -d --name {name} --cap-add NET_ADMIN --device /dev/net/tun -e LAUNCHER_ACCEL=tcg {tag} --username admin --password admin --hostname r-{} --connection-mode tc --trace",
+        "docker run -d --name {name} --cap-add NET_ADMIN --device /dev/net/tun -e LAUNCHER_ACCEL=tcg {tag} --username admin --password admin --hostname r-{} --connection-mode tc --trace {extra}",
         kind.replace('_', "-")
     ));
     let start = Instant::now();
@@ -103,23 +132,23 @@ fn builds_and_boots(kind: &str, base: &str, tmp: &Path, clean: &mut Cleanup) {
         let (_, logs) = sh(&format!("docker logs {name}"));
         if logs.contains("to=\"booting\"") || logs.contains("\"to\":\"booting\"") {
             let (_, ps) = sh(&format!("docker top {name}"));
-            assert!(
-                ps.contains("qemu-system-x86_64")
-                    && ps.contains(&format!("-name {}", conf(kind, "VM_NAME"))),
-                "{kind}: no qemu: {ps}"
-            );
-            return;
+            let all = vms.iter().all(|vm| ps.contains(&format!("-name {vm},")));
+            if ps.contains("qemu-system-x86_64") && all {
+                let _ = sh(&format!("docker rm -f {name}"));
+                return;
+            }
         }
         let (_, running) = sh(&format!(
             "docker inspect -f '{{{{.State.Running}}}}' {name}"
         ));
         assert!(
             running.trim() == "true",
-            "{kind}: the container ended:\n{logs}"
+            "{kind} {extra}: the container ended:\n{logs}"
         );
         assert!(
             start.elapsed() < Duration::from_secs(120),
-            "{kind}: no \"booting\" within 120 s:\n{logs}"
+            "{kind} {extra}: no \"booting\" with a qemu for each of {vms:?} within 120 s:\n{logs}\n{}",
+            sh(&format!("docker top {name}")).1
         );
         std::thread::sleep(Duration::from_millis(500));
     }

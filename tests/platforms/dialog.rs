@@ -12,6 +12,8 @@
 //! - `~ SECONDS`: the guest stays silent that long (a slow prompt, a hang);
 //! - `! timeouts SECONDS`: every bootstrap time-out is cut to at most that (retry paths);
 //! - `! fails`: the bootstrap must end with an error (retries used up), not succeed;
+//! - `! no-startup-config`: played without the folder's startup-config.cfg;
+//! - `! variant NAME`: the platform's variant NAME (as `--variant NAME`), not its default;
 //! - `#` comments and blank lines are skipped.
 //!
 //! The values: hostname `router1`, USERNAME `clab`, PASSWORD `clab@123` (the environment
@@ -45,6 +47,8 @@ struct Transcript {
     lines: Vec<Line>,
     timeouts: Option<Duration>,
     fails: bool,
+    no_startup_config: bool,
+    variant: Option<String>,
 }
 
 fn parse(text: &str) -> Transcript {
@@ -52,6 +56,8 @@ fn parse(text: &str) -> Transcript {
         lines: Vec::new(),
         timeouts: None,
         fails: false,
+        no_startup_config: false,
+        variant: None,
     };
     for l in text.lines() {
         let (op, rest) = l.split_once(' ').unwrap_or((l, ""));
@@ -66,6 +72,8 @@ fn parse(text: &str) -> Transcript {
                 .lines
                 .push(Line::Silent(Duration::from_secs_f64(rest.parse().unwrap()))),
             "!" if rest == "fails" => t.fails = true,
+            "!" if rest == "no-startup-config" => t.no_startup_config = true,
+            "!" if rest.starts_with("variant ") => t.variant = Some(rest[8..].to_string()),
             "!" => {
                 let s = rest
                     .strip_prefix("timeouts ")
@@ -118,7 +126,9 @@ pub fn play(kind: &str, name: &str) -> Result<(), String> {
 fn play_in(config: &Path, dir: &Path, kind: &str, name: &str) -> Result<(), String> {
     let text = std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
     let t = parse(&text);
-    let startup = std::fs::read_to_string(dir.join("startup-config.cfg")).ok();
+    let startup = std::fs::read_to_string(dir.join("startup-config.cfg"))
+        .ok()
+        .filter(|_| !t.no_startup_config);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -141,8 +151,11 @@ async fn run(
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let node =
-        config::load(config, &env, &Overrides::default()).map_err(|e| format!("{kind}: {e}"))?;
+    let over = Overrides {
+        variant: t.variant.clone(),
+        ..Overrides::default()
+    };
+    let node = config::load(config, &env, &over).map_err(|e| format!("{kind}: {e}"))?;
     let plan = &node.vms[0];
     let mut b = plan
         .bootstrap

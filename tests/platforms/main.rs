@@ -5,10 +5,12 @@
 //! - [`dialog`]: each platform's console transcripts against the real bootstrap runner;
 //! - [`vrnetlab_nics`]: dummy NICs and bridges where vrnetlab puts them;
 //! - [`vrnetlab_machine`]: config CDs, the startup config's way in, the user network;
+//! - [`sros`]: nokia_sros's distributed variant, licence and variant errors;
 
 mod build;
 mod catalogue;
 mod dialog;
 mod golden_qemu;
+mod sros;
 mod vrnetlab_machine;
 mod vrnetlab_nics;
