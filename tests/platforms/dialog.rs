@@ -11,8 +11,13 @@
 //!   next, within 10 s;
 //! - `~ SECONDS`: the guest stays silent that long (a slow prompt, a hang);
 //! - `! timeouts SECONDS`: every bootstrap time-out is cut to at most that (retry paths);
+//! - `! waits SECONDS`: every `wait` step is cut to at most that (a 15 s pause in seconds);
 //! - `! fails`: the bootstrap must end with an error (retries used up), not succeed;
 //! - `#` comments and blank lines are skipped.
+//!
+//! A transcript named `install*.txt` plays the platform's install phase instead: the `[install]`
+//! steps of the config `launcher install` runs at build (build.conf's INSTALL_CONFIG, else
+//! launcher.toml), as that command plays them (one attempt, a time-out fails).
 //!
 //! The values: hostname `router1`, USERNAME `clab`, PASSWORD `clab@123` (the environment
 //! overrides the platform's defaults), user-mode management 10.0.0.15/24 via 10.0.0.2; the
@@ -43,6 +48,7 @@ enum Line {
 struct Transcript {
     lines: Vec<Line>,
     timeouts: Option<Duration>,
+    waits: Option<Duration>,
     fails: bool,
 }
 
@@ -50,6 +56,7 @@ fn parse(text: &str) -> Transcript {
     let mut t = Transcript {
         lines: Vec::new(),
         timeouts: None,
+        waits: None,
         fails: false,
     };
     for l in text.lines() {
@@ -65,10 +72,14 @@ fn parse(text: &str) -> Transcript {
                 .lines
                 .push(Line::Silent(Duration::from_secs_f64(rest.parse().unwrap()))),
             "!" if rest == "fails" => t.fails = true,
+            "!" if rest.starts_with("waits ") => {
+                let s = &rest["waits ".len()..];
+                t.waits = Some(Duration::from_secs_f64(s.parse().unwrap()));
+            }
             "!" => {
                 let s = rest
                     .strip_prefix("timeouts ")
-                    .expect("! timeouts N or ! fails");
+                    .expect("! timeouts N, ! waits N or ! fails");
                 t.timeouts = Some(Duration::from_secs_f64(s.parse().unwrap()));
             }
             _ => panic!("transcript line {l:?}: starts with <, <<, >, k, ~, ! or #"),
@@ -84,6 +95,14 @@ fn cut(b: &mut Bootstrap, max: Duration) {
                 *timeout = (*timeout).min(max)
             }
             _ => {}
+        }
+    }
+}
+
+fn cut_waits(b: &mut Bootstrap, max: Duration) {
+    for s in &mut b.steps {
+        if let Step::Wait(d) = s {
+            *d = (*d).min(max);
         }
     }
 }
@@ -104,13 +123,46 @@ async fn sent_line(guest: &mut UnixStream, pending: &mut Vec<u8>) -> Option<Stri
     }
 }
 
+/// Which steps a transcript plays: the run's bootstrap, or the install phase.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Run,
+    Install,
+}
+
+impl Phase {
+    fn of(name: &str) -> Phase {
+        if name.starts_with("install") {
+            Phase::Install
+        } else {
+            Phase::Run
+        }
+    }
+}
+
+/// The config `launcher install` runs for `kind` at build: build.conf's INSTALL_CONFIG, else
+/// launcher.toml.
+pub fn install_config(kind: &str) -> std::path::PathBuf {
+    let dir = super::catalogue::root().join("images").join(kind);
+    let conf = std::fs::read_to_string(dir.join("build.conf")).unwrap_or_default();
+    let file = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("INSTALL_CONFIG="))
+        .unwrap_or("launcher.toml");
+    dir.join(file.trim_matches('\''))
+}
+
 /// Plays `transcript` for `kind`; Err says which line went wrong.
 pub fn play(kind: &str, name: &str) -> Result<(), String> {
     let dir = super::catalogue::root()
         .join("images")
         .join(kind)
         .join("dialog");
-    play_in(&super::catalogue::config(kind), &dir, kind, name)
+    let config = match Phase::of(name) {
+        Phase::Run => super::catalogue::config(kind),
+        Phase::Install => install_config(kind),
+    };
+    play_in(&config, &dir, kind, name)
 }
 
 /// Plays transcript `name` of `dir` against the bootstrap of `config` (`kind` labels errors).
@@ -142,13 +194,28 @@ async fn run(
     .collect();
     let node =
         config::load(config, &env, &Overrides::default()).map_err(|e| format!("{kind}: {e}"))?;
-    let plan = &node.vms[0];
+    // The install phase: the node `launcher install` runs, its install VM's steps.
+    let (node, vm) = match Phase::of(name) {
+        Phase::Run => (node, 0),
+        Phase::Install => {
+            let vm = node
+                .install
+                .as_ref()
+                .ok_or(format!("{kind}: {}: no [install]", config.display()))?
+                .vm;
+            (node.for_install().unwrap(), vm)
+        }
+    };
+    let plan = &node.vms[vm];
     let mut b = plan
         .bootstrap
         .clone()
         .ok_or(format!("{kind}: no [bootstrap]"))?;
     if let Some(max) = t.timeouts {
         cut(&mut b, max);
+    }
+    if let Some(max) = t.waits {
+        cut_waits(&mut b, max);
     }
     let tmp = std::env::temp_dir().join(format!(
         "lt-platforms-dialog-{kind}-{name}-{}",
@@ -313,4 +380,111 @@ fn answers_reply_to_prompts_while_a_step_waits() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The install phase's coverage: a platform with INSTALL=1 in build.conf has an `[install]` in
+/// the config its install runs, an install transcript that finishes and one that fails; a
+/// platform with install transcripts has INSTALL=1.
+#[test]
+fn every_install_platform_has_its_install_dialog() {
+    let mut wrong = Vec::new();
+    for kind in super::catalogue::kinds() {
+        let dir = super::catalogue::root().join("images").join(&kind);
+        let conf = std::fs::read_to_string(dir.join("build.conf")).unwrap();
+        let install = conf.lines().any(|l| l.trim() == "INSTALL=1");
+        let transcripts: Vec<String> = std::fs::read_dir(dir.join("dialog"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("install") && n.ends_with(".txt"))
+            .collect();
+        let fails = |n: &String| {
+            std::fs::read_to_string(dir.join("dialog").join(n))
+                .unwrap()
+                .lines()
+                .any(|l| l.trim() == "! fails")
+        };
+        if !install {
+            if !transcripts.is_empty() {
+                wrong.push(format!("{kind}: install transcripts but no INSTALL=1"));
+            }
+            continue;
+        }
+        let config = install_config(&kind);
+        let env = config::Env::new();
+        match config::load(&config, &env, &Overrides::default()) {
+            Ok(node) if node.install.is_some() => {}
+            Ok(_) => wrong.push(format!("{kind}: {}: no [install]", config.display())),
+            Err(e) => wrong.push(format!("{kind}: {}: {e}", config.display())),
+        }
+        if !transcripts.iter().any(|n| !fails(n)) || !transcripts.iter().any(fails) {
+            wrong.push(format!(
+                "{kind}: INSTALL=1 needs an install transcript that finishes and one that fails, has {transcripts:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The transcripts of the install phases and of restarts on a kept disk (`install*.txt`,
+/// `restart-kept-disk*.txt`) are not vacuous: with
+/// the first line the launcher must send changed, or the last line the guest prints (the one
+/// the dialog's last wait depends on) changed, each fails; unchanged, each plays.
+#[test]
+fn a_wrong_send_or_prompt_fails_each_install_and_restart_transcript() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut wrong = Vec::new();
+    for kind in super::catalogue::kinds() {
+        let dir = super::catalogue::root()
+            .join("images")
+            .join(&kind)
+            .join("dialog");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                (n.starts_with("install") || n.starts_with("restart-kept-disk"))
+                    && n.ends_with(".txt")
+            })
+            .collect();
+        names.sort();
+        for name in names {
+            let text = std::fs::read_to_string(dir.join(&name)).unwrap();
+            if parse(&text).fails {
+                continue;
+            }
+            let config = match Phase::of(&name) {
+                Phase::Run => super::catalogue::config(&kind),
+                Phase::Install => install_config(&kind),
+            };
+            let startup = std::fs::read_to_string(dir.join("startup-config.cfg")).ok();
+            let lines: Vec<&str> = text.lines().collect();
+            let first_send = lines.iter().position(|l| l.starts_with("> "));
+            let last_print = lines.iter().rposition(|l| l.starts_with('<'));
+            let mut variants = vec![("unchanged", text.clone(), true)];
+            if let Some(i) = first_send {
+                let mut l = lines.clone();
+                let bad = format!("{}-wrong", l[i]);
+                l[i] = &bad;
+                variants.push(("first send changed", l.join("\n"), false));
+            }
+            if let Some(i) = last_print {
+                let mut l = lines.clone();
+                l[i] = "< (something else)";
+                variants.push(("last prompt changed", l.join("\n"), false));
+            }
+            for (what, t, plays) in variants {
+                let mut t = parse(&t);
+                // A wrong prompt fails at a cut time-out, not after the step's hour.
+                t.timeouts.get_or_insert(Duration::from_secs(3));
+                let r = rt.block_on(run(&config, &kind, &name, t, startup.clone()));
+                if r.is_ok() != plays {
+                    wrong.push(format!("{kind}/{name} ({what}): {r:?}"));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
