@@ -3,8 +3,10 @@
 //! - [`build`]: each platform builds from a placeholder disk and reaches "booting" in Docker;
 //! - [`catalogue`]: each images/<kind>/ folder: golden argvs (standard, sparse), check;
 //! - [`dialog`]: each platform's console transcripts against the real bootstrap runner;
+//! - [`install_dialog`]: the install phase's transcripts are there and not vacuous;
 
 mod build;
 mod catalogue;
 mod dialog;
 mod golden_qemu;
+mod install_dialog;
