@@ -9,6 +9,12 @@
 # `launcher install` (docker run --cap-add NET_ADMIN --device /dev/net/tun, LAUNCHER_ACCEL
 # passed on when set), and the stopped container is committed as the tag with the image's own
 # ENTRYPOINT and CMD back. A failed install leaves no tag (and no container or build image).
+# INSTALL_CONFIG=FILE in build.conf: the install runs with images/KIND/FILE (a config including
+# launcher.toml with the install-time differences, e.g. another CD) instead of the image's
+# config (LAUNCHER_CONFIG of its Dockerfile).
+# NO_INSTALL=1 in the environment skips the install phase (said on stderr): the image is tagged
+# as built, and boots the vendor's fresh disk (the build test's blank placeholders, which can
+# never finish an install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 die() { echo "build-image.sh: $*" >&2; exit 2; }
@@ -16,9 +22,18 @@ die() { echo "build-image.sh: $*" >&2; exit 2; }
 kind=$1; shift
 dir=images/$kind
 [ -f "$dir/build.conf" ] && [ -f "$dir/launcher.toml" ] || die "$kind: no platform folder images/$kind with build.conf and launcher.toml"
-VERSION_SED=; DISKS=(); INSTALL=0
+VERSION_SED=; DISKS=(); INSTALL=0; INSTALL_CONFIG=
 # shellcheck source=/dev/null
 source "$dir/build.conf"
+install_args=(install)
+if [ -n "$INSTALL_CONFIG" ]; then
+  [ -f "$dir/$INSTALL_CONFIG" ] || die "$kind: build.conf: INSTALL_CONFIG=$INSTALL_CONFIG: no such file in $dir"
+  install_args+=(--config "/etc/launcher/$kind/$INSTALL_CONFIG")
+fi
+if [ "$INSTALL" = 1 ] && [ "${NO_INSTALL:-0}" = 1 ]; then
+  echo "build-image.sh: $kind: install phase skipped (NO_INSTALL=1): the image boots the fresh vendor disk" >&2
+  INSTALL=0
+fi
 [ $# -eq ${#DISKS[@]} ] || die "$kind takes ${#DISKS[@]} file(s) (${DISKS[*]}), got $#"
 for f in "$@"; do [ -f "$f" ] || die "$f: no such file"; done
 version=$(basename "$1" | sed -nE "$VERSION_SED" | head -n1)
@@ -49,7 +64,7 @@ if [ "$INSTALL" = 1 ]; then
   [ "$cmd" = null ] && cmd='[]'
   echo "build-image.sh: $kind: install phase (launcher install in container $ctr)" >&2
   if ! docker run --name "$ctr" --cap-add NET_ADMIN --device /dev/net/tun \
-      ${LAUNCHER_ACCEL:+-e "LAUNCHER_ACCEL=$LAUNCHER_ACCEL"} "$build_tag" install >&2; then
+      ${LAUNCHER_ACCEL:+-e "LAUNCHER_ACCEL=$LAUNCHER_ACCEL"} "$build_tag" "${install_args[@]}" >&2; then
     echo "build-image.sh: $kind: the install failed (its output is above); no image tagged" >&2
     exit 1
   fi

@@ -3,6 +3,9 @@
 //! the container starts qemu with the platform's argv and reaches "booting" (the blank disk
 //! never boots; that is fine). Needs root and Docker (fails loudly without them). The image is
 //! built on this build's launcher (lt-platforms-base, launcher-base plus target's binary).
+//! The build runs with NO_INSTALL=1: a blank placeholder can never finish a platform's install
+//! phase (INSTALL=1), so it is skipped, and the test checks the script said so; another test
+//! shows that without NO_INSTALL the install phase is run (`launcher install` boots qemu).
 
 use std::path::Path;
 use std::process::Command;
@@ -40,6 +43,19 @@ fn conf_opt(kind: &str, key: &str) -> Option<String> {
         .map(|v| v.trim_matches('\'').to_string())
 }
 
+/// Whether build.conf has exactly this line.
+fn conf_has(kind: &str, line: &str) -> bool {
+    std::fs::read_to_string(
+        super::catalogue::root()
+            .join("images")
+            .join(kind)
+            .join("build.conf"),
+    )
+    .unwrap()
+    .lines()
+    .any(|l| l.trim() == line)
+}
+
 struct Cleanup(Vec<String>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -49,8 +65,9 @@ impl Drop for Cleanup {
     }
 }
 
-/// The base image of this run (named by the process, so two runs side by side do not share it).
-fn base_image(tmp: &Path) -> String {
+/// The base image of this run (named by the process and `name`, so two runs, or two tests of
+/// a run, side by side do not share it).
+fn base_image(tmp: &Path, name: &str) -> String {
     let (ok, out) = sh("docker image inspect launcher-base:latest >/dev/null && echo ok");
     assert!(
         ok,
@@ -62,7 +79,7 @@ fn base_image(tmp: &Path) -> String {
         "FROM launcher-base:latest\nCOPY launcher /usr/local/bin/launcher\n",
     )
     .unwrap();
-    let tag = format!("lt-platforms-base:{}", std::process::id());
+    let tag = format!("lt-platforms-base:{name}-{}", std::process::id());
     must(&format!(
         "docker build -q --network none -t {tag} {}",
         tmp.display()
@@ -97,11 +114,19 @@ fn builds_and_boots(kind: &str, base: &str, tmp: &Path, clean: &mut Cleanup) {
     let script = super::catalogue::root().join("scripts/build-image.sh");
     let out = Command::new(&script)
         .env("BASE", base)
+        .env("NO_INSTALL", "1")
         .arg(kind)
         .args(&files)
         .output()
         .unwrap();
     assert!(out.status.success(), "build-image.sh {kind}: {out:?}");
+    if conf_has(kind, "INSTALL=1") {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{kind}: install phase skipped (NO_INSTALL=1)")),
+            "build-image.sh {kind}: NO_INSTALL=1 not said: {err}"
+        );
+    }
     let tag = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(tag.starts_with(&format!("vrnetlab/{kind}:0.0.0")), "{tag}");
     clean.0.push(format!("docker rmi -f {tag}"));
@@ -165,7 +190,7 @@ fn every_platform_builds_from_a_placeholder_and_reaches_booting() {
     let tmp = std::env::temp_dir().join(format!("lt-platforms-build-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let mut clean = Cleanup(vec![format!("rm -rf {}", tmp.display())]);
-    let base = base_image(&tmp);
+    let base = base_image(&tmp, "build");
     clean.0.push(format!("docker rmi -f {base}"));
     // LT_PLATFORMS=kind,kind narrows the run while working on a platform (said on stderr);
     // the test command leaves it unset and builds every platform.
@@ -203,4 +228,90 @@ fn a_file_without_a_version_in_its_name_is_refused() {
         String::from_utf8_lossy(&out.stderr).contains("no version"),
         "{out:?}"
     );
+}
+
+/// Without NO_INSTALL, a platform with INSTALL=1 (cisco_asav, the smallest) runs its install
+/// phase: the script says so and `launcher install` boots qemu in the install container. The
+/// blank placeholder would never finish it: the test stops the script once qemu runs, and no
+/// image is tagged.
+#[test]
+fn without_no_install_the_build_runs_the_install_phase() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (Docker)"
+    );
+    let kind = "cisco_asav";
+    assert!(conf_has(kind, "INSTALL=1"), "{kind}: no INSTALL=1");
+    let tmp = std::env::temp_dir().join(format!("lt-install-build-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut clean = Cleanup(vec![format!("rm -rf {}", tmp.display())]);
+    let base = base_image(&tmp, "install");
+    clean.0.push(format!("docker rmi -f {base}"));
+    let file = tmp.join("asav0.0.1-lt-install.qcow2");
+    must(&format!(
+        "qemu-img create -q -f qcow2 {} 64M",
+        file.display()
+    ));
+    let tag = "vrnetlab/cisco_asav:0.0.1-lt-install";
+    let _ = sh(&format!("docker rmi -f {tag}"));
+    clean.0.push(format!("docker rmi -f {tag}"));
+    let err_path = tmp.join("build.err");
+    let mut child = Command::new(super::catalogue::root().join("scripts/build-image.sh"))
+        .env("BASE", &base)
+        .env("LAUNCHER_ACCEL", "tcg")
+        .env_remove("NO_INSTALL")
+        .arg(kind)
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let ctr = format!("build-image-install-{kind}-{}", child.id());
+    clean.0.insert(0, format!("docker rm -f {ctr}"));
+    clean.0.insert(
+        1,
+        format!(
+            "docker rmi -f build-image-install/{kind}:0.0.1-lt-install-{}",
+            child.id()
+        ),
+    );
+    let start = Instant::now();
+    let seen = loop {
+        let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+        let (_, ps) = sh(&format!("docker top {ctr}"));
+        if err.contains(&format!(
+            "{kind}: install phase (launcher install in container {ctr})"
+        )) && ps.contains("qemu-system-x86_64")
+            && ps.contains("-name asav")
+        {
+            break Ok(ps);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break Err(format!(
+                "build-image.sh ended ({status}) before the install ran: {err}"
+            ));
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            break Err(format!("no install qemu within 300 s: {err}\n{ps}"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // SAFETY: kill has no memory preconditions; the pid is our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let waited = Instant::now();
+    while child.try_wait().unwrap().is_none() && waited.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let ps = seen.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        ps.contains("launcher install"),
+        "not `launcher install`: {ps}"
+    );
+    let (tagged, _) = sh(&format!("docker image inspect {tag} >/dev/null 2>&1"));
+    assert!(!tagged, "an unfinished install tagged {tag}");
+    drop(clean);
 }

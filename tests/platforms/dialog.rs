@@ -11,10 +11,15 @@
 //!   next, within 10 s;
 //! - `~ SECONDS`: the guest stays silent that long (a slow prompt, a hang);
 //! - `! timeouts SECONDS`: every bootstrap time-out is cut to at most that (retry paths);
+//! - `! waits SECONDS`: every `wait` step is cut to at most that (a 15 s pause in seconds);
 //! - `! fails`: the bootstrap must end with an error (retries used up), not succeed;
 //! - `! no-startup-config`: played without the folder's startup-config.cfg;
 //! - `! variant NAME`: the platform's variant NAME (as `--variant NAME`), not its default;
 //! - `#` comments and blank lines are skipped.
+//!
+//! A transcript named `install*.txt` plays the platform's install phase instead: the `[install]`
+//! steps of the config `launcher install` runs at build (build.conf's INSTALL_CONFIG, else
+//! launcher.toml), as that command plays them (one attempt, a time-out fails).
 //!
 //! The values: hostname `router1`, USERNAME `clab`, PASSWORD `clab@123` (the environment
 //! overrides the platform's defaults), user-mode management .15 via .2 of the platform's subnet
@@ -43,18 +48,20 @@ enum Line {
     Silent(Duration),
 }
 
-struct Transcript {
+pub(crate) struct Transcript {
     lines: Vec<Line>,
-    timeouts: Option<Duration>,
-    fails: bool,
+    pub(crate) timeouts: Option<Duration>,
+    waits: Option<Duration>,
+    pub(crate) fails: bool,
     no_startup_config: bool,
     variant: Option<String>,
 }
 
-fn parse(text: &str) -> Transcript {
+pub(crate) fn parse(text: &str) -> Transcript {
     let mut t = Transcript {
         lines: Vec::new(),
         timeouts: None,
+        waits: None,
         fails: false,
         no_startup_config: false,
         variant: None,
@@ -74,10 +81,14 @@ fn parse(text: &str) -> Transcript {
             "!" if rest == "fails" => t.fails = true,
             "!" if rest == "no-startup-config" => t.no_startup_config = true,
             "!" if rest.starts_with("variant ") => t.variant = Some(rest[8..].to_string()),
+            "!" if rest.starts_with("waits ") => {
+                let s = &rest["waits ".len()..];
+                t.waits = Some(Duration::from_secs_f64(s.parse().unwrap()));
+            }
             "!" => {
                 let s = rest
                     .strip_prefix("timeouts ")
-                    .expect("! timeouts N or ! fails");
+                    .expect("! timeouts N, ! waits N or ! fails");
                 t.timeouts = Some(Duration::from_secs_f64(s.parse().unwrap()));
             }
             _ => panic!("transcript line {l:?}: starts with <, <<, >, k, ~, ! or #"),
@@ -93,6 +104,14 @@ fn cut(b: &mut Bootstrap, max: Duration) {
                 *timeout = (*timeout).min(max)
             }
             _ => {}
+        }
+    }
+}
+
+fn cut_waits(b: &mut Bootstrap, max: Duration) {
+    for s in &mut b.steps {
+        if let Step::Wait(d) = s {
+            *d = (*d).min(max);
         }
     }
 }
@@ -113,13 +132,46 @@ async fn sent_line(guest: &mut UnixStream, pending: &mut Vec<u8>) -> Option<Stri
     }
 }
 
+/// Which steps a transcript plays: the run's bootstrap, or the install phase.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Run,
+    Install,
+}
+
+impl Phase {
+    pub(crate) fn of(name: &str) -> Phase {
+        if name.starts_with("install") {
+            Phase::Install
+        } else {
+            Phase::Run
+        }
+    }
+}
+
+/// The config `launcher install` runs for `kind` at build: build.conf's INSTALL_CONFIG, else
+/// launcher.toml.
+pub fn install_config(kind: &str) -> std::path::PathBuf {
+    let dir = super::catalogue::root().join("images").join(kind);
+    let conf = std::fs::read_to_string(dir.join("build.conf")).unwrap_or_default();
+    let file = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("INSTALL_CONFIG="))
+        .unwrap_or("launcher.toml");
+    dir.join(file.trim_matches('\''))
+}
+
 /// Plays `transcript` for `kind`; Err says which line went wrong.
 pub fn play(kind: &str, name: &str) -> Result<(), String> {
     let dir = super::catalogue::root()
         .join("images")
         .join(kind)
         .join("dialog");
-    play_in(&super::catalogue::config(kind), &dir, kind, name)
+    let config = match Phase::of(name) {
+        Phase::Run => super::catalogue::config(kind),
+        Phase::Install => install_config(kind),
+    };
+    play_in(&config, &dir, kind, name)
 }
 
 /// Plays transcript `name` of `dir` against the bootstrap of `config` (`kind` labels errors).
@@ -136,7 +188,7 @@ fn play_in(config: &Path, dir: &Path, kind: &str, name: &str) -> Result<(), Stri
     rt.block_on(run(config, kind, name, t, startup))
 }
 
-async fn run(
+pub(crate) async fn run(
     config: &Path,
     kind: &str,
     name: &str,
@@ -156,13 +208,28 @@ async fn run(
         ..Overrides::default()
     };
     let node = config::load(config, &env, &over).map_err(|e| format!("{kind}: {e}"))?;
-    let plan = &node.vms[0];
+    // The install phase: the node `launcher install` runs, its install VM's steps.
+    let (node, vm) = match Phase::of(name) {
+        Phase::Run => (node, 0),
+        Phase::Install => {
+            let vm = node
+                .install
+                .as_ref()
+                .ok_or(format!("{kind}: {}: no [install]", config.display()))?
+                .vm;
+            (node.for_install().unwrap(), vm)
+        }
+    };
+    let plan = &node.vms[vm];
     let mut b = plan
         .bootstrap
         .clone()
         .ok_or(format!("{kind}: no [bootstrap]"))?;
     if let Some(max) = t.timeouts {
         cut(&mut b, max);
+    }
+    if let Some(max) = t.waits {
+        cut_waits(&mut b, max);
     }
     let tmp = std::env::temp_dir().join(format!(
         "lt-platforms-dialog-{kind}-{name}-{}",

@@ -6,6 +6,7 @@
 //! - [`vrnetlab_nics`]: dummy NICs and bridges where vrnetlab puts them;
 //! - [`vrnetlab_machine`]: config CDs, the startup config's way in, the user network;
 //! - [`sros`]: nokia_sros's distributed variant, licence and variant errors;
+//! - [`install_dialog`]: the install phase's transcripts are there and not vacuous;
 
 mod build;
 mod catalogue;
@@ -14,3 +15,4 @@ mod golden_qemu;
 mod sros;
 mod vrnetlab_machine;
 mod vrnetlab_nics;
+mod install_dialog;
