@@ -1,10 +1,14 @@
 //! The platform catalogue (images/<kind>/) and every golden argv:
 //! - [`golden_qemu`]: every golden argv starts in the real qemu, paused;
 //! - [`build`]: each platform builds from a placeholder disk and reaches "booting" in Docker;
+//! - [`cat9kv`]: cisco_cat9kv's optional vswitch.xml on its day-0 CD (Docker);
 //! - [`catalogue`]: each images/<kind>/ folder: golden argvs (standard, sparse), check;
 //! - [`dialog`]: each platform's console transcripts against the real bootstrap runner;
+//! - [`pci`]: no two devices on one PCI address (the padding-NIC rule of issue 13);
 
 mod build;
+mod cat9kv;
 mod catalogue;
 mod dialog;
 mod golden_qemu;
+mod pci;
