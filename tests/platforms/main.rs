@@ -4,11 +4,13 @@
 //! - [`cat9kv`]: cisco_cat9kv's optional vswitch.xml on its day-0 CD (Docker);
 //! - [`catalogue`]: each images/<kind>/ folder: golden argvs (standard, sparse), check;
 //! - [`dialog`]: each platform's console transcripts against the real bootstrap runner;
+//! - [`flags`]: containerlab's extra flags of f5_bigip_ve and cisco_sdwan;
 //! - [`pci`]: no two devices on one PCI address (the padding-NIC rule of issue 13);
 
 mod build;
 mod cat9kv;
 mod catalogue;
 mod dialog;
+mod flags;
 mod golden_qemu;
 mod pci;
