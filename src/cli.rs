@@ -41,6 +41,45 @@ pub struct Cli {
     /// vrnetlab (SR OS): the chassis variant, for templates as `{variant}`.
     #[arg(long, global = true)]
     pub variant: Option<String>,
+    /// vrnetlab (f5_bigip): memory in MiB, as QEMU_MEMORY (the flag wins).
+    #[arg(long, global = true, value_name = "MIB")]
+    pub ram: Option<String>,
+    /// vrnetlab (f5_bigip): vCPUs or qemu's topology, as QEMU_SMP (the flag wins).
+    #[arg(long, global = true)]
+    pub smp: Option<String>,
+    /// vrnetlab (f5_bigip): the CPU model, as QEMU_CPU (the flag wins).
+    #[arg(long, global = true)]
+    pub cpu: Option<String>,
+    /// vrnetlab (f5_bigip): root's password, as ROOT_PASSWORD (the flag wins); no template
+    /// uses it yet, so it is accepted and said to be unused.
+    #[arg(long, global = true)]
+    pub root_password: Option<String>,
+    /// vrnetlab (cisco_sdwan): the component this node is; an image built for one component
+    /// says which in COMPONENT_TYPE, and another value is exit 2.
+    #[arg(long, global = true)]
+    pub component_type: Option<String>,
+}
+
+impl Cli {
+    /// The environment with vrnetlab's value flags folded in, each over its variable:
+    /// `--ram` QEMU_MEMORY, `--smp` QEMU_SMP, `--cpu` QEMU_CPU, `--root-password`
+    /// ROOT_PASSWORD (containerlab's f5_bigip_ve kind passes them with the same values).
+    pub fn env_with_flags(
+        &self,
+        mut env: std::collections::BTreeMap<String, String>,
+    ) -> std::collections::BTreeMap<String, String> {
+        for (flag, var) in [
+            (&self.ram, "QEMU_MEMORY"),
+            (&self.smp, "QEMU_SMP"),
+            (&self.cpu, "QEMU_CPU"),
+            (&self.root_password, "ROOT_PASSWORD"),
+        ] {
+            if let Some(v) = flag {
+                env.insert(var.to_string(), v.clone());
+            }
+        }
+        env
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,13 +197,47 @@ mod tests {
         ));
     }
 
-    /// A flag we do not know (cisco_sdwan's --component-type, any future one) is exit 2,
-    /// naming it.
+    /// A flag we do not know (vrnetlab's sdwan `--nics`, which containerlab never passes, any
+    /// future one) is exit 2, naming it.
     #[test]
     fn unknown_flags_are_exit_2_naming_them() {
-        let e = parse(&["--hostname", "r1", "--component-type", "vedge"]).unwrap_err();
+        let e = parse(&["--hostname", "r1", "--nics", "8"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
         assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("--component-type"), "{e}");
+        assert!(e.to_string().contains("--nics"), "{e}");
+    }
+
+    /// containerlab's f5_bigip_ve and cisco_sdwan command lines parse; the value flags land
+    /// on their variables, over what the environment says.
+    #[test]
+    fn f5_and_sdwan_command_lines_parse() {
+        let c = parse(&[
+            "--hostname",
+            "bigip1",
+            "--username",
+            "admin",
+            "--password",
+            "admin",
+            "--root-password",
+            "default",
+            "--connection-mode",
+            "tc",
+            "--ram",
+            "8192",
+            "--smp",
+            "4",
+            "--cpu",
+            "host",
+            "--trace",
+        ])
+        .unwrap();
+        let env = c.env_with_flags([("QEMU_MEMORY".to_string(), "2048".to_string())].into());
+        assert_eq!(env["QEMU_MEMORY"], "8192");
+        assert_eq!(env["QEMU_SMP"], "4");
+        assert_eq!(env["QEMU_CPU"], "host");
+        assert_eq!(env["ROOT_PASSWORD"], "default");
+        let c = parse(&["--hostname", "m1", "--component-type", "manager"]).unwrap();
+        assert_eq!(c.component_type.as_deref(), Some("manager"));
+        assert!(c.env_with_flags(Default::default()).is_empty());
     }
 }

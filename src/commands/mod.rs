@@ -45,6 +45,11 @@ fn load_node_with(cli: &Cli, env: &config::Env) -> Result<config::Node, config::
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(cli::DEFAULT_CONFIG));
+    let env = &cli.env_with_flags(env.clone());
+    component_matches(cli, env)?;
+    if cli.root_password.is_some() {
+        tracing::warn!("--root-password is accepted but unused: no template takes it");
+    }
     let over = config::Overrides {
         credentials: config::Credentials {
             username: cli.username.clone(),
@@ -55,6 +60,26 @@ fn load_node_with(cli: &Cli, env: &config::Env) -> Result<config::Node, config::
         variant: cli.variant.clone(),
     };
     config::load(&path, env, &over)
+}
+
+/// containerlab's cisco_sdwan passes `--component-type`: an image built for one component
+/// (COMPONENT_TYPE in its environment) refuses another (exit 2); an image that names none
+/// refuses the flag, as it cannot be that component.
+fn component_matches(cli: &Cli, env: &config::Env) -> Result<(), config::ConfigError> {
+    let Some(want) = &cli.component_type else {
+        return Ok(());
+    };
+    match env.get("COMPONENT_TYPE") {
+        Some(is) if is == want => Ok(()),
+        Some(is) => Err(config::Key::new("--component-type").invalid(
+            want,
+            format!("this image is the {is} component (COMPONENT_TYPE)"),
+        )),
+        None => Err(config::Key::new("--component-type").invalid(
+            want,
+            "this image is no SD-WAN component (no COMPONENT_TYPE)",
+        )),
+    }
 }
 
 /// Runs the command the command line asks for.

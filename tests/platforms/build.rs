@@ -11,14 +11,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn sh(cmd: &str) -> (bool, String) {
+pub(super) fn sh(cmd: &str) -> (bool, String) {
     let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
-fn must(cmd: &str) -> String {
+pub(super) fn must(cmd: &str) -> String {
     let (ok, out) = sh(cmd);
     assert!(ok, "{cmd}: {out}");
     out
@@ -56,7 +56,7 @@ fn conf_has(kind: &str, line: &str) -> bool {
     .any(|l| l.trim() == line)
 }
 
-struct Cleanup(Vec<String>);
+pub(super) struct Cleanup(pub(super) Vec<String>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for c in &self.0 {
@@ -67,7 +67,7 @@ impl Drop for Cleanup {
 
 /// The base image of this run (named by the process and `name`, so two runs, or two tests of
 /// a run, side by side do not share it).
-fn base_image(tmp: &Path, name: &str) -> String {
+pub(super) fn base_image(tmp: &Path, name: &str) -> String {
     let (ok, out) = sh("docker image inspect launcher-base:latest >/dev/null && echo ok");
     assert!(
         ok,
