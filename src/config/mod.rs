@@ -25,11 +25,13 @@ mod ports;
 mod qemu_args;
 mod schema;
 mod sections;
+mod subnet;
 mod variant;
 mod vm;
 
 pub use plan::*;
 pub use schema::DEFAULT_FORWARDS;
+pub use subnet::UserSubnet;
 
 use std::collections::BTreeMap;
 use std::fmt;
