@@ -881,8 +881,8 @@ format = "raw"
         );
     }
 
-    /// The `-device` values of the one VM of `toml`, without the vendor's files.
-    fn devices(toml: &str) -> Vec<String> {
+    /// The argv of the one VM of `toml`, without the vendor's files.
+    fn args(toml: &str) -> Vec<String> {
         let node = parse(
             toml,
             Path::new("/etc/launcher/launcher.toml"),
@@ -897,8 +897,13 @@ format = "raw"
             &Launch::assumed(plan, false, false),
             &golden_resolved(plan),
         );
-        let got: Vec<String> = got.into_iter().map(|s| s.into_string().unwrap()).collect();
-        got.windows(2)
+        got.into_iter().map(|s| s.into_string().unwrap()).collect()
+    }
+
+    /// The `-device` values of the one VM of `toml`.
+    fn devices(toml: &str) -> Vec<String> {
+        args(toml)
+            .windows(2)
             .filter(|w| w[0] == "-device")
             .map(|w| w[1].clone())
             .collect()
@@ -938,22 +943,9 @@ format = "raw"
 
     #[test]
     fn the_user_network_takes_its_subnet() {
-        let toml = "[vm]\nname=\"x\"\n[kernel]\npath=\"k\"\n[management]\nforwards=[\"tcp:22\"]\nsubnet=\"169.254.127.0/24\"\n";
-        let node = parse(
-            toml,
-            Path::new("/etc/launcher/launcher.toml"),
-            Path::new("/etc/launcher"),
-            &Env::new(),
-            &Overrides::default(),
-        )
-        .unwrap();
-        let plan = &node.vms[0];
-        let got = argv(
-            plan,
-            &Launch::assumed(plan, false, false),
-            &golden_resolved(plan),
+        let got = args(
+            "[vm]\nname=\"x\"\n[kernel]\npath=\"k\"\n[management]\nforwards=[\"tcp:22\"]\nsubnet=\"169.254.127.0/24\"\n",
         );
-        let got: Vec<String> = got.into_iter().map(|s| s.into_string().unwrap()).collect();
         assert!(got.contains(
             &"user,id=mgmt,net=169.254.127.0/24,dhcpstart=169.254.127.15,hostfwd=tcp::22-169.254.127.15:22"
                 .to_string()
