@@ -385,7 +385,7 @@ fn redirects(ns: &Netns, dev: &str) -> String {
 }
 
 #[test]
-fn carrier_wiring_removed_behind_our_back_is_put_back_and_a_renamed_eth_is_unhooked() {
+fn carrier_wiring_removed_behind_our_back_is_put_back_a_renamed_eth_unhooked_a_deleted_tap_shown() {
     let ns = Netns::new("carrier-repair");
     let peer = Netns::new("carrier-repair-peer");
     let cfg = tinylinux_config(&ns, "rrepair", "", "[nics]\ncount = 1\nwait_timeout = 30\n");
@@ -432,6 +432,19 @@ fn carrier_wiring_removed_behind_our_back_is_put_back_and_a_renamed_eth_is_unhoo
     ns.ip("link set eth1 up");
     wait_all_wired(&ns, Duration::from_secs(10));
     assert_eq!(wired(), ("tap1".into(), "eth1".into()));
+    // tap1 deleted under the running qemu: it cannot be made again, so status says so.
+    ns.ip("link del tap1");
+    let st = wait_for(Duration::from_secs(10), "the deleted tap in status", || {
+        status(&ns).filter(|s| s["links"][0]["error"].is_string())
+    });
+    assert_eq!(st["links"][0]["wired"], false, "{st}");
+    assert!(
+        st["links"][0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("tap deleted from outside the launcher"),
+        "{st}"
+    );
     let (code, _) = r.stop(Duration::from_secs(30));
     assert_eq!(code, 0, "{}", r.output());
 }
