@@ -18,6 +18,7 @@ build=$PWD/images/tinylinux/build
 
 ns=soak-$$
 dir=$(mktemp -d /tmp/launcher-soak.XXXXXX)
+chmod 755 "$dir"   # qemu runs as its own user and walks into its run and state dirs
 cleanup() {
   [ -n "${pid:-}" ] && kill -9 "$pid" 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
