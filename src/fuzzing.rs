@@ -167,13 +167,7 @@ pub fn iso(data: &[u8]) {
     let [n, rest @ ..] = data else { return };
     let n = usize::from(n % 32).min(rest.len());
     let label = String::from_utf8_lossy(&rest[..n]).into_owned();
-    let entries: Vec<tgz::Entry> = records(&rest[n..])
-        .into_iter()
-        .map(|(n, d)| match n.strip_suffix('/') {
-            Some(dir) => (dir.to_string(), None),
-            None => (n, Some(d)),
-        })
-        .collect();
+    let entries: Vec<tgz::Entry> = records(&rest[n..]).into_iter().map(tree_entry).collect();
     let Ok(img) = iso::tree_image(&label, &entries) else {
         return;
     };
@@ -271,6 +265,14 @@ fn records(mut at: &[u8]) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// A record as a folder tree's entry: a name ending in `/` is a folder, any other a file.
+fn tree_entry((name, data): (String, Vec<u8>)) -> tgz::Entry {
+    match name.strip_suffix('/') {
+        Some(dir) => (dir.to_string(), None),
+        None => (name, Some(data)),
+    }
+}
+
 /// The `.tgz` writer (a templated disk's `archive`): records as [`iso`] reads them; a name
 /// ending in `/` is a folder. Names are made as a folder tree gives them (no NUL, not empty).
 /// An archive written must be gzip with stored blocks that add up (LEN and NLEN, the last
@@ -281,10 +283,7 @@ pub fn tgz(data: &[u8]) {
         .into_iter()
         .map(|(n, d)| (n.replace('\0', "_"), d))
         .filter(|(n, _)| !n.trim_end_matches('/').is_empty())
-        .map(|(n, d)| match n.strip_suffix('/') {
-            Some(dir) => (dir.to_string(), None),
-            None => (n, Some(d)),
-        })
+        .map(tree_entry)
         .collect();
     let Ok(gz) = tgz::tgz(&entries) else {
         return;

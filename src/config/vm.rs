@@ -201,7 +201,8 @@ fn carries_startup_config(d: &Disk) -> bool {
         DiskKind::Fat { rendered, .. } => rendered.is_some(),
         DiskKind::Image { .. } => false,
     };
-    templated && folder_has(&d.path, "{startup_config}", 8, &mut SCAN_ENTRIES.clone())
+    let mut budget = SCAN_ENTRIES;
+    templated && folder_has(&d.path, "{startup_config}", 8, &mut budget)
 }
 
 /// The entries a template folder scan looks at before it gives up, and the largest file it
