@@ -103,11 +103,14 @@ impl Container {
         let logs = self.logs();
         let line = (logs.lines().rev()).find(|l| l.contains("tinylinux: ") && l.contains("NICs:"));
         let line = line.unwrap_or_default();
-        line.split("NICs:")
-            .nth(1)
-            .unwrap_or_default()
-            .trim()
-            .to_string()
+        // Only its `ethN=MAC/qN` words: kernel chatter may land in the middle of the line
+        // ("eth1=0c:..:01/q1[    5.68] IPv6: ADDRCONF(NETDEV_CHANGE): eth0: ..." was seen).
+        (line.split("NICs:").nth(1).unwrap_or_default())
+            .split_whitespace()
+            .map(|w| w.split('[').next().unwrap_or_default())
+            .filter(|w| w.starts_with("eth") && w.contains('='))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
     /// `ip ARGS` in the container's network namespace.
     pub fn ip(&self, args: &str) -> String {
