@@ -4,9 +4,12 @@
 #   cold boot  : launcher run, to ready (launcher health) and to traffic (a ping from a peer
 #                namespace across eth1: tap - tc mirred - veth)
 #   save       : launcher snapshot save (guests paused, total, tar size)
-#   restore    : launcher run --restore (zstd stream, overlay, -incoming defer), to ready, to traffic
+#   restore    : launcher run --restore (RAM memfd filled by zstd while qemu starts, the devices'
+#                zstd stream, overlay, -incoming defer), to ready, to traffic
 #   vrnetlab's : tar extraction of an uncompressed stream + overlay, qemu -incoming "exec:cat FILE",
-#                cont (over a second QMP socket), to running and to traffic; the same wiring
+#                cont (over a second QMP socket), to running and to traffic; the same wiring.
+#                Its stream (RAM included, as vrnetlab saves it) is made from our snapshot
+#                beforehand, untimed: a qemu loads our RAM and devices, then migrates to a file.
 # Guests: tinylinux always; the Debian + FRR guest when DEBIAN_QCOW2 names its qcow2 (the path
 # images/debian/build.sh prints last; vmlinuz and initrd.img beside it) and DEBIAN_CONFIG a
 # launcher.toml for it ({qcow2} and {dir}, a scratch folder, substituted), its eth1 answering
@@ -79,8 +82,11 @@ got() {
 }
 ready() { "$bin" health; }
 traffic() { ip netns exec "$peer" ping -c 1 -W 0.2 "$target"; }
-qmp_cont() { # the second QMP socket: wait for the stream to load, then cont
-  python3 - "$1" <<'PY'
+# qmp SOCKET STEP...: QMP steps, in order: cont (wait for the incoming stream, then cont), or
+# full:IN:OUT (load our devices' stream IN into a qemu whose RAM is already ours, then save
+# everything, RAM included, to OUT as one uncompressed stream, then quit).
+qmp() {
+  python3 - "$@" <<'PY'
 import json, socket, sys, time
 for _ in range(3000):
     s = socket.socket(socket.AF_UNIX)
@@ -89,16 +95,35 @@ for _ in range(3000):
     except OSError:
         s.close(); time.sleep(0.02)
 f = s.makefile("rw")
-def cmd(c):
-    f.write(json.dumps({"execute": c}) + "\n"); f.flush()
+def cmd(c, args=None):
+    m = {"execute": c}
+    if args is not None:
+        m["arguments"] = args
+    f.write(json.dumps(m) + "\n"); f.flush()
     while True:
         m = json.loads(f.readline())
-        if "return" in m or "error" in m:
-            return m
+        if "error" in m:
+            sys.exit(f"QMP {c}: {m['error']}")
+        if "return" in m:
+            return m["return"]
+def shared(on):
+    cmd("migrate-set-capabilities", {"capabilities": [{"capability": "x-ignore-shared", "state": on}]})
+def loaded():
+    while cmd("query-status")["status"] == "inmigrate":
+        time.sleep(0.01)
 f.readline(); cmd("qmp_capabilities")
-while cmd("query-status")["return"]["status"] == "inmigrate":
-    time.sleep(0.01)
-print(cmd("cont"))
+for step in sys.argv[2:]:
+    if step == "cont":
+        loaded(); cmd("cont")
+    else:
+        _, src, dst = step.split(":")
+        shared(True); cmd("migrate-incoming", {"uri": f"exec:cat {src}"}); loaded()
+        shared(False); cmd("migrate-set-parameters", {"max-bandwidth": 1 << 40})
+        cmd("migrate", {"uri": f"exec:cat > {dst}"})
+        while cmd("query-migrate").get("status") not in ("completed", "failed"):
+            time.sleep(0.05)
+        assert cmd("query-migrate")["status"] == "completed", "the full stream was not written"
+        f.write(json.dumps({"execute": "quit"}) + "\n"); f.flush()
 PY
 }
 
@@ -113,12 +138,12 @@ bench() { # NAME: the guest in $dir/launcher.toml, pinging $target
   local save_s; save_s=$(since "$t0")
   local paused; paused=$(sed -n 's/.*guests paused \([0-9]*\) ms.*/\1/p' <<<"$save_out")
   stop
-  # vrnetlab's file: the same state, stream uncompressed, in a tar with the overlays.
+  # vrnetlab's file: the same state as one uncompressed stream (RAM included), in a tar with
+  # the overlays.
   mkdir -p "$dir/v" "$dir/x"
   tar -C "$dir/v" -xf "$dir/ours.tar"
-  raw=$(find "$dir/v" -name memory.zst)
-  zstd -q -d --rm "$raw" -o "${raw%.zst}.raw"
-  tar -C "$dir/v" -cf "$dir/vrnetlab.tar" .
+  full_stream "$dir/v"
+  tar -C "$dir/v" -cf "$dir/vrnetlab.tar" --exclude='ram.*.zst' --exclude=devices.zst .
   rm -rf "$dir/v"
 
   t0=$(now); start LAUNCHER_RESTORE="$dir/ours.tar"; first_ok "$dir/t.restore" traffic
@@ -135,7 +160,7 @@ bench() { # NAME: the guest in $dir/launcher.toml, pinging $target
   done
   local stream; stream=$(find "$dir/x" -name memory.raw)
   vrnetlab_qemu "$stream"
-  qmp_cont "$dir/run/qmp.sock" >/dev/null; local v_running; v_running=$(since "$t0")
+  qmp "$dir/run/qmp.sock" cont; local v_running; v_running=$(since "$t0")
   local v_traffic; v_traffic=$(got "$dir/t.vrnetlab" "$t0" "vrnetlab-way traffic")
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=
   ip netns exec "$ns" "$bin" unwire eth1=tap1 >/dev/null
@@ -158,22 +183,51 @@ print(f"ratios         : cold/ours ready {cr / rr:.0f}x, traffic {ct / rt:.0f}x;
 PY
 }
 
-# vrnetlab's restore, with the same device ABI and the same tc wiring: qemu run directly with
-# the launcher's argv (`launcher check`), the data NIC on a tap wired by `launcher wire`, the
-# serial port to nowhere, and `-incoming "exec:cat STREAM"` (an uncompressed stream).
-vrnetlab_qemu() {
-  local a=() x skip=
+# The launcher's argv (`launcher check`) as qemu runs outside it: the RAM as RAM (an
+# `-object memory-backend-*` value of its own: MEM), the data NIC as NET, the serial port to
+# nowhere, and no -sandbox (vrnetlab runs qemu as root without a seccomp filter; ours denies
+# spawn, which `exec:cat` needs). Into the array `a`.
+plain_argv() {
+  local mem=$1 net=$2 x skip=; a=()
   while IFS= read -r x; do
-    # vrnetlab runs qemu as root without a seccomp filter; ours denies spawn (`-sandbox
-    # ...,spawn=deny`), which `exec:cat` needs: the emulation drops -sandbox.
     if [ -n "$skip" ]; then skip=; continue; fi
     if [ "$x" = -sandbox ]; then skip=1; continue; fi
     case "$x" in
-      tap,id=net1,*) x="tap,id=net1,ifname=tap1,script=no,downscript=no" ;;
+      memory-backend-*) x="$mem,size=$(sed -n 's/.*size=\([^,]*\).*/\1/p' <<<"$x")" ;;
+      tap,id=net1,*) x=$net ;;
       socket,id=serial*) x="null,id=${x#socket,id=}"; x=${x%%,server=*} ;;
     esac
     a+=("$x")
   done < <(CLAB_INTFS=1 "$bin" check --config "$dir/launcher.toml")
+}
+
+# full_stream DIR: in the extracted snapshot DIR, vrnetlab's kind of stream (RAM included,
+# uncompressed) as memory.raw beside our parts: a qemu whose RAM is a file filled with our
+# RAM loads our devices' stream, then migrates everything to a file.
+full_stream() {
+  local d; d=$(dirname "$(find "$1" -name devices.zst)")
+  # Our RAM's parts (ram.0.zst, ram.1.zst, ...), in order, make the RAM image.
+  zstd -q -d -c $(ls "$d"/ram.*.zst | sort -t. -k2 -n) >"$d/ram.img"
+  rm -f "$d"/ram.*.zst
+  zstd -q -d --rm "$d/devices.zst" -o "$d/devices.raw"
+  # Its data NIC on a tap of its own in the bench's namespace (the device state wants a
+  # backend with vnet_hdr, as the launcher's taps have).
+  plain_argv "memory-backend-file,id=ram0,mem-path=$d/ram.img,share=on" \
+    "tap,id=net1,ifname=prep1,script=no,downscript=no,vnet_hdr=on"
+  local q=("${a[@]/unix:*qmp.sock,server=on,wait=off/unix:$d/prep.sock,server=on,wait=off}")
+  ip netns exec "$ns" "${q[@]}" -incoming defer >>"$dir/launcher.log" 2>&1 &
+  local prep=$!
+  qmp "$d/prep.sock" "full:$d/devices.raw:$d/memory.raw"
+  wait "$prep" || true
+  rm -f "$d/ram.img" "$d/devices.raw" "$d/prep.sock"
+  [ -s "$d/memory.raw" ] || { echo "fast-start-bench: vrnetlab's stream was not made" >&2; exit 1; }
+}
+
+# vrnetlab's restore, with the same device ABI and the same tc wiring: qemu run directly with
+# the launcher's argv, its RAM as plain RAM, the data NIC on a tap wired by `launcher wire`, and
+# `-incoming "exec:cat STREAM"` (an uncompressed stream).
+vrnetlab_qemu() {
+  plain_argv "memory-backend-ram,id=ram0" "tap,id=net1,ifname=tap1,script=no,downscript=no"
   mkdir -p "$dir/run"
   ip netns exec "$ns" "$bin" wire eth1=tap1 >/dev/null
   ip netns exec "$ns" "${a[@]}" -incoming "exec:cat $1" >>"$dir/launcher.log" 2>&1 &

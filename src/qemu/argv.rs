@@ -99,7 +99,7 @@ pub fn argv(plan: &VmPlan, launch: &Launch, resolved: &Resolved) -> Vec<OsString
     let mut a = Argv(Vec::new());
     let fds = FdLayout::of(plan, launch, &resolved.links);
     let seed = plan.mac_seed();
-    machine(&mut a, plan, launch);
+    machine(&mut a, plan, launch, &fds);
     identity(&mut a, plan, resolved);
     sandbox(&mut a, plan);
     qmp_and_serials(&mut a, plan);
@@ -117,7 +117,7 @@ pub fn argv(plan: &VmPlan, launch: &Launch, resolved: &Resolved) -> Vec<OsString
 }
 
 /// The binary, its name, machine, accel, CPU and memory.
-fn machine(a: &mut Argv, plan: &VmPlan, launch: &Launch) {
+fn machine(a: &mut Argv, plan: &VmPlan, launch: &Launch, fds: &FdLayout) {
     a.push(plan.machine.qemu.clone());
     a.opt("-name", format!("{},debug-threads=on", plan.name));
     a.push("-nodefaults").push("-no-user-config");
@@ -146,11 +146,16 @@ fn machine(a: &mut Argv, plan: &VmPlan, launch: &Launch) {
         },
     );
     a.opt("-m", format!("{}M", plan.machine.memory_mib));
+    // The guest RAM is a memfd the launcher makes for each qemu and hands over at a fixed
+    // number, mapped shared: a snapshot saves it straight from the launcher's side (the
+    // migration stream skips it, `x-ignore-shared`), and a restore fills a fresh memfd before
+    // qemu maps it, instead of qemu loading it page by page from the stream.
     a.opt(
         "-object",
         format!(
-            "memory-backend-ram,id={RAM_ID},size={}M",
-            plan.machine.memory_mib
+            "memory-backend-file,id={RAM_ID},size={}M,mem-path=/proc/self/fd/{},share=on",
+            plan.machine.memory_mib,
+            fds.ram()
         ),
     );
 }
@@ -590,7 +595,12 @@ mod tests {
             "{}: a number bound twice",
             plan.name
         );
-        assert!(numbers.last().is_none_or(|&n| n == layout.max_fd()));
+        // The RAM's memfd comes last, above every tap and vhost-net number.
+        assert!(numbers.last().is_none_or(|&n| n < layout.ram()));
+        assert_eq!(layout.max_fd(), layout.ram());
+        let ram = format!("mem-path=/proc/self/fd/{},share=on", layout.ram());
+        let mapped = argv.iter().filter(|a| a.contains(&ram));
+        assert_eq!(mapped.count(), 1, "{}: the RAM at {ram}", plan.name);
     }
 
     fn golden(name: &str, toml: &str, env: &[(&str, &str)], kvm: bool) {

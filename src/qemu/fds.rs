@@ -6,8 +6,8 @@
 //! The layout: internal-network tap k at 3 + k (k < [`MAX_INTERNAL`]), the passthrough
 //! management tap at 9, then the data taps from 10 on, link by link in the plan's link order,
 //! each link's queues in a row; with vhost-net, right after the last data tap one vhost-net fd
-//! per data tap queue, in the same order. Only the data taps use vhost-net (management and
-//! internal taps run in qemu's userspace).
+//! per data tap queue, in the same order; last, the guest RAM's memfd ([`FdLayout::ram`]).
+//! Only the data taps use vhost-net (management and internal taps run in qemu's userspace).
 //!
 //! The open-file limit follows from the layouts too ([`nofile_needed`]): where the spawn parks
 //! the fds before moving them ([`park_from`]) and how many the launcher and qemu hold.
@@ -164,17 +164,23 @@ impl FdLayout {
         arg
     }
 
-    /// The highest number handed to qemu (2, stderr, when there is none).
-    pub fn max_fd(&self) -> i32 {
+    /// The number of the guest RAM's memfd (qemu maps it as `/proc/self/fd/N`): right
+    /// above every tap and vhost-net fd, so the highest number handed to qemu.
+    pub fn ram(&self) -> i32 {
         let data = (self.vhost.last().or(self.data.last())).map(|r| r.end - 1);
         let mgmt = self.passthrough.then_some(MGMT);
         let internal = self.internal.checked_sub(1).map(|k| self.internal(k));
-        data.or(mgmt).or(internal).unwrap_or(2)
+        data.or(mgmt).or(internal).unwrap_or(2) + 1
     }
 
-    /// How many fds qemu is handed (taps and vhost-net fds).
+    /// The highest number handed to qemu (the RAM's).
+    pub fn max_fd(&self) -> i32 {
+        self.ram()
+    }
+
+    /// How many fds qemu is handed (taps, vhost-net fds and the RAM).
     pub fn count(&self) -> usize {
-        self.taps() + self.vhost.iter().map(|r| r.len()).sum::<usize>()
+        self.taps() + self.vhost.iter().map(|r| r.len()).sum::<usize>() + 1
     }
 
     /// How many taps qemu is handed (the fds the launcher keeps open for its whole life).
@@ -250,7 +256,7 @@ pub fn nofile_needed(vms: &[FdLayout]) -> u64 {
     let launcher_own = LAUNCHER_OWN + LAUNCHER_PER_VM * vms.len() as u64;
     let per_vm = vms.iter().map(|l| {
         let (top, n) = (l.max_fd() as u64 + 1, l.count() as u64);
-        let vhost = n - l.taps() as u64;
+        let vhost = n - 1 - l.taps() as u64;
         let launcher = top + taps + vhost + launcher_own + n;
         let qemu = top + QEMU_OWN + QEMU_PER_VHOST_TAP * vhost;
         launcher.max(qemu)
@@ -270,55 +276,58 @@ mod tests {
         assert_eq!(l.data(0), 10..14);
         assert_eq!(l.data(2), 18..22);
         assert_eq!(l.netdev_fd_arg(1), "fds=14:15:16:17");
-        assert_eq!(l.max_fd(), 21);
+        assert_eq!((l.ram(), l.max_fd()), (22, 22), "the RAM right above");
         let one = FdLayout::new(0, false, &[1, 1]);
         assert_eq!(one.netdev_fd_arg(0), "fd=10");
         assert_eq!(one.netdev_fd_arg(1), "fd=11");
-        assert_eq!(FdLayout::new(0, false, &[]).max_fd(), 2);
-        assert_eq!(FdLayout::new(3, false, &[]).max_fd(), 5);
-        assert_eq!(FdLayout::new(3, true, &[]).max_fd(), 9);
+        assert_eq!(FdLayout::new(0, false, &[]).ram(), 3);
+        assert_eq!(FdLayout::new(3, false, &[]).ram(), 6);
+        assert_eq!(FdLayout::new(3, true, &[]).ram(), 10);
     }
 
     #[test]
     fn parking_starts_above_every_number() {
         let l = FdLayout::new(1, true, &[2, 1]);
         let bound = l.bind(Some(50), &[60], &[vec![11, 10], vec![12]]).unwrap();
-        assert_eq!(park_from(&bound), l.max_fd() + 1);
-        assert_eq!(park_from(&bound), 13);
+        // The spawn hands the RAM's memfd over with the taps.
+        let with_ram = [bound, vec![(l.ram(), 70)]].concat();
+        assert_eq!(park_from(&with_ram), l.max_fd() + 1);
+        assert_eq!(park_from(&with_ram), 14);
         assert_eq!(park_from(&[]), 3);
-        assert_eq!(l.count(), 5);
+        assert_eq!(l.count(), 6);
     }
 
     #[test]
     fn the_open_file_limit_counts_every_tap_and_vhost() {
-        // One link, one queue, TCG: far below Docker's 1024.
+        // One link, one queue, TCG: far below Docker's 1024. Its tap at 10, the RAM at 11.
         let one = FdLayout::new(0, false, &[1]);
-        assert_eq!(one.count(), 1);
+        assert_eq!(one.count(), 2);
         assert_eq!(
             nofile_needed(std::slice::from_ref(&one)),
-            11 + 1 + 64 + 32 + 1
+            12 + 1 + 64 + 32 + 2
         );
-        // 60 links of 4 queues: 240 taps at 10..250; the launcher holds them all and parks
-        // 240 copies above 249.
+        // 60 links of 4 queues: 240 taps at 10..250, the RAM at 250; the launcher holds them
+        // all and parks 241 copies above 250.
         let big = FdLayout::new(0, false, &[4; 60]);
         assert_eq!(
             nofile_needed(std::slice::from_ref(&big)),
-            250 + 240 + 96 + 240
+            251 + 240 + 96 + 241
         );
-        // With vhost-net: 240 vhost-net fds at 250..490, which the launcher opens for the
-        // spawn (and parks, with the taps: 480 copies): the launcher needs the most. qemu
-        // needs its 490 numbers, 64 of its own and 4 eventfds per queue: 1514.
+        // With vhost-net: 240 vhost-net fds at 250..490 (the RAM at 490), which the launcher
+        // opens for the spawn (and parks, with the taps and the RAM: 481 copies): the launcher
+        // needs the most. qemu needs its 491 numbers, 64 of its own and 4 eventfds per queue:
+        // 1515.
         let vhost = big.clone().with_vhost(true);
         assert_eq!(
             (vhost.count(), vhost.taps(), vhost.max_fd()),
-            (480, 240, 489)
+            (481, 240, 490)
         );
-        assert_eq!(nofile_needed(&[vhost]), 490 + 240 + 240 + 96 + 480);
+        assert_eq!(nofile_needed(&[vhost]), 491 + 240 + 240 + 96 + 481);
         let eight = FdLayout::new(0, false, &[1; 8]).with_vhost(true);
-        assert_eq!(nofile_needed(&[eight]), 26 + 8 + 8 + 96 + 16);
+        assert_eq!(nofile_needed(&[eight]), 27 + 8 + 8 + 96 + 17);
         // Two VMs: the launcher holds both VMs' taps while it spawns either.
         let two = nofile_needed(&[one.clone(), big]);
-        assert_eq!(two, 250 + 241 + 64 + 64 + 240);
+        assert_eq!(two, 251 + 241 + 64 + 64 + 241);
         assert_eq!(nofile_needed(&[]), 64);
     }
 
@@ -338,8 +347,8 @@ mod tests {
             l.netdev_fd_arg(2),
             "fds=13:14:15:16,vhost=on,vhostfds=20:21:22:23"
         );
-        assert_eq!((l.max_fd(), l.count(), l.taps()), (23, 17, 10));
-        // The spawn parks above the vhost-net numbers too.
+        assert_eq!((l.max_fd(), l.count(), l.taps()), (24, 18, 10));
+        // The spawn parks above the vhost-net numbers too (and the RAM's, 24: not bound here).
         let bound = l
             .bind(
                 Some(50),
@@ -355,7 +364,7 @@ mod tests {
         assert_eq!((off.vhost(0), off.vhost_numbers()), (None, vec![]));
         assert_eq!(off.netdev_fd_arg(1), "fd=12");
         let none = FdLayout::new(1, false, &[]).with_vhost(true);
-        assert_eq!((none.max_fd(), none.vhost_numbers()), (3, vec![]));
+        assert_eq!((none.max_fd(), none.vhost_numbers()), (4, vec![]));
     }
 
     #[test]

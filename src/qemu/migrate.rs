@@ -16,10 +16,20 @@ const POLL: Duration = Duration::from_millis(10);
 const CMD: Duration = Duration::from_secs(5);
 
 impl Qmp {
+    /// The stream leaves out the RAM blocks mapped shared (the guest RAM: the launcher saves
+    /// and fills it itself); both ends of a stream must say so.
+    async fn ignore_shared(&self) -> Result<(), QmpError> {
+        let caps = json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] });
+        self.execute("migrate-set-capabilities", Some(caps), CMD)
+            .await
+            .map(drop)
+    }
+
     /// Starts writing the VM's state to `fd` (the write end of a pipe). The guest should be
     /// stopped first, so the stream and the disks are of one instant. qemu 7.2 caps a
     /// migration at 128 MiB/s by default, even of a stopped guest: the cap is lifted first.
     pub async fn migrate_to_fd(&self, fd: BorrowedFd<'_>) -> Result<(), QmpError> {
+        self.ignore_shared().await?;
         let unlimited = json!({ "max-bandwidth": i64::MAX / 2, "downtime-limit": 100_000 });
         self.execute("migrate-set-parameters", Some(unlimited), CMD)
             .await?;
@@ -31,6 +41,7 @@ impl Qmp {
     /// Starts reading the VM's state from `fd` (the read end of a pipe) into a qemu started
     /// with `-incoming defer`.
     pub async fn migrate_incoming_fd(&self, fd: BorrowedFd<'_>) -> Result<(), QmpError> {
+        self.ignore_shared().await?;
         self.getfd(FD_NAME, fd).await?;
         let uri = json!({ "uri": format!("fd:{FD_NAME}") });
         self.execute("migrate-incoming", Some(uri), CMD)
@@ -192,12 +203,17 @@ mod tests {
         assert_eq!(got, "stream", "the fake wrote into the fd it was handed");
         let seen = fake.join().unwrap();
         assert_eq!(
-            seen[1].split(' ').next(),
+            seen[1],
+            r#"migrate-set-capabilities {"capabilities":[{"capability":"x-ignore-shared","state":true}]}"#,
+            "the guest RAM (shared) is left out of the stream"
+        );
+        assert_eq!(
+            seen[2].split(' ').next(),
             Some("migrate-set-parameters"),
             "{seen:?}"
         );
-        assert_eq!(seen[2], r#"getfd {"fdname":"launcher-snapshot"}"#);
-        assert_eq!(seen[3], r#"migrate {"uri":"fd:launcher-snapshot"}"#);
+        assert_eq!(seen[3], r#"getfd {"fdname":"launcher-snapshot"}"#);
+        assert_eq!(seen[4], r#"migrate {"uri":"fd:launcher-snapshot"}"#);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -52,7 +52,13 @@ impl Key {
                 "-cpu" => k.cpu = v,
                 "-smp" => k.smp = v,
                 "-m" => k.memory = v,
-                "-object" if v.starts_with("memory-backend") => k.memory_backend.push(v),
+                // Where the RAM is mapped from (an fd number) is no part of what the stream
+                // needs; the backend's type, id, size and sharing are.
+                "-object" if v.starts_with("memory-backend") => k.memory_backend.push(
+                    (v.split(',').filter(|p| !p.starts_with("mem-path=")))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
                 "-device" | "-global" | "-serial" => {
                     if let Some(mac) = v.split(',').find_map(|p| p.strip_prefix("mac=")) {
                         k.macs.push(mac.to_string());
@@ -195,7 +201,11 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         a.push("-object".into());
-        a.push(format!("memory-backend-ram,id=ram0,size={mem}"));
+        // The RAM's fd number follows the NICs: it differs with them, and is not compared.
+        a.push(format!(
+            "memory-backend-file,id=ram0,size={mem},mem-path=/proc/self/fd/{},share=on",
+            10 + nics
+        ));
         for i in 0..nics {
             a.push("-netdev".into());
             a.push(format!("tap,id=net{i},fd={}", 10 + i));
@@ -225,7 +235,10 @@ mod tests {
             ),
             ("tcg", "max", "1", "256M")
         );
-        assert_eq!(k.memory_backend, ["memory-backend-ram,id=ram0,size=256M"]);
+        assert_eq!(
+            k.memory_backend,
+            ["memory-backend-file,id=ram0,size=256M,share=on"]
+        );
         assert_eq!(k.macs, ["0c:00:00:00:00:00", "0c:00:00:00:00:01"]);
         assert_eq!(k.devices.len(), 2);
         // Kernel line, fd numbers, socket paths: not in the key.
@@ -278,7 +291,7 @@ mod tests {
             here.differences(&saved),
             [
                 "memory: saved \"256M\", here \"512M\"",
-                "memory backend: saved \"memory-backend-ram,id=ram0,size=256M\", here \"memory-backend-ram,id=ram0,size=512M\"",
+                "memory backend: saved \"memory-backend-file,id=ram0,size=256M,share=on\", here \"memory-backend-file,id=ram0,size=512M,share=on\"",
                 "NIC count: saved 2, here 3",
             ]
         );

@@ -1,5 +1,6 @@
 //! Fast start, as data: what a snapshot of a node is ([`Manifest`]: per VM the compressed
-//! migration stream, its disk overlays of the same stopped instant and the [`Key`] that must
+//! migration stream (the devices), its RAM and its disk overlays of the same stopped instant,
+//! and the [`Key`] that must
 //! match at restore), the tar it travels in ([`archive`]), and the options that say when to
 //! save and restore ([`Options`]). containerlab's protocol names live here too. Never talks to
 //! qemu and never starts a process (the supervisor does both).
@@ -20,8 +21,8 @@ pub const SAVE_OUTPUT: &str = "/snapshot-output.tar";
 pub const RESTORE_INPUT: &str = "/snapshot.tar";
 /// The manifest's name inside the tar.
 pub const MANIFEST: &str = "manifest.json";
-/// The version of the layout below.
-pub const FORMAT: u32 = 1;
+/// The version of the layout below (2: the RAM apart from the stream).
+pub const FORMAT: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -46,10 +47,14 @@ pub enum SnapshotError {
 pub struct VmEntry {
     pub name: String,
     pub key: Key,
-    /// The tar member holding the zstd-compressed migration stream.
+    /// The tar member holding the zstd-compressed migration stream: every device's state,
+    /// without the guest RAM (`x-ignore-shared`).
     pub stream: String,
     /// The uncompressed stream's size in bytes.
     pub stream_bytes: u64,
+    /// The tar members holding the guest RAM: its equal parts in order, each an image of its
+    /// part, zstd-compressed.
+    pub ram: Vec<String>,
     /// Per overlay disk, in the plan's order: the tar member holding that overlay.
     pub disks: Vec<String>,
 }
@@ -70,9 +75,12 @@ impl Manifest {
     }
 }
 
-/// The tar member names of VM `vm`'s stream and of its overlay number `i`.
+/// The tar member names of VM `vm`'s stream, of its RAM and of its overlay number `i`.
 pub fn stream_member(vm: &str) -> String {
-    format!("{vm}/memory.zst")
+    format!("{vm}/devices.zst")
+}
+pub fn ram_member(vm: &str, i: usize) -> String {
+    format!("{vm}/ram.{i}.zst")
 }
 pub fn disk_member(vm: &str, i: usize) -> String {
     format!("{vm}/disk{i}.qcow2")
@@ -213,6 +221,7 @@ mod tests {
                 key: Key::default(),
                 stream: stream_member("r1"),
                 stream_bytes: 9,
+                ram: vec![ram_member("r1", 0)],
                 disks: vec![disk_member("r1", 0)],
             }],
         };

@@ -14,6 +14,7 @@ mod preflight;
 mod privilege;
 mod probes;
 mod qemu_run;
+mod ram;
 mod reaper;
 mod reset;
 mod restore;

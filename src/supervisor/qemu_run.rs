@@ -58,8 +58,8 @@ impl StopLevel {
 pub struct Child {
     pub pid: i32,
     pub exited: oneshot::Receiver<WaitStatus>,
-    /// Fast start: load this saved stream instead of booting.
-    pub restore: Option<std::path::PathBuf>,
+    /// Fast start: load this instead of booting.
+    pub restore: Option<super::restore::Restoring>,
 }
 
 /// How one qemu run ended.
@@ -157,8 +157,8 @@ pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child
             }
             Some(q) = feeds.qmp.recv() => {
                 vm.snap.qmp.set(q.clone());
-                if let (Some(q), Some(stream)) = (&q, restore.take()) {
-                    match super::restore::resume(vm, q, &stream).await {
+                if let (Some(q), Some(r)) = (&q, restore.take()) {
+                    match super::restore::resume(vm, q, r).await {
                         Ok((passed, after)) => {
                             passed.into_iter().for_each(|(p, why)| run.probe(p, why));
                             after_cont = Some(after);

@@ -1,15 +1,17 @@
 //! Restoring the node: before any qemu starts, [`prepare`] reads the snapshot's manifest,
 //! compares each VM's saved [`Key`] with the one this start would run (a mismatch never loads:
 //! it logs every difference and boots cold, or fails, by `LAUNCHER_SNAPSHOT_MISMATCH`), then puts
-//! each saved overlay in place of the VM's overlay and its stream beside it. The VM's next qemu
-//! starts with the same argv plus `-incoming defer`; once QMP is up, [`resume`] pipes the
-//! stream through `zstd -d` into it (QMP `getfd` + `migrate-incoming`, no file or `exec:` URI),
+//! each saved overlay in place of the VM's overlay and its stream and RAM beside it. The VM's
+//! next qemu gets a RAM memfd that `zstd -d` fills while qemu starts, with the same argv plus
+//! `-incoming defer`; once QMP is up, [`resume`] waits for the fill, pipes the devices' stream
+//! through `zstd -d` into qemu (QMP `getfd` + `migrate-incoming`, no file or `exec:` URI),
 //! waits for the load and sends `cont`. Readiness is earned again: the TCP probe runs as for a
 //! boot; a console pattern (printed once, at boot) counts when the restored console answers.
 //! With `vm.clock = "guest-agent"` the guest agent sets the guest's clock, meanwhile.
 //! Never decides a restart (a failed load kills qemu; the restart policy boots it cold).
 
-use super::snapshot::{overlays, SaveError, Saver};
+use super::ram::Helpers;
+use super::snapshot::{overlays, Extracted, SaveError, Saver};
 use super::vm::Vm;
 use super::zstd::{pipe, zstd};
 use super::SupervisorError;
@@ -167,7 +169,11 @@ fn load(vms: &mut [Vm], saver: &Saver, path: &Path) -> Result<u64, RestoreError>
         }
         let stream = vm.plan.run_dir.join("restore-stream.zst");
         archive::extract(&mut f, member(&e.stream)?, &stream).map_err(io)?;
-        vm.snap.restore = Some(stream);
+        let ram = super::ram::part_paths(&vm.plan.run_dir.join("restore-ram"), e.ram.len());
+        for (name, to) in e.ram.iter().zip(&ram) {
+            archive::extract(&mut f, member(name)?, to).map_err(io)?;
+        }
+        vm.snap.restore = Some(Extracted { stream, ram });
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -184,23 +190,36 @@ pub fn argv_for(argv: &[OsString], restoring: bool) -> Vec<OsString> {
     a
 }
 
-/// Loads `stream` into the qemu behind `q` (started with `-incoming defer`) and resumes it.
-/// Ok: the probes the restore itself satisfies (a bootstrap was done before the save), and the
-/// checks that follow `cont` ([`after_cont`]), already running on their own task so the
-/// supervise loop never waits for them; Err: why the load failed.
+/// A qemu being restored: what it loads, and the RAM fill running while it starts.
+pub struct Restoring {
+    pub x: Extracted,
+    pub fill: Helpers,
+}
+
+/// Waits for the RAM fill, loads the stream into the qemu behind `q` (started with
+/// `-incoming defer`) and resumes it. Ok: the probes the restore itself satisfies (a bootstrap
+/// was done before the save), and the checks that follow `cont` ([`after_cont`]), already
+/// running on their own task so the supervise loop never waits for them; Err: why the load
+/// failed.
 pub async fn resume(
     vm: &Vm,
     q: &Qmp,
-    stream: &Path,
+    r: Restoring,
 ) -> Result<(Vec<(Probe, String)>, AfterCont), String> {
     let t0 = Instant::now();
-    let loaded = load_stream(vm, q, stream).await;
-    let _ = std::fs::remove_file(stream);
+    let filled = r.fill.wait(LOAD_WAIT).await;
+    r.x.ram.iter().for_each(|p| drop(std::fs::remove_file(p)));
+    let filled_ms = t0.elapsed().as_millis() as u64;
+    let loaded = match filled {
+        Ok(()) => load_stream(vm, q, &r.x.stream).await,
+        Err(why) => Err(format!("RAM fill: zstd {why}")),
+    };
+    let _ = std::fs::remove_file(&r.x.stream);
     loaded?;
     q.execute("cont", None, Duration::from_secs(5))
         .await
         .map_err(|e| format!("cont: {}", crate::exit::chain(&e)))?;
-    tracing::info!(vm = %vm.plan.name, ms = t0.elapsed().as_millis() as u64, "restored from snapshot and resumed");
+    tracing::info!(vm = %vm.plan.name, ms = t0.elapsed().as_millis() as u64, ram_wait_ms = filled_ms, "restored from snapshot and resumed");
     let mut passed = Vec::new();
     if vm.plan.bootstrap.is_some() {
         passed.push((

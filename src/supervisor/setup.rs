@@ -407,6 +407,7 @@ pub fn ready_vms(
             plan,
             facts,
             fds,
+            ram: layout.ram(),
             vhost: layout.vhost_numbers(),
             handle: state.vm(i),
             keys: hub.key_presses(),

@@ -2,10 +2,12 @@
 //! and logs `Snapshot saved to ...` or `Snapshot save failed: ...`), the control socket's
 //! `snapshot [FILE]`, and a suspend on stop all come to [`save`]: every VM ready, all stopped
 //! at one instant, each migration stream handed to qemu as a pipe (QMP `getfd`, never a file
-//! or `exec:` URI) and compressed by `zstd` on the launcher's side, each disk overlay copied at
-//! that same instant, then every VM resumed (on success and on failure alike), then the tar
+//! or `exec:` URI) and compressed by `zstd` on the launcher's side, each guest RAM compressed
+//! from the launcher's own memfd (the stream skips it), each disk overlay copied at that same
+//! instant, then every VM resumed (on success and on failure alike), then the tar
 //! written. Restoring is in `restore`. Never changes a VM's state.
 
+use super::ram::RamSlot;
 use super::reaper::Reaper;
 use super::vm::Vm;
 use super::zstd::{pipe, zstd};
@@ -73,12 +75,20 @@ impl QmpSlot {
     }
 }
 
-/// A VM's part in fast start: where its run publishes QMP, and the stream its next qemu
+/// What a VM's next qemu restores from: the devices' stream and the RAM's parts, as extracted.
+#[derive(Debug, Clone)]
+pub struct Extracted {
+    pub stream: PathBuf,
+    pub ram: Vec<PathBuf>,
+}
+
+/// A VM's part in fast start: where its run publishes QMP and its RAM, and what its next qemu
 /// loads instead of booting (taken by that spawn: a restart after it boots cold).
 #[derive(Default)]
 pub struct VmSnap {
     pub qmp: QmpSlot,
-    pub restore: Option<PathBuf>,
+    pub ram: RamSlot,
+    pub restore: Option<Extracted>,
 }
 
 /// What saving needs of one VM, taken before the node drives it.
@@ -86,6 +96,7 @@ pub struct VmSnap {
 pub struct Target {
     pub name: String,
     pub qmp: QmpSlot,
+    pub ram: RamSlot,
     pub handle: VmHandle,
     pub argv: Vec<OsString>,
     pub plan: VmPlan,
@@ -114,6 +125,7 @@ impl Saver {
                 .map(|(i, vm)| Target {
                     name: vm.plan.name.clone(),
                     qmp: vm.snap.qmp.clone(),
+                    ram: vm.snap.ram.clone(),
                     handle: state.vm(i),
                     argv: vm.argv.clone(),
                     plan: vm.plan.clone(),
@@ -278,6 +290,7 @@ async fn save_stopped(
         let dir = stream.parent().unwrap_or(parts);
         std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
         let stream_bytes = stream_vm(t, q, &stream, within).await?;
+        let ram = save_ram(t, parts, within).await?;
         let mut disks = Vec::new();
         let mut fps = Vec::new();
         for (i, (overlay, base)) in overlays(&t.plan)?.into_iter().enumerate() {
@@ -294,6 +307,7 @@ async fn save_stopped(
             key: Key::of(&t.argv, s.qemu_version(), fps),
             stream: snap::stream_member(&t.name),
             stream_bytes,
+            ram,
             disks,
         });
     }
@@ -335,6 +349,26 @@ async fn stream_vm(t: &Target, q: &Qmp, dst: &Path, within: Duration) -> Result<
     Ok(bytes)
 }
 
+/// One stopped VM's RAM, from the launcher's memfd through `zstd -1`, part by part, into
+/// `parts`; returns the parts' member names.
+async fn save_ram(t: &Target, parts: &Path, within: Duration) -> Result<Vec<String>, SaveError> {
+    let zerr = |why: String| SaveError::Zstd {
+        vm: t.name.clone(),
+        why,
+    };
+    let ram =
+        (t.ram.get()).ok_or_else(|| zerr("no guest RAM to read: qemu is not running".into()))?;
+    let members: Vec<String> = (0..ram.parts())
+        .map(|i| snap::ram_member(&t.name, i))
+        .collect();
+    let paths: Vec<PathBuf> = members.iter().map(|m| parts.join(m)).collect();
+    let z = ram
+        .save(&paths, &t.reaper)
+        .map_err(io(format!("cannot compress the RAM of {}", t.name)))?;
+    z.wait(within).await.map_err(zerr)?;
+    Ok(members)
+}
+
 /// The manifest and the parts, as one tar at `out` (written beside it, then renamed).
 fn write_tar(m: &Manifest, parts: &Path, out: &Path) -> Result<u64, SaveError> {
     let tmp = out.with_extension("tmp");
@@ -343,7 +377,7 @@ fn write_tar(m: &Manifest, parts: &Path, out: &Path) -> Result<u64, SaveError> {
     let json = serde_json::to_vec_pretty(m).unwrap_or_default();
     archive::append_bytes(&mut f, snap::MANIFEST, &json, m.saved_unix).map_err(io(what()))?;
     for v in &m.vms {
-        for member in std::iter::once(&v.stream).chain(&v.disks) {
+        for member in std::iter::once(&v.stream).chain(&v.ram).chain(&v.disks) {
             archive::append(&mut f, member, &parts.join(member), m.saved_unix)
                 .map_err(io(what()))?;
         }

@@ -4,7 +4,9 @@
 
 use super::mgmt::VmFacts;
 use super::qemu_run::{self, Child, RunEnd, StopLevel};
+use super::ram::Ram;
 use super::reaper::Reaper;
+use super::restore::Restoring;
 use super::spawn;
 use crate::config::{RestartPolicy, VmPlan};
 use crate::console::{ConsoleEvent, Hub};
@@ -12,6 +14,7 @@ use crate::exit::{self, Code};
 use crate::state::{State, VmHandle};
 use std::ffi::OsString;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -24,6 +27,8 @@ pub struct Vm {
     pub argv: Vec<OsString>,
     /// `(number in qemu, fd here)`.
     pub fds: Vec<(i32, RawFd)>,
+    /// The number its qemu maps the guest RAM's memfd from (the same layout's).
+    pub ram: i32,
     /// The numbers its qemu gets a fresh /dev/vhost-net fd at, each spawn (empty without
     /// vhost-net); from the same layout as `fds` and the argv.
     pub vhost: Vec<i32>,
@@ -39,7 +44,7 @@ pub struct Vm {
     pub creds: Option<crate::sandbox::QemuCreds>,
     /// Its data ports' link states, told to its qemu (none without data links).
     pub cables: Option<super::cables::VmCables>,
-    /// Fast start: QMP published for saves, and the stream the next qemu restores from.
+    /// Fast start: QMP and the RAM published for saves, and what the next qemu restores from.
     pub snap: super::snapshot::VmSnap,
 }
 
@@ -119,18 +124,26 @@ pub async fn life(mut vm: Vm, mut stop: watch::Receiver<StopLevel>) -> Code {
         }
         // With a bootstrap, humans can watch from the first byte but type only after it.
         vm.hub.hold(vm.plan.bootstrap.is_some());
-        let restore = vm.snap.restore.take();
-        let argv = super::restore::argv_for(&vm.argv, restore.is_some());
-        let pid = match spawn::qemu(&argv, &vm.fds, &vm.vhost, vm.creds.as_ref()) {
-            Ok(p) => p,
-            Err(e) => {
-                // Reported once: the log line (stdout, so docker logs) and the VM's status.
-                let msg = exit::chain(&e);
-                tracing::error!(vm = %vm.plan.name, "{msg}");
-                vm.handle.advance(State::Failed, msg);
-                return Code::Failure;
-            }
+        // Each qemu gets a fresh RAM; a restore fills it while qemu starts.
+        let ram = match Ram::new(&vm.plan.name, vm.plan.machine.memory_mib) {
+            Ok(r) => Arc::new(r),
+            Err(e) => return failed(&vm, format!("cannot make the guest RAM (memfd): {e}")),
         };
+        let restore = (vm.snap.restore.take()).and_then(|x| match ram.fill(&x.ram, &vm.reaper) {
+            Ok(fill) => Some(Restoring { x, fill }),
+            Err(e) => {
+                tracing::warn!(vm = %vm.plan.name, "snapshot not restored: cannot fill the guest RAM: {e}; booting cold");
+                None
+            }
+        });
+        let argv = super::restore::argv_for(&vm.argv, restore.is_some());
+        let mut fds = vm.fds.clone();
+        fds.push((vm.ram, ram.raw()));
+        let pid = match spawn::qemu(&argv, &fds, &vm.vhost, vm.creds.as_ref()) {
+            Ok(p) => p,
+            Err(e) => return failed(&vm, exit::chain(&e)),
+        };
+        vm.snap.ram.set(Some(ram));
         // Watched before the next await: the reaper cannot have reaped it yet.
         let exited = vm.reaper.watch(pid);
         tracing::info!(vm = %vm.plan.name, pid, "qemu started");
@@ -144,6 +157,8 @@ pub async fn life(mut vm: Vm, mut stop: watch::Receiver<StopLevel>) -> Code {
         };
         let end = qemu_run::supervise(&mut vm, &mut stop, child).await;
         vm.handle.set_pid(None);
+        // The RAM's pages go with its qemu (a save holds it only while it reads).
+        vm.snap.ram.set(None);
         match after_exit(&end, failures, vm.plan.supervision.restart) {
             Next::Stopped { asked: true } => {
                 vm.handle.advance(State::Stopped, "guest powered off");
@@ -187,6 +202,14 @@ pub fn install_code(code: Code, state: &crate::state::NodeState, vm: usize) -> C
         return Code::Ok;
     }
     code
+}
+
+/// Failed, for `msg`, reported once: the log line (stdout, so docker logs) and the VM's
+/// status.
+fn failed(vm: &Vm, msg: String) -> Code {
+    tracing::error!(vm = %vm.plan.name, "{msg}");
+    vm.handle.advance(State::Failed, msg);
+    Code::Failure
 }
 
 /// Stopping, then stopped, for `why`: a stop with no qemu to power down.

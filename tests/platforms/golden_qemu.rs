@@ -1,6 +1,7 @@
 //! Every golden argv (tests/golden/*.argv, every VM of each) starts in the real qemu, paused
 //! (`-S`): the launcher's own argv with throwaway backends in their place (tap fds become user
-//! netdevs, sockets and disks live in a temp dir, KVM becomes TCG, host forwards bind port 0).
+//! netdevs, sockets, disks and the RAM's file live in a temp dir, KVM becomes TCG, host
+//! forwards bind port 0).
 //! qemu checks every device, drive and option before it pauses, so a refused argv fails here
 //! with qemu's own message.
 
@@ -134,6 +135,18 @@ fn throwaway(argv: &[String], dir: &Path) -> (Vec<String>, PathBuf) {
                 format!("name={name},file={}", p.display())
             }
             "-netdev" => netdev(value, dir),
+            // The RAM's memfd (an fd the launcher hands over) becomes a file qemu makes in
+            // the temp dir (a folder as mem-path: an unlinked file of its own; never touched
+            // while paused).
+            "-object" if value.contains("mem-path=/proc/self/fd/") => {
+                let pairs: Vec<(String, String)> = (kv(value).into_iter())
+                    .map(|(k, v)| match k.as_str() {
+                        "mem-path" => (k, dir.display().to_string()),
+                        _ => (k, v),
+                    })
+                    .collect();
+                join(&pairs)
+            }
             _ => {
                 out.push(a.clone());
                 continue;
