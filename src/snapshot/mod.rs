@@ -52,11 +52,20 @@ pub struct VmEntry {
     pub stream: String,
     /// The uncompressed stream's size in bytes.
     pub stream_bytes: u64,
-    /// The tar members holding the guest RAM: its equal parts in order, each an image of its
-    /// part, zstd-compressed.
-    pub ram: Vec<String>,
+    /// The guest RAM: its contiguous parts in order, each an image of its bytes, compressed.
+    pub ram: Vec<RamPart>,
     /// Per overlay disk, in the plan's order: the tar member holding that overlay.
     pub disks: Vec<String>,
+}
+
+/// One part of a VM's RAM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RamPart {
+    /// The tar member holding it, zstd-compressed.
+    pub member: String,
+    /// Where it starts in the RAM, and its length, in bytes.
+    pub offset: u64,
+    pub bytes: u64,
 }
 
 /// The node's snapshot: its VMs, stopped at one instant.
@@ -221,7 +230,11 @@ mod tests {
                 key: Key::default(),
                 stream: stream_member("r1"),
                 stream_bytes: 9,
-                ram: vec![ram_member("r1", 0)],
+                ram: vec![RamPart {
+                    member: ram_member("r1", 0),
+                    offset: 0,
+                    bytes: 1 << 20,
+                }],
                 disks: vec![disk_member("r1", 0)],
             }],
         };

@@ -2,9 +2,11 @@
 //! at its fd layout's RAM number and mapped there shared (`memory-backend-file,share=on`), so a
 //! snapshot compresses the stopped guest's RAM from the launcher's side ([`Ram::save`]; the
 //! migration stream skips it with `x-ignore-shared`) and a restore fills a fresh memfd while
-//! qemu starts ([`Ram::fill`]), instead of qemu loading it page by page. The RAM travels in
-//! [`CHUNKS`] equal parts, each its own `zstd` stream, so a fill decompresses on every core at
-//! once. Each `zstd` is the launcher's child, watched by the reaper. Never talks to qemu; a
+//! qemu starts ([`Ram::fill`]), instead of qemu loading it page by page. The RAM travels in up
+//! to [`PARTS`] contiguous parts, each its own `zstd` stream, cut so that each holds about as
+//! much work ([`Ram::plan`]: a MiB of data costs a fill several times a MiB of zeros), so a
+//! fill decompresses on every core at once. Each `zstd` is the launcher's child, watched by
+//! the reaper. Never talks to qemu; a
 //! memfd lives as long as the one qemu run it was made for, and its pages go with it.
 
 use super::reaper::Reaper;
@@ -18,8 +20,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The parts the RAM is saved in (the last may be shorter).
-pub const CHUNKS: usize = 4;
+/// The most parts the RAM is saved in.
+pub const PARTS: usize = 8;
+/// The unit parts are cut in.
+const BLOCK: u64 = 1 << 20;
+/// What a MiB holding data costs a fill, against 1 for a MiB of zeros (measured on a Debian
+/// guest's RAM: 256 MiB of zeros filled in 0.09 s, 230 MiB of data in 0.47 s).
+const DATA_WEIGHT: u64 = 5;
 /// zstd's arguments for a save: fast, on every core.
 const SAVE_ARGS: &[&str] = &["-q", "-1", "-T0", "-c"];
 /// And for a fill: zero runs are skipped (`--sparse`, forced on its standard output: the
@@ -32,15 +39,27 @@ pub struct Ram {
     bytes: u64,
 }
 
-/// The `(offset, length)` of each part of `bytes` of RAM: [`CHUNKS`] parts of whole MiB.
-pub fn chunks(bytes: u64) -> Vec<(u64, u64)> {
-    let mib = 1u64 << 20;
-    let size = bytes.div_ceil(CHUNKS as u64).div_ceil(mib) * mib;
-    (0..CHUNKS as u64)
-        .map(|i| (i * size).min(bytes))
-        .map(|at| (at, size.min(bytes - at)))
-        .filter(|&(_, len)| len > 0)
-        .collect()
+/// The `(offset, length)` of at most `n` contiguous parts covering `blocks` (one per
+/// [`BLOCK`], `true` for one holding data; the last may be shorter, `bytes` in all), cut so
+/// that each weighs about the same ([`DATA_WEIGHT`]).
+pub fn cut(blocks: &[bool], bytes: u64, n: usize) -> Vec<(u64, u64)> {
+    let weight = |b: &bool| if *b { DATA_WEIGHT } else { 1 };
+    let total: u64 = blocks.iter().map(weight).sum();
+    let mut out = Vec::new();
+    let (mut start, mut acc) = (0u64, 0u64);
+    for (i, b) in blocks.iter().enumerate() {
+        acc += weight(b);
+        let end = ((i as u64 + 1) * BLOCK).min(bytes);
+        let due = total * (out.len() as u64 + 1) / n as u64;
+        if acc >= due && out.len() + 1 < n && end < bytes {
+            out.push((start, end - start));
+            start = end;
+        }
+    }
+    if start < bytes {
+        out.push((start, bytes - start));
+    }
+    out
 }
 
 /// zstd helpers started for one RAM; [`Helpers::wait`] waits for them all.
@@ -82,9 +101,21 @@ impl Ram {
         Ok(Ram { fd, bytes })
     }
 
-    /// How many parts it is saved in.
-    pub fn parts(&self) -> usize {
-        chunks(self.bytes).len()
+    /// Where to cut it in parts ([`cut`]), from which of its MiB hold data now. Read while
+    /// the guest may run: the cut only balances the work, any cut is correct.
+    pub fn plan(&self) -> std::io::Result<Vec<(u64, u64)>> {
+        let f = self.reopen(false)?;
+        let zero = vec![0u8; BLOCK as usize];
+        let mut buf = vec![0u8; BLOCK as usize];
+        let mut blocks = Vec::new();
+        let mut at = 0;
+        while at < self.bytes {
+            let n = (self.bytes - at).min(BLOCK) as usize;
+            f.read_exact_at(&mut buf[..n], at)?;
+            blocks.push(buf[..n] != zero[..n]);
+            at += n as u64;
+        }
+        Ok(cut(&blocks, self.bytes, PARTS))
     }
 
     /// The launcher's fd, for the spawn to hand over.
@@ -101,15 +132,21 @@ impl Ram {
             .open(format!("/proc/self/fd/{}", self.raw()))
     }
 
-    /// Starts compressing the RAM into `dsts`, one per part of [`chunks`] ([`SAVE_ARGS`]),
-    /// each fed by a thread that copies its part into a pipe. The guest must stay stopped
-    /// until they end, so the RAM is of the same instant as the stream and the disks.
-    pub fn save(&self, dsts: &[PathBuf], reaper: &Reaper) -> std::io::Result<Helpers> {
+    /// Starts compressing the RAM's `parts` (from [`Ram::plan`]) into `dsts`, one each
+    /// ([`SAVE_ARGS`]), each fed by a thread that copies its part into a pipe. The guest must
+    /// stay stopped until they end, so the RAM is of the same instant as the stream and the
+    /// disks.
+    pub fn save(
+        &self,
+        parts: &[(u64, u64)],
+        dsts: &[PathBuf],
+        reaper: &Reaper,
+    ) -> std::io::Result<Helpers> {
         let mut h = Helpers {
             zstd: Vec::new(),
             feeders: Vec::new(),
         };
-        for (&(at, len), dst) in chunks(self.bytes).iter().zip(dsts) {
+        for (&(at, len), dst) in parts.iter().zip(dsts) {
             let (r, w) = pipe()?;
             let z = zstd(SAVE_ARGS, r.into(), File::create(dst)?.into(), reaper)?;
             h.zstd.push(z);
@@ -121,28 +158,47 @@ impl Ram {
         Ok(h)
     }
 
-    /// Starts filling the RAM from `srcs` (what [`Ram::save`] wrote), every part at once, each
-    /// `zstd` writing into its own open file of the memfd from its part's offset.
-    pub fn fill(&self, srcs: &[PathBuf], reaper: &Reaper) -> std::io::Result<Helpers> {
+    /// Starts filling the RAM from `srcs` (what [`Ram::save`] wrote of `parts`), every part at
+    /// once, each `zstd` writing into its own open file of the memfd from its part's offset.
+    pub fn fill(
+        &self,
+        parts: &[(u64, u64)],
+        srcs: &[PathBuf],
+        reaper: &Reaper,
+    ) -> std::io::Result<Helpers> {
         let mut h = Helpers {
             zstd: Vec::new(),
             feeders: Vec::new(),
         };
-        for (input, output) in self.fill_io(srcs)? {
+        for (input, output) in self.fill_io(parts, srcs)? {
             h.zstd
                 .push(zstd(FILL_ARGS, input.into(), output.into(), reaper)?);
         }
         Ok(h)
     }
 
-    /// Per part: its compressed file, and the memfd opened at the part's offset.
-    fn fill_io(&self, srcs: &[PathBuf]) -> std::io::Result<Vec<(File, File)>> {
-        let parts = chunks(self.bytes);
-        if srcs.len() != parts.len() {
+    /// Per part: its compressed file, and the memfd opened at the part's offset. The parts
+    /// must follow each other from 0 to the RAM's end.
+    fn fill_io(
+        &self,
+        parts: &[(u64, u64)],
+        srcs: &[PathBuf],
+    ) -> std::io::Result<Vec<(File, File)>> {
+        let mut end = 0;
+        for &(at, len) in parts {
+            if at != end {
+                return Err(std::io::Error::other(format!(
+                    "RAM part at {at} follows {end}"
+                )));
+            }
+            end = at + len;
+        }
+        if end != self.bytes || srcs.len() != parts.len() {
             return Err(std::io::Error::other(format!(
-                "{} RAM parts saved, {} expected for {} MiB",
-                srcs.len(),
+                "{} RAM parts of {} bytes ({} files) do not make {} MiB",
                 parts.len(),
+                end,
+                srcs.len(),
                 self.bytes >> 20
             )));
         }
@@ -207,23 +263,23 @@ mod tests {
     }
 
     #[test]
-    fn the_parts_cover_the_ram_in_whole_mib() {
+    fn parts_are_cut_by_their_work_and_cover_the_ram() {
         let m = 1u64 << 20;
+        // All zeros: equal parts.
         assert_eq!(
-            chunks(256 * m),
-            [
-                (0, 64 * m),
-                (64 * m, 64 * m),
-                (128 * m, 64 * m),
-                (192 * m, 64 * m)
-            ]
+            cut(&[false; 8], 8 * m, 4),
+            [(0, 2 * m), (2 * m, 2 * m), (4 * m, 2 * m), (6 * m, 2 * m)]
         );
+        // Data in the first 2 MiB of 12 (weights 5 5 1 x10 = 20): 4 parts of 5 each.
+        let mut b = [false; 12];
+        b[..2].fill(true);
         assert_eq!(
-            chunks(10 * m),
-            [(0, 3 * m), (3 * m, 3 * m), (6 * m, 3 * m), (9 * m, m)]
+            cut(&b, 12 * m, 4),
+            [(0, m), (m, m), (2 * m, 5 * m), (7 * m, 5 * m)]
         );
-        assert_eq!(chunks(2 * m), [(0, m), (m, m)]);
-        assert_eq!(chunks(0), []);
+        // A last, shorter block; never more parts than blocks; nothing for no RAM.
+        assert_eq!(cut(&[true, true], m + 4096, 8), [(0, m), (m, 4096)]);
+        assert_eq!(cut(&[], 0, 8), []);
     }
 
     /// zstd as a helper runs it, waited for here (a test must not start a reaper: it would
@@ -249,10 +305,13 @@ mod tests {
             .unwrap();
         let dir = std::env::temp_dir().join(format!("lt-ram-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let parts = part_paths(&dir.join("ram"), chunks(a.bytes).len());
-        assert_eq!(parts.len(), 4);
+        // The 2 MiB holding data weigh 10, the 8 of zeros 8: 8 parts.
+        let cuts = a.plan().unwrap();
+        assert_eq!(cuts.len(), 8, "{cuts:?}");
+        assert_eq!(cuts[..2], [(0, 2 << 20), (2 << 20, 1 << 20)], "{cuts:?}");
+        let parts = part_paths(&dir.join("ram"), cuts.len());
         assert!(parts[1].ends_with("ram.1.zst"), "{parts:?}");
-        for (&(at, len), p) in chunks(a.bytes).iter().zip(&parts) {
+        for (&(at, len), p) in cuts.iter().zip(&parts) {
             let (r, w) = pipe().unwrap();
             let src = a.reopen(false).unwrap();
             let t = std::thread::spawn(move || feed(&src, at, len, File::from(w)));
@@ -260,7 +319,7 @@ mod tests {
             t.join().unwrap().unwrap();
         }
         let b = Ram::new("t", 10).unwrap();
-        for (input, output) in b.fill_io(&parts).unwrap() {
+        for (input, output) in b.fill_io(&cuts, &parts).unwrap() {
             run(input, output, FILL_ARGS);
         }
         assert_eq!(contents(&a), contents(&b));
@@ -271,9 +330,15 @@ mod tests {
             (1 << 20..=(1 << 20) + (64 << 10)).contains(&used),
             "{used} bytes used"
         );
-        // A snapshot with other parts than this RAM has is refused, naming both.
-        let e = b.fill_io(&parts[..2]).unwrap_err().to_string();
-        assert_eq!(e, "2 RAM parts saved, 4 expected for 10 MiB");
+        // Parts that do not make this RAM are refused, saying why.
+        let e = b.fill_io(&cuts[..2], &parts[..2]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "2 RAM parts of 3145728 bytes (2 files) do not make 10 MiB"
+        );
+        let gap = [cuts[0], cuts[2]];
+        let e = b.fill_io(&gap, &parts[..2]).unwrap_err().to_string();
+        assert_eq!(e, "RAM part at 3145728 follows 2097152");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

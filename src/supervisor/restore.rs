@@ -170,10 +170,11 @@ fn load(vms: &mut [Vm], saver: &Saver, path: &Path) -> Result<u64, RestoreError>
         let stream = vm.plan.run_dir.join("restore-stream.zst");
         archive::extract(&mut f, member(&e.stream)?, &stream).map_err(io)?;
         let ram = super::ram::part_paths(&vm.plan.run_dir.join("restore-ram"), e.ram.len());
-        for (name, to) in e.ram.iter().zip(&ram) {
-            archive::extract(&mut f, member(name)?, to).map_err(io)?;
+        for (part, to) in e.ram.iter().zip(&ram) {
+            archive::extract(&mut f, member(&part.member)?, to).map_err(io)?;
         }
-        vm.snap.restore = Some(Extracted { stream, ram });
+        let cuts = e.ram.iter().map(|p| (p.offset, p.bytes)).collect();
+        vm.snap.restore = Some(Extracted { stream, ram, cuts });
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

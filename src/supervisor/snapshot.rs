@@ -80,6 +80,8 @@ impl QmpSlot {
 pub struct Extracted {
     pub stream: PathBuf,
     pub ram: Vec<PathBuf>,
+    /// Each RAM part's `(offset, length)`.
+    pub cuts: Vec<(u64, u64)>,
 }
 
 /// A VM's part in fast start: where its run publishes QMP and its RAM, and what its next qemu
@@ -224,6 +226,7 @@ pub async fn save(
         overlays(&t.plan)?;
         qmps.push(t.qmp.get().ok_or(SaveError::NoQmp { vm: t.name.clone() })?);
     }
+    let cuts = plan_cuts(s).await?;
     let parts = out.with_extension("parts");
     let _ = std::fs::remove_dir_all(&parts);
     std::fs::create_dir_all(&parts).map_err(io(format!("cannot create {}", parts.display())))?;
@@ -243,7 +246,7 @@ pub async fn save(
         }
     }
     if result.is_ok() {
-        result = save_stopped(s, &qmps, &parts, within).await;
+        result = save_stopped(s, &qmps, &cuts, &parts, within).await;
     }
     let last = match (after, &result) {
         (After::Quit, Ok(_)) => "quit",
@@ -281,16 +284,17 @@ pub async fn save(
 async fn save_stopped(
     s: &Saver,
     qmps: &[Arc<Qmp>],
+    cuts: &[Vec<(u64, u64)>],
     parts: &Path,
     within: Duration,
 ) -> Result<Vec<VmEntry>, SaveError> {
     let mut entries = Vec::new();
-    for (t, q) in s.targets.iter().zip(qmps) {
+    for (i, (t, q)) in s.targets.iter().zip(qmps).enumerate() {
         let stream = parts.join(snap::stream_member(&t.name));
         let dir = stream.parent().unwrap_or(parts);
         std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
         let stream_bytes = stream_vm(t, q, &stream, within).await?;
-        let ram = save_ram(t, parts, within).await?;
+        let ram = save_ram(t, &cuts[i], parts, within).await?;
         let mut disks = Vec::new();
         let mut fps = Vec::new();
         for (i, (overlay, base)) in overlays(&t.plan)?.into_iter().enumerate() {
@@ -349,24 +353,55 @@ async fn stream_vm(t: &Target, q: &Qmp, dst: &Path, within: Duration) -> Result<
     Ok(bytes)
 }
 
-/// One stopped VM's RAM, from the launcher's memfd through `zstd -1`, part by part, into
-/// `parts`; returns the parts' member names.
-async fn save_ram(t: &Target, parts: &Path, within: Duration) -> Result<Vec<String>, SaveError> {
-    let zerr = |why: String| SaveError::Zstd {
+/// One stopped VM's RAM, from the launcher's memfd through `zstd -1`, cut as `cuts` says
+/// (from [`Ram::plan`](super::ram::Ram::plan)), into `parts`.
+async fn save_ram(
+    t: &Target,
+    cuts: &[(u64, u64)],
+    parts: &Path,
+    within: Duration,
+) -> Result<Vec<snap::RamPart>, SaveError> {
+    let ram = current_ram(t)?;
+    let out: Vec<snap::RamPart> = (cuts.iter().enumerate())
+        .map(|(i, &(offset, bytes))| snap::RamPart {
+            member: snap::ram_member(&t.name, i),
+            offset,
+            bytes,
+        })
+        .collect();
+    let paths: Vec<PathBuf> = out.iter().map(|p| parts.join(&p.member)).collect();
+    let z = ram
+        .save(cuts, &paths, &t.reaper)
+        .map_err(io(format!("cannot compress the RAM of {}", t.name)))?;
+    z.wait(within).await.map_err(|why| SaveError::Zstd {
         vm: t.name.clone(),
         why,
-    };
-    let ram =
-        (t.ram.get()).ok_or_else(|| zerr("no guest RAM to read: qemu is not running".into()))?;
-    let members: Vec<String> = (0..ram.parts())
-        .map(|i| snap::ram_member(&t.name, i))
-        .collect();
-    let paths: Vec<PathBuf> = members.iter().map(|m| parts.join(m)).collect();
-    let z = ram
-        .save(&paths, &t.reaper)
-        .map_err(io(format!("cannot compress the RAM of {}", t.name)))?;
-    z.wait(within).await.map_err(zerr)?;
-    Ok(members)
+    })?;
+    Ok(out)
+}
+
+fn current_ram(t: &Target) -> Result<Arc<super::ram::Ram>, SaveError> {
+    t.ram.get().ok_or_else(|| SaveError::Zstd {
+        vm: t.name.clone(),
+        why: "no guest RAM to read: qemu is not running".into(),
+    })
+}
+
+/// Per VM, where to cut its RAM ([`Ram::plan`](super::ram::Ram::plan)), read while the guests
+/// still run (the cut only balances a fill's work), off the runtime's thread (it reads the
+/// whole RAM).
+async fn plan_cuts(s: &Saver) -> Result<Vec<Vec<(u64, u64)>>, SaveError> {
+    let mut out = Vec::new();
+    for t in &s.targets {
+        let ram = current_ram(t)?;
+        let what = format!("cannot read the RAM of {}", t.name);
+        let planned = tokio::task::spawn_blocking(move || ram.plan())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r);
+        out.push(planned.map_err(io(what))?);
+    }
+    Ok(out)
 }
 
 /// The manifest and the parts, as one tar at `out` (written beside it, then renamed).
@@ -377,7 +412,8 @@ fn write_tar(m: &Manifest, parts: &Path, out: &Path) -> Result<u64, SaveError> {
     let json = serde_json::to_vec_pretty(m).unwrap_or_default();
     archive::append_bytes(&mut f, snap::MANIFEST, &json, m.saved_unix).map_err(io(what()))?;
     for v in &m.vms {
-        for member in std::iter::once(&v.stream).chain(&v.ram).chain(&v.disks) {
+        let ram = v.ram.iter().map(|p| &p.member);
+        for member in std::iter::once(&v.stream).chain(ram).chain(&v.disks) {
             archive::append(&mut f, member, &parts.join(member), m.saved_unix)
                 .map_err(io(what()))?;
         }
