@@ -63,6 +63,7 @@ pub fn cut(blocks: &[bool], bytes: u64, n: usize) -> Vec<(u64, u64)> {
 }
 
 /// zstd helpers started for one RAM; [`Helpers::wait`] waits for them all.
+#[derive(Default)]
 pub struct Helpers {
     zstd: Vec<Helper>,
     /// A save's feeders (part of the memfd into a zstd's pipe), joined after their zstd.
@@ -142,10 +143,7 @@ impl Ram {
         dsts: &[PathBuf],
         reaper: &Reaper,
     ) -> std::io::Result<Helpers> {
-        let mut h = Helpers {
-            zstd: Vec::new(),
-            feeders: Vec::new(),
-        };
+        let mut h = Helpers::default();
         for (&(at, len), dst) in parts.iter().zip(dsts) {
             let (r, w) = pipe()?;
             let z = zstd(SAVE_ARGS, r.into(), File::create(dst)?.into(), reaper)?;
@@ -166,10 +164,7 @@ impl Ram {
         srcs: &[PathBuf],
         reaper: &Reaper,
     ) -> std::io::Result<Helpers> {
-        let mut h = Helpers {
-            zstd: Vec::new(),
-            feeders: Vec::new(),
-        };
+        let mut h = Helpers::default();
         for (input, output) in self.fill_io(parts, srcs)? {
             h.zstd
                 .push(zstd(FILL_ARGS, input.into(), output.into(), reaper)?);

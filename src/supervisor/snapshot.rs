@@ -36,6 +36,8 @@ pub enum SaveError {
     NotReady { vm: String, state: &'static str },
     #[error("VM {vm}: no QMP connection")]
     NoQmp { vm: String },
+    #[error("VM {vm}: no guest RAM to read (qemu is not running)")]
+    NoRam { vm: String },
     #[error(
         "VM {vm}: disk {path} has no overlay, so its state cannot be saved apart from its image"
     )]
@@ -381,10 +383,9 @@ async fn save_ram(
 }
 
 fn current_ram(t: &Target) -> Result<Arc<super::ram::Ram>, SaveError> {
-    t.ram.get().ok_or_else(|| SaveError::Zstd {
-        vm: t.name.clone(),
-        why: "no guest RAM to read: qemu is not running".into(),
-    })
+    t.ram
+        .get()
+        .ok_or_else(|| SaveError::NoRam { vm: t.name.clone() })
 }
 
 /// Per VM, where to cut its RAM ([`Ram::plan`](super::ram::Ram::plan)), read while the guests
