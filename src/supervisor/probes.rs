@@ -1,6 +1,8 @@
 //! The helpers that watch one qemu run from the side, each a task that reports over a channel:
 //! the QMP connection (its handle and its events, reconnected with a back-off while qemu lives),
-//! the TCP readiness probe, and the bootstrap
+//! the TCP readiness probe (from the start of a boot; from `cont` for a restored guest, whose
+//! paused qemu would swallow its first connection into slirp's seconds-long retransmit), and
+//! the bootstrap
 //! (the scripted console user). Dropping [`Helpers`] ends them all. Never moves the VM's state
 //! (the run does, from what they report).
 
@@ -12,6 +14,7 @@ use crate::qemu::qmp::{Event, Qmp};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// What the helpers report.
@@ -31,6 +34,17 @@ pub struct Feeds {
 pub struct Helpers {
     tasks: Vec<JoinHandle<()>>,
     hub: Option<Hub>,
+    /// Lets the TCP probe begin (a restore's `cont`); None once sent, or for a boot.
+    guest_runs: Option<oneshot::Sender<()>>,
+}
+
+impl Helpers {
+    /// The restored guest runs (`cont` went through): the TCP probe may begin.
+    pub fn guest_runs(&mut self) {
+        if let Some(go) = self.guest_runs.take() {
+            let _ = go.send(());
+        }
+    }
 }
 
 impl Drop for Helpers {
@@ -45,25 +59,30 @@ impl Drop for Helpers {
 }
 
 /// Starts the helpers for one run of `plan`'s qemu (its ports' link states told over each QMP
-/// connection when it has `cables`); `run_bootstrap`: false for a restored guest (its bootstrap
-/// ran before the save).
+/// connection when it has `cables`); `restoring`: the guest is restored, not booted (its
+/// bootstrap ran before the save, and the TCP probe waits for [`Helpers::guest_runs`]).
 pub fn start(
     plan: &VmPlan,
     facts: &VmFacts,
     hub: &Hub,
     cables: Option<VmCables>,
-    run_bootstrap: bool,
+    restoring: bool,
 ) -> (Helpers, Feeds) {
     let (qmp_tx, qmp) = unbounded_channel();
     let (ev_tx, events) = unbounded_channel();
     let (boot_tx, bootstrap) = unbounded_channel();
     let (tcp_tx, tcp) = unbounded_channel();
+    let (go, runs) = oneshot::channel();
     let mut helpers = Helpers {
         tasks: Vec::new(),
         hub: None,
+        guest_runs: Some(go),
     };
+    if !restoring {
+        helpers.guest_runs();
+    }
     // The bootstrap, when configured, runs against this qemu's console.
-    if let Some(b) = plan.bootstrap.clone().filter(|_| run_bootstrap) {
+    if let Some(b) = plan.bootstrap.clone().filter(|_| !restoring) {
         let hub = hub.clone();
         let values = facts.values.clone();
         // Read at every run: an edited startup config reaches the next restart.
@@ -93,13 +112,13 @@ pub fn start(
     }
     if let Some(port) = plan.tcp_probe() {
         helpers.tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                if tcp_answers(port).await {
-                    let _ = tcp_tx.send(port);
-                    return;
-                }
+            if runs.await.is_err() {
+                return;
             }
+            while !tcp_answers(port).await {
+                tokio::time::sleep(TCP_PAUSE).await;
+            }
+            let _ = tcp_tx.send(port);
         }));
     }
     let feeds = Feeds {
@@ -169,10 +188,17 @@ async fn qmp_link(
     }
 }
 
+/// The TCP probe's pause after an attempt that got no answer: one connection at a time (each
+/// costs the guest a service process, an SSH server's fork and exec), a few a second.
+const TCP_PAUSE: Duration = Duration::from_millis(250);
+/// How long one attempt waits for the service's first bytes. A closed port ends it at once
+/// (the guest resets slirp's connection); a guest still without network holds it this long.
+const TCP_ANSWER: Duration = Duration::from_secs(3);
+
 /// Whether a service answers on `port` through qemu's user-mode forward. slirp accepts every
 /// connection itself (and holds it open while the guest is unreachable), so only bytes from the
 /// service count: it is sent an empty line and must say something back (an SSH banner, an HTTP
-/// error, ...) within two seconds.
+/// error, ...) within [`TCP_ANSWER`].
 async fn tcp_answers(port: u16) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let conn = tokio::time::timeout(
@@ -183,5 +209,5 @@ async fn tcp_answers(port: u16) -> bool {
     let Ok(Ok(mut s)) = conn else { return false };
     let _ = s.write_all(b"\r\n").await;
     let mut b = [0u8; 64];
-    matches!(tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await, Ok(Ok(n)) if n > 0)
+    matches!(tokio::time::timeout(TCP_ANSWER, s.read(&mut b)).await, Ok(Ok(n)) if n > 0)
 }

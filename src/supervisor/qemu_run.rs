@@ -131,12 +131,12 @@ pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child
         mut exited,
         mut restore,
     } = child;
-    let (helpers, mut feeds) = probes::start(
+    let (mut helpers, mut feeds) = probes::start(
         &vm.plan,
         &vm.facts,
         &vm.hub,
         vm.cables.clone(),
-        restore.is_none(),
+        restore.is_some(),
     );
     let mut run = Run::new(&vm.plan, &vm.handle, Pid::from_raw(pid));
     // Drain console readiness and resets left over from a previous run.
@@ -161,6 +161,7 @@ pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child
                     match super::restore::resume(vm, q, r).await {
                         Ok((passed, after)) => {
                             passed.into_iter().for_each(|(p, why)| run.probe(p, why));
+                            helpers.guest_runs();
                             after_cont = Some(after);
                         }
                         Err(why) => run.kill(format!("restore failed: {why}")),
