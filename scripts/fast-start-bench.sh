@@ -7,7 +7,10 @@
 #   restore    : launcher run --restore (RAM memfd filled by zstd while qemu starts, the devices'
 #                zstd stream, overlay, -incoming defer), to ready, to traffic
 #   vrnetlab's : tar extraction of an uncompressed stream + overlay, qemu -incoming "exec:cat FILE",
-#                cont (over a second QMP socket), to running and to traffic; the same wiring.
+#                cont (over a second QMP socket), to running, to traffic, and (a guest with
+#                console.ready_tcp) to ready: its service's first bytes through the same forward,
+#                probed as the launcher probes it (one connection at a time from cont, 3 s each,
+#                250 ms apart); the same wiring.
 #                Its stream (RAM included, as vrnetlab saves it) is made from our snapshot
 #                beforehand, untimed: a qemu loads our RAM and devices, then migrates to a file.
 # Guests: tinylinux always; the Debian + FRR guest when DEBIAN_QCOW2 names its qcow2 (the path
@@ -81,6 +84,25 @@ got() {
   python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$2" "$(cat "$1")"
 }
 ready() { "$bin" health; }
+# banner PORT: in the namespace, from now, the launcher's TCP probe: the seconds until a service
+# behind the forward on PORT sends its first bytes (one connection at a time, each given 3 s,
+# 250 ms between).
+banner() {
+  ip netns exec "$ns" python3 - "$1" <<'PY'
+import socket, sys, time
+t0 = time.time()
+while time.time() - t0 < 120:
+    try:
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1)
+        s.settimeout(3); s.sendall(b"\r\n")
+        if s.recv(64):
+            print(f"{time.time() - t0:.3f}"); sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.25)
+sys.exit("no answer")
+PY
+}
 traffic() { ip netns exec "$peer" ping -c 1 -W 0.2 "$target"; }
 # qmp SOCKET STEP...: QMP steps, in order: cont (wait for the incoming stream, then cont), or
 # full:IN:OUT (load our devices' stream IN into a qemu whose RAM is already ours, then save
@@ -161,6 +183,10 @@ bench() { # NAME: the guest in $dir/launcher.toml, pinging $target
   local stream; stream=$(find "$dir/x" -name memory.raw)
   vrnetlab_qemu "$stream"
   qmp "$dir/run/qmp.sock" cont; local v_running; v_running=$(since "$t0")
+  local v_ready=-
+  if [ -n "$ready_port" ]; then
+    v_ready=$(python3 -c "import sys; print(f'{float(sys.argv[1]) + float(sys.argv[2]):.2f}')" "$v_running" "$(banner "$ready_port")")
+  fi
   local v_traffic; v_traffic=$(got "$dir/t.vrnetlab" "$t0" "vrnetlab-way traffic")
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=
   ip netns exec "$ns" "$bin" unwire eth1=tap1 >/dev/null
@@ -169,17 +195,20 @@ bench() { # NAME: the guest in $dir/launcher.toml, pinging $target
 
   local ours_size vr_size
   ours_size=$(stat -c %s "$dir/ours.tar"); vr_size=$(stat -c %s "$dir/vrnetlab.tar")
-  python3 - "$name" "$cold_ready" "$cold_traffic" "$save_s" "$paused" "$ours_size" "$r_ready" "$r_traffic" "$vr_size" "$v_running" "$v_traffic" <<'PY'
+  python3 - "$name" "$cold_ready" "$cold_traffic" "$save_s" "$paused" "$ours_size" "$r_ready" "$r_traffic" "$vr_size" "$v_running" "$v_traffic" "$v_ready" <<'PY'
 import sys
-n, cr, ct, sv, pa, os_, rr, rt, vs, vr, vt = sys.argv[1:]
+n, cr, ct, sv, pa, os_, rr, rt, vs, vr, vt, vready = sys.argv[1:]
 cr, ct, sv, rr, rt, vr, vt = map(float, (cr, ct, sv, rr, rt, vr, vt))
 mib = lambda b: f"{int(b) / 2**20:.1f} MiB"
 print(f"== {n}")
 print(f"cold boot      : ready {cr:7.2f} s   traffic {ct:7.2f} s")
 print(f"save (ours)    : {sv:.2f} s, guests paused {pa} ms, {mib(os_)} (zstd stream + overlays)")
 print(f"restore (ours) : ready {rr:7.2f} s   traffic {rt:7.2f} s")
-print(f"vrnetlab's way : running {vr:5.2f} s   traffic {vt:7.2f} s   ({mib(vs)} tar, uncompressed stream; qemu as root, no -sandbox, as vrnetlab runs it)")
+print(f"vrnetlab's way : running {vr:5.2f} s   traffic {vt:7.2f} s{vrr}   ({mib(vs)} tar, uncompressed stream; qemu as root, no -sandbox, as vrnetlab runs it)")
+vrr = f"; ready {float(vready):.2f} s (SSH banner)" if vready != "-" else ""
 print(f"ratios         : cold/ours ready {cr / rr:.0f}x, traffic {ct / rt:.0f}x; vrnetlab/ours traffic {vt / rt:.1f}x, vrnetlab running/ours ready {vr / rr:.1f}x; size {int(vs) / int(os_):.1f}x")
+if vready != "-":
+    print(f"ready vs ready : vrnetlab's way {float(vready):.2f} s (its SSH banner), ours {rr:.2f} s: vrnetlab/ours {float(vready) / rr:.1f}x")
 PY
 }
 
@@ -206,8 +235,21 @@ plain_argv() {
 # RAM loads our devices' stream, then migrates everything to a file.
 full_stream() {
   local d; d=$(dirname "$(find "$1" -name devices.zst)")
-  # Our RAM's parts (ram.0.zst, ram.1.zst, ...), in order, make the RAM image.
-  zstd -q -d -c $(ls "$d"/ram.*.zst | sort -t. -k2 -n) >"$d/ram.img"
+  # Our RAM's parts (ram.0.zst, ram.1.zst, ...), each its data at its extents (manifest.json),
+  # make the RAM image: a sparse file of the RAM's size.
+  python3 - "$1" "$d" <<'PY'
+import json, os, subprocess, sys
+top, d = sys.argv[1:]
+vm = json.load(open(os.path.join(top, "manifest.json")))["vms"][0]
+size = int(vm["key"]["memory"].rstrip("M")) << 20
+with open(os.path.join(d, "ram.img"), "wb") as img:
+    img.truncate(size)
+    for part in vm["ram"]:
+        z = subprocess.Popen(["zstd", "-q", "-d", "-c", os.path.join(top, part["member"])], stdout=subprocess.PIPE)
+        for at, n in part["extents"]:
+            img.seek(at); img.write(z.stdout.read(n))
+        assert z.stdout.read(1) == b"" and z.wait() == 0, part["member"]
+PY
   rm -f "$d"/ram.*.zst
   zstd -q -d --rm "$d/devices.zst" -o "$d/devices.raw"
   # Its data NIC on a tap of its own in the bench's namespace (the device state wants a
@@ -266,7 +308,7 @@ run_dir = "$dir/run"
 state_dir = "$dir/state"
 health_file = "$dir/health"
 EOF2
-target=192.0.2.2
+target=192.0.2.2 ready_port=
 [ "${TINYLINUX:-1}" = 0 ] || bench "tinylinux (256 MiB, 1 vCPU, TCG)"
 
 # The Debian guest: DEBIAN_QCOW2 (else the cached build of images/debian, when it is built;
@@ -286,5 +328,6 @@ if [ -n "${DEBIAN_QCOW2:-}" ]; then
   [ -f "${DEBIAN_CONFIG:-}" ] || { echo "fast-start-bench: DEBIAN_CONFIG must name a launcher.toml for that guest ({qcow2}, {dir} substituted; its eth1 at DEBIAN_PING)" >&2; exit 1; }
   sed -e "s|{qcow2}|$DEBIAN_QCOW2|g" -e "s|{dir}|$dir|g" "$DEBIAN_CONFIG" >"$dir/launcher.toml"
   target=${DEBIAN_PING:-192.0.2.2}
+  ready_port=$(sed -n 's/^ready_tcp *= *\([0-9]*\).*/\1/p' "$dir/launcher.toml")
   bench "Debian 12 + FRR (1 GiB, 1 vCPU, TCG; $DEBIAN_QCOW2)"
 fi

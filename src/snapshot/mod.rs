@@ -21,8 +21,8 @@ pub const SAVE_OUTPUT: &str = "/snapshot-output.tar";
 pub const RESTORE_INPUT: &str = "/snapshot.tar";
 /// The manifest's name inside the tar.
 pub const MANIFEST: &str = "manifest.json";
-/// The version of the layout below (2: the RAM apart from the stream).
-pub const FORMAT: u32 = 2;
+/// The version of the layout below (2: the RAM apart from the stream; 3: only its data).
+pub const FORMAT: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -52,7 +52,7 @@ pub struct VmEntry {
     pub stream: String,
     /// The uncompressed stream's size in bytes.
     pub stream_bytes: u64,
-    /// The guest RAM: its contiguous parts in order, each an image of its bytes, compressed.
+    /// The guest RAM: its contiguous parts in order, each its data, compressed.
     pub ram: Vec<RamPart>,
     /// Per overlay disk, in the plan's order: the tar member holding that overlay.
     pub disks: Vec<String>,
@@ -66,6 +66,9 @@ pub struct RamPart {
     /// Where it starts in the RAM, and its length, in bytes.
     pub offset: u64,
     pub bytes: u64,
+    /// The runs of data in it, `[offset in the RAM, length]`, in order: the member holds them
+    /// one after the other; the rest of the part is zeros.
+    pub extents: Vec<(u64, u64)>,
 }
 
 /// The node's snapshot: its VMs, stopped at one instant.
@@ -234,12 +237,14 @@ mod tests {
                     member: ram_member("r1", 0),
                     offset: 0,
                     bytes: 1 << 20,
+                    extents: vec![(4096, 8192)],
                 }],
                 disks: vec![disk_member("r1", 0)],
             }],
         };
         let j = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<Manifest>(&j).unwrap(), m);
+        assert!(j.contains(r#""extents":[[4096,8192]]"#), "{j}");
         assert_eq!(m.vm("r1").unwrap().disks, ["r1/disk0.qcow2"]);
         assert!(m.vm("r2").is_none());
     }

@@ -3,20 +3,22 @@
 //! snapshot compresses the stopped guest's RAM from the launcher's side ([`Ram::save`]; the
 //! migration stream skips it with `x-ignore-shared`) and a restore fills a fresh memfd while
 //! qemu starts ([`Ram::fill`]), instead of qemu loading it page by page. The RAM travels in up
-//! to [`PARTS`] contiguous parts, each its own `zstd` stream, cut so that each holds about as
-//! much work ([`Ram::plan`]: a MiB of data costs a fill several times a MiB of zeros), so a
-//! fill decompresses on every core at once. Each `zstd` is the launcher's child, watched by
-//! the reaper. Never talks to qemu; a
-//! memfd lives as long as the one qemu run it was made for, and its pages go with it.
+//! to [`PARTS`] contiguous parts, each its own `zstd` stream of only the part's data: its
+//! zero pages are left out (a fresh memfd reads zeros), and the runs of data it holds are its
+//! [`Extents`]. Parts are cut so that each holds about as much data ([`Ram::plan`]), so a fill
+//! decompresses on every core at once, straight from the snapshot file (a thread feeds each
+//! `zstd` its slice of the tar, another writes its output at its extents). Each `zstd` is the
+//! launcher's child, watched by the reaper. Never talks to qemu; a memfd lives as long as the
+//! one qemu run it was made for, and its pages go with it.
 
 use super::reaper::Reaper;
 use super::zstd::{pipe, zstd, Helper};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,19 +26,38 @@ use std::time::Duration;
 pub const PARTS: usize = 8;
 /// The unit parts are cut in.
 const BLOCK: u64 = 1 << 20;
-/// What a MiB holding data costs a fill, against 1 for a MiB of zeros (measured on a Debian
-/// guest's RAM: 256 MiB of zeros filled in 0.09 s, 230 MiB of data in 0.47 s).
-const DATA_WEIGHT: u64 = 5;
+/// The unit zeros are left out in.
+const PAGE: usize = 4096;
+/// Zero pages between two runs of data that are kept (and the runs joined): up to this many,
+/// so a RAM has at most one extent per 17 pages, however its data is scattered.
+const GAP_PAGES: u64 = 16;
+/// What a MiB holding data costs a save and a fill, against 1 for a MiB of zeros (scanned at
+/// a save, never stored).
+const DATA_WEIGHT: u64 = 16;
 /// zstd's arguments for a save: fast, on every core.
 const SAVE_ARGS: &[&str] = &["-q", "-1", "-T0", "-c"];
-/// And for a fill: zero runs are skipped (`--sparse`, forced on its standard output: the
-/// memfd), so they stay holes and a mostly idle guest's RAM costs only what it used.
-const FILL_ARGS: &[&str] = &["-q", "-d", "--sparse", "-c"];
+/// And for a fill.
+const FILL_ARGS: &[&str] = &["-q", "-d", "-c"];
+
+/// The runs of a part's data, `(offset in the RAM, length)`, in order: what its stream holds,
+/// one after the other.
+pub type Extents = Vec<(u64, u64)>;
 
 /// One qemu run's guest RAM.
 pub struct Ram {
     fd: OwnedFd,
     bytes: u64,
+}
+
+/// Where a saved part is read from at a fill: `len` bytes at `at` in `file` (its tar member,
+/// open since the snapshot was checked: a suspend's file loses its name at once), a zstd
+/// stream of its [`Extents`].
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub file: Arc<File>,
+    pub at: u64,
+    pub len: u64,
+    pub extents: Extents,
 }
 
 /// The `(offset, length)` of at most `n` contiguous parts covering `blocks` (one per
@@ -62,32 +83,35 @@ pub fn cut(blocks: &[bool], bytes: u64, n: usize) -> Vec<(u64, u64)> {
     out
 }
 
-/// zstd helpers started for one RAM; [`Helpers::wait`] waits for them all.
+/// zstd helpers started for one RAM, and the threads that feed them or take their output;
+/// [`Helpers::wait`] waits for them all.
 #[derive(Default)]
 pub struct Helpers {
     zstd: Vec<Helper>,
-    /// A save's feeders (part of the memfd into a zstd's pipe), joined after their zstd.
-    feeders: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
+    /// Joined after their zstd (whose end their own end causes, or follows): a save's packers
+    /// (one per part, returning its extents), a fill's feeders and writers.
+    threads: Vec<std::thread::JoinHandle<std::io::Result<Extents>>>,
 }
 
 impl Helpers {
-    /// All of them ended well, within `within` each; Err says what did not.
-    pub async fn wait(self, within: Duration) -> Result<(), String> {
+    /// All of them ended well, within `within` each: what each thread returned, in the order
+    /// they were started (a save's: each part's extents). Err says what did not end well.
+    pub async fn wait(self, within: Duration) -> Result<Vec<Extents>, String> {
         let mut first = Ok(());
         for (i, z) in self.zstd.into_iter().enumerate() {
             if let Err(why) = z.wait(within).await {
                 first = first.and(Err(format!("part {i}: {why}")));
             }
         }
-        for (i, f) in self.feeders.into_iter().enumerate() {
-            // Finished: its zstd read to the end (or died), which the feeder's end caused.
-            match f.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => first = first.and(Err(format!("part {i}: reading the RAM: {e}"))),
-                Err(_) => first = first.and(Err(format!("part {i}: reader panicked"))),
+        let mut out = Vec::new();
+        for (i, t) in self.threads.into_iter().enumerate() {
+            match t.join() {
+                Ok(Ok(e)) => out.push(e),
+                Ok(Err(e)) => first = first.and(Err(format!("RAM copy {i}: {e}"))),
+                Err(_) => first = first.and(Err(format!("RAM copy {i}: panicked"))),
             }
         }
-        first
+        first.map(|()| out)
     }
 }
 
@@ -134,9 +158,9 @@ impl Ram {
     }
 
     /// Starts compressing the RAM's `parts` (from [`Ram::plan`]) into `dsts`, one each
-    /// ([`SAVE_ARGS`]), each fed by a thread that copies its part into a pipe. The guest must
-    /// stay stopped until they end, so the RAM is of the same instant as the stream and the
-    /// disks.
+    /// ([`SAVE_ARGS`]), each fed by a thread that copies its part's data into a pipe ([`pack`]).
+    /// The guest must stay stopped until they end, so the RAM is of the same instant as the
+    /// stream and the disks. [`Helpers::wait`] gives each part's extents.
     pub fn save(
         &self,
         parts: &[(u64, u64)],
@@ -149,75 +173,117 @@ impl Ram {
             let z = zstd(SAVE_ARGS, r.into(), File::create(dst)?.into(), reaper)?;
             h.zstd.push(z);
             let src = self.reopen(false)?;
-            h.feeders.push(std::thread::spawn(move || {
-                feed(&src, at, len, File::from(w))
+            h.threads.push(std::thread::spawn(move || {
+                pack(&src, at, len, File::from(w))
             }));
         }
         Ok(h)
     }
 
-    /// Starts filling the RAM from `srcs` (what [`Ram::save`] wrote of `parts`), every part at
-    /// once, each `zstd` writing into its own open file of the memfd from its part's offset.
-    pub fn fill(
-        &self,
-        parts: &[(u64, u64)],
-        srcs: &[PathBuf],
-        reaper: &Reaper,
-    ) -> std::io::Result<Helpers> {
+    /// Starts filling the RAM from `srcs` (what [`Ram::save`] wrote, where it is now), every
+    /// part at once: per part a thread feeds its `zstd` from the source file and another
+    /// writes what comes out at the part's extents ([`unpack`]).
+    pub fn fill(&self, srcs: &[Source], reaper: &Reaper) -> std::io::Result<Helpers> {
+        self.check(srcs)?;
         let mut h = Helpers::default();
-        for (input, output) in self.fill_io(parts, srcs)? {
+        for s in srcs {
+            let (zin, feed) = pipe()?;
+            let (out, zout) = pipe()?;
             h.zstd
-                .push(zstd(FILL_ARGS, input.into(), output.into(), reaper)?);
+                .push(zstd(FILL_ARGS, zin.into(), zout.into(), reaper)?);
+            // An open file of its own: its offset is this feeder's alone.
+            let mut file = File::open(format!("/proc/self/fd/{}", s.file.as_raw_fd()))?;
+            file.seek(SeekFrom::Start(s.at))?;
+            let len = s.len;
+            h.threads.push(std::thread::spawn(move || {
+                std::io::copy(&mut file.take(len), &mut File::from(feed)).map(|_| Vec::new())
+            }));
+            let (to, extents) = (self.reopen(true)?, s.extents.clone());
+            h.threads.push(std::thread::spawn(move || {
+                unpack(File::from(out), &to, &extents).map(|()| Vec::new())
+            }));
         }
         Ok(h)
     }
 
-    /// Per part: its compressed file, and the memfd opened at the part's offset. The parts
-    /// must follow each other from 0 to the RAM's end.
-    fn fill_io(
-        &self,
-        parts: &[(u64, u64)],
-        srcs: &[PathBuf],
-    ) -> std::io::Result<Vec<(File, File)>> {
+    /// The sources' extents are in order, apart, and inside this RAM.
+    fn check(&self, srcs: &[Source]) -> std::io::Result<()> {
         let mut end = 0;
-        for &(at, len) in parts {
-            if at != end {
+        for &(at, len) in srcs.iter().flat_map(|s| &s.extents) {
+            if at < end || at.checked_add(len).is_none_or(|e| e > self.bytes) {
                 return Err(std::io::Error::other(format!(
-                    "RAM part at {at} follows {end}"
+                    "RAM extent of {len} bytes at {at} is out of order or beyond {} MiB",
+                    self.bytes >> 20
                 )));
             }
             end = at + len;
         }
-        if end != self.bytes || srcs.len() != parts.len() {
-            return Err(std::io::Error::other(format!(
-                "{} RAM parts of {} bytes ({} files) do not make {} MiB",
-                parts.len(),
-                end,
-                srcs.len(),
-                self.bytes >> 20
-            )));
-        }
-        (parts.iter().zip(srcs))
-            .map(|(&(at, _), src)| {
-                let mut out = self.reopen(true)?;
-                out.seek(SeekFrom::Start(at))?;
-                Ok((File::open(src)?, out))
-            })
-            .collect()
+        Ok(())
     }
 }
 
-/// Copies `len` bytes of `src` from `at` into `to` (a pipe), then closes it.
-fn feed(src: &File, mut at: u64, len: u64, mut to: File) -> std::io::Result<()> {
+/// Copies the data of `len` bytes of `src` from `at` into `to` (a pipe), leaving out zero
+/// pages (but keeping gaps of up to [`GAP_PAGES`] between data), then closes it. Returns the
+/// extents written.
+fn pack(src: &File, at: u64, len: u64, mut to: File) -> std::io::Result<Extents> {
+    let zero = [0u8; PAGE];
+    let mut buf = vec![0u8; BLOCK as usize];
+    let mut extents: Extents = Vec::new();
+    // The open run (its start) and the zero pages seen since its last data.
+    let (mut run, mut gap): (Option<u64>, u64) = (None, 0);
+    let mut pos = at;
     let end = at + len;
-    let mut buf = vec![0u8; 1 << 20];
-    while at < end {
-        let n = ((end - at) as usize).min(buf.len());
-        src.read_exact_at(&mut buf[..n], at)?;
-        to.write_all(&buf[..n])?;
-        at += n as u64;
+    while pos < end {
+        let n = ((end - pos) as usize).min(buf.len());
+        src.read_exact_at(&mut buf[..n], pos)?;
+        for (i, page) in buf[..n].chunks(PAGE).enumerate() {
+            let here = pos + (i * PAGE) as u64;
+            if page == &zero[..page.len()] {
+                gap += 1;
+                if gap > GAP_PAGES {
+                    if let Some(s) = run.take() {
+                        let last = here - (gap - 1) * PAGE as u64;
+                        extents.push((s, last - s));
+                    }
+                }
+                continue;
+            }
+            match run {
+                Some(_) => {
+                    for _ in 0..gap {
+                        to.write_all(&zero)?;
+                    }
+                }
+                None => run = Some(here),
+            }
+            gap = 0;
+            to.write_all(page)?;
+        }
+        pos += n as u64;
     }
-    Ok(())
+    if let Some(s) = run {
+        extents.push((s, end - gap * PAGE as u64 - s));
+    }
+    Ok(extents)
+}
+
+/// Writes what comes out of `from` (a part's stream, decompressed) at its `extents` in `to`,
+/// then checks that nothing more comes.
+fn unpack(mut from: File, to: &File, extents: &[(u64, u64)]) -> std::io::Result<()> {
+    let mut buf = vec![0u8; BLOCK as usize];
+    for &(at, len) in extents {
+        let mut done = 0;
+        while done < len {
+            let n = ((len - done) as usize).min(buf.len());
+            from.read_exact(&mut buf[..n])?;
+            to.write_all_at(&buf[..n], at + done)?;
+            done += n as u64;
+        }
+    }
+    match from.read(&mut buf[..1])? {
+        0 => Ok(()),
+        _ => Err(std::io::Error::other("more RAM data than its extents hold")),
+    }
 }
 
 /// The RAM of a VM's current qemu, as its life publishes it (None between runs): what a save
@@ -234,21 +300,9 @@ impl RamSlot {
     }
 }
 
-/// The compressed parts' paths: `stem.0.zst`, `stem.1.zst`, ... beside `stem`.
-pub fn part_paths(stem: &Path, n: usize) -> Vec<PathBuf> {
-    (0..n)
-        .map(|i| {
-            let mut s = stem.as_os_str().to_owned();
-            s.push(format!(".{i}.zst"));
-            PathBuf::from(s)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
     use std::os::unix::fs::MetadataExt;
 
     fn contents(r: &Ram) -> Vec<u8> {
@@ -265,12 +319,12 @@ mod tests {
             cut(&[false; 8], 8 * m, 4),
             [(0, 2 * m), (2 * m, 2 * m), (4 * m, 2 * m), (6 * m, 2 * m)]
         );
-        // Data in the first 2 MiB of 12 (weights 5 5 1 x10 = 20): 4 parts of 5 each.
+        // Data in the first 2 MiB of 12 (weights 16 16 1 x10 = 42): a part per data MiB.
         let mut b = [false; 12];
         b[..2].fill(true);
         assert_eq!(
             cut(&b, 12 * m, 4),
-            [(0, m), (m, m), (2 * m, 5 * m), (7 * m, 5 * m)]
+            [(0, m), (m, m), (2 * m, m), (3 * m, 9 * m)]
         );
         // A last, shorter block; never more parts than blocks; nothing for no RAM.
         assert_eq!(cut(&[true, true], m + 4096, 8), [(0, m), (m, 4096)]);
@@ -279,7 +333,11 @@ mod tests {
 
     /// zstd as a helper runs it, waited for here (a test must not start a reaper: it would
     /// take other tests' children's statuses).
-    fn run(input: impl Into<std::process::Stdio>, output: File, args: &[&str]) {
+    fn run(
+        input: impl Into<std::process::Stdio>,
+        output: impl Into<std::process::Stdio>,
+        args: &[&str],
+    ) {
         let st = std::process::Command::new("zstd")
             .args(args)
             .stdin(input)
@@ -290,50 +348,88 @@ mod tests {
     }
 
     #[test]
-    fn saved_ram_fills_a_fresh_memfd_byte_for_byte_and_zeros_stay_holes() {
+    fn saved_ram_holds_only_data_and_fills_a_fresh_memfd_byte_for_byte() {
         let a = Ram::new("t", 10).unwrap();
-        // One MiB of data across the border of parts 0 and 1 (3 MiB each), zeros elsewhere.
-        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
-        a.reopen(true)
-            .unwrap()
-            .write_all_at(&data, (5 << 19) as u64)
-            .unwrap();
+        let w = a.reopen(true).unwrap();
+        // One MiB of data across the border of parts 1 and 2, zeros elsewhere...
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8 | 1).collect();
+        w.write_all_at(&data, 5 << 19).unwrap();
+        // ...and in MiB 8: pages 0 and 4 (a gap of 3 zero pages, kept), then page 30 (after 25).
+        let page = |n: u64| (8 << 20) + n * PAGE as u64;
+        for n in [0, 4, 30] {
+            w.write_all_at(&[n as u8 + 1; PAGE], page(n)).unwrap();
+        }
+        let cuts = a.plan().unwrap();
+        assert_eq!(cuts[..2], [(0, 3 << 20), (3 << 20, 1 << 20)], "{cuts:?}");
+        // Each part through zstd into one file, behind a header of junk (as in a tar).
         let dir = std::env::temp_dir().join(format!("lt-ram-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        // The 2 MiB holding data weigh 10, the 8 of zeros 8: 8 parts.
-        let cuts = a.plan().unwrap();
-        assert_eq!(cuts.len(), 8, "{cuts:?}");
-        assert_eq!(cuts[..2], [(0, 2 << 20), (2 << 20, 1 << 20)], "{cuts:?}");
-        let parts = part_paths(&dir.join("ram"), cuts.len());
-        assert!(parts[1].ends_with("ram.1.zst"), "{parts:?}");
-        for (&(at, len), p) in cuts.iter().zip(&parts) {
+        let tar = dir.join("snapshot");
+        std::fs::write(&tar, [7u8; 512]).unwrap();
+        let mut srcs = Vec::new();
+        for &(at, len) in &cuts {
             let (r, w) = pipe().unwrap();
             let src = a.reopen(false).unwrap();
-            let t = std::thread::spawn(move || feed(&src, at, len, File::from(w)));
-            run(r, File::create(p).unwrap(), SAVE_ARGS);
-            t.join().unwrap().unwrap();
+            let t = std::thread::spawn(move || pack(&src, at, len, File::from(w)));
+            let before = std::fs::metadata(&tar).unwrap().len();
+            let out = OpenOptions::new().append(true).open(&tar).unwrap();
+            run(r, out, SAVE_ARGS);
+            let extents = t.join().unwrap().unwrap();
+            let len = std::fs::metadata(&tar).unwrap().len() - before;
+            srcs.push(Source {
+                file: Arc::new(File::open(&tar).unwrap()),
+                at: before,
+                len,
+                extents,
+            });
         }
+        let all: Extents = srcs.iter().flat_map(|s| s.extents.clone()).collect();
+        assert_eq!(
+            all,
+            [
+                (5 << 19, 1 << 19),
+                (3 << 20, 1 << 19),
+                (page(0), 5 * PAGE as u64),
+                (page(30), PAGE as u64)
+            ],
+            "the data, cut at the parts' border, the short gap kept, the long one left out"
+        );
+        // A fill, as `Ram::fill` runs each part (feeder, zstd, writer).
         let b = Ram::new("t", 10).unwrap();
-        for (input, output) in b.fill_io(&cuts, &parts).unwrap() {
-            run(input, output, FILL_ARGS);
+        b.check(&srcs).unwrap();
+        for s in &srcs {
+            let (zin, feed) = pipe().unwrap();
+            let (out, zout) = pipe().unwrap();
+            let mut f = File::open(&tar).unwrap();
+            f.seek(SeekFrom::Start(s.at)).unwrap();
+            let len = s.len;
+            let feeder =
+                std::thread::spawn(move || std::io::copy(&mut f.take(len), &mut File::from(feed)));
+            let (to, ex) = (b.reopen(true).unwrap(), s.extents.clone());
+            let writer = std::thread::spawn(move || unpack(File::from(out), &to, &ex));
+            run(zin, zout, FILL_ARGS);
+            feeder.join().unwrap().unwrap();
+            writer.join().unwrap().unwrap();
         }
         assert_eq!(contents(&a), contents(&b));
-        assert_eq!(contents(&b).len(), 10 << 20);
-        // Only the written MiB (not the 9 MiB of zeros) takes memory.
+        // Only the data and the short gap take memory.
         let used = b.reopen(false).unwrap().metadata().unwrap().blocks() * 512;
-        assert!(
-            (1 << 20..=(1 << 20) + (64 << 10)).contains(&used),
-            "{used} bytes used"
-        );
-        // Parts that do not make this RAM are refused, saying why.
-        let e = b.fill_io(&cuts[..2], &parts[..2]).unwrap_err().to_string();
+        assert_eq!(used, (1 << 20) + 6 * PAGE as u64, "{used} bytes used");
+        // Extents out of order or beyond the RAM are refused before anything starts.
+        let mut bad = srcs.clone();
+        bad[0].extents = vec![(page(0), 8), (0, 8)];
         assert_eq!(
-            e,
-            "2 RAM parts of 3145728 bytes (2 files) do not make 10 MiB"
+            b.check(&bad).unwrap_err().to_string(),
+            "RAM extent of 8 bytes at 0 is out of order or beyond 10 MiB"
         );
-        let gap = [cuts[0], cuts[2]];
-        let e = b.fill_io(&gap, &parts[..2]).unwrap_err().to_string();
-        assert_eq!(e, "RAM part at 3145728 follows 2097152");
+        bad[0].extents = vec![(10 << 20, 1)];
+        assert!(b.check(&bad).is_err());
+        // A stream longer than its extents is an error, not a silent cut.
+        let (r, mut w) = pipe().map(|(r, w)| (File::from(r), File::from(w))).unwrap();
+        w.write_all(&[1u8; 10]).unwrap();
+        drop(w);
+        let e = unpack(r, &b.reopen(true).unwrap(), &[(0, 8)]).unwrap_err();
+        assert_eq!(e.to_string(), "more RAM data than its extents hold");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

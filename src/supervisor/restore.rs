@@ -1,8 +1,9 @@
 //! Restoring the node: before any qemu starts, [`prepare`] reads the snapshot's manifest,
 //! compares each VM's saved [`Key`] with the one this start would run (a mismatch never loads:
 //! it logs every difference and boots cold, or fails, by `LAUNCHER_SNAPSHOT_MISMATCH`), then puts
-//! each saved overlay in place of the VM's overlay and its stream and RAM beside it. The VM's
-//! next qemu gets a RAM memfd that `zstd -d` fills while qemu starts, with the same argv plus
+//! each saved overlay in place of the VM's overlay and its stream beside it. The VM's
+//! next qemu gets a RAM memfd that `zstd -d` fills from the snapshot file (open since the
+//! check: a suspend's file loses its name at once) while qemu starts, with the same argv plus
 //! `-incoming defer`; once QMP is up, [`resume`] waits for the fill, pipes the devices' stream
 //! through `zstd -d` into qemu (QMP `getfd` + `migrate-incoming`, no file or `exec:` URI),
 //! waits for the load and sends `cont`. Readiness is earned again: the TCP probe runs as for a
@@ -10,7 +11,7 @@
 //! With `vm.clock = "guest-agent"` the guest agent sets the guest's clock, meanwhile.
 //! Never decides a restart (a failed load kills qemu; the restart policy boots it cold).
 
-use super::ram::Helpers;
+use super::ram::{Helpers, Source};
 use super::snapshot::{overlays, Extracted, SaveError, Saver};
 use super::vm::Vm;
 use super::zstd::{pipe, zstd};
@@ -163,18 +164,25 @@ fn load(vms: &mut [Vm], saver: &Saver, path: &Path) -> Result<u64, RestoreError>
                 why: format!("no member {name}"),
             })
     };
+    let file = std::sync::Arc::new(f.try_clone().map_err(io)?);
     for (vm, (e, disks)) in vms.iter_mut().zip(plan) {
         for (name, (overlay, _)) in e.disks.iter().zip(&disks) {
             archive::extract(&mut f, member(name)?, overlay).map_err(io)?;
         }
         let stream = vm.plan.run_dir.join("restore-stream.zst");
         archive::extract(&mut f, member(&e.stream)?, &stream).map_err(io)?;
-        let ram = super::ram::part_paths(&vm.plan.run_dir.join("restore-ram"), e.ram.len());
-        for (part, to) in e.ram.iter().zip(&ram) {
-            archive::extract(&mut f, member(&part.member)?, to).map_err(io)?;
-        }
-        let cuts = e.ram.iter().map(|p| (p.offset, p.bytes)).collect();
-        vm.snap.restore = Some(Extracted { stream, ram, cuts });
+        let ram = (e.ram.iter())
+            .map(|part| {
+                let m = member(&part.member)?;
+                Ok(Source {
+                    file: file.clone(),
+                    at: m.offset,
+                    len: m.size,
+                    extents: part.extents.clone(),
+                })
+            })
+            .collect::<Result<_, RestoreError>>()?;
+        vm.snap.restore = Some(Extracted { stream, ram });
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -209,10 +217,9 @@ pub async fn resume(
 ) -> Result<(Vec<(Probe, String)>, AfterCont), String> {
     let t0 = Instant::now();
     let filled = r.fill.wait(LOAD_WAIT).await;
-    r.x.ram.iter().for_each(|p| drop(std::fs::remove_file(p)));
     let filled_ms = t0.elapsed().as_millis() as u64;
     let loaded = match filled {
-        Ok(()) => load_stream(vm, q, &r.x.stream).await,
+        Ok(_) => load_stream(vm, q, &r.x.stream).await,
         Err(why) => Err(format!("RAM fill: zstd {why}")),
     };
     let _ = std::fs::remove_file(&r.x.stream);

@@ -77,13 +77,12 @@ impl QmpSlot {
     }
 }
 
-/// What a VM's next qemu restores from: the devices' stream and the RAM's parts, as extracted.
+/// What a VM's next qemu restores from: the devices' stream (extracted), and the RAM's parts
+/// (read from the snapshot file where they lie).
 #[derive(Debug, Clone)]
 pub struct Extracted {
     pub stream: PathBuf,
-    pub ram: Vec<PathBuf>,
-    /// Each RAM part's `(offset, length)`.
-    pub cuts: Vec<(u64, u64)>,
+    pub ram: Vec<super::ram::Source>,
 }
 
 /// A VM's part in fast start: where its run publishes QMP and its RAM, and what its next qemu
@@ -355,8 +354,8 @@ async fn stream_vm(t: &Target, q: &Qmp, dst: &Path, within: Duration) -> Result<
     Ok(bytes)
 }
 
-/// One stopped VM's RAM, from the launcher's memfd through `zstd -1`, cut as `cuts` says
-/// (from [`Ram::plan`](super::ram::Ram::plan)), into `parts`.
+/// One stopped VM's RAM, its data from the launcher's memfd through `zstd -1`, cut as `cuts`
+/// says (from [`Ram::plan`](super::ram::Ram::plan)), into `parts`.
 async fn save_ram(
     t: &Target,
     cuts: &[(u64, u64)],
@@ -364,22 +363,25 @@ async fn save_ram(
     within: Duration,
 ) -> Result<Vec<snap::RamPart>, SaveError> {
     let ram = current_ram(t)?;
-    let out: Vec<snap::RamPart> = (cuts.iter().enumerate())
-        .map(|(i, &(offset, bytes))| snap::RamPart {
-            member: snap::ram_member(&t.name, i),
-            offset,
-            bytes,
-        })
+    let members: Vec<String> = (0..cuts.len())
+        .map(|i| snap::ram_member(&t.name, i))
         .collect();
-    let paths: Vec<PathBuf> = out.iter().map(|p| parts.join(&p.member)).collect();
+    let paths: Vec<PathBuf> = members.iter().map(|m| parts.join(m)).collect();
     let z = ram
         .save(cuts, &paths, &t.reaper)
         .map_err(io(format!("cannot compress the RAM of {}", t.name)))?;
-    z.wait(within).await.map_err(|why| SaveError::Zstd {
+    let extents = z.wait(within).await.map_err(|why| SaveError::Zstd {
         vm: t.name.clone(),
         why,
     })?;
-    Ok(out)
+    Ok((members.into_iter().zip(cuts).zip(extents))
+        .map(|((member, &(offset, bytes)), extents)| snap::RamPart {
+            member,
+            offset,
+            bytes,
+            extents,
+        })
+        .collect())
 }
 
 fn current_ram(t: &Target) -> Result<Arc<super::ram::Ram>, SaveError> {
