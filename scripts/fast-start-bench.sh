@@ -200,12 +200,12 @@ import sys
 n, cr, ct, sv, pa, os_, rr, rt, vs, vr, vt, vready = sys.argv[1:]
 cr, ct, sv, rr, rt, vr, vt = map(float, (cr, ct, sv, rr, rt, vr, vt))
 mib = lambda b: f"{int(b) / 2**20:.1f} MiB"
+vrr = f"; ready {float(vready):.2f} s (SSH banner)" if vready != "-" else ""
 print(f"== {n}")
 print(f"cold boot      : ready {cr:7.2f} s   traffic {ct:7.2f} s")
 print(f"save (ours)    : {sv:.2f} s, guests paused {pa} ms, {mib(os_)} (zstd stream + overlays)")
 print(f"restore (ours) : ready {rr:7.2f} s   traffic {rt:7.2f} s")
 print(f"vrnetlab's way : running {vr:5.2f} s   traffic {vt:7.2f} s{vrr}   ({mib(vs)} tar, uncompressed stream; qemu as root, no -sandbox, as vrnetlab runs it)")
-vrr = f"; ready {float(vready):.2f} s (SSH banner)" if vready != "-" else ""
 print(f"ratios         : cold/ours ready {cr / rr:.0f}x, traffic {ct / rt:.0f}x; vrnetlab/ours traffic {vt / rt:.1f}x, vrnetlab running/ours ready {vr / rr:.1f}x; size {int(vs) / int(os_):.1f}x")
 if vready != "-":
     print(f"ready vs ready : vrnetlab's way {float(vready):.2f} s (its SSH banner), ours {rr:.2f} s: vrnetlab/ours {float(vready) / rr:.1f}x")

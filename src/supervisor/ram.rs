@@ -224,45 +224,58 @@ impl Ram {
 
 /// Copies the data of `len` bytes of `src` from `at` into `to` (a pipe), leaving out zero
 /// pages (but keeping gaps of up to [`GAP_PAGES`] between data), then closes it. Returns the
-/// extents written.
+/// extents written. Each run is written in as few writes as the reads allow.
 fn pack(src: &File, at: u64, len: u64, mut to: File) -> std::io::Result<Extents> {
     let zero = [0u8; PAGE];
+    let page = PAGE as u64;
     let mut buf = vec![0u8; BLOCK as usize];
     let mut extents: Extents = Vec::new();
-    // The open run (its start) and the zero pages seen since its last data.
+    // The open run's start, and the zero pages seen since its last data page.
     let (mut run, mut gap): (Option<u64>, u64) = (None, 0);
-    let mut pos = at;
-    let end = at + len;
+    let (mut pos, end) = (at, at + len);
     while pos < end {
         let n = ((end - pos) as usize).min(buf.len());
         src.read_exact_at(&mut buf[..n], pos)?;
-        for (i, page) in buf[..n].chunks(PAGE).enumerate() {
-            let here = pos + (i * PAGE) as u64;
-            if page == &zero[..page.len()] {
+        // Where the open run's bytes not yet written start in `buf`.
+        let mut from: Option<usize> = None;
+        for (i, p) in buf[..n].chunks(PAGE).enumerate() {
+            let off = i * PAGE;
+            if p == &zero[..p.len()] {
                 gap += 1;
                 if gap > GAP_PAGES {
                     if let Some(s) = run.take() {
-                        let last = here - (gap - 1) * PAGE as u64;
+                        let last = pos + off as u64 - (gap - 1) * page;
+                        if let Some(f) = from.take() {
+                            to.write_all(&buf[f..(last - pos) as usize])?;
+                        }
                         extents.push((s, last - s));
                     }
                 }
                 continue;
             }
-            match run {
-                Some(_) => {
-                    for _ in 0..gap {
+            match (run, from) {
+                (None, _) => {
+                    run = Some(pos + off as u64);
+                    from = Some(off);
+                }
+                (Some(_), None) => {
+                    // The run goes on from an earlier read: its zeros from there are not in `buf`.
+                    for _ in i as u64..gap {
                         to.write_all(&zero)?;
                     }
+                    from = Some(0);
                 }
-                None => run = Some(here),
+                (Some(_), Some(_)) => {}
             }
             gap = 0;
-            to.write_all(page)?;
+        }
+        if let Some(f) = from {
+            to.write_all(&buf[f..n - (gap * page) as usize])?;
         }
         pos += n as u64;
     }
     if let Some(s) = run {
-        extents.push((s, end - gap * PAGE as u64 - s));
+        extents.push((s, end - gap * page - s));
     }
     Ok(extents)
 }
@@ -345,6 +358,48 @@ mod tests {
             .status()
             .expect("zstd is missing: the README test command installs it");
         assert!(st.success(), "zstd {args:?}: {st}");
+    }
+
+    /// `pack` of `ram`'s first `mib` MiB: its extents and what it wrote.
+    fn packed(ram: &Ram, mib: u64) -> (Extents, Vec<u8>) {
+        let (r, w) = pipe().unwrap();
+        let src = ram.reopen(false).unwrap();
+        let t = std::thread::spawn(move || pack(&src, 0, mib << 20, File::from(w)));
+        let mut out = Vec::new();
+        File::from(r).read_to_end(&mut out).unwrap();
+        (t.join().unwrap().unwrap(), out)
+    }
+
+    #[test]
+    fn packing_keeps_short_gaps_across_reads_and_drops_long_ones() {
+        let ram = Ram::new("t", 3).unwrap();
+        let w = ram.reopen(true).unwrap();
+        let page = |n: u64| n * PAGE as u64;
+        let mib = 256; // pages
+                       // A gap of 2 pages across the first read's end (kept); a gap of 17 across the second's
+                       // (dropped); data in the last page.
+        for n in [mib - 2, mib + 1, 2 * mib - 9, 2 * mib + 9, 3 * mib - 1] {
+            w.write_all_at(&[n as u8 | 1; PAGE], page(n)).unwrap();
+        }
+        let (ex, out) = packed(&ram, 3);
+        assert_eq!(
+            ex,
+            [
+                (page(mib - 2), page(4)),
+                (page(2 * mib - 9), page(1)),
+                (page(2 * mib + 9), page(1)),
+                (page(3 * mib - 1), page(1)),
+            ]
+        );
+        let mut want = Vec::new();
+        for (at, len) in &ex {
+            let mut b = vec![0u8; *len as usize];
+            w.read_exact_at(&mut b, *at).unwrap();
+            want.extend(b);
+        }
+        assert_eq!(out, want, "the extents' bytes, in order");
+        // All zeros: nothing.
+        assert_eq!(packed(&Ram::new("t", 2).unwrap(), 2), (vec![], vec![]));
     }
 
     #[test]
