@@ -100,15 +100,25 @@ fn read_manifest(
     f.take(m.size.min(16 << 20))
         .read_to_end(&mut json)
         .map_err(|e| bad(e.to_string()))?;
-    let m: Manifest = serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
-    if m.format != snap::FORMAT {
-        return Err(bad(format!(
-            "format {} (this launcher reads {})",
-            m.format,
-            snap::FORMAT
-        )));
+    parse_manifest(&json).map_err(bad)
+}
+
+/// The manifest in `json`; its format is read first, so another format's layout is refused as
+/// that format, not as a field it lacks.
+fn parse_manifest(json: &[u8]) -> Result<Manifest, String> {
+    #[derive(serde::Deserialize)]
+    struct Format {
+        format: u32,
     }
-    Ok(m)
+    let f: Format = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    if f.format != snap::FORMAT {
+        return Err(format!(
+            "format {} (this launcher reads {})",
+            f.format,
+            snap::FORMAT
+        ));
+    }
+    serde_json::from_slice(json).map_err(|e| e.to_string())
 }
 
 /// Checks the keys, then extracts the overlays and streams; returns the snapshot's age in s.
@@ -351,4 +361,25 @@ async fn console_answers(hub: &Hub) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_format_is_refused_as_that_format_and_a_bad_manifest_names_what_is_wrong() {
+        // A format-2 manifest: its RAM parts have no extents.
+        let old = r#"{"format": 2, "saved_unix": 1, "vms": [{"ram": [{"member": "a", "offset": 0, "bytes": 1}]}]}"#;
+        assert_eq!(
+            parse_manifest(old.as_bytes()).unwrap_err(),
+            format!("format 2 (this launcher reads {})", snap::FORMAT)
+        );
+        let bad = format!(r#"{{"format": {}, "saved_unix": 1}}"#, snap::FORMAT);
+        let e = parse_manifest(bad.as_bytes()).unwrap_err();
+        assert!(e.starts_with("missing field `vms`"), "{e}");
+        assert!(parse_manifest(b"{}")
+            .unwrap_err()
+            .starts_with("missing field `format`"));
+    }
 }
