@@ -191,19 +191,30 @@ impl Ram {
             let (out, zout) = pipe()?;
             h.zstd
                 .push(zstd(FILL_ARGS, zin.into(), zout.into(), reaper)?);
-            // An open file of its own: its offset is this feeder's alone.
-            let mut file = File::open(format!("/proc/self/fd/{}", s.file.as_raw_fd()))?;
-            file.seek(SeekFrom::Start(s.at))?;
-            let len = s.len;
-            h.threads.push(std::thread::spawn(move || {
-                std::io::copy(&mut file.take(len), &mut File::from(feed)).map(|_| Vec::new())
-            }));
-            let (to, extents) = (self.reopen(true)?, s.extents.clone());
-            h.threads.push(std::thread::spawn(move || {
-                unpack(File::from(out), &to, &extents).map(|()| Vec::new())
-            }));
+            h.threads.extend(self.fill_part(s, feed, out)?);
         }
         Ok(h)
+    }
+
+    /// One part's two threads: the feeder copies its slice of the source into `feed` (its
+    /// `zstd`'s input), the writer puts what comes out of `out` (its output) at its extents.
+    fn fill_part(
+        &self,
+        s: &Source,
+        feed: OwnedFd,
+        out: OwnedFd,
+    ) -> std::io::Result<[std::thread::JoinHandle<std::io::Result<Extents>>; 2]> {
+        // An open file of its own: its offset is this feeder's alone.
+        let mut file = File::open(format!("/proc/self/fd/{}", s.file.as_raw_fd()))?;
+        file.seek(SeekFrom::Start(s.at))?;
+        let len = s.len;
+        let (to, extents) = (self.reopen(true)?, s.extents.clone());
+        Ok([
+            std::thread::spawn(move || {
+                std::io::copy(&mut file.take(len), &mut File::from(feed)).map(|_| Vec::new())
+            }),
+            std::thread::spawn(move || unpack(File::from(out), &to, &extents).map(|()| Vec::new())),
+        ])
     }
 
     /// The sources' extents are in order, apart, and inside this RAM.
@@ -449,22 +460,17 @@ mod tests {
             ],
             "the data, cut at the parts' border, the short gap kept, the long one left out"
         );
-        // A fill, as `Ram::fill` runs each part (feeder, zstd, writer).
+        // A fill, as `Ram::fill` runs each part (its threads, with zstd run here).
         let b = Ram::new("t", 10).unwrap();
         b.check(&srcs).unwrap();
         for s in &srcs {
             let (zin, feed) = pipe().unwrap();
             let (out, zout) = pipe().unwrap();
-            let mut f = File::open(&tar).unwrap();
-            f.seek(SeekFrom::Start(s.at)).unwrap();
-            let len = s.len;
-            let feeder =
-                std::thread::spawn(move || std::io::copy(&mut f.take(len), &mut File::from(feed)));
-            let (to, ex) = (b.reopen(true).unwrap(), s.extents.clone());
-            let writer = std::thread::spawn(move || unpack(File::from(out), &to, &ex));
+            let threads = b.fill_part(s, feed, out).unwrap();
             run(zin, zout, FILL_ARGS);
-            feeder.join().unwrap().unwrap();
-            writer.join().unwrap().unwrap();
+            for t in threads {
+                t.join().unwrap().unwrap();
+            }
         }
         assert_eq!(contents(&a), contents(&b));
         // Only the data and the short gap take memory.
