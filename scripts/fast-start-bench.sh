@@ -62,12 +62,14 @@ stop() {
   while kill -0 "$pid" 2>/dev/null; do sleep 0.1; i=$((i+1)); [ $i -lt 900 ] || { echo "launcher did not stop" >&2; exit 1; }; done
   pid=
 }
-# wait_until WHAT SECONDS COMMAND...: polls every 50 ms, bounded
+# wait_until WHAT SECONDS COMMAND...: polls every 50 ms, bounded. The clock is bash's own: a
+# python per poll took CPU from the restored guest that vrnetlab's side (timed by `banner`
+# alone) did not pay.
 wait_until() {
-  local what=$1 max=$2; shift 2; local t0; t0=$(now)
+  local what=$1 max=$2; shift 2; local end=$(( ${EPOCHREALTIME/./} + max * 1000000 ))
   until "$@" >/dev/null 2>&1; do
     sleep 0.05
-    python3 -c "import sys; sys.exit(0 if float(sys.argv[2]) - float(sys.argv[1]) < float(sys.argv[3]) else 1)" "$t0" "$(now)" "$max" \
+    (( ${EPOCHREALTIME/./} < end )) \
       || { echo "fast-start-bench: no $what within ${max}s; log: $dir/launcher.log" >&2; tail -20 "$dir/launcher.log" >&2; exit 1; }
   done
 }
@@ -168,11 +170,55 @@ bench() { # NAME: the guest in $dir/launcher.toml, pinging $target
   tar -C "$dir/v" -cf "$dir/vrnetlab.tar" --exclude='ram.*.zst' --exclude=devices.zst .
   rm -rf "$dir/v"
 
-  t0=$(now); start LAUNCHER_RESTORE="$dir/ours.tar"; first_ok "$dir/t.restore" traffic
-  wait_until "restored ready" 120 ready; local r_ready; r_ready=$(since "$t0")
-  local r_traffic; r_traffic=$(got "$dir/t.restore" "$t0" "restored traffic")
-  stop
+  # RESTORES rounds (3 unless told), ours then vrnetlab's in each: one restore is too noisy here.
+  local r_ready=() r_traffic=() v_running=() v_traffic=() v_ready=() round
+  for round in $(seq "${RESTORES:-3}"); do
+    restore_ours
+    restore_vrnetlab
+  done
 
+  local ours_size vr_size
+  ours_size=$(stat -c %s "$dir/ours.tar"); vr_size=$(stat -c %s "$dir/vrnetlab.tar")
+  local IFS=,
+  python3 - "$name" "$cold_ready" "$cold_traffic" "$save_s" "$paused" "$ours_size" "${r_ready[*]}" "${r_traffic[*]}" "$vr_size" "${v_running[*]}" "${v_traffic[*]}" "${v_ready[*]}" <<'PY'
+import statistics, sys
+n, cr, ct, sv, pa, os_, rr, rt, vs, vr, vt, vready = sys.argv[1:]
+cr, ct, sv = map(float, (cr, ct, sv))
+runs = lambda v: [float(x) for x in v.split(",")] if v and "-" not in v else []
+rr, rt, vr, vt, vready = map(runs, (rr, rt, vr, vt, vready))
+med = statistics.median
+# "median (min-max)" of a list of seconds
+def fig(v):
+    return f"{med(v):5.2f} s ({min(v):.2f}-{max(v):.2f})" if len(v) > 1 else f"{v[0]:5.2f} s"
+mib = lambda b: f"{int(b) / 2**20:.1f} MiB"
+vrr = f"; ready {fig(vready)} (SSH banner)" if vready else ""
+print(f"== {n}")
+print(f"cold boot      : ready {cr:7.2f} s   traffic {ct:7.2f} s")
+print(f"save (ours)    : {sv:.2f} s, guests paused {pa} ms, {mib(os_)} (zstd stream + overlays)")
+print(f"restores       : {len(rr)} of each, alternating; median (min-max)")
+print(f"restore (ours) : ready {fig(rr)}   traffic {fig(rt)}")
+print(f"vrnetlab's way : running {fig(vr)}   traffic {fig(vt)}{vrr}   ({mib(vs)} tar, uncompressed stream; qemu as root, no -sandbox, as vrnetlab runs it)")
+rr, rt, vr, vt = map(med, (rr, rt, vr, vt))
+print(f"ratios (median): cold/ours ready {cr / rr:.0f}x, traffic {ct / rt:.0f}x; vrnetlab/ours traffic {vt / rt:.1f}x, vrnetlab running/ours ready {vr / rr:.1f}x; size {int(vs) / int(os_):.1f}x")
+if vready:
+    print(f"ready vs ready : vrnetlab's way {med(vready):.2f} s (its SSH banner; it sets no clock), ours {rr:.2f} s: vrnetlab/ours {med(vready) / rr:.1f}x")
+PY
+}
+
+# Our restore of $dir/ours.tar, timed to ready and to traffic (appended to r_ready, r_traffic).
+restore_ours() {
+  local t0
+  t0=$(now); start LAUNCHER_RESTORE="$dir/ours.tar"; first_ok "$dir/t.restore" traffic
+  wait_until "restored ready" 120 ready; r_ready+=("$(since "$t0")")
+  r_traffic+=("$(got "$dir/t.restore" "$t0" "restored traffic")")
+  stop
+}
+
+# vrnetlab's way with $dir/vrnetlab.tar, timed to running, ready (when the guest has a
+# ready_tcp port) and traffic (appended to v_running, v_ready, v_traffic).
+restore_vrnetlab() {
+  local t0
+  mkdir -p "$dir/x"
   t0=$(now); first_ok "$dir/t.vrnetlab" traffic
   tar -C "$dir/x" -xf "$dir/vrnetlab.tar"
   for d in "$dir"/x/*/disk*.qcow2; do
@@ -182,34 +228,19 @@ bench() { # NAME: the guest in $dir/launcher.toml, pinging $target
   done
   local stream; stream=$(find "$dir/x" -name memory.raw)
   vrnetlab_qemu "$stream"
-  qmp "$dir/run/qmp.sock" cont; local v_running; v_running=$(since "$t0")
-  local v_ready=-
+  qmp "$dir/run/qmp.sock" cont; local running; running=$(since "$t0")
+  v_running+=("$running")
   if [ -n "$ready_port" ]; then
-    v_ready=$(python3 -c "import sys; print(f'{float(sys.argv[1]) + float(sys.argv[2]):.2f}')" "$v_running" "$(banner "$ready_port")")
+    v_ready+=("$(python3 -c "import sys; print(f'{float(sys.argv[1]) + float(sys.argv[2]):.2f}')" "$running" "$(banner "$ready_port")")")
+  else
+    v_ready+=(-)
   fi
-  local v_traffic; v_traffic=$(got "$dir/t.vrnetlab" "$t0" "vrnetlab-way traffic")
+  v_traffic+=("$(got "$dir/t.vrnetlab" "$t0" "vrnetlab-way traffic")")
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=
   ip netns exec "$ns" "$bin" unwire eth1=tap1 >/dev/null
   ip -n "$ns" link del tap1
-  rm -rf "$dir/x"
-
-  local ours_size vr_size
-  ours_size=$(stat -c %s "$dir/ours.tar"); vr_size=$(stat -c %s "$dir/vrnetlab.tar")
-  python3 - "$name" "$cold_ready" "$cold_traffic" "$save_s" "$paused" "$ours_size" "$r_ready" "$r_traffic" "$vr_size" "$v_running" "$v_traffic" "$v_ready" <<'PY'
-import sys
-n, cr, ct, sv, pa, os_, rr, rt, vs, vr, vt, vready = sys.argv[1:]
-cr, ct, sv, rr, rt, vr, vt = map(float, (cr, ct, sv, rr, rt, vr, vt))
-mib = lambda b: f"{int(b) / 2**20:.1f} MiB"
-vrr = f"; ready {float(vready):.2f} s (SSH banner)" if vready != "-" else ""
-print(f"== {n}")
-print(f"cold boot      : ready {cr:7.2f} s   traffic {ct:7.2f} s")
-print(f"save (ours)    : {sv:.2f} s, guests paused {pa} ms, {mib(os_)} (zstd stream + overlays)")
-print(f"restore (ours) : ready {rr:7.2f} s   traffic {rt:7.2f} s")
-print(f"vrnetlab's way : running {vr:5.2f} s   traffic {vt:7.2f} s{vrr}   ({mib(vs)} tar, uncompressed stream; qemu as root, no -sandbox, as vrnetlab runs it)")
-print(f"ratios         : cold/ours ready {cr / rr:.0f}x, traffic {ct / rt:.0f}x; vrnetlab/ours traffic {vt / rt:.1f}x, vrnetlab running/ours ready {vr / rr:.1f}x; size {int(vs) / int(os_):.1f}x")
-if vready != "-":
-    print(f"ready vs ready : vrnetlab's way {float(vready):.2f} s (its SSH banner), ours {rr:.2f} s: vrnetlab/ours {float(vready) / rr:.1f}x")
-PY
+  # qemu ran as root here: its sockets would stand in the way of the sandboxed qemu's next run.
+  rm -rf "$dir/x" "$dir"/run/*
 }
 
 # The launcher's argv (`launcher check`) as qemu runs outside it: the RAM as RAM (an

@@ -205,6 +205,12 @@ pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child
                 run.on_deadline().await;
             }
         }
+        // A restored guest's clock is set once it is ready (restore::AfterCont).
+        if run.readiness.is_ready() {
+            if let Some(a) = after_cont.as_mut() {
+                a.ready();
+            }
+        }
     };
     drop(helpers);
     drop(feeds);

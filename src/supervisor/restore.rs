@@ -8,7 +8,9 @@
 //! through `zstd -d` into qemu (QMP `getfd` + `migrate-incoming`, no file or `exec:` URI),
 //! waits for the load and sends `cont`. Readiness is earned again: the TCP probe runs as for a
 //! boot; a console pattern (printed once, at boot) counts when the restored console answers.
-//! With `vm.clock = "guest-agent"` the guest agent sets the guest's clock, meanwhile.
+//! With `vm.clock = "guest-agent"` the guest agent sets the guest's clock once the VM is ready
+//! (or [`CLOCK_DEFER`] after `cont`, if that comes first): under TCG the agent's work (and its
+//! `hwclock -w`) would otherwise compete with the probed service for the guest's one cold CPU.
 //! Never decides a restart (a failed load kills qemu; the restart policy boots it cold).
 
 use super::ram::{Helpers, Source};
@@ -35,6 +37,8 @@ const LOAD_WAIT: Duration = Duration::from_secs(300);
 const AGENT_WAIT: Duration = Duration::from_secs(20);
 /// How long a restored console has to answer a carriage return.
 const CONSOLE_WAIT: Duration = Duration::from_secs(15);
+/// How long after `cont` the guest clock waits for the VM to be ready before it is set anyway.
+const CLOCK_DEFER: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -251,14 +255,24 @@ pub async fn resume(
 /// What runs after a restored guest's `cont`, each on a task of its own (both aborted when
 /// this is dropped, at the end of the run): the console is asked whether it answers (a
 /// console pattern counts then, up to [`CONSOLE_WAIT`]), and with `vm.clock = "guest-agent"`
-/// the guest's clock is set (up to [`AGENT_WAIT`]). Meanwhile the VM is supervised as usual:
-/// readiness, a stop or a reset never wait for them.
+/// the guest's clock is set (up to [`AGENT_WAIT`]) once [`AfterCont::ready`] is told, or
+/// [`CLOCK_DEFER`] after `cont`. Meanwhile the VM is supervised as usual: readiness, a stop
+/// or a reset never wait for them.
 pub struct AfterCont {
     console: Option<tokio::task::JoinHandle<bool>>,
     clock: tokio::task::JoinHandle<()>,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl AfterCont {
+    /// The VM is ready (its probes passed again): the guest clock is set now. Once is enough;
+    /// later calls do nothing.
+    pub fn ready(&mut self) {
+        if let Some(tx) = self.ready.take() {
+            let _ = tx.send(());
+        }
+    }
+
     /// Whether the console's answer is still to come.
     pub fn console_pending(&self) -> bool {
         self.console.is_some()
@@ -290,11 +304,13 @@ fn after_cont(vm: &Vm) -> AfterCont {
     let hub = vm.hub.clone();
     let pattern = vm.plan.console.ready_pattern.is_some();
     let (name, clock, socket) = (vm.plan.name.clone(), vm.plan.clock, vm.plan.agent_socket());
+    let (ready, is_ready) = tokio::sync::oneshot::channel();
     AfterCont {
         console: Some(tokio::spawn(async move {
             pattern && console_answers(&hub).await
         })),
-        clock: tokio::spawn(async move { set_clock(&name, clock, &socket).await }),
+        clock: tokio::spawn(async move { set_clock(&name, clock, &socket, is_ready).await }),
+        ready: Some(ready),
     }
 }
 
@@ -318,12 +334,19 @@ async fn load_stream(vm: &Vm, q: &Qmp, stream: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// vm.clock = "guest-agent": the guest's wall clock lags by the snapshot's age; the guest
-/// agent sets it to the host's (bounded by [`AGENT_WAIT`]; a failure is logged, never fatal).
-async fn set_clock(vm: &str, clock: Clock, socket: &Path) {
+/// vm.clock = "guest-agent": the guest's wall clock lags by the snapshot's age; once `ready`
+/// comes (or [`CLOCK_DEFER`] has passed) the guest agent sets it to the host's (bounded by
+/// [`AGENT_WAIT`]; a failure is logged, never fatal).
+async fn set_clock(
+    vm: &str,
+    clock: Clock,
+    socket: &Path,
+    ready: tokio::sync::oneshot::Receiver<()>,
+) {
     if clock != Clock::GuestAgent {
         return;
     }
+    let _ = tokio::time::timeout(CLOCK_DEFER, ready).await;
     let t0 = Instant::now();
     let set = async {
         let mut a = Agent::connect(socket, AGENT_WAIT).await?;
