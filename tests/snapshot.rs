@@ -283,10 +283,17 @@ impl Docker {
     /// A router container named after `name`, its node name `r1` in both (containerlab names
     /// it so: the MACs derive from it, and a snapshot is one identity).
     fn run(&mut self, name: &str, args: &str) -> String {
+        let name = self.create(name, args);
+        must(&format!("docker start {name}"));
+        name
+    }
+
+    /// A router container created, not started yet.
+    fn create(&mut self, name: &str, args: &str) -> String {
         let name = format!("lt-snapshot-{name}-{}", std::process::id());
         let _ = sh(&format!("docker rm -f {name}"));
         must(&format!(
-            "docker run -d --name {name} --hostname r1 --cap-add NET_ADMIN --device /dev/net/tun -e CLAB_INTFS=0 {args} {}",
+            "docker create --name {name} --hostname r1 --cap-add NET_ADMIN --device /dev/net/tun -e CLAB_INTFS=0 {args} {}",
             self.image
         ));
         self.names.push(name.clone());
@@ -325,20 +332,34 @@ fn containerlab_saves_with_snapshot_save_and_restores_a_new_container_from_snaps
         image: image(),
         names: vec![],
     };
-    let c1 = d.run("src", "");
-    // A save asked for while the guest boots fails cleanly, with containerlab's line.
-    must(&format!("docker exec {c1} touch /snapshot-save"));
+    // A save asked for while the guest boots fails cleanly, with containerlab's line. The
+    // trigger is in place before the container starts: a `docker exec touch` after the start
+    // raced the guest's boot (tinylinux can be ready before a loaded docker runs the exec).
+    let c1 = d.create("src", "");
+    let empty = std::env::temp_dir().join(format!("lt-snapshot-trigger-{}", std::process::id()));
+    std::fs::write(&empty, "").unwrap();
+    must(&format!(
+        "docker cp {} {c1}:/snapshot-save",
+        empty.display()
+    ));
+    let _ = std::fs::remove_file(&empty);
+    must(&format!("docker start {c1}"));
     let refused = wait_for(
         Duration::from_secs(20),
         "the save refused while booting",
         || {
             let l = logs(&c1);
-            let line = l.lines().find(|l| l.contains("Snapshot save failed: "))?;
-            Some(line.to_string())
+            let line = l
+                .lines()
+                .find(|l| l.contains("Snapshot save"))
+                .map(str::to_string);
+            std::thread::sleep(Duration::from_millis(100));
+            line
         },
     );
     assert!(
-        refused.contains("VM tinylinux is ") && refused.contains(", not ready"),
+        refused.contains("Snapshot save failed: VM tinylinux is ")
+            && refused.contains(", not ready"),
         "{refused}"
     );
     assert!(
