@@ -17,6 +17,8 @@ missing() {
   have openssl || need_pkgs+=(openssl)
   have nsenter || need_pkgs+=(util-linux)
   have ssh || need_pkgs+=(openssh-client)
+  have zstd || need_pkgs+=(zstd)   # the launcher compresses a snapshot's device streams with it
+  have lz4 || need_pkgs+=(lz4)     # the fast-start bench reads a snapshot's RAM parts with it
   [ -f /usr/share/ovmf/OVMF.fd ] || need_pkgs+=(ovmf)   # cisco_n9kv's UEFI firmware (its golden argv starts in qemu)
   if [ "${NEED_DOCKER:-1}" = 1 ]; then
     have dockerd || need_pkgs+=(docker.io)

@@ -21,8 +21,9 @@ pub const SAVE_OUTPUT: &str = "/snapshot-output.tar";
 pub const RESTORE_INPUT: &str = "/snapshot.tar";
 /// The manifest's name inside the tar.
 pub const MANIFEST: &str = "manifest.json";
-/// The version of the layout below (2: the RAM apart from the stream; 3: only its data).
-pub const FORMAT: u32 = 3;
+/// The version of the layout below (2: the RAM apart from the stream; 3: only its data; 4:
+/// its parts LZ4 frames, not zstd streams).
+pub const FORMAT: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -61,7 +62,7 @@ pub struct VmEntry {
 /// One part of a VM's RAM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RamPart {
-    /// The tar member holding it, zstd-compressed.
+    /// The tar member holding it: one LZ4 frame of its extents' data.
     pub member: String,
     /// Where it starts in the RAM, and its length, in bytes.
     pub offset: u64,
@@ -92,7 +93,7 @@ pub fn stream_member(vm: &str) -> String {
     format!("{vm}/devices.zst")
 }
 pub fn ram_member(vm: &str, i: usize) -> String {
-    format!("{vm}/ram.{i}.zst")
+    format!("{vm}/ram.{i}.lz4")
 }
 pub fn disk_member(vm: &str, i: usize) -> String {
     format!("{vm}/disk{i}.qcow2")

@@ -115,7 +115,18 @@ pub fn start(
             if runs.await.is_err() {
                 return;
             }
-            while !tcp_answers(port).await {
+            loop {
+                let t = std::time::Instant::now();
+                let ok = tcp_answers(port).await;
+                tracing::debug!(
+                    port,
+                    ok,
+                    ms = t.elapsed().as_millis() as u64,
+                    "TCP probe attempt"
+                );
+                if ok {
+                    break;
+                }
                 tokio::time::sleep(TCP_PAUSE).await;
             }
             let _ = tcp_tx.send(port);

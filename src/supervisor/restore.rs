@@ -2,8 +2,9 @@
 //! compares each VM's saved [`Key`] with the one this start would run (a mismatch never loads:
 //! it logs every difference and boots cold, or fails, by `LAUNCHER_SNAPSHOT_MISMATCH`), then puts
 //! each saved overlay in place of the VM's overlay and its stream beside it. The VM's
-//! next qemu gets a RAM memfd that `zstd -d` fills from the snapshot file (open since the
-//! check: a suspend's file loses its name at once) while qemu starts, with the same argv plus
+//! next qemu gets a RAM memfd that the launcher fills (LZ4, a thread per part) from the
+//! snapshot file (open since the check: a suspend's file loses its name at once) while qemu
+//! starts, with the same argv plus
 //! `-incoming defer`; once QMP is up, [`resume`] waits for the fill, pipes the devices' stream
 //! through `zstd -d` into qemu (QMP `getfd` + `migrate-incoming`, no file or `exec:` URI),
 //! waits for the load and sends `cont`. Readiness is earned again: the TCP probe runs as for a
@@ -232,16 +233,19 @@ pub async fn resume(
     let t0 = Instant::now();
     let filled = r.fill.wait(LOAD_WAIT).await;
     let filled_ms = t0.elapsed().as_millis() as u64;
-    let loaded = match filled {
-        Ok(_) => load_stream(vm, q, &r.x.stream).await,
-        Err(why) => Err(format!("RAM fill: zstd {why}")),
+    let (loaded, fill_ms) = match filled {
+        Ok(d) => (
+            load_stream(vm, q, &r.x.stream).await,
+            d.took.as_millis() as u64,
+        ),
+        Err(why) => (Err(format!("RAM fill: {why}")), 0),
     };
     let _ = std::fs::remove_file(&r.x.stream);
     loaded?;
     q.execute("cont", None, Duration::from_secs(5))
         .await
         .map_err(|e| format!("cont: {}", crate::exit::chain(&e)))?;
-    tracing::info!(vm = %vm.plan.name, ms = t0.elapsed().as_millis() as u64, ram_wait_ms = filled_ms, "restored from snapshot and resumed");
+    tracing::info!(vm = %vm.plan.name, ms = t0.elapsed().as_millis() as u64, ram_wait_ms = filled_ms, fill_ms, "restored from snapshot and resumed");
     let mut passed = Vec::new();
     if vm.plan.bootstrap.is_some() {
         passed.push((

@@ -3,9 +3,9 @@
 //! `snapshot [FILE]`, and a suspend on stop all come to [`save`]: every VM ready, all stopped
 //! at one instant, each migration stream handed to qemu as a pipe (QMP `getfd`, never a file
 //! or `exec:` URI) and compressed by `zstd` on the launcher's side, each guest RAM compressed
-//! from the launcher's own memfd (the stream skips it), each disk overlay copied at that same
-//! instant, then every VM resumed (on success and on failure alike), then the tar
-//! written. Restoring is in `restore`. Never changes a VM's state.
+//! (LZ4, in process) from the launcher's own memfd (the stream skips it), each disk overlay
+//! copied at that same instant, then every VM resumed (on success and on failure alike), then
+//! the tar written. Restoring is in `restore`. Never changes a VM's state.
 
 use super::ram::RamSlot;
 use super::reaper::Reaper;
@@ -57,6 +57,8 @@ pub enum SaveError {
     },
     #[error("VM {vm}: zstd {why}")]
     Zstd { vm: String, why: String },
+    #[error("VM {vm}: {why}")]
+    Ram { vm: String, why: String },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SaveError {
@@ -354,7 +356,7 @@ async fn stream_vm(t: &Target, q: &Qmp, dst: &Path, within: Duration) -> Result<
     Ok(bytes)
 }
 
-/// One stopped VM's RAM, its data from the launcher's memfd through `zstd -1`, cut as `cuts`
+/// One stopped VM's RAM, its data from the launcher's memfd as LZ4 frames, cut as `cuts`
 /// says (from [`Ram::plan`](super::ram::Ram::plan)), into `parts`.
 async fn save_ram(
     t: &Target,
@@ -368,12 +370,14 @@ async fn save_ram(
         .collect();
     let paths: Vec<PathBuf> = members.iter().map(|m| parts.join(m)).collect();
     let z = ram
-        .save(cuts, &paths, &t.reaper)
+        .save(cuts, &paths)
         .map_err(io(format!("cannot compress the RAM of {}", t.name)))?;
-    let extents = z.wait(within).await.map_err(|why| SaveError::Zstd {
+    let done = z.wait(within).await.map_err(|why| SaveError::Ram {
         vm: t.name.clone(),
         why,
     })?;
+    tracing::debug!(vm = %t.name, ms = done.took.as_millis() as u64, "RAM compressed");
+    let extents = done.extents;
     Ok((members.into_iter().zip(cuts).zip(extents))
         .map(|((member, &(offset, bytes)), extents)| snap::RamPart {
             member,

@@ -129,7 +129,7 @@ pub async fn life(mut vm: Vm, mut stop: watch::Receiver<StopLevel>) -> Code {
             Ok(r) => Arc::new(r),
             Err(e) => return failed(&vm, format!("cannot make the guest RAM (memfd): {e}")),
         };
-        let restore = (vm.snap.restore.take()).and_then(|x| match ram.fill(&x.ram, &vm.reaper) {
+        let restore = (vm.snap.restore.take()).and_then(|x| match ram.fill(&x.ram) {
             Ok(fill) => Some(Restoring { x, fill }),
             Err(e) => {
                 tracing::warn!(vm = %vm.plan.name, "snapshot not restored: cannot fill the guest RAM: {e}; booting cold");
