@@ -148,6 +148,10 @@ async fn run_node(
     preflight::Facts::check_system(&node)?;
     //    Who each sandboxed qemu runs as, and whether the launcher can start it so.
     let creds = privilege::resolve(&node, &launches)?;
+    //    Fast start: a snapshot's RAM fills begin now, on threads holding no capability, while
+    //    the rest is set up and the links awaited; its key is checked once the argv exists
+    //    (step 10), and a snapshot that does not fit only wasted their work.
+    let filling = restore::fill_early(&node.vms, &fast);
     // 3. The node state (snapshot + health file) next: every later step reports through it.
     let snapshot = setup::snapshot(&node, &launches);
     let state = NodeState::new(snapshot, node.settings.health_file.clone());
@@ -210,7 +214,7 @@ async fn run_node(
         //     streams beside them); saves are served from here (containerlab's trigger file,
         //     the control socket).
         let saver = snapshot::Saver::of(&vms, &state);
-        restore::prepare(&mut vms, &saver, &fast)?;
+        restore::prepare(&mut vms, &saver, &fast, filling)?;
         let suspend = suspend::Suspend::new(&saver, &fast);
         let _saves = snapshot::serve(saver, control::snapshot::accept_saves());
         // From here the watcher task owns the data links; it re-wires a re-created ethN.

@@ -99,13 +99,20 @@ pub struct Done {
 }
 
 impl Helpers {
-    /// Runs `work` on a thread of its own; its result arrives at [`Helpers::wait`] (never
-    /// joined: the supervisor's one runtime thread must not block on it).
+    /// Runs `work` on a thread of its own that first gives up every capability (it only reads
+    /// and writes files it was handed, and may start before the launcher drops its own); its
+    /// result arrives at [`Helpers::wait`] (never joined: the supervisor's one runtime thread
+    /// must not block on it).
     fn spawn(&mut self, work: impl FnOnce() -> std::io::Result<Extents> + Send + 'static) {
         self.started.get_or_insert_with(Instant::now);
         let (tx, rx) = oneshot::channel();
         std::thread::spawn(move || {
-            let r = work();
+            let none = crate::sandbox::caps::Sets {
+                effective: 0,
+                permitted: 0,
+                inheritable: 0,
+            };
+            let r = crate::sandbox::caps::set(none).and_then(|()| work());
             let _ = tx.send((r, Instant::now()));
         });
         self.done.push(rx);

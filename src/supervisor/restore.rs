@@ -14,22 +14,23 @@
 //! `hwclock -w`) would otherwise compete with the probed service for the guest's one cold CPU.
 //! Never decides a restart (a failed load kills qemu; the restart policy boots it cold).
 
-use super::ram::{Helpers, Source};
+use super::ram::{Helpers, Ram, Source};
 use super::snapshot::{overlays, Extracted, SaveError, Saver};
 use super::vm::Vm;
 use super::zstd::{pipe, zstd};
 use super::SupervisorError;
-use crate::config::Clock;
+use crate::config::{Clock, VmPlan};
 use crate::console::Hub;
 use crate::qemu::agent::{self, Agent, AgentError};
 use crate::qemu::qmp::Qmp;
-use crate::snapshot::{self as snap, archive, Key, Manifest, OnMismatch, Options};
+use crate::snapshot::{self as snap, archive, Key, Manifest, OnMismatch, Options, VmEntry};
 use crate::state::Probe;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a stream may take to load.
@@ -57,16 +58,69 @@ pub enum RestoreError {
     Disk(#[from] SaveError),
 }
 
-/// Decides whether this start restores and prepares it (see the module doc). Ok: restore set
-/// up, or a cold boot after a refusal that the policy allows.
-pub fn prepare(vms: &mut [Vm], saver: &Saver, opts: &Options) -> Result<(), SupervisorError> {
+/// The snapshot this start restores from, if any, and whether it is the suspend's file.
+fn source(opts: &Options) -> Option<(PathBuf, bool)> {
     let suspended = opts.restore.is_none() && opts.suspend && opts.suspend_file.exists();
-    let path = match (&opts.restore, suspended) {
-        (Some(p), _) => p.clone(),
-        (None, true) => opts.suspend_file.clone(),
-        _ => return Ok(()),
+    match (&opts.restore, suspended) {
+        (Some(p), _) => Some((p.clone(), false)),
+        (None, true) => Some((opts.suspend_file.clone(), true)),
+        _ => None,
+    }
+}
+
+/// The snapshot file opened at the start, and the RAM fills begun from it before its key can
+/// be checked (the key needs the argv, which waits for the links): a restore's longest step
+/// runs while the launcher sets up and waits for its links. Per VM whose saved RAM is the size
+/// this start gives it: a fresh memfd and its fill ([`Ram::fill`]). [`prepare`] hands them to
+/// the VMs when the key fits; when it does not, they are dropped (their work wasted, nothing
+/// else: a memfd is no file).
+pub struct EarlyFill {
+    file: File,
+    vms: Vec<(String, Arc<Ram>, Helpers)>,
+}
+
+/// Opens this start's snapshot and begins its fills ([`EarlyFill`]). None when nothing is
+/// restored or the file cannot be read: [`prepare`] then reports why, as without it.
+pub fn fill_early(plans: &[VmPlan], opts: &Options) -> Option<EarlyFill> {
+    let (path, _) = source(opts)?;
+    let mut file = File::open(&path).ok()?;
+    let idx = archive::index(&mut file).ok()?;
+    let m = read_manifest(&mut file, &idx, &path).ok()?;
+    let shared = Arc::new(file.try_clone().ok()?);
+    let mut vms = Vec::new();
+    for p in plans {
+        let Some(e) = m.vm(&p.name) else { continue };
+        let bytes: u64 = e.ram.iter().map(|r| r.bytes).sum();
+        if bytes != p.machine.memory_mib << 20 {
+            continue;
+        }
+        let Ok(srcs) = ram_sources(&shared, &idx, e, &path) else {
+            continue;
+        };
+        let started = Ram::new(&p.name, p.machine.memory_mib)
+            .map(Arc::new)
+            .and_then(|r| r.fill(&srcs).map(|h| (r, h)));
+        match started {
+            Ok((r, h)) => vms.push((p.name.clone(), r, h)),
+            Err(e) => tracing::debug!(vm = %p.name, error = %e, "no early RAM fill"),
+        }
+    }
+    Some(EarlyFill { file, vms })
+}
+
+/// Decides whether this start restores and prepares it (see the module doc), with the fills
+/// begun by [`fill_early`] when there are any. Ok: restore set up, or a cold boot after a
+/// refusal that the policy allows.
+pub fn prepare(
+    vms: &mut [Vm],
+    saver: &Saver,
+    opts: &Options,
+    early: Option<EarlyFill>,
+) -> Result<(), SupervisorError> {
+    let Some((path, suspended)) = source(opts) else {
+        return Ok(());
     };
-    let r = load(vms, saver, &path);
+    let r = load(vms, saver, &path, early);
     if suspended {
         // Used once: the guest runs on from it and the file is stale from here on.
         let _ = std::fs::remove_file(&path);
@@ -127,12 +181,22 @@ fn parse_manifest(json: &[u8]) -> Result<Manifest, String> {
 }
 
 /// Checks the keys, then extracts the overlays and streams; returns the snapshot's age in s.
-fn load(vms: &mut [Vm], saver: &Saver, path: &Path) -> Result<u64, RestoreError> {
+/// With `early`, its file is the one read (the one its fills read).
+fn load(
+    vms: &mut [Vm],
+    saver: &Saver,
+    path: &Path,
+    early: Option<EarlyFill>,
+) -> Result<u64, RestoreError> {
     let io = |source| RestoreError::Io {
         path: path.into(),
         source,
     };
-    let mut f = File::open(path).map_err(io)?;
+    let (mut f, mut filling) = match early {
+        Some(e) => (e.file, e.vms),
+        None => (File::open(path).map_err(io)?, Vec::new()),
+    };
+    std::io::Seek::rewind(&mut f).map_err(io)?;
     let idx = archive::index(&mut f).map_err(|why| RestoreError::Format {
         path: path.into(),
         why,
@@ -171,38 +235,89 @@ fn load(vms: &mut [Vm], saver: &Saver, path: &Path) -> Result<u64, RestoreError>
             reasons,
         });
     }
-    let member = |name: &str| {
-        idx.iter()
-            .find(|m| m.name == name)
-            .ok_or_else(|| RestoreError::Format {
-                path: path.into(),
-                why: format!("no member {name}"),
-            })
-    };
-    let file = std::sync::Arc::new(f.try_clone().map_err(io)?);
+    let member = |name: &str| member(&idx, name, path);
+    let file = Arc::new(f.try_clone().map_err(io)?);
     for (vm, (e, disks)) in vms.iter_mut().zip(plan) {
         for (name, (overlay, _)) in e.disks.iter().zip(&disks) {
             archive::extract(&mut f, member(name)?, overlay).map_err(io)?;
         }
         let stream = vm.plan.run_dir.join("restore-stream.zst");
         archive::extract(&mut f, member(&e.stream)?, &stream).map_err(io)?;
-        let ram = (e.ram.iter())
-            .map(|part| {
-                let m = member(&part.member)?;
-                Ok(Source {
-                    file: file.clone(),
-                    at: m.offset,
-                    len: m.size,
-                    extents: part.extents.clone(),
-                })
-            })
-            .collect::<Result<_, RestoreError>>()?;
-        vm.snap.restore = Some(Extracted { stream, ram });
+        let ram = ram_sources(&file, &idx, &e, path)?;
+        let filling = (filling.iter().position(|(n, ..)| *n == vm.plan.name))
+            .map(|i| filling.swap_remove(i))
+            .map(|(_, r, h)| (r, h));
+        vm.snap.restore = Some(Extracted {
+            stream,
+            ram,
+            filling,
+        });
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     Ok(now.saturating_sub(m.saved_unix))
+}
+
+/// The tar member `name` of the snapshot at `path`.
+fn member<'a>(
+    idx: &'a [archive::Member],
+    name: &str,
+    path: &Path,
+) -> Result<&'a archive::Member, RestoreError> {
+    idx.iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| RestoreError::Format {
+            path: path.into(),
+            why: format!("no member {name}"),
+        })
+}
+
+/// Where VM entry `e`'s RAM parts lie in `file`.
+fn ram_sources(
+    file: &Arc<File>,
+    idx: &[archive::Member],
+    e: &VmEntry,
+    path: &Path,
+) -> Result<Vec<Source>, RestoreError> {
+    (e.ram.iter())
+        .map(|part| {
+            let m = member(idx, &part.member, path)?;
+            Ok(Source {
+                file: file.clone(),
+                at: m.offset,
+                len: m.size,
+                extents: part.extents.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The RAM of a VM's next qemu, and what it restores: a fresh memfd for a boot; for a restore
+/// the RAM its fill began early ([`EarlyFill`]) or a fresh one whose fill starts now. A fill
+/// that cannot start is logged and the VM boots cold.
+pub fn ram_for(
+    vm: &str,
+    mib: u64,
+    x: Option<Extracted>,
+) -> std::io::Result<(Arc<Ram>, Option<Restoring>)> {
+    let Some(mut x) = x else {
+        return Ok((Arc::new(Ram::new(vm, mib)?), None));
+    };
+    if let Some((ram, fill)) = x.filling.take() {
+        return Ok((ram, Some(Restoring { x, fill })));
+    }
+    let ram = Arc::new(Ram::new(vm, mib)?);
+    match ram.fill(&x.ram) {
+        Ok(fill) => Ok((ram, Some(Restoring { x, fill }))),
+        Err(e) => {
+            tracing::warn!(
+                vm,
+                "snapshot not restored: cannot fill the guest RAM: {e}; booting cold"
+            );
+            Ok((ram, None))
+        }
+    }
 }
 
 /// The argv of the next qemu: `argv`, plus `-incoming defer` when it restores.

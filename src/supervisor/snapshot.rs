@@ -80,11 +80,12 @@ impl QmpSlot {
 }
 
 /// What a VM's next qemu restores from: the devices' stream (extracted), and the RAM's parts
-/// (read from the snapshot file where they lie).
-#[derive(Debug, Clone)]
+/// (read from the snapshot file where they lie), or a RAM already being filled from them
+/// (started before the key was checked: [`super::restore::EarlyFill`]).
 pub struct Extracted {
     pub stream: PathBuf,
     pub ram: Vec<super::ram::Source>,
+    pub filling: Option<(Arc<super::ram::Ram>, super::ram::Helpers)>,
 }
 
 /// A VM's part in fast start: where its run publishes QMP and its RAM, and what its next qemu

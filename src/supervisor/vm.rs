@@ -4,9 +4,7 @@
 
 use super::mgmt::VmFacts;
 use super::qemu_run::{self, Child, RunEnd, StopLevel};
-use super::ram::Ram;
 use super::reaper::Reaper;
-use super::restore::Restoring;
 use super::spawn;
 use crate::config::{RestartPolicy, VmPlan};
 use crate::console::{ConsoleEvent, Hub};
@@ -14,7 +12,6 @@ use crate::exit::{self, Code};
 use crate::state::{State, VmHandle};
 use std::ffi::OsString;
 use std::os::fd::RawFd;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -124,18 +121,15 @@ pub async fn life(mut vm: Vm, mut stop: watch::Receiver<StopLevel>) -> Code {
         }
         // With a bootstrap, humans can watch from the first byte but type only after it.
         vm.hub.hold(vm.plan.bootstrap.is_some());
-        // Each qemu gets a fresh RAM; a restore fills it while qemu starts.
-        let ram = match Ram::new(&vm.plan.name, vm.plan.machine.memory_mib) {
-            Ok(r) => Arc::new(r),
+        // Each qemu gets a fresh RAM; a restore's is filled while qemu starts (or earlier).
+        let (ram, restore) = match super::restore::ram_for(
+            &vm.plan.name,
+            vm.plan.machine.memory_mib,
+            vm.snap.restore.take(),
+        ) {
+            Ok(r) => r,
             Err(e) => return failed(&vm, format!("cannot make the guest RAM (memfd): {e}")),
         };
-        let restore = (vm.snap.restore.take()).and_then(|x| match ram.fill(&x.ram) {
-            Ok(fill) => Some(Restoring { x, fill }),
-            Err(e) => {
-                tracing::warn!(vm = %vm.plan.name, "snapshot not restored: cannot fill the guest RAM: {e}; booting cold");
-                None
-            }
-        });
         let argv = super::restore::argv_for(&vm.argv, restore.is_some());
         let mut fds = vm.fds.clone();
         fds.push((vm.ram, ram.raw()));
