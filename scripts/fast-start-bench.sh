@@ -1,30 +1,31 @@
 #!/usr/bin/env bash
 # Fast start benchmark: cold boot vs restore, and vrnetlab's way, on the same guest in the same
 # run. Prints figures and ratios; a benchmark, not a test (exits 1 only when a step fails).
-#   cold boot  : launcher run, to ready (launcher health) and to traffic (a ping from a peer
-#                namespace across eth1: tap - tc mirred - veth)
+#   cold boot  : launcher run, to ready (the launcher's ready transition, in its log) and to
+#                traffic (a ping from a peer namespace across eth1: tap - tc mirred - veth;
+#                one ping process sending every 20 ms until the first reply)
 #   save       : launcher snapshot save (guests paused, total, tar size)
-#   restore    : launcher run --restore (RAM memfd filled by zstd while qemu starts, the devices'
-#                zstd stream, overlay, -incoming defer), to ready, to traffic
+#   restore    : launcher run --restore (RAM memfd filled from LZ4 parts while qemu starts, the
+#                devices' zstd stream, overlay, -incoming defer), to ready, to traffic
 #   vrnetlab's : tar extraction of an uncompressed stream + overlay, qemu -incoming "exec:cat FILE",
 #                cont (over a second QMP socket), to running, to traffic, and (a guest with
 #                console.ready_tcp) to ready: its service's first bytes through the same forward,
 #                probed as the launcher probes it (one connection at a time from cont, 3 s each,
-#                250 ms apart); the same wiring.
+#                250 ms apart), timed from the restore's start; the same wiring.
 #                Its stream (RAM included, as vrnetlab saves it) is made from our snapshot
 #                beforehand, untimed: a qemu loads our RAM and devices, then migrates to a file.
 # Guests: tinylinux always; the Debian + FRR guest when DEBIAN_QCOW2 names its qcow2 (the path
 # images/debian/build.sh prints last; vmlinuz and initrd.img beside it) and DEBIAN_CONFIG a
 # launcher.toml for it ({qcow2} and {dir}, a scratch folder, substituted), its eth1 answering
 # pings at DEBIAN_PING (default 192.0.2.2; the peer is 192.0.2.1/24).
-# Usage: scripts/fast-start-bench.sh   (root; tinylinux built; release binary; zstd, python3)
+# Usage: scripts/fast-start-bench.sh   (root; tinylinux built; release binary; zstd, lz4, python3)
 #   TINYLINUX=0 or DEBIAN=0 skips that guest; KEEP=1 keeps the scratch folder (the logs).
 # Note: the vrnetlab emulation runs qemu as vrnetlab does: as root, with no -sandbox (ours denies
 # spawn, and `exec:cat` spawns); the output says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "fast-start-bench: run as root" >&2; exit 1; }
-for t in ip zstd tar python3; do command -v $t >/dev/null || { echo "fast-start-bench: '$t' is missing" >&2; exit 1; }; done
+for t in ip zstd lz4 tar python3; do command -v $t >/dev/null || { echo "fast-start-bench: '$t' is missing" >&2; exit 1; }; done
 [ -x target/release/launcher ] || cargo build --release
 bin=$PWD/target/release/launcher
 build=$PWD/images/tinylinux/build
@@ -86,13 +87,13 @@ got() {
   python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$2" "$(cat "$1")"
 }
 ready() { "$bin" health; }
-# banner PORT: in the namespace, from now, the launcher's TCP probe: the seconds until a service
-# behind the forward on PORT sends its first bytes (one connection at a time, each given 3 s,
-# 250 ms between).
+# banner PORT T0: in the namespace, the launcher's TCP probe from now: the seconds from T0 (a
+# `now` taken before, so python's own start is counted) until a service behind the forward on
+# PORT sends its first bytes (one connection at a time, each given 3 s, 250 ms between).
 banner() {
-  ip netns exec "$ns" python3 - "$1" <<'PY'
+  ip netns exec "$ns" python3 - "$1" "$2" <<'PY'
 import socket, sys, time
-t0 = time.time()
+t0 = float(sys.argv[2])
 while time.time() - t0 < 120:
     try:
         s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1)
@@ -105,7 +106,16 @@ while time.time() - t0 < 120:
 sys.exit("no answer")
 PY
 }
-traffic() { ip netns exec "$peer" ping -c 1 -W 0.2 "$target"; }
+# traffic: one ping process sending every 20 ms until the first reply (up to 60 s), so a
+# figure is within 20 ms (one ping at a time, each given 0.2 s, made it a quarter second).
+traffic() { ip netns exec "$peer" ping -q -c 1 -i 0.02 -w 60 "$target"; }
+# ready_at T0: the seconds from T0 to the launcher's last ready transition in its log (the
+# moment it declared ready, not when a poll saw it: polling was 50 ms coarse).
+ready_at() {
+  local ts; ts=$(grep -E '^[0-9-]+T[0-9:.]+Z +INFO state from=.* to="ready"' "$dir/launcher.log" | tail -1 | cut -d' ' -f1)
+  [ -n "$ts" ] || { echo "fast-start-bench: no ready transition in $dir/launcher.log" >&2; exit 1; }
+  python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(date -d "$ts" +%s.%N)"
+}
 # qmp SOCKET STEP...: QMP steps, in order: cont (wait for the incoming stream, then cont), or
 # full:IN:OUT (load our devices' stream IN into a qemu whose RAM is already ours, then save
 # everything, RAM included, to OUT as one uncompressed stream, then quit).
@@ -155,7 +165,7 @@ bench() { # NAME: the guest in $dir/launcher.toml, pinging $target
   local name=$1 t0 cold_ready cold_traffic save_out raw
   : >"$dir/launcher.log"
   t0=$(now); start; first_ok "$dir/t.cold" traffic
-  wait_until "cold ready" 900 ready; cold_ready=$(since "$t0")
+  wait_until "cold ready" 900 ready; cold_ready=$(ready_at "$t0")
   cold_traffic=$(got "$dir/t.cold" "$t0" "cold traffic")
   t0=$(now)
   save_out=$("$bin" snapshot save "$dir/ours.tar")
@@ -167,7 +177,7 @@ bench() { # NAME: the guest in $dir/launcher.toml, pinging $target
   mkdir -p "$dir/v" "$dir/x"
   tar -C "$dir/v" -xf "$dir/ours.tar"
   full_stream "$dir/v"
-  tar -C "$dir/v" -cf "$dir/vrnetlab.tar" --exclude='ram.*.zst' --exclude=devices.zst .
+  tar -C "$dir/v" -cf "$dir/vrnetlab.tar" --exclude='ram.*.lz4' --exclude=devices.zst .
   rm -rf "$dir/v"
 
   # RESTORES rounds (3 unless told), ours then vrnetlab's in each: one restore is too noisy here.
@@ -194,7 +204,7 @@ mib = lambda b: f"{int(b) / 2**20:.1f} MiB"
 vrr = f"; ready {fig(vready)} (SSH banner)" if vready else ""
 print(f"== {n}")
 print(f"cold boot      : ready {cr:7.2f} s   traffic {ct:7.2f} s")
-print(f"save (ours)    : {sv:.2f} s, guests paused {pa} ms, {mib(os_)} (zstd stream + overlays)")
+print(f"save (ours)    : {sv:.2f} s, guests paused {pa} ms, {mib(os_)} (zstd devices, LZ4 RAM, overlays)")
 print(f"restores       : {len(rr)} of each, alternating; median (min-max)")
 print(f"restore (ours) : ready {fig(rr)}   traffic {fig(rt)}")
 print(f"vrnetlab's way : running {fig(vr)}   traffic {fig(vt)}{vrr}   ({mib(vs)} tar, uncompressed stream; qemu as root, no -sandbox, as vrnetlab runs it)")
@@ -209,7 +219,7 @@ PY
 restore_ours() {
   local t0
   t0=$(now); start LAUNCHER_RESTORE="$dir/ours.tar"; first_ok "$dir/t.restore" traffic
-  wait_until "restored ready" 120 ready; r_ready+=("$(since "$t0")")
+  wait_until "restored ready" 120 ready; r_ready+=("$(ready_at "$t0")")
   r_traffic+=("$(got "$dir/t.restore" "$t0" "restored traffic")")
   stop
 }
@@ -231,7 +241,7 @@ restore_vrnetlab() {
   qmp "$dir/run/qmp.sock" cont; local running; running=$(since "$t0")
   v_running+=("$running")
   if [ -n "$ready_port" ]; then
-    v_ready+=("$(python3 -c "import sys; print(f'{float(sys.argv[1]) + float(sys.argv[2]):.2f}')" "$running" "$(banner "$ready_port")")")
+    v_ready+=("$(banner "$ready_port" "$t0")")
   else
     v_ready+=(-)
   fi
@@ -266,7 +276,7 @@ plain_argv() {
 # RAM loads our devices' stream, then migrates everything to a file.
 full_stream() {
   local d; d=$(dirname "$(find "$1" -name devices.zst)")
-  # Our RAM's parts (ram.0.zst, ram.1.zst, ...), each its data at its extents (manifest.json),
+  # Our RAM's parts (ram.0.lz4, ram.1.lz4, ...), each its data at its extents (manifest.json),
   # make the RAM image: a sparse file of the RAM's size.
   python3 - "$1" "$d" <<'PY'
 import json, os, subprocess, sys
@@ -276,12 +286,12 @@ size = int(vm["key"]["memory"].rstrip("M")) << 20
 with open(os.path.join(d, "ram.img"), "wb") as img:
     img.truncate(size)
     for part in vm["ram"]:
-        z = subprocess.Popen(["zstd", "-q", "-d", "-c", os.path.join(top, part["member"])], stdout=subprocess.PIPE)
+        z = subprocess.Popen(["lz4", "-q", "-d", "-c", os.path.join(top, part["member"])], stdout=subprocess.PIPE)
         for at, n in part["extents"]:
             img.seek(at); img.write(z.stdout.read(n))
         assert z.stdout.read(1) == b"" and z.wait() == 0, part["member"]
 PY
-  rm -f "$d"/ram.*.zst
+  rm -f "$d"/ram.*.lz4
   zstd -q -d --rm "$d/devices.zst" -o "$d/devices.raw"
   # Its data NIC on a tap of its own in the bench's namespace (the device state wants a
   # backend with vnet_hdr, as the launcher's taps have).
