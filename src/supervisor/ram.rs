@@ -47,12 +47,13 @@ pub struct Ram {
 
 /// Where a saved part is read from at a fill: `len` bytes at `at` in `file` (its tar member,
 /// open since the snapshot was checked: a suspend's file loses its name at once), an LZ4
-/// frame of the data at its [`Extents`].
+/// frame of the data at its [`Extents`], which lie in its `part` of the RAM (offset, length).
 #[derive(Debug, Clone)]
 pub struct Source {
     pub file: Arc<File>,
     pub at: u64,
     pub len: u64,
+    pub part: (u64, u64),
     pub extents: Extents,
 }
 
@@ -79,31 +80,37 @@ pub fn cut(blocks: &[bool], bytes: u64, n: usize) -> Vec<(u64, u64)> {
     out
 }
 
-/// The threads saving or filling one RAM, a part each; [`Helpers::wait`] waits for them all.
-#[derive(Default)]
-pub struct Helpers {
+/// The threads saving or filling one RAM, a part each, each returning a `T` (a save's: its
+/// part's extents; a fill's: nothing); [`Helpers::wait`] waits for them all.
+pub struct Helpers<T> {
     /// When the first started.
     started: Option<Instant>,
-    /// What each thread returns (a save's: its part's extents) and when it ended, in the order
-    /// they started.
-    done: Vec<oneshot::Receiver<(std::io::Result<Extents>, Instant)>>,
+    /// What each thread returns and when it ended, in the order they started.
+    done: Vec<oneshot::Receiver<(std::io::Result<T>, Instant)>>,
 }
 
 /// What [`Helpers::wait`] gives when all ended well.
 #[derive(Debug)]
-pub struct Done {
-    /// What each returned, in the order they started (a save's: each part's extents).
-    pub extents: Vec<Extents>,
+pub struct Done<T> {
+    /// What each returned, in the order they started.
+    pub results: Vec<T>,
     /// From the first one's start to the last one's end.
     pub took: Duration,
 }
 
-impl Helpers {
+impl<T: Send + 'static> Helpers<T> {
+    fn new() -> Self {
+        Helpers {
+            started: None,
+            done: Vec::new(),
+        }
+    }
+
     /// Runs `work` on a thread of its own that first gives up every capability (it only reads
     /// and writes files it was handed, and may start before the launcher drops its own); its
     /// result arrives at [`Helpers::wait`] (never joined: the supervisor's one runtime thread
     /// must not block on it).
-    fn spawn(&mut self, work: impl FnOnce() -> std::io::Result<Extents> + Send + 'static) {
+    fn spawn(&mut self, work: impl FnOnce() -> std::io::Result<T> + Send + 'static) {
         self.started.get_or_insert_with(Instant::now);
         let (tx, rx) = oneshot::channel();
         std::thread::spawn(move || {
@@ -119,16 +126,16 @@ impl Helpers {
     }
 
     /// All of them ended well, within `within` in all. Err says what did not end well.
-    pub async fn wait(self, within: Duration) -> Result<Done, String> {
+    pub async fn wait(self, within: Duration) -> Result<Done<T>, String> {
         let deadline = tokio::time::Instant::now() + within;
         let mut first = Ok(());
-        let (mut extents, mut last) = (Vec::new(), self.started);
+        let (mut results, mut last) = (Vec::new(), self.started);
         for (i, rx) in self.done.into_iter().enumerate() {
             match tokio::time::timeout_at(deadline, rx).await {
                 Ok(Ok((r, end))) => {
                     last = last.max(Some(end));
                     match r {
-                        Ok(e) => extents.push(e),
+                        Ok(r) => results.push(r),
                         Err(e) => first = first.and(Err(format!("RAM part {i}: {e}"))),
                     }
                 }
@@ -142,7 +149,7 @@ impl Helpers {
             (Some(s), Some(l)) => l.duration_since(s),
             _ => Duration::ZERO,
         };
-        first.map(|()| Done { extents, took })
+        first.map(|()| Done { results, took })
     }
 }
 
@@ -201,8 +208,12 @@ impl Ram {
     /// thread per part ([`pack`] into an LZ4 frame). The guest must stay stopped until they
     /// end, so the RAM is of the same instant as the stream and the disks. [`Helpers::wait`]
     /// gives each part's extents.
-    pub fn save(&self, parts: &[(u64, u64)], dsts: &[PathBuf]) -> std::io::Result<Helpers> {
-        let mut h = Helpers::default();
+    pub fn save(
+        &self,
+        parts: &[(u64, u64)],
+        dsts: &[PathBuf],
+    ) -> std::io::Result<Helpers<Extents>> {
+        let mut h = Helpers::new();
         for (&(at, len), dst) in parts.iter().zip(dsts) {
             let (src, dst) = (self.reopen(false)?, File::create(dst)?);
             h.spawn(move || save_part(&src, at, len, dst));
@@ -212,9 +223,9 @@ impl Ram {
 
     /// Starts filling the RAM from `srcs` (what [`Ram::save`] wrote, where it is now), every
     /// part at once, a thread each ([`Ram::fill_part`]).
-    pub fn fill(&self, srcs: &[Source]) -> std::io::Result<Helpers> {
+    pub fn fill(&self, srcs: &[Source]) -> std::io::Result<Helpers<()>> {
         self.check(srcs)?;
-        let mut h = Helpers::default();
+        let mut h = Helpers::new();
         for s in srcs {
             let work = self.fill_part(s)?;
             h.spawn(work);
@@ -227,28 +238,49 @@ impl Ram {
     fn fill_part(
         &self,
         s: &Source,
-    ) -> std::io::Result<impl FnOnce() -> std::io::Result<Extents> + Send + 'static> {
+    ) -> std::io::Result<impl FnOnce() -> std::io::Result<()> + Send + 'static> {
         // An open file of its own: its offset is this part's alone.
         let mut file = File::open(format!("/proc/self/fd/{}", s.file.as_raw_fd()))?;
         file.seek(SeekFrom::Start(s.at))?;
         let (len, to, extents) = (s.len, self.reopen(true)?, s.extents.clone());
         Ok(move || {
             let from = FrameDecoder::new(BufReader::with_capacity(BLOCK as usize, file.take(len)));
-            unpack(from, &to, &extents).map(|()| Vec::new())
+            unpack(from, &to, &extents)
         })
     }
 
-    /// The sources' extents are in order, apart, and inside this RAM.
+    /// The sources' parts cover this RAM, one after the other, and each part's extents are in
+    /// order, apart, and inside it.
     fn check(&self, srcs: &[Source]) -> std::io::Result<()> {
-        let mut end = 0;
-        for &(at, len) in srcs.iter().flat_map(|s| &s.extents) {
-            if at < end || at.checked_add(len).is_none_or(|e| e > self.bytes) {
-                return Err(std::io::Error::other(format!(
-                    "RAM extent of {len} bytes at {at} is out of order or beyond {} MiB",
+        let bad = |why: String| Err(std::io::Error::other(why));
+        let mut next = 0;
+        for s in srcs {
+            let (start, len) = s.part;
+            let end = start.saturating_add(len);
+            if start != next || end > self.bytes {
+                return bad(format!(
+                    "RAM part of {len} bytes at {start} does not follow the one before (to {next}) \
+                     inside {} MiB",
                     self.bytes >> 20
-                )));
+                ));
             }
-            end = at + len;
+            let mut from = start;
+            for &(at, n) in &s.extents {
+                if at < from || at.checked_add(n).is_none_or(|e| e > end) {
+                    return bad(format!(
+                        "RAM extent of {n} bytes at {at} is out of order or beyond its part \
+                         ({len} bytes at {start})"
+                    ));
+                }
+                from = at + n;
+            }
+            next = end;
+        }
+        if next != self.bytes {
+            return bad(format!(
+                "RAM parts end at {next}, not at {} MiB",
+                self.bytes >> 20
+            ));
         }
         Ok(())
     }
@@ -444,15 +476,16 @@ mod tests {
         let tar = dir.join("snapshot");
         std::fs::write(&tar, [7u8; 512]).unwrap();
         let mut srcs = Vec::new();
-        for &(at, len) in &cuts {
+        for &(at, bytes) in &cuts {
             let before = std::fs::metadata(&tar).unwrap().len();
             let out = OpenOptions::new().append(true).open(&tar).unwrap();
-            let extents = save_part(&a.reopen(false).unwrap(), at, len, out).unwrap();
+            let extents = save_part(&a.reopen(false).unwrap(), at, bytes, out).unwrap();
             let len = std::fs::metadata(&tar).unwrap().len() - before;
             srcs.push(Source {
                 file: Arc::new(File::open(&tar).unwrap()),
                 at: before,
                 len,
+                part: (at, bytes),
                 extents,
             });
         }
@@ -477,15 +510,30 @@ mod tests {
         // Only the data and the short gap take memory.
         let used = b.reopen(false).unwrap().metadata().unwrap().blocks() * 512;
         assert_eq!(used, (1 << 20) + 6 * PAGE as u64, "{used} bytes used");
-        // Extents out of order or beyond the RAM are refused before anything starts.
+        // Extents out of order or beyond their part, and parts that do not cover the RAM one
+        // after the other, are refused before anything starts.
         let mut bad = srcs.clone();
         bad[0].extents = vec![(page(0), 8), (0, 8)];
         assert_eq!(
             b.check(&bad).unwrap_err().to_string(),
-            "RAM extent of 8 bytes at 0 is out of order or beyond 10 MiB"
+            format!("RAM extent of 8 bytes at {} is out of order or beyond its part (3145728 bytes at 0)", page(0))
         );
-        bad[0].extents = vec![(10 << 20, 1)];
-        assert!(b.check(&bad).is_err());
+        bad[0].extents = vec![(4 << 20, 1)];
+        assert!(b.check(&bad).is_err(), "in the RAM but not in its part");
+        let mut gap = srcs.clone();
+        gap.remove(1);
+        let (at, bytes) = gap[1].part;
+        assert_eq!(
+            b.check(&gap).unwrap_err().to_string(),
+            format!("RAM part of {bytes} bytes at {at} does not follow the one before (to 3145728) inside 10 MiB")
+        );
+        let mut short = srcs.clone();
+        short.pop();
+        assert!(b
+            .check(&short)
+            .unwrap_err()
+            .to_string()
+            .ends_with("not at 10 MiB"));
         // Data longer than its extents is an error, not a silent cut; shorter, too.
         let e = unpack(&[1u8; 10][..], &b.reopen(true).unwrap(), &[(0, 8)]).unwrap_err();
         assert_eq!(e.to_string(), "more RAM data than its extents hold");

@@ -76,7 +76,7 @@ fn source(opts: &Options) -> Option<(PathBuf, bool)> {
 /// else: a memfd is no file).
 pub struct EarlyFill {
     file: File,
-    vms: Vec<(String, Arc<Ram>, Helpers)>,
+    vms: Vec<(String, Arc<Ram>, Helpers<()>)>,
 }
 
 /// Opens this start's snapshot and begins its fills ([`EarlyFill`]). None when nothing is
@@ -287,6 +287,7 @@ fn ram_sources(
                 file: file.clone(),
                 at: m.offset,
                 len: m.size,
+                part: (part.offset, part.bytes),
                 extents: part.extents.clone(),
             })
         })
@@ -332,7 +333,7 @@ pub fn argv_for(argv: &[OsString], restoring: bool) -> Vec<OsString> {
 /// A qemu being restored: what it loads, and the RAM fill running while it starts.
 pub struct Restoring {
     pub x: Extracted,
-    pub fill: Helpers,
+    pub fill: Helpers<()>,
 }
 
 /// Waits for the RAM fill, loads the stream into the qemu behind `q` (started with

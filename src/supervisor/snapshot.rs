@@ -85,7 +85,7 @@ impl QmpSlot {
 pub struct Extracted {
     pub stream: PathBuf,
     pub ram: Vec<super::ram::Source>,
-    pub filling: Option<(Arc<super::ram::Ram>, super::ram::Helpers)>,
+    pub filling: Option<(Arc<super::ram::Ram>, super::ram::Helpers<()>)>,
 }
 
 /// A VM's part in fast start: where its run publishes QMP and its RAM, and what its next qemu
@@ -378,7 +378,7 @@ async fn save_ram(
         why,
     })?;
     tracing::debug!(vm = %t.name, ms = done.took.as_millis() as u64, "RAM compressed");
-    let extents = done.extents;
+    let extents = done.results;
     Ok((members.into_iter().zip(cuts).zip(extents))
         .map(|((member, &(offset, bytes)), extents)| snap::RamPart {
             member,
