@@ -83,8 +83,8 @@ pub fn cut(blocks: &[bool], bytes: u64, n: usize) -> Vec<(u64, u64)> {
 /// The threads saving or filling one RAM, a part each, each returning a `T` (a save's: its
 /// part's extents; a fill's: nothing); [`Helpers::wait`] waits for them all.
 pub struct Helpers<T> {
-    /// When the first started.
-    started: Option<Instant>,
+    /// When they were started.
+    started: Instant,
     /// What each thread returns and when it ended, in the order they started.
     done: Vec<oneshot::Receiver<(std::io::Result<T>, Instant)>>,
 }
@@ -94,14 +94,14 @@ pub struct Helpers<T> {
 pub struct Done<T> {
     /// What each returned, in the order they started.
     pub results: Vec<T>,
-    /// From the first one's start to the last one's end.
+    /// From their start to the last one's end.
     pub took: Duration,
 }
 
 impl<T: Send + 'static> Helpers<T> {
     fn new() -> Self {
         Helpers {
-            started: None,
+            started: Instant::now(),
             done: Vec::new(),
         }
     }
@@ -111,7 +111,6 @@ impl<T: Send + 'static> Helpers<T> {
     /// result arrives at [`Helpers::wait`] (never joined: the supervisor's one runtime thread
     /// must not block on it).
     fn spawn(&mut self, work: impl FnOnce() -> std::io::Result<T> + Send + 'static) {
-        self.started.get_or_insert_with(Instant::now);
         let (tx, rx) = oneshot::channel();
         std::thread::spawn(move || {
             let none = crate::sandbox::caps::Sets {
@@ -133,7 +132,7 @@ impl<T: Send + 'static> Helpers<T> {
         for (i, rx) in self.done.into_iter().enumerate() {
             match tokio::time::timeout_at(deadline, rx).await {
                 Ok(Ok((r, end))) => {
-                    last = last.max(Some(end));
+                    last = last.max(end);
                     match r {
                         Ok(r) => results.push(r),
                         Err(e) => first = first.and(Err(format!("RAM part {i}: {e}"))),
@@ -145,10 +144,7 @@ impl<T: Send + 'static> Helpers<T> {
                 }
             }
         }
-        let took = match (self.started, last) {
-            (Some(s), Some(l)) => l.duration_since(s),
-            _ => Duration::ZERO,
-        };
+        let took = last.duration_since(self.started);
         first.map(|()| Done { results, took })
     }
 }

@@ -68,14 +68,39 @@ fn source(opts: &Options) -> Option<(PathBuf, bool)> {
     }
 }
 
+/// A snapshot file, open, with its tar index and manifest read.
+struct Opened {
+    file: File,
+    idx: Vec<archive::Member>,
+    manifest: Manifest,
+}
+
+/// Opens the snapshot at `path` and reads its index and manifest.
+fn open(path: &Path) -> Result<Opened, RestoreError> {
+    let mut file = File::open(path).map_err(|source| RestoreError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let idx = archive::index(&mut file).map_err(|why| RestoreError::Format {
+        path: path.into(),
+        why,
+    })?;
+    let manifest = read_manifest(&mut file, &idx, path)?;
+    Ok(Opened {
+        file,
+        idx,
+        manifest,
+    })
+}
+
 /// The snapshot file opened at the start, and the RAM fills begun from it before its key can
 /// be checked (the key needs the argv, which waits for the links): a restore's longest step
-/// runs while the launcher sets up and waits for its links. Per VM whose saved RAM is the size
-/// this start gives it: a fresh memfd and its fill ([`Ram::fill`]). [`prepare`] hands them to
-/// the VMs when the key fits; when it does not, they are dropped (their work wasted, nothing
-/// else: a memfd is no file).
+/// runs while the launcher sets up and waits for its links. Per VM in the snapshot: a fresh
+/// memfd and its fill ([`Ram::fill`], which refuses parts that do not cover this start's RAM
+/// size). [`prepare`] hands them to the VMs when the key fits; when it does not, they are
+/// dropped (their work wasted, nothing else: a memfd is no file).
 pub struct EarlyFill {
-    file: File,
+    opened: Opened,
     vms: Vec<(String, Arc<Ram>, Helpers<()>)>,
 }
 
@@ -83,18 +108,14 @@ pub struct EarlyFill {
 /// restored or the file cannot be read: [`prepare`] then reports why, as without it.
 pub fn fill_early(plans: &[VmPlan], opts: &Options) -> Option<EarlyFill> {
     let (path, _) = source(opts)?;
-    let mut file = File::open(&path).ok()?;
-    let idx = archive::index(&mut file).ok()?;
-    let m = read_manifest(&mut file, &idx, &path).ok()?;
-    let shared = Arc::new(file.try_clone().ok()?);
+    let opened = open(&path).ok()?;
+    let shared = Arc::new(opened.file.try_clone().ok()?);
     let mut vms = Vec::new();
     for p in plans {
-        let Some(e) = m.vm(&p.name) else { continue };
-        let bytes: u64 = e.ram.iter().map(|r| r.bytes).sum();
-        if bytes != p.machine.memory_mib << 20 {
+        let Some(e) = opened.manifest.vm(&p.name) else {
             continue;
-        }
-        let Ok(srcs) = ram_sources(&shared, &idx, e, &path) else {
+        };
+        let Ok(srcs) = ram_sources(&shared, &opened.idx, e, &path) else {
             continue;
         };
         let started = Ram::new(&p.name, p.machine.memory_mib)
@@ -105,7 +126,7 @@ pub fn fill_early(plans: &[VmPlan], opts: &Options) -> Option<EarlyFill> {
             Err(e) => tracing::debug!(vm = %p.name, error = %e, "no early RAM fill"),
         }
     }
-    Some(EarlyFill { file, vms })
+    Some(EarlyFill { opened, vms })
 }
 
 /// Decides whether this start restores and prepares it (see the module doc), with the fills
@@ -181,7 +202,7 @@ fn parse_manifest(json: &[u8]) -> Result<Manifest, String> {
 }
 
 /// Checks the keys, then extracts the overlays and streams; returns the snapshot's age in s.
-/// With `early`, its file is the one read (the one its fills read).
+/// With `early`, the file it opened (the one its fills read) is the one checked.
 fn load(
     vms: &mut [Vm],
     saver: &Saver,
@@ -192,16 +213,15 @@ fn load(
         path: path.into(),
         source,
     };
-    let (mut f, mut filling) = match early {
-        Some(e) => (e.file, e.vms),
-        None => (File::open(path).map_err(io)?, Vec::new()),
+    let (opened, mut filling) = match early {
+        Some(e) => (e.opened, e.vms),
+        None => (open(path)?, Vec::new()),
     };
-    std::io::Seek::rewind(&mut f).map_err(io)?;
-    let idx = archive::index(&mut f).map_err(|why| RestoreError::Format {
-        path: path.into(),
-        why,
-    })?;
-    let m = read_manifest(&mut f, &idx, path)?;
+    let Opened {
+        file: mut f,
+        idx,
+        manifest: m,
+    } = opened;
     let mut reasons = Vec::new();
     if m.vms.len() != saver.targets.len() {
         reasons.push(format!(
