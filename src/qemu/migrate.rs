@@ -12,7 +12,7 @@ use std::time::Duration;
 /// The name the stream's fd has inside qemu.
 const FD_NAME: &str = "launcher-snapshot";
 /// How often `query-migrate` is asked while a migration runs.
-const POLL: Duration = Duration::from_millis(10);
+const POLL: Duration = Duration::from_millis(2);
 const CMD: Duration = Duration::from_secs(5);
 
 impl Qmp {

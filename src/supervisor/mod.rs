@@ -9,6 +9,7 @@
 mod cables;
 mod mgmt;
 pub use mgmt::{read_license, render_all, template_values, MgmtAddrs};
+mod lz4;
 mod node;
 mod preflight;
 mod privilege;

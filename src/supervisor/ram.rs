@@ -3,18 +3,19 @@
 //! snapshot compresses the stopped guest's RAM from the launcher's side ([`Ram::save`]; the
 //! migration stream skips it with `x-ignore-shared`) and a restore fills a fresh memfd while
 //! qemu starts ([`Ram::fill`]), instead of qemu loading it page by page. The RAM travels in up
-//! to [`PARTS`] contiguous parts, each one LZ4 frame (`lz4 -d` reads it) of only the part's
-//! data: its zero pages are left out (a fresh memfd reads zeros), and the runs of data it
-//! holds are its [`Extents`]. Parts are cut so that each holds about as much data
+//! to [`PARTS`] contiguous parts, each one LZ4 frame ([`super::lz4`]; `lz4 -d` reads it) of
+//! only the part's data: its zero pages are left out (a fresh memfd reads zeros), and the runs
+//! of data it holds are its [`Extents`]. Parts are cut so that each holds about as much data
 //! ([`Ram::plan`]), so a fill decompresses on every core at once, straight from the snapshot
 //! file: one thread per part, in this process (no pipe, no helper process: a restore's qemu
 //! waits for the fill, and LZ4 decompresses about twice as fast as zstd here). Never talks
 //! to qemu; a memfd lives as long as the one qemu run it was made for, and its pages go with it.
 
-use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInfo};
+use super::lz4;
 use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::unistd::Whence;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -149,15 +150,6 @@ impl<T: Send + 'static> Helpers<T> {
     }
 }
 
-/// How a part is framed: independent 1 MiB blocks and a checksum of the whole (a damaged part
-/// fails its fill; it never loads silently wrong).
-fn frame() -> FrameInfo {
-    FrameInfo::new()
-        .block_size(BlockSize::Max1MB)
-        .block_mode(BlockMode::Independent)
-        .content_checksum(true)
-}
-
 impl Ram {
     /// A fresh memfd of `mib` MiB (all holes: pages cost memory only once the guest or a
     /// restore writes them), closed on exec (the spawn moves a copy to its number).
@@ -173,14 +165,18 @@ impl Ram {
     /// the guest may run: the cut only balances the work, any cut is correct.
     pub fn plan(&self) -> std::io::Result<Vec<(u64, u64)>> {
         let f = self.reopen(false)?;
+        let mut holes = Holes::new(&f);
         let zero = vec![0u8; BLOCK as usize];
         let mut buf = vec![0u8; BLOCK as usize];
         let mut blocks = Vec::new();
         let mut at = 0;
         while at < self.bytes {
             let n = (self.bytes - at).min(BLOCK) as usize;
-            f.read_exact_at(&mut buf[..n], at)?;
-            blocks.push(buf[..n] != zero[..n]);
+            let data = !holes.within(at, at + n as u64)? && {
+                f.read_exact_at(&mut buf[..n], at)?;
+                buf[..n] != zero[..n]
+            };
+            blocks.push(data);
             at += n as u64;
         }
         Ok(cut(&blocks, self.bytes, PARTS))
@@ -229,19 +225,18 @@ impl Ram {
         Ok(h)
     }
 
-    /// One part's work: its slice of the source file, decompressed, written at its extents
-    /// ([`unpack`]).
+    /// One part's work: its range of the source file (read at positions: the file's offset
+    /// is never moved), decompressed, written at its extents ([`Scatter`]).
     fn fill_part(
         &self,
         s: &Source,
     ) -> std::io::Result<impl FnOnce() -> std::io::Result<()> + Send + 'static> {
-        // An open file of its own: its offset is this part's alone.
-        let mut file = File::open(format!("/proc/self/fd/{}", s.file.as_raw_fd()))?;
-        file.seek(SeekFrom::Start(s.at))?;
-        let (len, to, extents) = (s.len, self.reopen(true)?, s.extents.clone());
+        let (file, at, len) = (s.file.clone(), s.at, s.len);
+        let (to, extents) = (self.reopen(true)?, s.extents.clone());
         Ok(move || {
-            let from = FrameDecoder::new(BufReader::with_capacity(BLOCK as usize, file.take(len)));
-            unpack(from, &to, &extents)
+            let mut put = Scatter::new(&to, &extents);
+            lz4::decode(&file, at, len, |d| put.put(d))?;
+            put.end()
         })
     }
 
@@ -284,26 +279,82 @@ impl Ram {
 
 /// One part of a save: [`pack`] into `dst` as one LZ4 frame; its extents.
 fn save_part(src: &File, at: u64, len: u64, dst: File) -> std::io::Result<Extents> {
-    let mut z =
-        FrameEncoder::with_frame_info(frame(), BufWriter::with_capacity(BLOCK as usize, dst));
+    let mut z = lz4::Encoder::new(BufWriter::with_capacity(BLOCK as usize, dst))?;
     let extents = pack(src, at, len, &mut z)?;
     z.finish()?.flush()?;
     Ok(extents)
 }
 
-/// Copies the data of `len` bytes of `src` from `at` into `to`, leaving out zero pages (but
-/// keeping gaps of up to [`GAP_PAGES`] between data). Returns the extents written. Each run
-/// is written in as few writes as the reads allow.
+/// Where a memfd's holes are (pages never written, which read as zeros), so that a scan skips
+/// them unread: the kernel is asked (`SEEK_DATA`, `SEEK_HOLE`) as the scan moves on. Moves
+/// the offset of the file it is given, which must be its own.
+struct Holes<'a> {
+    file: &'a File,
+    /// The next data from the last position asked about, and the hole after it (MAX: none).
+    data: u64,
+    hole: u64,
+}
+
+impl<'a> Holes<'a> {
+    fn new(file: &'a File) -> Self {
+        Holes {
+            file,
+            data: 0,
+            hole: 0,
+        }
+    }
+
+    /// Whether `start..end` lies in one hole. `start` never goes back from call to call.
+    fn within(&mut self, start: u64, end: u64) -> std::io::Result<bool> {
+        if start >= self.hole {
+            self.data = self.seek(start, Whence::SeekData)?;
+            self.hole = match self.data {
+                u64::MAX => u64::MAX,
+                d => self.seek(d, Whence::SeekHole)?,
+            };
+        }
+        Ok(end <= self.data)
+    }
+
+    /// Where `whence` finds the next data or hole from `at`; MAX when there is none.
+    fn seek(&self, at: u64, whence: Whence) -> std::io::Result<u64> {
+        match nix::unistd::lseek(self.file, at as i64, whence) {
+            Ok(o) => Ok(o as u64),
+            Err(nix::errno::Errno::ENXIO) => Ok(u64::MAX),
+            Err(e) => Err(std::io::Error::other(format!(
+                "RAM {whence:?} from {at}: {e}"
+            ))),
+        }
+    }
+}
+
+/// Copies the data of `len` bytes of `src` (a file of its own) from `at` into `to`, leaving
+/// out zero pages (but keeping gaps of up to [`GAP_PAGES`] between data); a hole of a whole
+/// read is skipped unread ([`Holes`]). Returns the extents written. Each run is written in as
+/// few writes as the reads allow.
 fn pack(src: &File, at: u64, len: u64, to: &mut impl Write) -> std::io::Result<Extents> {
     let zero = [0u8; PAGE];
     let page = PAGE as u64;
     let mut buf = vec![0u8; BLOCK as usize];
+    let mut holes = Holes::new(src);
     let mut extents: Extents = Vec::new();
     // The open run's start, and the zero pages seen since its last data page.
     let (mut run, mut gap): (Option<u64>, u64) = (None, 0);
     let (mut pos, end) = (at, at + len);
     while pos < end {
         let n = ((end - pos) as usize).min(buf.len());
+        if holes.within(pos, pos + n as u64)? {
+            // As n.div_ceil(PAGE) zero pages: the open run ends where its zeros began.
+            let pages = n.div_ceil(PAGE) as u64;
+            if gap + pages > GAP_PAGES {
+                if let Some(s) = run.take() {
+                    extents.push((s, pos - gap * page - s));
+                }
+            }
+            gap += pages;
+            pos += n as u64;
+            continue;
+        }
         src.read_exact_at(&mut buf[..n], pos)?;
         // Where the open run's bytes not yet written start in `buf`.
         let mut from: Option<usize> = None;
@@ -349,22 +400,48 @@ fn pack(src: &File, at: u64, len: u64, to: &mut impl Write) -> std::io::Result<E
     Ok(extents)
 }
 
-/// Writes what comes out of `from` (a part's data, decompressed) at its `extents` in `to`,
-/// then checks that nothing more comes.
-fn unpack(mut from: impl Read, to: &File, extents: &[(u64, u64)]) -> std::io::Result<()> {
-    let mut buf = vec![0u8; BLOCK as usize];
-    for &(at, len) in extents {
-        let mut done = 0;
-        while done < len {
-            let n = ((len - done) as usize).min(buf.len());
-            from.read_exact(&mut buf[..n])?;
-            to.write_all_at(&buf[..n], at + done)?;
-            done += n as u64;
+/// Writes a part's data, piece by piece as it is decompressed, at its extents in `to`, one
+/// after the other; [`Scatter::end`] checks that they got all of it.
+struct Scatter<'a> {
+    to: &'a File,
+    extents: &'a [(u64, u64)],
+    /// The extent being written, and how much of it is.
+    at: usize,
+    done: u64,
+}
+
+impl<'a> Scatter<'a> {
+    fn new(to: &'a File, extents: &'a [(u64, u64)]) -> Self {
+        Scatter {
+            to,
+            extents,
+            at: 0,
+            done: 0,
         }
     }
-    match from.read(&mut buf[..1])? {
-        0 => Ok(()),
-        _ => Err(std::io::Error::other("more RAM data than its extents hold")),
+
+    fn put(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let Some(&(start, len)) = self.extents.get(self.at) else {
+                return Err(std::io::Error::other("more RAM data than its extents hold"));
+            };
+            let n = ((len - self.done) as usize).min(data.len());
+            self.to.write_all_at(&data[..n], start + self.done)?;
+            data = &data[n..];
+            self.done += n as u64;
+            if self.done == len {
+                (self.at, self.done) = (self.at + 1, 0);
+            }
+        }
+        Ok(())
+    }
+
+    fn end(&self) -> std::io::Result<()> {
+        let rest = self.extents.get(self.at..).unwrap_or_default();
+        match rest.iter().any(|&(_, len)| len > 0) {
+            true => Err(std::io::Error::other("less RAM data than its extents hold")),
+            false => Ok(()),
+        }
     }
 }
 
@@ -385,6 +462,7 @@ impl RamSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::os::unix::fs::MetadataExt;
 
     fn contents(r: &Ram) -> Vec<u8> {
@@ -450,6 +528,24 @@ mod tests {
         assert_eq!(out, want, "the extents' bytes, in order");
         // All zeros: nothing.
         assert_eq!(packed(&Ram::new("t", 2).unwrap(), 2), (vec![], vec![]));
+        // A read that lies in a hole is skipped unread, with the result of one of zeros
+        // written: the run before it ends where its zeros began.
+        let (holed, zeroed) = (Ram::new("t", 3).unwrap(), Ram::new("t", 3).unwrap());
+        for r in [&holed, &zeroed] {
+            let w = r.reopen(true).unwrap();
+            w.write_all_at(&[3u8; 2 * PAGE], page(mib - 3)).unwrap();
+            w.write_all_at(&[4u8; PAGE], page(2 * mib)).unwrap();
+        }
+        let w = zeroed.reopen(true).unwrap();
+        w.write_all_at(&vec![0u8; 1 << 20], page(mib)).unwrap();
+        let used = |r: &Ram| r.reopen(false).unwrap().metadata().unwrap().blocks() * 512;
+        assert_eq!(
+            (used(&holed), used(&zeroed)),
+            (3 * PAGE as u64, (1 << 20) + 3 * PAGE as u64)
+        );
+        let (ex, out) = packed(&holed, 3);
+        assert_eq!(ex, [(page(mib - 3), page(2)), (page(2 * mib), page(1))]);
+        assert_eq!((ex, out), packed(&zeroed, 3));
     }
 
     #[test]
@@ -531,9 +627,15 @@ mod tests {
             .to_string()
             .ends_with("not at 10 MiB"));
         // Data longer than its extents is an error, not a silent cut; shorter, too.
-        let e = unpack(&[1u8; 10][..], &b.reopen(true).unwrap(), &[(0, 8)]).unwrap_err();
+        let to = b.reopen(true).unwrap();
+        let mut put = Scatter::new(&to, &[(0, 8)]);
+        put.put(&[1u8; 4]).unwrap();
+        let e = put.end().unwrap_err();
+        assert_eq!(e.to_string(), "less RAM data than its extents hold");
+        put.put(&[1u8; 4]).unwrap();
+        put.end().unwrap();
+        let e = put.put(&[1u8; 2]).unwrap_err();
         assert_eq!(e.to_string(), "more RAM data than its extents hold");
-        assert!(unpack(&[1u8; 4][..], &b.reopen(true).unwrap(), &[(0, 8)]).is_err());
         // A damaged part (a byte of its frame changed) fails its fill; it never panics.
         let mut bytes = std::fs::read(&tar).unwrap();
         let s = &srcs[0];
