@@ -280,7 +280,7 @@ restore_vrnetlab() {
 # The launcher's argv (`launcher check`) as qemu runs outside it: the RAM as RAM (an
 # `-object memory-backend-*` value of its own: MEM), the data NIC as NET, the serial port to
 # nowhere, and no -sandbox (vrnetlab runs qemu as root without a seccomp filter; ours denies
-# spawn, which `exec:cat` needs). Into the array `a`.
+# spawn, which `exec:cat` needs), its agent socket beside the run dir. Into the array `a`.
 plain_argv() {
   local mem=$1 net=$2 x skip=; a=()
   while IFS= read -r x; do
@@ -290,6 +290,9 @@ plain_argv() {
       memory-backend-*) x="$mem,size=$(sed -n 's/.*size=\([^,]*\).*/\1/p' <<<"$x")" ;;
       tap,id=net1,*) x=$net ;;
       socket,id=serial*) x="null,id=${x#socket,id=}"; x=${x%%,server=*} ;;
+      # Its own agent socket, outside the launcher's run dir: a root qemu killed there would
+      # leave a socket the sandboxed qemu of the next restore may not replace.
+      socket,id=qga*) x="${x%%path=*}path=$dir/plain-qga.sock" ;;
     esac
     a+=("$x")
   done < <(CLAB_INTFS=1 "$bin" check --config "$dir/launcher.toml")

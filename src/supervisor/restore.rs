@@ -17,7 +17,7 @@
 use super::ram::{Helpers, Ram, Source};
 use super::snapshot::{overlays, Extracted, SaveError, Saver};
 use super::vm::Vm;
-use super::zstd::{pipe, zstd};
+use super::zstd::{pipe, zstd, Helper};
 use super::SupervisorError;
 use crate::config::{Clock, VmPlan};
 use crate::console::Hub;
@@ -28,13 +28,16 @@ use crate::state::Probe;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a stream may take to load.
 const LOAD_WAIT: Duration = Duration::from_secs(300);
+/// The pipe a devices stream is decompressed into: the most an unprivileged process may ask
+/// for by default (`/proc/sys/fs/pipe-max-size`), about one whole stream.
+const STREAM_PIPE: i32 = 1 << 20;
 /// How long the guest agent has to answer after `cont`.
 const AGENT_WAIT: Duration = Duration::from_secs(20);
 /// How long a restored console has to answer a carriage return.
@@ -367,14 +370,15 @@ pub async fn resume(
     r: Restoring,
 ) -> Result<(Vec<(Probe, String)>, AfterCont), String> {
     let t0 = Instant::now();
+    // The devices' stream is decompressed beside the fill: qemu reads it at once after.
+    let stream = start_stream(vm, &r.x.stream);
     let filled = r.fill.wait(LOAD_WAIT).await;
     let filled_ms = t0.elapsed().as_millis() as u64;
-    let (loaded, fill_ms) = match filled {
-        Ok(d) => (
-            load_stream(vm, q, &r.x.stream).await,
-            d.took.as_millis() as u64,
-        ),
-        Err(why) => (Err(format!("RAM fill: {why}")), 0),
+    let (loaded, fill_ms) = match (filled, stream) {
+        (Ok(d), Ok(s)) => (load_stream(q, s).await, d.took.as_millis() as u64),
+        (Ok(d), Err(why)) => (Err(why), d.took.as_millis() as u64),
+        // The stream's read end goes with it: its zstd ends on a broken pipe.
+        (Err(why), _) => (Err(format!("RAM fill: {why}")), 0),
     };
     let _ = std::fs::remove_file(&r.x.stream);
     loaded?;
@@ -454,11 +458,22 @@ fn after_cont(vm: &Vm) -> AfterCont {
     }
 }
 
-async fn load_stream(vm: &Vm, q: &Qmp, stream: &Path) -> Result<(), String> {
+/// Starts `zstd -d` on a VM's saved devices stream into a pipe of [`STREAM_PIPE`] bytes when
+/// the kernel allows (a whole stream, about 1 MiB: zstd is done before qemu reads), and gives
+/// the pipe's read end and the zstd.
+fn start_stream(vm: &Vm, stream: &Path) -> Result<(OwnedFd, Helper), String> {
     let file = File::open(stream).map_err(|e| format!("{}: {e}", stream.display()))?;
     let (r, w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+    // Best effort: a smaller pipe only makes zstd wait for qemu's reads.
+    let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(STREAM_PIPE));
     let z = zstd(&["-q", "-d", "-c"], file.into(), w.into(), &vm.reaper)
         .map_err(|e| format!("cannot run zstd: {e}"))?;
+    Ok((r, z))
+}
+
+/// Loads the stream [`start_stream`] began into the qemu behind `q` (started with
+/// `-incoming defer`) and waits for both to end.
+async fn load_stream(q: &Qmp, (r, z): (OwnedFd, Helper)) -> Result<(), String> {
     let started = q.migrate_incoming_fd(r.as_fd()).await;
     drop(r);
     let st = match started {
