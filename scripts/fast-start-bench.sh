@@ -58,7 +58,9 @@ link
 export LAUNCHER_SOCKET=$dir/control.sock
 
 now() { date +%s.%N; }
-since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(now)"; }
+# span T0 T1: the seconds from T0 to T1 (both from `now`), to the hundredth.
+span() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$2"; }
+since() { span "$1" "$(now)"; }
 # start ENV... : the launcher in the namespace, in the background
 start() {
   env "$@" CLAB_INTFS=1 ip netns exec "$ns" "$bin" run --config "$dir/launcher.toml" >>"$dir/launcher.log" 2>&1 &
@@ -90,7 +92,7 @@ first_ok() {
 got() {
   local i=0
   until [ -s "$1" ]; do sleep 0.05; i=$((i+1)); [ $i -lt 6000 ] || { echo "fast-start-bench: no $3" >&2; exit 1; }; done
-  python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$2" "$(cat "$1")"
+  span "$2" "$(cat "$1")"
 }
 ready() { "$bin" health; }
 # banner PORT T0: in the namespace, the launcher's TCP probe from now: the seconds from T0 (a
@@ -120,7 +122,7 @@ traffic() { ip netns exec "$peer" ping -q -c 1 -i 0.02 -w 60 "$target"; }
 ready_at() {
   local ts; ts=$(grep -E '^[0-9-]+T[0-9:.]+Z +INFO state from=.* to="ready"' "$dir/launcher.log" | tail -1 | cut -d' ' -f1)
   [ -n "$ts" ] || { echo "fast-start-bench: no ready transition in $dir/launcher.log" >&2; exit 1; }
-  python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(date -d "$ts" +%s.%N)"
+  span "$1" "$(date -d "$ts" +%s.%N)"
 }
 # qmp SOCKET STEP...: QMP steps, in order: cont (wait for the incoming stream, then cont), or
 # full:IN:OUT (load our devices' stream IN into a qemu whose RAM is already ours, then save
