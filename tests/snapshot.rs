@@ -133,6 +133,14 @@ fn a_saved_pair_restores_in_new_namespaces_and_pings_across_the_datapath() {
         log.transition("ready", "restored: the console answers"),
         "{log}"
     );
+    // Its console pattern is its only probe: the console was asked (a carriage return).
+    assert!(
+        log.has(
+            "restored from snapshot and resumed",
+            &[("console", "asked")]
+        ),
+        "{log}"
+    );
     // A restored guest never boots: no kernel banner, no ready marker on its new console.
     let c = console(&a2);
     assert!(
