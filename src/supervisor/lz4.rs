@@ -63,6 +63,19 @@ fn preferences() -> LZ4FPreferences {
 /// A compression context, freed on drop.
 struct Cctx(LZ4FCompressionContext);
 
+impl Cctx {
+    fn new() -> io::Result<Self> {
+        let mut raw = LZ4FCompressionContext(ptr::null_mut());
+        // SAFETY: `raw` is a valid place for the new context; the version is the one the
+        // bindings declare.
+        check(
+            unsafe { lz4_sys::LZ4F_createCompressionContext(&mut raw, LZ4F_VERSION) },
+            "compression context",
+        )?;
+        Ok(Cctx(raw))
+    }
+}
+
 impl Drop for Cctx {
     fn drop(&mut self) {
         // SAFETY: the context was created by LZ4F_createCompressionContext and is freed once.
@@ -72,6 +85,18 @@ impl Drop for Cctx {
 
 /// A decompression context, freed on drop.
 struct Dctx(LZ4FDecompressionContext);
+
+impl Dctx {
+    fn new() -> io::Result<Self> {
+        let mut raw = LZ4FDecompressionContext(ptr::null_mut());
+        // SAFETY: `raw` is a valid place for the new context; the version is the bindings'.
+        check(
+            unsafe { lz4_sys::LZ4F_createDecompressionContext(&mut raw, LZ4F_VERSION) },
+            "decompression context",
+        )?;
+        Ok(Dctx(raw))
+    }
+}
 
 impl Drop for Dctx {
     fn drop(&mut self) {
@@ -93,14 +118,7 @@ impl<W: Write> Encoder<W> {
     /// Starts a frame on `out` (its header is written at once).
     pub fn new(mut out: W) -> io::Result<Self> {
         let prefs = preferences();
-        let mut raw = LZ4FCompressionContext(ptr::null_mut());
-        // SAFETY: `raw` is a valid place for the new context; the version is the one the
-        // bindings declare.
-        check(
-            unsafe { lz4_sys::LZ4F_createCompressionContext(&mut raw, LZ4F_VERSION) },
-            "compression context",
-        )?;
-        let ctx = Cctx(raw);
+        let ctx = Cctx::new()?;
         // SAFETY: `prefs` is a valid preferences struct for the call's duration.
         let bound = unsafe { lz4_sys::LZ4F_compressBound(BLOCK, &prefs) };
         let mut buf = vec![0u8; bound.max(HEADER_MAX)];
@@ -168,13 +186,7 @@ pub fn decode(
     len: u64,
     mut sink: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<()> {
-    let mut raw = LZ4FDecompressionContext(ptr::null_mut());
-    // SAFETY: `raw` is a valid place for the new context; the version is the bindings'.
-    check(
-        unsafe { lz4_sys::LZ4F_createDecompressionContext(&mut raw, LZ4F_VERSION) },
-        "decompression context",
-    )?;
-    let ctx = Dctx(raw);
+    let ctx = Dctx::new()?;
     // A block with its size and checksum, and the next block's size: what the decoder asks
     // for at most.
     let mut src = vec![0u8; BLOCK + 16];

@@ -19,6 +19,7 @@ mod ram;
 mod reaper;
 mod reset;
 mod restore;
+mod resumed;
 mod setup;
 mod snapshot;
 mod spawn;

@@ -145,7 +145,7 @@ pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child
     // A stop asked for before this run began counts at once.
     stop.mark_changed();
     // A restore's checks after `cont` (the console answering, the guest clock), while they run.
-    let mut after_cont: Option<super::restore::AfterCont> = None;
+    let mut after_cont: Option<super::resumed::AfterCont> = None;
     let end = loop {
         let deadline = run.shutdown.deadline();
         let boot_timer = !run.booted && !run.stopping;
@@ -205,7 +205,7 @@ pub async fn supervise(vm: &mut Vm, stop: &mut watch::Receiver<StopLevel>, child
                 run.on_deadline().await;
             }
         }
-        // A restored guest's clock is set once it is ready (restore::AfterCont).
+        // A restored guest's clock is set once it is ready (resumed::AfterCont).
         if run.readiness.is_ready() {
             if let Some(a) = after_cont.as_mut() {
                 a.ready();
