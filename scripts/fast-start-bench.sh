@@ -133,12 +133,13 @@ ready_at() {
   [ -n "$ts" ] || { echo "fast-start-bench: no ready transition in $dir/launcher.log" >&2; exit 1; }
   span "$1" "$(date -d "$ts" +%s.%N)"
 }
-# qmp SOCKET STEP...: QMP steps, in order: cont (wait for the incoming stream, then cont), or
+# qmp SOCKET STEP...: QMP steps, in order: cont (wait for the incoming stream, then cont),
+# go:FILE (wait until FILE exists: the caller's moment, with python already started), or
 # full:IN:OUT (load our devices' stream IN into a qemu whose RAM is already ours, then save
 # everything, RAM included, to OUT as one uncompressed stream, then quit).
 qmp() {
   python3 - "$@" <<'PY'
-import json, socket, sys, time
+import json, os, socket, sys, time
 for _ in range(3000):
     s = socket.socket(socket.AF_UNIX)
     try:
@@ -166,6 +167,9 @@ f.readline(); cmd("qmp_capabilities")
 for step in sys.argv[2:]:
     if step == "cont":
         loaded(); cmd("cont")
+    elif step.startswith("go:"):
+        while not os.path.exists(step[3:]):
+            time.sleep(0.002)
     else:
         _, src, dst = step.split(":")
         shared(True); cmd("migrate-incoming", {"uri": f"exec:cat {src}"}); loaded()
@@ -291,8 +295,16 @@ restore_vrnetlab() {
   rm -f "$dir/go"
   if [ -n "$ready_port" ]; then banner "$ready_port" "$t0" "$dir/go" >"$dir/t.banner" & probe=$!; fi
   vrnetlab_qemu "$stream"
-  if [ "$how" = as-run ]; then sleep 2; fi
-  qmp "$dir/run/qmp.sock" cont; local running; running=$(since "$t0")
+  if [ "$how" = as-run ]; then
+    # Its python is running when its 2 s end: the QMP helper is started and connected before.
+    rm -f "$dir/cont-go"
+    qmp "$dir/run/qmp.sock" "go:$dir/cont-go" cont & local helper=$!
+    sleep 2; touch "$dir/cont-go"
+    wait "$helper"
+  else
+    qmp "$dir/run/qmp.sock" cont
+  fi
+  local running; running=$(since "$t0")
   touch "$dir/go"
   local ready=-
   if [ -n "$probe" ]; then
