@@ -219,51 +219,6 @@ fn several_vms_take_the_ports_present_that_their_data_selects() {
     assert_eq!(code, 0, "{}", r.output());
 }
 
-/// The guest's console from byte `from` on.
-fn console_from(ns: &Netns, from: usize) -> String {
-    let all = std::fs::read(ns.dir.join("console.log")).unwrap_or_default();
-    String::from_utf8_lossy(all.get(from..).unwrap_or_default()).into_owned()
-}
-
-/// The guest's carrier log after console byte `from`: its "tinylinux: carrier" lines.
-fn carrier_lines(ns: &Netns, from: usize) -> Vec<String> {
-    (console_from(ns, from).lines())
-        .filter(|l| l.contains("tinylinux: carrier eth"))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Waits (bounded) until the guest's last carrier word after console byte `from` is `want`
-/// for every port. qemu starts every NIC with its link up and the launcher sets the absent
-/// ports down over QMP as soon as it connects, which under load may come after the guest's
-/// first carrier line: a port may say "up" once at boot before its "down". The failure shows
-/// the carrier lines (not the whole boot log).
-fn guest_ends_up_seeing(ns: &Netns, from: usize, want: &[(u32, &str)]) {
-    let start = std::time::Instant::now();
-    let last = |lines: &[String], n: u32| {
-        let tag = format!("tinylinux: carrier eth{n} ");
-        lines.iter().rfind(|l| l.contains(&tag)).cloned()
-    };
-    loop {
-        let lines = carrier_lines(ns, from);
-        let ok = (want.iter())
-            .all(|(n, w)| last(&lines, *n) == Some(format!("tinylinux: carrier eth{n} {w}")));
-        if ok {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "after 30 s the guest's ports are not {want:?}; its carrier lines:\n{}",
-            lines.join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn console_len(ns: &Netns) -> usize {
-    std::fs::metadata(ns.dir.join("console.log")).map_or(0, |m| m.len() as usize)
-}
-
 /// Waits (bounded) until the guest prints `line` (its carrier log) after console byte `from`
 /// and status shows `port`'s state `state`; returns the console length then.
 fn guest_and_status_see(ns: &Netns, from: usize, line: &str, port: usize, state: &str) -> usize {

@@ -2,7 +2,10 @@
 //! link, or nics.slots), the slots without an ethN at start as spares ([`with_spares`]); and
 //! each VM's guest is told its ports' states over QMP `set_link` ([`follow`]): down until ethN
 //! is there, wired and has carrier, up when it is, for every QMP connection (so a restarted
-//! qemu gets them again). Never changes a link (net does) and never decides a state.
+//! qemu gets them again), and again once a restore's stream is loaded ([`tell_again`]): a NIC
+//! takes its link state from its saved device state at the load (virtio-net and e1000 both),
+//! which is the cable as it was at the save. Never changes a link (net does) and never decides
+//! a state.
 
 use crate::config::{DataLink, LinkSpec, Node};
 use crate::net::CableStates;
@@ -59,46 +62,77 @@ pub fn with_spares(node: &Node, links: &[Vec<DataLink>]) -> Vec<Vec<(DataLink, b
         .collect()
 }
 
-/// One VM's view of the cables: the states of all ports, and which are this VM's.
+/// One VM's view of the cables: the states of all ports, which are this VM's, and what its
+/// guest was told on the current QMP connection.
 #[derive(Clone)]
 pub struct VmCables {
     pub states: CableStates,
     pub ports: Vec<u32>,
+    /// Shared by [`follow`] and [`tell_again`]: each tells under its lock, reading the states
+    /// there, so the last to tell told the newest states.
+    told: Arc<tokio::sync::Mutex<HashMap<u32, bool>>>,
+}
+
+impl VmCables {
+    pub fn new(states: CableStates, ports: Vec<u32>) -> Self {
+        VmCables {
+            states,
+            ports,
+            told: Arc::default(),
+        }
+    }
 }
 
 /// Tells qemu, over this connection, each of the VM's ports' state (`set_link netN`), at once
 /// and at every change, until the states' sender is gone or the caller drops this future.
-/// Ports already told are not told again; a failure is retried.
+/// Ports already told are not told again; a failure is retried after [`RETRY`].
 pub async fn follow(qmp: Arc<Qmp>, mut c: VmCables) {
-    let mut told: HashMap<u32, bool> = HashMap::new();
+    c.told.lock().await.clear();
     loop {
-        let want: Vec<(u32, bool)> = (c.states.borrow_and_update().iter())
-            .filter(|(p, _)| c.ports.contains(p))
-            .copied()
-            .collect();
-        let mut failed = false;
-        for (port, up) in want {
-            if told.get(&port) == Some(&up) {
-                continue;
-            }
-            let id = format!("net{port}");
-            match qmp.set_link(&id, up).await {
-                Ok(()) => {
-                    tracing::info!(port, netdev = %id, up, "guest port link set");
-                    told.insert(port, up);
-                }
-                Err(e) => {
-                    tracing::warn!(port, netdev = %id, up, error = %crate::exit::chain(&e), "cannot set the guest port's link; retrying");
-                    failed = true;
-                }
-            }
-        }
-        if failed {
+        if !tell(&qmp, &mut c, false).await {
             tokio::time::sleep(RETRY).await;
         } else if c.states.changed().await.is_err() {
             return;
         }
     }
+}
+
+/// Tells qemu every port's state again, whatever it was told: a restore's stream is loaded and
+/// its NICs took the links of the save. False when a port could not be told (logged; the next
+/// change of the states tells it again).
+pub async fn tell_again(qmp: &Qmp, c: &VmCables) -> bool {
+    tell(qmp, &mut c.clone(), true).await
+}
+
+/// One round: each port whose state differs from what qemu was told (every port, `again`)
+/// is told. False when one failed.
+async fn tell(qmp: &Qmp, c: &mut VmCables, again: bool) -> bool {
+    let mut told = c.told.lock().await;
+    if again {
+        told.clear();
+    }
+    let want: Vec<(u32, bool)> = (c.states.borrow_and_update().iter())
+        .filter(|(p, _)| c.ports.contains(p))
+        .copied()
+        .collect();
+    let mut ok = true;
+    for (port, up) in want {
+        if told.get(&port) == Some(&up) {
+            continue;
+        }
+        let id = format!("net{port}");
+        match qmp.set_link(&id, up).await {
+            Ok(()) => {
+                tracing::info!(port, netdev = %id, up, "guest port link set");
+                told.insert(port, up);
+            }
+            Err(e) => {
+                tracing::warn!(port, netdev = %id, up, error = %crate::exit::chain(&e), "cannot set the guest port's link");
+                ok = false;
+            }
+        }
+    }
+    ok
 }
 
 /// A task that ends when this is dropped.

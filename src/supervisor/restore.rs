@@ -7,7 +7,8 @@
 //! starts, with the same argv plus
 //! `-incoming defer`; once QMP is up, [`resume`] starts the devices' stream through `zstd -d`,
 //! waits for the fill, hands the stream to qemu (QMP `getfd` + `migrate-incoming`, no file or
-//! `exec:` URI), waits for the load and sends `cont`. Readiness is earned again: the TCP probe
+//! `exec:` URI), waits for the load, tells the NICs their cables as they are now (the load
+//! gave them the save's links) and sends `cont`. Readiness is earned again: the TCP probe
 //! runs as for a boot; a console pattern (printed once, at boot) counts when the restored
 //! console answers a carriage return, or, when a TCP probe checks the guest, as restored (the
 //! carriage return's answer would take the guest's one vCPU from the probed service); with
@@ -15,6 +16,7 @@
 //! ([`super::resumed`] runs what follows `cont`).
 //! Never decides a restart (a failed load kills qemu; the restart policy boots it cold).
 
+use super::cables;
 use super::ram::{Helpers, Ram, Source};
 use super::resumed::{after_cont, restored_probes, AfterCont, Console};
 use super::snapshot::{overlays, Extracted, SaveError, Saver};
@@ -376,6 +378,13 @@ pub async fn resume(
     };
     let _ = std::fs::remove_file(&r.x.stream);
     loaded?;
+    // The NICs took the links of the save at the load: the cables as they are now, before
+    // the guest runs.
+    if let Some(c) = &vm.cables {
+        if !cables::tell_again(q, c).await {
+            tracing::warn!(vm = %vm.plan.name, "the restored guest may see some ports' links as they were at the save, until they change");
+        }
+    }
     q.execute("cont", None, Duration::from_secs(5))
         .await
         .map_err(|e| format!("cont: {}", crate::exit::chain(&e)))?;

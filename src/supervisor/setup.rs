@@ -416,9 +416,9 @@ pub fn ready_vms(
             reaper: reaper.clone(),
             resets: None,
             creds,
-            cables: (net.links.as_ref()).map(|dl| cables::VmCables {
-                states: dl.cables(),
-                ports: net.vm_links[i].iter().map(|l| l.index).collect(),
+            cables: (net.links.as_ref()).map(|dl| {
+                let ports = net.vm_links[i].iter().map(|l| l.index).collect();
+                cables::VmCables::new(dl.cables(), ports)
             }),
             snap: Default::default(),
         });

@@ -1,5 +1,5 @@
 //! The tinylinux test guest (images/tinylinux): its build, a launcher config for it, a login
-//! bootstrap, and talking to it over telnet and HTTP.
+//! bootstrap, talking to it over telnet and HTTP, and its carrier log on the console.
 
 use crate::common::Netns;
 use std::path::{Path, PathBuf};
@@ -114,4 +114,50 @@ pub fn http_get(ns: Option<&Netns>, addr: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
+}
+
+/// The guest's console from byte `from` on.
+pub fn console_from(ns: &Netns, from: usize) -> String {
+    let all = std::fs::read(ns.dir.join("console.log")).unwrap_or_default();
+    String::from_utf8_lossy(all.get(from..).unwrap_or_default()).into_owned()
+}
+
+/// The guest's carrier log after console byte `from`: its "tinylinux: carrier" lines, from
+/// those words on (a line may follow a prompt the console drew without a newline).
+pub fn carrier_lines(ns: &Netns, from: usize) -> Vec<String> {
+    const TAG: &str = "tinylinux: carrier eth";
+    (console_from(ns, from).lines())
+        .filter_map(|l| l.find(TAG).map(|at| l[at..].to_string()))
+        .collect()
+}
+
+/// Waits (bounded) until the guest's last carrier word after console byte `from` is `want`
+/// for every port. qemu starts every NIC with its link up and the launcher sets the absent
+/// ports down over QMP as soon as it connects, which under load may come after the guest's
+/// first carrier line: a port may say "up" once at boot before its "down". The failure shows
+/// the carrier lines (not the whole boot log).
+pub fn guest_ends_up_seeing(ns: &Netns, from: usize, want: &[(u32, &str)]) {
+    let start = std::time::Instant::now();
+    let last = |lines: &[String], n: u32| {
+        let tag = format!("tinylinux: carrier eth{n} ");
+        lines.iter().rfind(|l| l.contains(&tag)).cloned()
+    };
+    loop {
+        let lines = carrier_lines(ns, from);
+        let ok = (want.iter())
+            .all(|(n, w)| last(&lines, *n) == Some(format!("tinylinux: carrier eth{n} {w}")));
+        if ok {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "after 30 s the guest's ports are not {want:?}; its carrier lines:\n{}",
+            lines.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn console_len(ns: &Netns) -> usize {
+    std::fs::metadata(ns.dir.join("console.log")).map_or(0, |m| m.len() as usize)
 }
