@@ -105,7 +105,8 @@ pub async fn tell_again(qmp: &Qmp, c: &VmCables) -> bool {
 }
 
 /// One round: each port whose state differs from what qemu was told (every port, `again`)
-/// is told. False when one failed.
+/// is told, in port order. False when one failed: the round ends there (a qemu that does not
+/// answer one `set_link` in 5 s would not answer the next; the lock is held at most that long).
 async fn tell(qmp: &Qmp, c: &mut VmCables, again: bool) -> bool {
     let mut told = c.told.lock().await;
     if again {
@@ -115,7 +116,6 @@ async fn tell(qmp: &Qmp, c: &mut VmCables, again: bool) -> bool {
         .filter(|(p, _)| c.ports.contains(p))
         .copied()
         .collect();
-    let mut ok = true;
     for (port, up) in want {
         if told.get(&port) == Some(&up) {
             continue;
@@ -128,11 +128,11 @@ async fn tell(qmp: &Qmp, c: &mut VmCables, again: bool) -> bool {
             }
             Err(e) => {
                 tracing::warn!(port, netdev = %id, up, error = %crate::exit::chain(&e), "cannot set the guest port's link");
-                ok = false;
+                return false;
             }
         }
     }
-    ok
+    true
 }
 
 /// A task that ends when this is dropped.
