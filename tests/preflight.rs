@@ -8,11 +8,6 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-fn veth_pair(ns: &Netns, eth: &str, peer: &str) {
-    ns.ip(&format!("link add {peer} type veth peer name {eth}"));
-    ns.ip(&format!("link set {peer} up"));
-}
-
 /// `tc filter show dev ETH ingress` in the namespace (empty: no filter at all).
 fn ingress_filters(ns: &Netns, eth: &str) -> String {
     let out = ns.exec(&format!("tc filter show dev {eth} ingress"));
@@ -40,7 +35,7 @@ fn sockets_under(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn sigterm_takes_the_wiring_off_ethn_and_removes_the_sockets() {
     let ns = Netns::new("unwire");
-    veth_pair(&ns, "eth1", "p1");
+    ns.veth_pair("eth1", "p1");
     let cfg = tinylinux_config(&ns, "u1", "", "");
     let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "1")]);
     wait_all_wired(&ns, Duration::from_secs(60));
@@ -72,7 +67,7 @@ fn sigterm_takes_the_wiring_off_ethn_and_removes_the_sockets() {
 #[test]
 fn links_missing_at_the_time_out_take_the_wiring_off_the_present_one() {
     let ns = Netns::new("unwire-missing");
-    veth_pair(&ns, "eth1", "p1");
+    ns.veth_pair("eth1", "p1");
     let extra = "[nics]\nwait_timeout = 2\nnames = [\"eth1\", \"eth2\"]\n";
     let cfg = tinylinux_config(&ns, "u2", "", extra);
     let mut r = Running::start(&ns, &cfg, &[]);
@@ -104,7 +99,7 @@ fn assert_nothing_created(ns: &Netns, out: &str) {
 #[test]
 fn a_missing_disk_image_exits_2_naming_the_key_and_creates_nothing() {
     let ns = Netns::new("pre-disk");
-    veth_pair(&ns, "eth1", "p1");
+    ns.veth_pair("eth1", "p1");
     let disk = ns.dir.join("absent.qcow2");
     let extra = format!(
         "[[disk]]\npath = \"{}\"\nformat = \"qcow2\"\n",
@@ -125,7 +120,7 @@ fn a_missing_disk_image_exits_2_naming_the_key_and_creates_nothing() {
 #[test]
 fn without_net_admin_a_node_with_data_links_exits_2_naming_cap_add() {
     let ns = Netns::new("pre-cap");
-    veth_pair(&ns, "eth1", "p1");
+    ns.veth_pair("eth1", "p1");
     let cfg = tinylinux_config(&ns, "p2", "", "");
     // setpriv (util-linux) drops NET_ADMIN from every set, then execs `ip netns exec ...`.
     let drop = [
@@ -151,10 +146,10 @@ fn without_net_admin_a_node_with_data_links_exits_2_naming_cap_add() {
 #[test]
 fn a_bring_up_failing_after_passthrough_takes_the_eth0_filters_back() {
     let ns = Netns::new("fuzz-halfpass");
-    veth_pair(&ns, "eth0", "mgmt0");
+    ns.veth_pair("eth0", "mgmt0");
     ns.ip("addr add 192.0.2.2/24 dev eth0");
     ns.ip("link set eth0 up");
-    veth_pair(&ns, "eth1", "p1");
+    ns.veth_pair("eth1", "p1");
     ns.ip("link add tap1 type bridge");
     let cfg = tinylinux_config(&ns, "hp", "", "[nics]\ncount = 1\n");
     let mut r = Running::start(&ns, &cfg, &[("CLAB_MGMT_PASSTHROUGH", "true")]);

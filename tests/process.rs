@@ -32,11 +32,6 @@ fn gone(pid: i64) -> bool {
     }
 }
 
-fn veth_pair(ns: &Netns, eth: &str, peer: &str) {
-    ns.ip(&format!("link add {peer} type veth peer name {eth}"));
-    ns.ip(&format!("link set {peer} up"));
-}
-
 #[test]
 fn a_1024_open_file_limit_starts_qemu_with_its_taps_and_passes_traffic() {
     let ns = Netns::new("nofile");
@@ -50,8 +45,8 @@ fn a_1024_open_file_limit_starts_qemu_with_its_taps_and_passes_traffic() {
         &format!("startup_config = \"{}\"", sc.display()),
         "[nics]\nqueues = 2\n",
     );
-    veth_pair(&ns, "eth1", "p1");
-    veth_pair(&ns, "eth2", "p2");
+    ns.veth_pair("eth1", "p1");
+    ns.veth_pair("eth2", "p2");
     ns.ip("addr add 192.0.2.1/24 dev p1");
     // Soft and hard 1024: nothing to raise, every fd number must stay below 1024.
     let mut r = Running::start_under(

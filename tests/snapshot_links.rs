@@ -9,13 +9,6 @@ use common::*;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Gives `ns` its `eth`: a veth whose other end, up, stays in `ns` (a cable with carrier).
-fn cable(ns: &Netns, eth: &str) {
-    let other = format!("c-{eth}");
-    ns.ip(&format!("link add {other} type veth peer name {eth}"));
-    ns.ip(&format!("link set {other} up"));
-}
-
 /// A tinylinux router with three NIC slots (a port without its ethN is a spare, link down).
 fn router(ns: &Netns) -> PathBuf {
     let cfg = tinylinux_config(ns, "rsl", "", "[nics]\nslots = 3\n");
@@ -27,7 +20,7 @@ fn router(ns: &Netns) -> PathBuf {
 fn a_restored_guest_sees_its_cables_as_they_are_at_the_restore_not_at_the_save() {
     // Saved with a cable on port 1 only.
     let ns = Netns::new("snaplinks");
-    cable(&ns, "eth1");
+    ns.veth_pair("eth1", "c-eth1");
     let mut r = Running::start(&ns, &router(&ns), &[("CLAB_INTFS", "1")]);
     wait_state(&ns, "ready", Duration::from_secs(180));
     guest_ends_up_seeing(&ns, 0, &[(1, "up"), (2, "down"), (3, "down")]);
@@ -47,7 +40,7 @@ fn a_restored_guest_sees_its_cables_as_they_are_at_the_restore_not_at_the_save()
     // and port 3 come up, from its first moments (its restored carrier log printed the save's
     // states once already, so each line here is a change it saw).
     let ns2 = Netns::new("snaplinks2");
-    cable(&ns2, "eth3");
+    ns2.veth_pair("eth3", "c-eth3");
     let env = [
         ("CLAB_INTFS", "1"),
         ("LAUNCHER_RESTORE", file.to_str().unwrap()),

@@ -16,16 +16,11 @@ fn pid_alive(pid: i64) -> bool {
     kill(pid as i32, 0)
 }
 
-fn veth_pair(ns: &Netns, eth: &str, peer: &str) {
-    ns.ip(&format!("link add {peer} type veth peer name {eth}"));
-    ns.ip(&format!("link set {peer} up"));
-}
-
 #[test]
 fn boots_to_ready_then_sigterm_powers_off_through_acpi() {
     let ns = Netns::new("boot");
-    veth_pair(&ns, "eth1", "p1");
-    veth_pair(&ns, "eth2", "p2");
+    ns.veth_pair("eth1", "p1");
+    ns.veth_pair("eth2", "p2");
     let cfg = tinylinux_config(&ns, "r1", "", "");
     let mut r = Running::start(&ns, &cfg, &[("CLAB_INTFS", "2")]);
     // Status answers while booting, then shows running, then ready.

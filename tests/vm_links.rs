@@ -7,11 +7,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-fn veth_pair(ns: &Netns, eth: &str, peer: &str) {
-    ns.ip(&format!("link add {peer} type veth peer name {eth}"));
-    ns.ip(&format!("link set {peer} up"));
-}
-
 #[test]
 fn interfaces_arriving_late_in_random_order_and_renamed_are_wired() {
     let ns = Netns::new("late");
@@ -20,7 +15,7 @@ fn interfaces_arriving_late_in_random_order_and_renamed_are_wired() {
     wait_state(&ns, "waiting-for-interfaces", Duration::from_secs(10));
     // eth3 first, a gap, then eth1 arriving under another name and renamed, then eth2.
     std::thread::sleep(Duration::from_millis(300));
-    veth_pair(&ns, "eth3", "p3");
+    ns.veth_pair("eth3", "p3");
     std::thread::sleep(Duration::from_millis(400));
     ns.ip("link add p1 type veth peer name tmp-xyz");
     std::thread::sleep(Duration::from_millis(200));
@@ -33,7 +28,7 @@ fn interfaces_arriving_late_in_random_order_and_renamed_are_wired() {
     );
     ns.ip("link set tmp-xyz name eth1");
     std::thread::sleep(Duration::from_millis(300));
-    veth_pair(&ns, "eth2", "p2");
+    ns.veth_pair("eth2", "p2");
     let st = wait_all_wired(&ns, Duration::from_secs(90));
     assert!(st["links"][0]["eth_ifindex"].as_u64().is_some());
     wait_state(&ns, "ready", Duration::from_secs(90));
@@ -80,7 +75,7 @@ fn a_burst_overrunning_the_link_event_socket_is_recovered_by_listing_again() {
 #[test]
 fn missing_interfaces_time_out_with_a_clear_error() {
     let ns = Netns::new("missing");
-    veth_pair(&ns, "eth1", "p1");
+    ns.veth_pair("eth1", "p1");
     // CLAB_INTFS counts links on any ports: the error says how many are missing and which
     // were found.
     let cfg = tinylinux_config(&ns, "r5", "", "[nics]\nwait_timeout = 1\n");
@@ -96,7 +91,7 @@ fn missing_interfaces_time_out_with_a_clear_error() {
     // Named ports: the error lists exactly the missing ones.
     let names = "[nics]\nwait_timeout = 1\nnames = [\"eth1\", \"eth2\", \"eth3\"]\n";
     let ns = Netns::new("missing-names");
-    veth_pair(&ns, "eth1", "p1");
+    ns.veth_pair("eth1", "p1");
     let cfg = tinylinux_config(&ns, "r5n", "", names);
     let mut r = Running::start(&ns, &cfg, &[]);
     let code = r.wait_exit(Duration::from_secs(20));

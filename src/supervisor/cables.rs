@@ -89,7 +89,7 @@ impl VmCables {
 pub async fn follow(qmp: Arc<Qmp>, mut c: VmCables) {
     c.told.lock().await.clear();
     loop {
-        if !tell(&qmp, &mut c, false).await {
+        if !tell(&qmp, &mut c).await {
             tokio::time::sleep(RETRY).await;
         } else if c.states.changed().await.is_err() {
             return;
@@ -101,17 +101,17 @@ pub async fn follow(qmp: Arc<Qmp>, mut c: VmCables) {
 /// its NICs took the links of the save. False when a port could not be told (logged; the next
 /// change of the states tells it again).
 pub async fn tell_again(qmp: &Qmp, c: &VmCables) -> bool {
-    tell(qmp, &mut c.clone(), true).await
+    // What was told before the load no longer holds; a round of `follow` after this clear
+    // tells the states after it, which this round then need not tell again.
+    c.told.lock().await.clear();
+    tell(qmp, &mut c.clone()).await
 }
 
-/// One round: each port whose state differs from what qemu was told (every port, `again`)
-/// is told, in port order. False when one failed: the round ends there (a qemu that does not
-/// answer one `set_link` in 5 s would not answer the next; the lock is held at most that long).
-async fn tell(qmp: &Qmp, c: &mut VmCables, again: bool) -> bool {
+/// One round: each port whose state differs from what qemu was told is told, in port order.
+/// False when one failed: the round ends there (a qemu that does not answer one `set_link` in
+/// 5 s would not answer the next; the lock is held at most that long).
+async fn tell(qmp: &Qmp, c: &mut VmCables) -> bool {
     let mut told = c.told.lock().await;
-    if again {
-        told.clear();
-    }
     let want: Vec<(u32, bool)> = (c.states.borrow_and_update().iter())
         .filter(|(p, _)| c.ports.contains(p))
         .copied()

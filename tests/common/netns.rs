@@ -97,6 +97,13 @@ impl Netns {
         must(&format!("ip -n {} {args}", self.name))
     }
 
+    /// Makes `eth` in the namespace: a veth whose other end, `peer`, stays beside it, up (a
+    /// cable with carrier).
+    pub fn veth_pair(&self, eth: &str, peer: &str) {
+        self.ip(&format!("link add {peer} type veth peer name {eth}"));
+        self.ip(&format!("link set {peer} up"));
+    }
+
     /// A shell command inside the namespace.
     pub fn exec(&self, cmd: &str) -> Output {
         sh(&format!(
